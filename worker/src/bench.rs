@@ -1,0 +1,125 @@
+//! Benchmarks that print numbers (never assert times): generation tokens/s at several batch
+//! sizes with a fixed number of forced new tokens, and one training step (forward + backward +
+//! AdamW) per precision. The bf16 training row keeps fp32 master weights and optimizer state and
+//! computes in bf16 (weights are cast on the fly; gradients land on the fp32 masters).
+
+use crate::generate::{generate, SamplingParams};
+use crate::model::{self, llama::positions_from_mask};
+use crate::rng::SplitMix64;
+use std::path::Path;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+/// One result row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub what: String,
+    pub dtype: String,
+    pub batch: usize,
+    pub seconds: f64,
+    /// Tokens per second (generated tokens for generation, processed tokens for training).
+    pub tokens_per_s: f64,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub kinds: Vec<Kind>,
+    pub gen_batches: Vec<usize>,
+    pub new_tokens: usize,
+    pub train_batch: usize,
+    pub train_seq: usize,
+    pub train_steps: usize,
+}
+
+/// Short name of a precision.
+pub fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::BFloat16 => "bf16",
+        Kind::Half => "fp16",
+        _ => "fp32",
+    }
+}
+
+const BENCH_PROMPT: &str = "<|im_start|>user\nNatalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?<|im_end|>\n<|im_start|>assistant\n";
+
+/// Runs the benchmark on the model folder `dir`, printing one line per row as it goes.
+pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
+    let tok = crate::tokenizer::Tokenizer::from_dir(dir)?;
+    let prompt = tok.encode(BENCH_PROMPT)?;
+    let mut rows = Vec::new();
+    let mut print = |r: Row| {
+        println!(
+            "{:<24} {:>5} batch {:>3}  {:>9.3} s  {:>10.1} tok/s",
+            r.what, r.dtype, r.batch, r.seconds, r.tokens_per_s
+        );
+        rows.push(r);
+    };
+    for &kind in &spec.kinds {
+        let m = model::load(dir, Device::Cpu, kind)?;
+        let pad = m.model.config().pad_token_id.unwrap_or(0);
+        // Warm-up (allocator, kernels' first use), not timed.
+        let warm = SamplingParams { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
+        generate(&m.model, &[prompt.clone()], &[], pad, &warm);
+        for &b in &spec.gen_batches {
+            let params = SamplingParams { max_new_tokens: spec.new_tokens, ignore_eos: true, ..Default::default() };
+            let out = generate(&m.model, &vec![prompt.clone(); b], &[], pad, &params);
+            let secs = out.elapsed_ms / 1e3;
+            print(Row {
+                what: format!("generate {} new tokens", spec.new_tokens),
+                dtype: kind_name(kind).into(),
+                batch: b,
+                seconds: secs,
+                tokens_per_s: out.generated_tokens() as f64 / secs,
+            });
+        }
+        drop(m);
+        if spec.train_steps > 0 {
+            let secs = train_step_seconds(dir, kind, spec)?;
+            print(Row {
+                what: format!("train step {}x{}", spec.train_batch, spec.train_seq),
+                dtype: if kind == Kind::Float { "fp32".into() } else { format!("{}*", kind_name(kind)) },
+                batch: spec.train_batch,
+                seconds: secs,
+                tokens_per_s: (spec.train_batch * spec.train_seq) as f64 / secs,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Mean seconds of one training step (next-token cross-entropy, backward, AdamW) after one
+/// untimed warm-up step. Parameters and optimizer state are fp32; `compute` is the activation
+/// precision.
+pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow::Result<f64> {
+    let mut m = model::load(dir, Device::Cpu, Kind::Float)?;
+    m.model.set_compute_kind(compute);
+    let vocab = m.model.config().vocab_size;
+    let mut opt = tch::nn::AdamW::default().build(&m.vs, 1e-5)?;
+    let (b, t) = (spec.train_batch as i64, spec.train_seq as i64);
+    let mut rng = SplitMix64::new(1234);
+    let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();
+    let ids = Tensor::from_slice(&ids).view([b, t]);
+    let mask = Tensor::ones([b, t], (Kind::Int64, Device::Cpu));
+    let positions = positions_from_mask(&mask);
+    let key_mask = mask.to_kind(Kind::Bool);
+    let mut step = || {
+        let logits = m.model.forward(
+            &crate::model::llama::ForwardInput { input_ids: &ids, positions: &positions, key_mask: &key_mask },
+            None,
+        );
+        let logits = logits.narrow(1, 0, t - 1).to_kind(Kind::Float).reshape([-1, vocab]);
+        let targets = ids.narrow(1, 1, t - 1).reshape([-1]);
+        let loss = logits.cross_entropy_for_logits(&targets);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    };
+    step();
+    let start = Instant::now();
+    for _ in 0..spec.train_steps {
+        step();
+    }
+    Ok(start.elapsed().as_secs_f64() / spec.train_steps as f64)
+}

@@ -1,0 +1,20 @@
+//! airlift worker library.
+//!
+//! Owns everything that touches tensors: the model code (Llama / Qwen2 in tch), weight loading,
+//! the tokenizer and chat templates, batched generation with a KV cache, GSM8K data and grading,
+//! GGUF conversion, and benchmarks. Later issues add the rollout and learner roles, the AIRL
+//! losses, collectives and Flight services here; the binary `worker` only parses arguments and
+//! calls into this library.
+
+pub mod bench;
+pub mod cli;
+pub mod convert;
+pub mod generate;
+pub mod gguf;
+pub mod gsm8k;
+pub mod model;
+pub mod rng;
+pub mod tokenizer;
+pub mod weights;
+
+pub use model::llama::{Config, Llama};

@@ -1,0 +1,587 @@
+//! The Llama / Qwen2 family of decoder-only transformers, as Hugging Face `transformers` writes
+//! them (`LlamaForCausalLM`, `Qwen2ForCausalLM`): RMSNorm, rotary embeddings (with `rope_theta`
+//! and Llama-3 / linear `rope_scaling`), grouped-query attention, SwiGLU MLP, optional q/k/v
+//! (and o / MLP) biases, tied or untied embeddings.
+//!
+//! References: Llama 2 (<https://arxiv.org/abs/2307.09288>), Llama 3
+//! (<https://arxiv.org/abs/2407.21783>), Qwen2 (<https://arxiv.org/abs/2407.10671>),
+//! SmolLM2 (<https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct>).
+//!
+//! Variable names equal the checkpoint keys (`model.layers.3.self_attn.q_proj.weight`), so that
+//! loading and exporting are name-for-name. Parameters live in a `tch::nn::VarStore` whose kind
+//! is the storage precision; [`Llama::forward`] computes in `compute_kind`, casting weights on
+//! the fly when the two differ (fp32 master weights with bf16 compute for training).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::nn::{self, Init};
+use tch::{Device, Kind, Tensor};
+
+/// Errors in a model's `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a valid model config: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("model config field `{field}`: {what}")]
+    Invalid { field: &'static str, what: String },
+}
+
+/// `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5, which also carries
+/// `rope_theta`) as Hugging Face writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// `"llama3"`, `"linear"` or `"default"` (older configs call it `type`).
+    #[serde(alias = "type", default = "default_rope_type")]
+    pub rope_type: String,
+    /// Only in `rope_parameters`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default = "one")]
+    pub factor: f64,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+fn default_rope_type() -> String {
+    "default".into()
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A token id or a list of them (`eos_token_id` may be either).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl TokenIds {
+    /// All ids as a list.
+    pub fn to_vec(&self) -> Vec<i64> {
+        match self {
+            TokenIds::One(x) => vec![*x],
+            TokenIds::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The raw `config.json` of a Llama / Qwen2 checkpoint. Field names mirror Hugging Face.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `"llama"` or `"qwen2"`.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// transformers 5 writes `rope_theta` and the scaling here instead.
+    #[serde(default)]
+    pub rope_parameters: Option<RopeScaling>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama: bias on q, k, v and o projections. (Qwen2 always has q/k/v bias and no o bias.)
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Llama: bias on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<i64>,
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+}
+
+fn default_max_pos() -> usize {
+    2048
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+/// The resolved, validated model configuration used at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_layers: i64,
+    pub num_heads: i64,
+    pub num_kv_heads: i64,
+    pub head_dim: i64,
+    pub max_position_embeddings: i64,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub tie_word_embeddings: bool,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub eos_token_ids: Vec<i64>,
+    pub bos_token_id: Option<i64>,
+    pub pad_token_id: Option<i64>,
+}
+
+impl RawConfig {
+    /// Reads `config.json` from a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
+    }
+
+    /// Validates and resolves the raw config.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let invalid = |field, what: String| Err(ConfigError::Invalid { field, what });
+        let (qkv_bias, o_bias) = match self.model_type.as_str() {
+            "llama" => (self.attention_bias, self.attention_bias),
+            "qwen2" => (true, false),
+            other => return invalid("model_type", format!("`{other}` is not supported (expected `llama` or `qwen2`)")),
+        };
+        if self.hidden_act != "silu" {
+            return invalid("hidden_act", format!("`{}` is not supported (expected `silu`)", self.hidden_act));
+        }
+        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
+        if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
+            return invalid(
+                "num_key_value_heads",
+                format!("{kv} must be positive and divide num_attention_heads = {}", self.num_attention_heads),
+            );
+        }
+        let head_dim = match self.head_dim {
+            Some(d) => d,
+            None if self.hidden_size % self.num_attention_heads == 0 => self.hidden_size / self.num_attention_heads,
+            None => {
+                return invalid(
+                    "hidden_size",
+                    format!("{} is not divisible by num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
+                )
+            }
+        };
+        if head_dim % 2 != 0 {
+            return invalid("head_dim", format!("{head_dim} must be even for rotary embeddings"));
+        }
+        let rope_theta = self.rope_parameters.as_ref().and_then(|p| p.rope_theta).unwrap_or(self.rope_theta);
+        let rope_scaling = self
+            .rope_scaling
+            .clone()
+            .or_else(|| self.rope_parameters.clone())
+            .filter(|s| s.rope_type != "default");
+        if let Some(rs) = &rope_scaling {
+            match rs.rope_type.as_str() {
+                "default" | "linear" => {}
+                "llama3" => {
+                    if rs.low_freq_factor.is_none()
+                        || rs.high_freq_factor.is_none()
+                        || rs.original_max_position_embeddings.is_none()
+                    {
+                        return invalid(
+                            "rope_scaling",
+                            "llama3 scaling needs low_freq_factor, high_freq_factor and original_max_position_embeddings".into(),
+                        );
+                    }
+                }
+                other => {
+                    return invalid(
+                        "rope_scaling.rope_type",
+                        format!("`{other}` is not supported (expected default, linear or llama3)"),
+                    )
+                }
+            }
+        }
+        Ok(Config {
+            vocab_size: self.vocab_size as i64,
+            hidden_size: self.hidden_size as i64,
+            intermediate_size: self.intermediate_size as i64,
+            num_layers: self.num_hidden_layers as i64,
+            num_heads: self.num_attention_heads as i64,
+            num_kv_heads: kv as i64,
+            head_dim: head_dim as i64,
+            max_position_embeddings: self.max_position_embeddings as i64,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            tie_word_embeddings: self.tie_word_embeddings,
+            qkv_bias,
+            o_bias,
+            mlp_bias: self.mlp_bias,
+            eos_token_ids: self.eos_token_id.map(|e| e.to_vec()).unwrap_or_default(),
+            bos_token_id: self.bos_token_id,
+            pad_token_id: self.pad_token_id,
+        })
+    }
+}
+
+impl Config {
+    /// Reads and resolves `<dir>/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
+        RawConfig::from_file(&dir.join("config.json"))?.into_config()
+    }
+
+    /// Rotary inverse frequencies (length head_dim / 2), with `rope_scaling` applied, exactly as
+    /// `transformers.modeling_rope_utils` computes them.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let d = self.head_dim as f64;
+        let base: Vec<f64> = (0..self.head_dim / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d)).collect();
+        let Some(rs) = &self.rope_scaling else { return base };
+        match rs.rope_type.as_str() {
+            "linear" => base.iter().map(|f| f / rs.factor).collect(),
+            "llama3" => {
+                let (low, high) = (rs.low_freq_factor.unwrap(), rs.high_freq_factor.unwrap());
+                let old = rs.original_max_position_embeddings.unwrap() as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / rs.factor
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / rs.factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            _ => base,
+        }
+    }
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(p: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> Self {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let weight = p.var("weight", &[out_dim, in_dim], Init::Uniform { lo: -bound, up: bound });
+        let bias = bias.then(|| p.var("bias", &[out_dim], Init::Const(0.0)));
+        Linear { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let k = x.kind();
+        x.linear(&self.weight.to_kind(k), self.bias.as_ref().map(|b| b.to_kind(k)))
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
+        RmsNorm { weight: p.var("weight", &[dim], Init::Const(1.0)), eps }
+    }
+
+    /// As `LlamaRMSNorm`: normalise in fp32, cast back, then scale.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let h = x.to_kind(Kind::Float);
+        let var = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let h = h * (var + self.eps).rsqrt();
+        self.weight.to_kind(kind) * h.to_kind(kind)
+    }
+}
+
+/// Per-layer key/value cache, preallocated for `capacity` positions.
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    len: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    /// The number of positions written so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &Config) -> Self {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        Attention {
+            q_proj: Linear::new(&p / "q_proj", h, cfg.num_heads * d, cfg.qkv_bias),
+            k_proj: Linear::new(&p / "k_proj", h, cfg.num_kv_heads * d, cfg.qkv_bias),
+            v_proj: Linear::new(&p / "v_proj", h, cfg.num_kv_heads * d, cfg.qkv_bias),
+            o_proj: Linear::new(&p / "o_proj", cfg.num_heads * d, h, cfg.o_bias),
+            num_heads: cfg.num_heads,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: d,
+        }
+    }
+
+    /// `x`: [B, T, H]; `cos`/`sin`: [B, 1, T, D]; `mask`: [B, 1, T, S] bool (true = attend).
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<(&mut Tensor, &mut Tensor, i64)>,
+    ) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let q = self.q_proj.forward(x).view([b, t, self.num_heads, self.head_dim]).transpose(1, 2);
+        let k = self.k_proj.forward(x).view([b, t, self.num_kv_heads, self.head_dim]).transpose(1, 2);
+        let v = self.v_proj.forward(x).view([b, t, self.num_kv_heads, self.head_dim]).transpose(1, 2);
+        let q = &q * cos + rotate_half(&q) * sin;
+        let k = &k * cos + rotate_half(&k) * sin;
+        let (k, v) = match cache {
+            Some((kc, vc, start)) => {
+                kc.narrow(2, start, t).copy_(&k);
+                vc.narrow(2, start, t).copy_(&v);
+                (kc.narrow(2, 0, start + t), vc.narrow(2, 0, start + t))
+            }
+            None => (k, v),
+        };
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, true);
+        let y = y.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        self.o_proj.forward(&y)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &Config) -> Self {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp {
+            gate_proj: Linear::new(&p / "gate_proj", h, i, cfg.mlp_bias),
+            up_proj: Linear::new(&p / "up_proj", h, i, cfg.mlp_bias),
+            down_proj: Linear::new(&p / "down_proj", i, h, cfg.mlp_bias),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj.forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &Config) -> Self {
+        Block {
+            input_layernorm: RmsNorm::new(&p / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            self_attn: Attention::new(&p / "self_attn", cfg),
+            post_attention_layernorm: RmsNorm::new(&p / "post_attention_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+}
+
+/// A causal LM of the Llama / Qwen2 family.
+pub struct Llama {
+    cfg: Config,
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when the embeddings are tied.
+    lm_head: Option<Linear>,
+    inv_freq: Tensor,
+    compute_kind: Kind,
+}
+
+/// What [`Llama::forward`] takes besides the token ids.
+pub struct ForwardInput<'a> {
+    /// [B, T] int64 token ids.
+    pub input_ids: &'a Tensor,
+    /// [B, T] int64 rotary positions of each token.
+    pub positions: &'a Tensor,
+    /// [B, S] bool, true where a key position holds a real token; S = cached + T.
+    pub key_mask: &'a Tensor,
+}
+
+impl Llama {
+    /// Creates the model's variables under `root` (which should be the var store's root, so that
+    /// names equal the checkpoint keys). Weights are randomly initialised; load a checkpoint with
+    /// [`crate::weights::load_into`].
+    pub fn new(root: &nn::Path, cfg: &Config) -> Self {
+        let model = root / "model";
+        let embed_tokens =
+            (&model / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], Init::Randn { mean: 0.0, stdev: 0.02 });
+        let layers = (0..cfg.num_layers).map(|i| Block::new(&model / "layers" / i, cfg)).collect();
+        let norm = RmsNorm::new(&model / "norm", cfg.hidden_size, cfg.rms_norm_eps);
+        let lm_head =
+            (!cfg.tie_word_embeddings).then(|| Linear::new(root / "lm_head", cfg.hidden_size, cfg.vocab_size, false));
+        let inv_freq = Tensor::from_slice(&cfg.inv_freq()).to_kind(Kind::Float).to_device(root.device());
+        Llama { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freq, compute_kind: root.kind() }
+    }
+
+    /// The resolved config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    /// The precision activations are computed in.
+    pub fn compute_kind(&self) -> Kind {
+        self.compute_kind
+    }
+
+    /// Sets the precision activations are computed in (weights are cast on the fly if stored in
+    /// another precision; gradients still reach the stored weights).
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.compute_kind = kind;
+    }
+
+    /// A cache for `batch` sequences of up to `capacity` positions.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let shape = [batch, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
+        let opts = (self.compute_kind, self.device());
+        let n = self.cfg.num_layers as usize;
+        KvCache {
+            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Final hidden states [B, T, H] (after the last norm), in the compute precision.
+    pub fn hidden_states(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>) -> Tensor {
+        let (b, t) = (input.input_ids.size()[0], input.input_ids.size()[1]);
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let s = start + t;
+        assert_eq!(input.key_mask.size(), [b, s], "key_mask must be [batch, cached + new]");
+        if let Some(c) = &cache {
+            assert!(s <= c.capacity, "kv cache overflow: {s} positions, capacity {}", c.capacity);
+        }
+        let kind = self.compute_kind;
+        let mut x = Tensor::embedding(&self.embed_tokens, input.input_ids, -1, false, false).to_kind(kind);
+
+        // Rotary tables for these positions, computed in fp32 as transformers does.
+        let freqs = input.positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
+
+        // Causal mask over absolute cache positions, restricted to real keys. A position may always
+        // see itself, so padded rows never have an empty softmax (which would produce NaN).
+        let dev = self.device();
+        let q_pos = Tensor::arange_start(start, s, (Kind::Int64, dev)).view([t, 1]);
+        let k_pos = Tensor::arange(s, (Kind::Int64, dev)).view([1, s]);
+        let causal = k_pos.le_tensor(&q_pos).view([1, 1, t, s]);
+        let diag = k_pos.eq_tensor(&q_pos).view([1, 1, t, s]);
+        let mask = causal.logical_and(&input.key_mask.view([b, 1, 1, s])).logical_or(&diag);
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x);
+            let kv = cache.as_deref_mut().map(|c| {
+                // SAFETY of aliasing: keys and values are distinct vectors.
+                let (k, v) = (&mut c.keys[i], &mut c.values[i]);
+                (k, v, start)
+            });
+            let h = layer.self_attn.forward(&h, &cos, &sin, &mask, kv);
+            x = x + h;
+            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
+            x = x + h;
+        }
+        if let Some(c) = cache {
+            c.len = s;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Projects hidden states [.., H] to vocabulary logits [.., V].
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let kind = hidden.kind();
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.linear(&self.embed_tokens.to_kind(kind), None::<Tensor>),
+        }
+    }
+
+    /// Logits [B, T, V] for `input`, extending `cache` if one is given.
+    pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Tensor {
+        self.logits(&self.hidden_states(input, cache))
+    }
+
+    /// Logits [B, T, V] for right-aligned or unpadded token ids with no cache: positions and
+    /// key mask are derived from `attention_mask` ([B, T], 1 = real token, 0 = padding).
+    pub fn forward_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let key_mask = attention_mask.to_kind(Kind::Bool);
+        let positions = positions_from_mask(attention_mask);
+        self.forward(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None)
+    }
+}
+
+/// Rotary positions from a [B, T] 0/1 attention mask: `cumsum(mask) - 1`, with padding set to 0
+/// (as transformers' `generate` does for left-padded batches).
+pub fn positions_from_mask(attention_mask: &Tensor) -> Tensor {
+    let m = attention_mask.to_kind(Kind::Int64);
+    (m.cumsum(1, Kind::Int64) - 1).clamp_min(0) * &m
+}
