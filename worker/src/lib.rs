@@ -6,6 +6,7 @@
 //! losses, collectives and Flight services here; the binary `worker` only parses arguments and
 //! calls into this library.
 
+pub mod airl;
 pub mod bench;
 pub mod cli;
 pub mod convert;

@@ -1,0 +1,158 @@
+//! The AIRL losses, rewards and advantages of design §1, as pure tensor functions.
+//!
+//! Shapes: `N` sequences, `T` response positions (right-padded), `V` vocabulary. `mask` is a
+//! float [N, T] tensor, 1 on response tokens and 0 on padding. Every "token-mean" is
+//! `Σ mask · x / Σ mask` over the whole batch.
+//!
+//! Positions: for a sequence `prompt ++ response`, response token `j` sits at absolute index
+//! `p_j`; the reward model's value for it is read at `p_j` (its context includes `a_j`, so it is a
+//! function of `(s_j, a_j)`), and `log π(a_j | s_j)` from the policy logits at `p_j - 1`.
+//! `scripts/make_airl_fixtures.py` is an independent PyTorch implementation of everything here;
+//! the tests compare values and gradients to 1e-5.
+
+use tch::{Kind, Tensor};
+
+/// The two discriminator forms of design §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscriminatorForm {
+    /// `D = exp(f) / (exp(f) + π(a|s))`, so `logit D = f − log π(a|s)` (Fu, Luo & Levine 2018).
+    Airl,
+    /// `logit D = f` (what the reference paper's code does).
+    Logit,
+}
+
+/// Discriminator logits [N, T]. `policy_logp` (detached, [N, T]) is needed for `Airl`.
+pub fn discriminator_logits(f: &Tensor, policy_logp: Option<&Tensor>, form: DiscriminatorForm) -> Tensor {
+    match form {
+        DiscriminatorForm::Airl => f - policy_logp.expect("the airl form needs the policy log-probs").detach(),
+        DiscriminatorForm::Logit => f.shallow_clone(),
+    }
+}
+
+/// Options of the discriminator loss.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscLossOptions {
+    /// Label smoothing ε: targets become `1 − ε/2` for experts and `ε/2` for negatives
+    /// (ε = 0.1 → 0.95 / 0.05).
+    pub label_smoothing: f64,
+    /// Weight each sequence by `1 / (2 · size of its class)`, so both classes count equally.
+    pub class_balance: bool,
+}
+
+/// Token-level binary cross-entropy with logits over response tokens: the mean over each
+/// sequence's response tokens, then the (optionally class-balanced) weighted mean over
+/// sequences. `labels` [N]: 1 for experts, 0 for policy samples and corruptions.
+pub fn discriminator_loss(logits_d: &Tensor, mask: &Tensor, labels: &Tensor, o: &DiscLossOptions) -> Tensor {
+    let eps = o.label_smoothing;
+    let target = (labels * (1.0 - eps) + eps / 2.0).unsqueeze(1).expand_as(logits_d);
+    // BCE with logits, elementwise: softplus(x) − y·x (numerically stable).
+    let bce = logits_d.softplus() - &target * logits_d;
+    let per_seq = (bce * mask).sum_dim_intlist(1, false, Kind::Float) / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+    let weights = if o.class_balance {
+        let n_pos = labels.sum(Kind::Float).clamp_min(1.0);
+        let n_neg = (labels.ones_like() - labels).sum(Kind::Float).clamp_min(1.0);
+        labels / (n_pos * 2.0) + (labels.ones_like() - labels) / (n_neg * 2.0)
+    } else {
+        labels.ones_like()
+    };
+    (&per_seq * &weights).sum(Kind::Float) / weights.sum(Kind::Float)
+}
+
+/// Per-token rewards `r_t = logit D_t / temperature`, clipped to `[-clip, clip]` if given, zero on
+/// padding.
+pub fn token_rewards(logits_d: &Tensor, mask: &Tensor, temperature: f64, clip: Option<f64>) -> Tensor {
+    let r = logits_d / temperature;
+    let r = match clip {
+        Some(c) => r.clamp(-c, c),
+        None => r,
+    };
+    r * mask
+}
+
+/// Group-normalised, discounted reward-to-go advantages [N, T].
+///
+/// For each group (rows sharing a `group_ids` value) the mean and standard deviation (population,
+/// over all the group's response tokens) normalise its rewards, `r̃ = (r − μ) / (σ + 1e-6)`;
+/// then `A_t = Σ_{k ≥ t} γ^{k−t} r̃_k` over the response tokens (γ = 0: per-token advantages).
+/// Whatever rows the caller passes join the statistics: with `policy.expert_in_group` the
+/// expert rows are passed with their prompt's group id.
+pub fn group_advantages(rewards: &Tensor, mask: &Tensor, group_ids: &[i64], gamma: f64) -> Tensor {
+    let (n, t) = (rewards.size()[0], rewards.size()[1]);
+    assert_eq!(group_ids.len() as i64, n, "one group id per row");
+    let mut normed = rewards.zeros_like();
+    let mut groups: Vec<i64> = group_ids.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    let ids = Tensor::from_slice(group_ids).to_device(rewards.device());
+    for g in groups {
+        let rows = ids.eq(g).to_kind(Kind::Float).unsqueeze(1) * mask;
+        let count = rows.sum(Kind::Float).clamp_min(1.0);
+        let mean = (rewards * &rows).sum(Kind::Float) / &count;
+        let var = ((rewards - &mean).square() * &rows).sum(Kind::Float) / &count;
+        let z = (rewards - &mean) / (var.sqrt() + 1e-6);
+        normed += z * &rows;
+    }
+    // Discounted reverse cumulative sum as one matmul: A = r̃ · Γᵀ, Γ[t, k] = γ^{k−t} for k ≥ t.
+    let idx = Tensor::arange(t, (Kind::Float, rewards.device()));
+    let diff = idx.unsqueeze(0) - idx.unsqueeze(1); // [t, k] = k − t
+    let gamma_m = if gamma == 0.0 {
+        Tensor::eye(t, (Kind::Float, rewards.device()))
+    } else {
+        Tensor::full([t, t], gamma, (Kind::Float, rewards.device())).pow(&diff.clamp_min(0.0)) * diff.ge(0.0).to_kind(Kind::Float)
+    };
+    normed.matmul(&gamma_m.tr()) * mask
+}
+
+/// Log-probabilities [N, T] of `targets` [N, T] under `logits` [N, T, V] (computed in fp32).
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Tensor {
+    logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float).gather(2, &targets.unsqueeze(2), false).squeeze_dim(2)
+}
+
+/// Mean entropy of the distributions `logits` [N, T, V] over response tokens.
+pub fn token_entropy(logits: &Tensor, mask: &Tensor) -> Tensor {
+    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+    let ent = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
+    masked_mean(&ent, mask)
+}
+
+/// `Σ mask · x / Σ mask`.
+pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Tensor {
+    (x * mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)
+}
+
+/// The PPO clipped surrogate and its diagnostics.
+pub struct PpoOutput {
+    /// Token-mean of `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`, `ρ = exp(log π − log π_behaviour)`.
+    pub loss: Tensor,
+    /// Fraction of response tokens where the clipped term is the active one.
+    pub clip_fraction: f64,
+    /// Token-mean of `(ρ − 1) − log ρ` (the k3 estimator of KL(behaviour ‖ current)).
+    pub approx_kl: f64,
+}
+
+/// PPO clipped surrogate with token-level advantages against behaviour log-probs.
+pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mask: &Tensor, clip_eps: f64) -> PpoOutput {
+    let log_ratio = logp - behaviour_logp;
+    let ratio = log_ratio.exp();
+    let pg1 = -advantages * &ratio;
+    let pg2 = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps);
+    let loss = masked_mean(&pg1.maximum(&pg2), mask);
+    let clipped = pg2.gt_tensor(&pg1).to_kind(Kind::Float);
+    let clip_fraction = masked_mean(&clipped, mask).double_value(&[]);
+    let lr = log_ratio.detach();
+    let approx_kl = masked_mean(&(lr.exp() - 1.0 - &lr), mask).double_value(&[]);
+    PpoOutput { loss, clip_fraction, approx_kl }
+}
+
+/// KL penalty to a frozen reference policy: token-mean of the k3 estimator
+/// `exp(log π_ref − log π) − (log π_ref − log π) − 1` (non-negative, unbiased for KL(π ‖ π_ref)).
+pub fn kl_penalty(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor) -> Tensor {
+    let d = ref_logp.detach() - logp;
+    masked_mean(&(d.exp() - &d - 1.0), mask)
+}
+
+/// Behaviour-cloning loss: token-mean negative log-likelihood of `targets` under `logits`.
+pub fn sft_loss(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Tensor {
+    masked_mean(&-token_logprobs(logits, targets), mask)
+}

@@ -1,0 +1,4 @@
+//! The AIRL core (design §1): synthetic expert data and corruptions, the token-level reward
+//! model, the losses and advantages, the flat-buffer optimiser, and one training iteration.
+
+pub mod losses;
