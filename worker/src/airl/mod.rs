@@ -2,3 +2,5 @@
 //! model, the losses and advantages, the flat-buffer optimiser, and one training iteration.
 
 pub mod losses;
+pub mod corrupt;
+pub mod synth;
