@@ -62,13 +62,10 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-fn ignorable(name: &str, tied: bool) -> bool {
-    name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
-}
-
 /// Loads every variable of `vs` from the checkpoint folder `dir` (converting precision to the
-/// variable's kind). `tied`: the model ties its LM head to the embeddings.
-pub fn load_into(vs: &VarStore, dir: &Path, tied: bool) -> Result<(), WeightsError> {
+/// variable's kind). Checkpoint keys for which `ignore` is true, and `*.rotary_emb.inv_freq`
+/// (derived data), are skipped; any other key without a variable is an error.
+pub fn load_into(vs: &VarStore, dir: &Path, ignore: impl Fn(&str) -> bool) -> Result<(), WeightsError> {
     let vars = vs.variables();
     let mut loaded = BTreeSet::new();
     let mut unexpected = Vec::new();
@@ -80,7 +77,7 @@ pub fn load_into(vs: &VarStore, dir: &Path, tied: bool) -> Result<(), WeightsErr
             .map_err(|e| WeightsError::Format { path: path.clone(), what: format!("not a safetensors file: {e}") })?;
         for (name, view) in st.tensors() {
             let Some(var) = vars.get(&name) else {
-                if !ignorable(&name, tied) {
+                if !(name.ends_with("rotary_emb.inv_freq") || ignore(&name)) {
                     unexpected.push(name);
                 }
                 continue;

@@ -4,3 +4,5 @@
 pub mod losses;
 pub mod corrupt;
 pub mod synth;
+pub mod optim;
+pub mod reward;

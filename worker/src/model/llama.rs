@@ -422,6 +422,15 @@ impl Mlp {
     }
 }
 
+/// How logits are produced.
+enum Head {
+    /// The LM head is the transposed embedding matrix.
+    Tied,
+    Untied(Linear),
+    /// A backbone without an LM head (e.g. a reward model's trunk).
+    None,
+}
+
 struct Block {
     input_layernorm: RmsNorm,
     self_attn: Attention,
@@ -446,8 +455,7 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    /// `None` when the embeddings are tied.
-    lm_head: Option<Linear>,
+    lm_head: Head,
     inv_freq: Tensor,
     compute_kind: Kind,
 }
@@ -467,13 +475,26 @@ impl Llama {
     /// names equal the checkpoint keys). Weights are randomly initialised; load a checkpoint with
     /// [`crate::weights::load_into`].
     pub fn new(root: &nn::Path, cfg: &Config) -> Self {
+        Self::build(root, cfg, true)
+    }
+
+    /// Like [`Llama::new`] without the LM head: only `model.*` variables ([`Llama::logits`] then
+    /// panics). Used as the reward model's trunk.
+    pub fn new_backbone(root: &nn::Path, cfg: &Config) -> Self {
+        Self::build(root, cfg, false)
+    }
+
+    fn build(root: &nn::Path, cfg: &Config, with_head: bool) -> Self {
         let model = root / "model";
         let embed_tokens =
             (&model / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], Init::Randn { mean: 0.0, stdev: 0.02 });
         let layers = (0..cfg.num_layers).map(|i| Block::new(&model / "layers" / i, cfg)).collect();
         let norm = RmsNorm::new(&model / "norm", cfg.hidden_size, cfg.rms_norm_eps);
-        let lm_head =
-            (!cfg.tie_word_embeddings).then(|| Linear::new(root / "lm_head", cfg.hidden_size, cfg.vocab_size, false));
+        let lm_head = match (with_head, cfg.tie_word_embeddings) {
+            (false, _) => Head::None,
+            (true, true) => Head::Tied,
+            (true, false) => Head::Untied(Linear::new(root / "lm_head", cfg.hidden_size, cfg.vocab_size, false)),
+        };
         let inv_freq = Tensor::from_slice(&cfg.inv_freq()).to_kind(Kind::Float).to_device(root.device());
         Llama { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freq, compute_kind: root.kind() }
     }
@@ -560,8 +581,9 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let kind = hidden.kind();
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.linear(&self.embed_tokens.to_kind(kind), None::<Tensor>),
+            Head::Untied(head) => head.forward(hidden),
+            Head::Tied => hidden.linear(&self.embed_tokens.to_kind(kind), None::<Tensor>),
+            Head::None => panic!("this model was built as a backbone without an LM head"),
         }
     }
 

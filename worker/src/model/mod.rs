@@ -28,7 +28,8 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, LoadE
     let cfg = Config::from_dir(dir)?;
     let mut vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &cfg);
-    weights::load_into(&vs, dir, cfg.tie_word_embeddings)?;
+    // A tied model does not own `lm_head.weight`, though some checkpoints still carry it.
+    weights::load_into(&vs, dir, |k| cfg.tie_word_embeddings && k == "lm_head.weight")?;
     if kind != Kind::Float {
         vs.set_kind(kind);
     }

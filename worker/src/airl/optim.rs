@@ -1,0 +1,225 @@
+//! AdamW over a flat parameter buffer, with gradient-norm clipping, linear warmup then cosine
+//! decay, and weight decay only on matrices (not on norms and biases).
+//!
+//! All trainable parameters (sorted by name, so every rank lays them out alike) are copied into
+//! one contiguous fp32 buffer and then *become views of it*, so an update of the buffer is an
+//! update of the model. The optimizer may own only a slice `[lo, hi)` of the buffer (its moments
+//! are that long): that is the ZeRO-1 layout of the distributed learner, where each rank steps
+//! its slice and the slices are then all-gathered. With one rank the slice is the whole buffer.
+//!
+//! Parameters must be fp32 (the master weights; compute may be bf16) and their var store must
+//! not be cast afterwards, which would replace the views.
+
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+/// Optimizer hyper-parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamWConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay, applied to parameters with 2 or more dimensions only.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (none if absent).
+    pub max_grad_norm: Option<f64>,
+    /// Linear warmup from 0 over this many steps.
+    pub warmup_steps: u64,
+    /// Cosine decay from the peak to `min_lr_ratio · lr` at this step; 0 = constant after warmup.
+    pub total_steps: u64,
+    pub min_lr_ratio: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            warmup_steps: 0,
+            total_steps: 0,
+            min_lr_ratio: 0.1,
+        }
+    }
+}
+
+impl AdamWConfig {
+    /// The learning rate for optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        if self.total_steps == 0 || self.total_steps <= self.warmup_steps {
+            return self.lr;
+        }
+        let progress = ((step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps) as f64).min(1.0);
+        let min = self.lr * self.min_lr_ratio;
+        min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+/// AdamW over a flat buffer (see the module docs).
+pub struct FlatAdamW {
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    flat: Tensor,
+    decay_mask: Tensor,
+    m: Tensor,
+    v: Tensor,
+    lo: i64,
+    hi: i64,
+    step: u64,
+    cfg: AdamWConfig,
+}
+
+impl FlatAdamW {
+    /// Takes over every trainable variable of `vs`; this optimizer owns the whole buffer.
+    pub fn new(vs: &VarStore, cfg: AdamWConfig) -> Self {
+        Self::sharded(vs, cfg, 0, 1)
+    }
+
+    /// Takes over every trainable variable of `vs`; this optimizer (rank `rank` of `world`) owns
+    /// slice `rank` of the buffer split into `world` near-equal parts.
+    pub fn sharded(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize) -> Self {
+        assert!(world > 0 && rank < world, "rank {rank} of world {world}");
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(!vars.is_empty(), "no trainable parameters");
+        let total: i64 = vars.iter().map(|(_, t)| t.numel() as i64).sum();
+        let device = vars[0].1.device();
+        let flat = Tensor::zeros([total], (Kind::Float, device));
+        let mut decay = Vec::with_capacity(vars.len());
+        let mut off = 0;
+        tch::no_grad(|| {
+            for (name, t) in &vars {
+                assert_eq!(t.kind(), Kind::Float, "{name}: flat AdamW needs fp32 master parameters");
+                let n = t.numel() as i64;
+                let view = flat.narrow(0, off, n);
+                view.shallow_clone().copy_(&t.reshape([-1]));
+                let mut p = t.shallow_clone();
+                p.set_data(&view.view(t.size().as_slice()));
+                decay.push(Tensor::full([n], if t.dim() >= 2 { 1.0 } else { 0.0 }, (Kind::Float, device)));
+                off += n;
+            }
+        });
+        let chunk = (total + world as i64 - 1) / world as i64;
+        let lo = (chunk * rank as i64).min(total);
+        let hi = (lo + chunk).min(total);
+        let len = hi - lo;
+        FlatAdamW {
+            names: vars.iter().map(|(n, _)| n.clone()).collect(),
+            params: vars.into_iter().map(|(_, t)| t).collect(),
+            flat,
+            decay_mask: Tensor::cat(&decay, 0),
+            m: Tensor::zeros([len], (Kind::Float, device)),
+            v: Tensor::zeros([len], (Kind::Float, device)),
+            lo,
+            hi,
+            step: 0,
+            cfg,
+        }
+    }
+
+    /// The flat parameter buffer (views of it are the model's parameters).
+    pub fn flat(&self) -> &Tensor {
+        &self.flat
+    }
+
+    /// Number of parameters.
+    pub fn numel(&self) -> i64 {
+        self.flat.size()[0]
+    }
+
+    /// The owned slice `[lo, hi)`.
+    pub fn shard(&self) -> (i64, i64) {
+        (self.lo, self.hi)
+    }
+
+    /// Parameter names in buffer order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// Zeroes every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// The gradients as one flat fp32 tensor (zeros for parameters without a gradient).
+    pub fn flat_grad(&self) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| {
+                let g = p.grad();
+                if g.defined() {
+                    g.reshape([-1]).to_kind(Kind::Float)
+                } else {
+                    Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
+                }
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    /// One AdamW step on the owned slice using `grad` (a full flat gradient, e.g. already
+    /// all-reduced across ranks). Clipping uses the norm of the whole `grad`.
+    pub fn step_with(&mut self, grad: &Tensor) -> StepStats {
+        let c = &self.cfg;
+        let lr = c.lr_at(self.step);
+        self.step += 1;
+        tch::no_grad(|| {
+            let grad_norm = grad.norm().double_value(&[]);
+            let scale = match c.max_grad_norm {
+                Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+                _ => 1.0,
+            };
+            let len = self.hi - self.lo;
+            if len > 0 {
+                let g = grad.narrow(0, self.lo, len) * scale;
+                let mut p = self.flat.narrow(0, self.lo, len);
+                let decay = self.decay_mask.narrow(0, self.lo, len);
+                if c.weight_decay > 0.0 {
+                    p *= decay * (-lr * c.weight_decay) + 1.0;
+                }
+                self.m *= c.beta1;
+                self.m += &g * (1.0 - c.beta1);
+                self.v *= c.beta2;
+                self.v += g.square() * (1.0 - c.beta2);
+                let t = self.step as i32;
+                let bc1 = 1.0 - c.beta1.powi(t);
+                let bc2 = 1.0 - c.beta2.powi(t);
+                let denom = (&self.v / bc2).sqrt() + c.eps;
+                p -= (&self.m / bc1) / denom * lr;
+            }
+            StepStats { grad_norm, lr }
+        })
+    }
+
+    /// Gathers this rank's gradients and steps (single-process training).
+    pub fn step(&mut self) -> StepStats {
+        let g = self.flat_grad();
+        self.step_with(&g)
+    }
+}
