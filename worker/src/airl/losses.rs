@@ -44,19 +44,33 @@ pub struct DiscLossOptions {
 /// sequence's response tokens, then the (optionally class-balanced) weighted mean over
 /// sequences. `labels` [N]: 1 for experts, 0 for policy samples and corruptions.
 pub fn discriminator_loss(logits_d: &Tensor, mask: &Tensor, labels: &Tensor, o: &DiscLossOptions) -> Tensor {
-    let eps = o.label_smoothing;
-    let target = (labels * (1.0 - eps) + eps / 2.0).unsqueeze(1).expand_as(logits_d);
-    // BCE with logits, elementwise: softplus(x) − y·x (numerically stable).
-    let bce = logits_d.softplus() - &target * logits_d;
-    let per_seq = (bce * mask).sum_dim_intlist(1, false, Kind::Float) / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-    let weights = if o.class_balance {
+    let w = sequence_weights(labels, o.class_balance);
+    discriminator_loss_weighted(logits_d, mask, labels, &w, o.label_smoothing)
+}
+
+/// Per-sequence weights of the discriminator loss, normalised to sum to 1: class-balanced
+/// (`1 / (2 · size of the class)`, renormalised) or uniform.
+pub fn sequence_weights(labels: &Tensor, class_balance: bool) -> Tensor {
+    let w = if class_balance {
         let n_pos = labels.sum(Kind::Float).clamp_min(1.0);
         let n_neg = (labels.ones_like() - labels).sum(Kind::Float).clamp_min(1.0);
         labels / (n_pos * 2.0) + (labels.ones_like() - labels) / (n_neg * 2.0)
     } else {
         labels.ones_like()
     };
-    (&per_seq * &weights).sum(Kind::Float) / weights.sum(Kind::Float)
+    &w / w.sum(Kind::Float)
+}
+
+/// `Σ_i w_i · L_i` where `L_i` is sequence i's mean token BCE (see [`discriminator_loss`]).
+/// With weights from [`sequence_weights`] over the whole batch, the sum over micro-batches of
+/// this equals the full-batch loss.
+pub fn discriminator_loss_weighted(logits_d: &Tensor, mask: &Tensor, labels: &Tensor, weights: &Tensor, label_smoothing: f64) -> Tensor {
+    let eps = label_smoothing;
+    let target = (labels * (1.0 - eps) + eps / 2.0).unsqueeze(1).expand_as(logits_d);
+    // BCE with logits, elementwise: softplus(x) − y·x (numerically stable).
+    let bce = logits_d.softplus() - &target * logits_d;
+    let per_seq = (bce * mask).sum_dim_intlist(1, false, Kind::Float) / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+    (per_seq * weights).sum(Kind::Float)
 }
 
 /// Per-token rewards `r_t = logit D_t / temperature`, clipped to `[-clip, clip]` if given, zero on

@@ -6,3 +6,5 @@ pub mod corrupt;
 pub mod synth;
 pub mod optim;
 pub mod reward;
+pub mod iteration;
+pub mod metrics;

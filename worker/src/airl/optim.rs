@@ -154,6 +154,11 @@ impl FlatAdamW {
         &self.names
     }
 
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
     /// Optimizer steps taken.
     pub fn steps_taken(&self) -> u64 {
         self.step

@@ -1,0 +1,511 @@
+//! One AIRL iteration as a function (design §1, "order inside one iteration"): discriminator
+//! step(s) on the fresh batch, then per-token rewards from the updated reward model, group
+//! advantages, and PPO policy step(s). Also the SFT warm-start step.
+//!
+//! The distributed learner calls this same code: gradients pass through a [`GradReducer`]
+//! between backward and the optimizer step (identity in one process; an all-reduce across
+//! learners later), and each optimizer may own only its shard of the flat parameters.
+//!
+//! Sequences are `prompt ++ response`, right-padded; every per-token tensor lives in "shifted"
+//! space of length `L − 1`, where index `i` stands for the token at position `i + 1` (see
+//! [`super::losses`] for why the reward is read at `p` and `log π` at `p − 1`). Work is split into
+//! micro-batches of `micro_batch` rows with losses scaled so that the accumulated gradient equals
+//! the full-batch gradient.
+
+use super::losses::{self, DiscriminatorForm};
+use super::metrics::{auroc, IterationMetrics};
+use super::optim::FlatAdamW;
+use super::reward::RewardModel;
+use crate::model::llama::Llama;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// One training sequence.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    /// The prompt's group (its prompt id): samples of one prompt are normalised together.
+    pub group: i64,
+    /// Behaviour log-probs of the response tokens (policy samples only).
+    pub behaviour_logprobs: Option<Vec<f32>>,
+    /// Whether the final answer grades right (policy samples; metrics and outcome reward only).
+    pub correct: Option<bool>,
+    /// Index into `response` of the first wrong token (corrupted traces only).
+    pub first_error_token: Option<usize>,
+}
+
+/// The three kinds of rows of one iteration. Experts and corruptions are for the same prompts
+/// as the policy samples.
+#[derive(Debug, Clone, Default)]
+pub struct IterationBatch {
+    pub policy: Vec<Sample>,
+    pub experts: Vec<Sample>,
+    pub corrupted: Vec<Sample>,
+}
+
+/// Algorithm settings of an iteration (the `reward.*` and `policy.*` config keys).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirlConfig {
+    /// `reward.discriminator`: `airl` (logit D = f − log π) or `logit` (logit D = f).
+    pub discriminator: DiscriminatorForm,
+    /// `reward.label_smoothing` ε (targets 1 − ε/2 and ε/2). Default 0.1.
+    pub label_smoothing: f64,
+    /// `reward.class_balance`: weight experts and negatives equally. Default true.
+    pub class_balance: bool,
+    /// `reward.temperature`: rewards are logit D divided by this. Default 1.
+    pub reward_temperature: f64,
+    /// `reward.clip`: clip rewards to ±this (none if absent).
+    pub reward_clip: Option<f64>,
+    /// `reward.outcome_weight`: added to the last token's reward of a right answer. Default 0.
+    pub outcome_weight: f64,
+    /// `reward.disc_steps`: discriminator steps per iteration. Default 1.
+    pub disc_steps: usize,
+    /// `policy.gamma`: discount of the reward-to-go. Default 0.9 (0 = per-token advantages).
+    pub gamma: f64,
+    /// `policy.expert_in_group`: expert traces join their group's reward statistics.
+    pub expert_in_group: bool,
+    /// `policy.clip_eps`: PPO ratio clip ε. Default 0.2.
+    pub clip_eps: f64,
+    /// `policy.kl_coef`: weight of the KL to the frozen reference. Default 0.
+    pub kl_coef: f64,
+    /// `policy.steps`: policy steps per iteration. Default 1.
+    pub policy_steps: usize,
+    /// Rows per micro-batch for forward/backward (memory knob; results do not depend on it
+    /// beyond rounding).
+    pub micro_batch: usize,
+    /// Token id used to pad batches (any valid id; padding is masked).
+    pub pad_id: i64,
+}
+
+impl Default for AirlConfig {
+    fn default() -> Self {
+        AirlConfig {
+            discriminator: DiscriminatorForm::Airl,
+            label_smoothing: 0.1,
+            class_balance: true,
+            reward_temperature: 1.0,
+            reward_clip: None,
+            outcome_weight: 0.0,
+            disc_steps: 1,
+            gamma: 0.9,
+            expert_in_group: false,
+            clip_eps: 0.2,
+            kl_coef: 0.0,
+            policy_steps: 1,
+            micro_batch: 8,
+            pad_id: 0,
+        }
+    }
+}
+
+/// Combines flat gradients across data-parallel replicas before each optimizer step.
+pub trait GradReducer {
+    /// Replaces `grad` with the mean over replicas.
+    fn all_reduce_mean(&mut self, grad: &mut Tensor);
+}
+
+/// The single-process reducer: leaves gradients as they are.
+pub struct NoReduce;
+
+impl GradReducer for NoReduce {
+    fn all_reduce_mean(&mut self, _grad: &mut Tensor) {}
+}
+
+/// Right-padded rows in shifted space.
+struct Padded {
+    ids: Tensor,
+    attention: Tensor,
+    /// [N, L−1] float: 1 where the shifted index is a response token.
+    resp_mask: Tensor,
+    /// [N, L−1] int64: ids[:, 1:].
+    targets: Tensor,
+    /// Per row: (prompt length, response length).
+    spans: Vec<(usize, usize)>,
+}
+
+fn pad(rows: &[&Sample], pad_id: i64, device: Device) -> Padded {
+    let l = rows.iter().map(|s| s.prompt.len() + s.response.len()).max().unwrap_or(1).max(2);
+    let n = rows.len();
+    let mut ids = vec![pad_id; n * l];
+    let mut att = vec![0i64; n * l];
+    let mut rm = vec![0f32; n * (l - 1)];
+    let mut spans = Vec::with_capacity(n);
+    for (r, s) in rows.iter().enumerate() {
+        assert!(!s.prompt.is_empty(), "a training sequence needs a non-empty prompt");
+        for (j, &t) in s.prompt.iter().chain(&s.response).enumerate() {
+            ids[r * l + j] = t as i64;
+            att[r * l + j] = 1;
+        }
+        for j in 0..s.response.len() {
+            rm[r * (l - 1) + s.prompt.len() + j - 1] = 1.0;
+        }
+        spans.push((s.prompt.len(), s.response.len()));
+    }
+    let ids = Tensor::from_slice(&ids).view([n as i64, l as i64]).to_device(device);
+    Padded {
+        targets: ids.narrow(1, 1, l as i64 - 1),
+        ids,
+        attention: Tensor::from_slice(&att).view([n as i64, l as i64]).to_device(device),
+        resp_mask: Tensor::from_slice(&rm).view([n as i64, l as i64 - 1]).to_device(device),
+        spans,
+    }
+}
+
+impl Padded {
+    fn rows(&self) -> i64 {
+        self.ids.size()[0]
+    }
+
+    fn chunk(&self, start: i64, len: i64) -> (Tensor, Tensor, Tensor, Tensor) {
+        (
+            self.ids.narrow(0, start, len),
+            self.attention.narrow(0, start, len),
+            self.resp_mask.narrow(0, start, len),
+            self.targets.narrow(0, start, len),
+        )
+    }
+
+    /// Per-row values [N, L−1] filled from per-response-token lists.
+    fn scatter(&self, per_row: &[&[f32]], device: Device) -> Tensor {
+        let (n, l1) = (self.rows() as usize, self.resp_mask.size()[1] as usize);
+        let mut v = vec![0f32; n * l1];
+        for (r, (vals, &(p, len))) in per_row.iter().zip(&self.spans).enumerate() {
+            assert_eq!(vals.len(), len, "row {r}: {} values for {len} response tokens", vals.len());
+            v[r * l1 + p - 1..r * l1 + p - 1 + len].copy_from_slice(vals);
+        }
+        Tensor::from_slice(&v).view([n as i64, l1 as i64]).to_device(device)
+    }
+
+    /// Response-token values of each row, from an [N, L−1] tensor.
+    fn gather(&self, t: &Tensor) -> Vec<Vec<f64>> {
+        let t = t.to_kind(Kind::Double).to_device(Device::Cpu);
+        let l1 = t.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(t.reshape([-1])).expect("float tensor");
+        self.spans.iter().enumerate().map(|(r, &(p, len))| flat[r * l1 + p - 1..r * l1 + p - 1 + len].to_vec()).collect()
+    }
+}
+
+/// Token log-probs [N, L−1] of the padded rows under `model` (no grad), micro-batched.
+fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
+    tch::no_grad(|| {
+        let mut parts = Vec::new();
+        let mut s = 0;
+        while s < x.rows() {
+            let len = micro.min(x.rows() - s);
+            let (ids, att, _, tgt) = x.chunk(s, len);
+            let logits = model.forward_padded(&ids, &att);
+            let l = logits.size()[1];
+            parts.push(losses::token_logprobs(&logits.narrow(1, 0, l - 1), &tgt));
+            s += len;
+        }
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// Reward-model values in shifted space [N, L−1] (no grad), micro-batched.
+fn values_no_grad(rm: &RewardModel, x: &Padded, micro: i64) -> Tensor {
+    tch::no_grad(|| {
+        let mut parts = Vec::new();
+        let mut s = 0;
+        while s < x.rows() {
+            let len = micro.min(x.rows() - s);
+            let (ids, att, _, _) = x.chunk(s, len);
+            let f = rm.values(&ids, &att);
+            parts.push(f.narrow(1, 1, f.size()[1] - 1));
+            s += len;
+        }
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// Per-token rewards of a batch's rows (scores of design §1), for metrics and reranking.
+#[derive(Debug, Clone, Default)]
+pub struct BatchRewards {
+    pub policy: Vec<Vec<f64>>,
+    pub experts: Vec<Vec<f64>>,
+    pub corrupted: Vec<Vec<f64>>,
+}
+
+/// Mean of a sequence's token rewards.
+pub fn sequence_score(tokens: &[f64]) -> f64 {
+    if tokens.is_empty() {
+        0.0
+    } else {
+        tokens.iter().sum::<f64>() / tokens.len() as f64
+    }
+}
+
+impl BatchRewards {
+    /// AUROCs (seq expert-vs-policy, tok expert-vs-policy, seq expert-vs-corrupted, tok
+    /// expert-vs-corrupted from the first error on).
+    pub fn aurocs(&self, batch: &IterationBatch) -> [f64; 4] {
+        let seq = |v: &[Vec<f64>]| v.iter().map(|t| sequence_score(t)).collect::<Vec<_>>();
+        let flat = |v: &[Vec<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
+        let after_error: Vec<f64> = self
+            .corrupted
+            .iter()
+            .zip(&batch.corrupted)
+            .flat_map(|(r, s)| r[s.first_error_token.unwrap_or(0).min(r.len())..].to_vec())
+            .collect();
+        [
+            auroc(&seq(&self.experts), &seq(&self.policy)),
+            auroc(&flat(&self.experts), &flat(&self.policy)),
+            auroc(&seq(&self.experts), &seq(&self.corrupted)),
+            auroc(&flat(&self.experts), &after_error),
+        ]
+    }
+}
+
+/// The models and optimizers of one learner.
+pub struct Learner {
+    pub policy: Llama,
+    pub policy_opt: FlatAdamW,
+    /// Frozen reference policy for the KL term (only needed when `kl_coef > 0`).
+    pub reference: Option<Llama>,
+    pub reward: RewardModel,
+    pub reward_opt: FlatAdamW,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+impl Learner {
+    fn device(&self) -> Device {
+        self.policy.device()
+    }
+
+    /// Per-token rewards of every row of `batch` under the current reward model and policy.
+    pub fn rewards(&self, batch: &IterationBatch, cfg: &AirlConfig) -> BatchRewards {
+        let micro = cfg.micro_batch.max(1) as i64;
+        let score = |rows: &[Sample]| -> Vec<Vec<f64>> {
+            if rows.is_empty() {
+                return Vec::new();
+            }
+            let refs: Vec<&Sample> = rows.iter().collect();
+            let x = pad(&refs, cfg.pad_id, self.device());
+            let f = values_no_grad(&self.reward, &x, micro);
+            let lp = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x, micro));
+            let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
+            x.gather(&losses::token_rewards(&d, &x.resp_mask, cfg.reward_temperature, cfg.reward_clip))
+        };
+        BatchRewards { policy: score(&batch.policy), experts: score(&batch.experts), corrupted: score(&batch.corrupted) }
+    }
+
+    /// One discriminator step on all rows (experts labelled 1, the rest 0); returns the loss.
+    fn disc_step(&mut self, x: &Padded, labels: &Tensor, policy_lp: Option<&Tensor>, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> (f64, f64) {
+        let micro = cfg.micro_batch.max(1) as i64;
+        let weights = losses::sequence_weights(labels, cfg.class_balance);
+        self.reward_opt.zero_grad();
+        let mut total = 0.0;
+        let mut s = 0;
+        while s < x.rows() {
+            let len = micro.min(x.rows() - s);
+            let (ids, att, mask, _) = x.chunk(s, len);
+            let f = self.reward.values(&ids, &att);
+            let f = f.narrow(1, 1, f.size()[1] - 1);
+            let lp = policy_lp.map(|t| t.narrow(0, s, len));
+            let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
+            let loss = losses::discriminator_loss_weighted(&d, &mask, &labels.narrow(0, s, len), &weights.narrow(0, s, len), cfg.label_smoothing);
+            loss.backward();
+            total += loss.double_value(&[]);
+            s += len;
+        }
+        let mut g = self.reward_opt.flat_grad();
+        reducer.all_reduce_mean(&mut g);
+        let stats = self.reward_opt.step_with(&g);
+        (total, stats.grad_norm)
+    }
+
+    /// Runs one AIRL iteration on `batch` and returns its metrics.
+    pub fn iteration(&mut self, batch: &IterationBatch, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
+        assert!(!batch.policy.is_empty() && !batch.experts.is_empty(), "an iteration needs policy samples and expert traces");
+        let dev = self.device();
+        let micro = cfg.micro_batch.max(1) as i64;
+        let mut m = IterationMetrics {
+            n_policy: batch.policy.len(),
+            n_expert: batch.experts.len(),
+            n_corrupted: batch.corrupted.len(),
+            policy_tokens: batch.policy.iter().map(|s| s.response.len()).sum(),
+            ..Default::default()
+        };
+
+        // 1. Discriminator steps on every row: experts 1, policy samples and corruptions 0.
+        let t0 = Instant::now();
+        let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
+        let x_all = pad(&all, cfg.pad_id, dev);
+        let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
+        let labels = Tensor::from_slice(&labels).to_device(dev);
+        let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
+        for k in 0..cfg.disc_steps.max(1) {
+            let (loss, gn) = self.disc_step(&x_all, &labels, lp_all.as_ref(), cfg, reducer);
+            if k == 0 {
+                m.disc_loss_first = loss;
+            }
+            m.disc_loss = loss;
+            m.reward_grad_norm = gn;
+        }
+        m.reward_lr = self.reward_opt.config().lr_at(self.reward_opt.steps_taken().saturating_sub(1));
+        m.time_disc_s = t0.elapsed().as_secs_f64();
+
+        // 2. Rewards from the updated reward model; metrics; advantages.
+        let t1 = Instant::now();
+        let rewards = self.rewards(batch, cfg);
+        m.reward_expert = mean(&rewards.experts.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
+        m.reward_policy = mean(&rewards.policy.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
+        m.reward_corrupted = mean(&rewards.corrupted.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
+        [m.auroc_expert_policy_seq, m.auroc_expert_policy_tok, m.auroc_expert_corrupted_seq, m.auroc_expert_corrupted_tok] =
+            rewards.aurocs(batch);
+        let graded: Vec<bool> = batch.policy.iter().filter_map(|s| s.correct).collect();
+        m.policy_accuracy = if graded.is_empty() { f64::NAN } else { graded.iter().filter(|&&c| c).count() as f64 / graded.len() as f64 };
+
+        let mut adv_rows: Vec<&Sample> = batch.policy.iter().collect();
+        let mut adv_rewards: Vec<Vec<f32>> = rewards
+            .policy
+            .iter()
+            .zip(&batch.policy)
+            .map(|(r, s)| {
+                let mut r: Vec<f32> = r.iter().map(|&v| v as f32).collect();
+                if cfg.outcome_weight != 0.0 && s.correct == Some(true) {
+                    if let Some(last) = r.last_mut() {
+                        *last += cfg.outcome_weight as f32;
+                    }
+                }
+                r
+            })
+            .collect();
+        if cfg.expert_in_group {
+            adv_rows.extend(batch.experts.iter());
+            adv_rewards.extend(rewards.experts.iter().map(|r| {
+                let mut r: Vec<f32> = r.iter().map(|&v| v as f32).collect();
+                if cfg.outcome_weight != 0.0 {
+                    if let Some(last) = r.last_mut() {
+                        *last += cfg.outcome_weight as f32;
+                    }
+                }
+                r
+            }));
+        }
+        let x_adv = pad(&adv_rows, cfg.pad_id, dev);
+        let refs: Vec<&[f32]> = adv_rewards.iter().map(|v| v.as_slice()).collect();
+        let r_tensor = x_adv.scatter(&refs, dev);
+        let groups: Vec<i64> = adv_rows.iter().map(|s| s.group).collect();
+        let adv = losses::group_advantages(&r_tensor, &x_adv.resp_mask, &groups, cfg.gamma);
+        m.time_reward_s = t1.elapsed().as_secs_f64();
+
+        // 3. Policy steps (PPO) on the policy samples. The policy rows come first in `x_adv`.
+        let t2 = Instant::now();
+        let prow: Vec<&Sample> = batch.policy.iter().collect();
+        let x = pad(&prow, cfg.pad_id, dev);
+        let adv = adv.narrow(0, 0, x.rows()).narrow(1, 0, x.resp_mask.size()[1]);
+        self.ppo_steps(&batch.policy, &x, &adv, cfg, reducer, &mut m);
+        m.time_policy_s = t2.elapsed().as_secs_f64();
+        m
+    }
+
+    /// PPO steps on `samples` with given per-token `advantages` (one list per sample, one value
+    /// per response token); fills the policy fields of the returned metrics.
+    pub fn policy_update(&mut self, samples: &[Sample], advantages: &[Vec<f32>], cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
+        let rows: Vec<&Sample> = samples.iter().collect();
+        let x = pad(&rows, cfg.pad_id, self.device());
+        let refs: Vec<&[f32]> = advantages.iter().map(|v| v.as_slice()).collect();
+        let adv = x.scatter(&refs, self.device());
+        let mut m = IterationMetrics::default();
+        self.ppo_steps(samples, &x, &adv, cfg, reducer, &mut m);
+        m
+    }
+
+    fn ppo_steps(&mut self, samples: &[Sample], x: &Padded, adv: &Tensor, cfg: &AirlConfig, reducer: &mut dyn GradReducer, m: &mut IterationMetrics) {
+        let dev = self.device();
+        let micro = cfg.micro_batch.max(1) as i64;
+        let n = x.rows();
+        m.advantage_abs = losses::masked_mean(&adv.abs(), &x.resp_mask).double_value(&[]);
+        let behaviour: Vec<&[f32]> = samples
+            .iter()
+            .map(|s| s.behaviour_logprobs.as_deref().expect("policy samples carry behaviour log-probs"))
+            .collect();
+        let behaviour = x.scatter(&behaviour, dev);
+        let ref_lp = match (&self.reference, cfg.kl_coef > 0.0) {
+            (Some(r), true) => Some(logprobs_no_grad(r, x, micro)),
+            _ => None,
+        };
+        let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
+        let steps = cfg.policy_steps.max(1);
+        let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
+        for k in 0..steps {
+            self.policy_opt.zero_grad();
+            let mut s = 0;
+            while s < n {
+                let len = micro.min(n - s);
+                let (ids, att, mask, tgt) = x.chunk(s, len);
+                let logits = self.policy.forward_padded(&ids, &att);
+                let logits = logits.narrow(1, 0, logits.size()[1] - 1);
+                let lp = losses::token_logprobs(&logits, &tgt);
+                let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
+                let ppo = losses::ppo_loss(&lp, &behaviour.narrow(0, s, len), &adv.narrow(0, s, len), &mask, cfg.clip_eps);
+                let mut loss = &ppo.loss * share;
+                if let Some(r) = &ref_lp {
+                    let kl = losses::kl_penalty(&lp, &r.narrow(0, s, len), &mask);
+                    klref_sum += kl.double_value(&[]) * share;
+                    loss = loss + kl * (cfg.kl_coef * share);
+                }
+                if k == 0 {
+                    m.entropy += tch::no_grad(|| losses::token_entropy(&logits, &mask)).double_value(&[]) * share;
+                }
+                loss.backward();
+                loss_sum += ppo.loss.double_value(&[]) * share;
+                clip_sum += ppo.clip_fraction * share;
+                kl_sum += ppo.approx_kl * share;
+                s += len;
+            }
+            let mut g = self.policy_opt.flat_grad();
+            reducer.all_reduce_mean(&mut g);
+            let stats = self.policy_opt.step_with(&g);
+            m.policy_grad_norm = stats.grad_norm;
+            m.policy_lr = stats.lr;
+        }
+        m.policy_loss = loss_sum / steps as f64;
+        m.clip_fraction = clip_sum / steps as f64;
+        m.approx_kl = kl_sum / steps as f64;
+        m.kl_ref = klref_sum / steps as f64;
+    }
+
+    /// One behaviour-cloning step of the policy on `experts`; returns the loss before the step.
+    pub fn sft_step(&mut self, experts: &[Sample], cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> f64 {
+        let rows: Vec<&Sample> = experts.iter().collect();
+        let x = pad(&rows, cfg.pad_id, self.device());
+        let micro = cfg.micro_batch.max(1) as i64;
+        let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
+        self.policy_opt.zero_grad();
+        let mut total = 0.0;
+        let mut s = 0;
+        while s < x.rows() {
+            let len = micro.min(x.rows() - s);
+            let (ids, att, mask, tgt) = x.chunk(s, len);
+            let logits = self.policy.forward_padded(&ids, &att);
+            let logits = logits.narrow(1, 0, logits.size()[1] - 1);
+            let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
+            let loss = losses::sft_loss(&logits, &tgt, &mask) * share;
+            loss.backward();
+            total += loss.double_value(&[]);
+            s += len;
+        }
+        let mut g = self.policy_opt.flat_grad();
+        reducer.all_reduce_mean(&mut g);
+        self.policy_opt.step_with(&g);
+        total
+    }
+
+    /// The policy's log-prob of each response token of each sample (no grad).
+    pub fn response_token_logprobs(&self, samples: &[Sample], pad_id: i64) -> Vec<Vec<f64>> {
+        let rows: Vec<&Sample> = samples.iter().collect();
+        let x = pad(&rows, pad_id, self.device());
+        x.gather(&logprobs_no_grad(&self.policy, &x, 8))
+    }
+}
