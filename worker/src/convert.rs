@@ -29,19 +29,19 @@ pub enum ConvertError {
     Unsupported { path: PathBuf, what: String },
 }
 
-/// Undoes llama.cpp's rotary row permutation of a q or k projection weight (or bias) with
-/// `n_head` heads: rows are `[n_head, d/2, 2]`-ordered in GGUF and `[n_head, 2, d/2]` in HF.
-/// `row_len` is the number of values per row (1 for a bias).
-pub fn unpermute_rows(values: &[f32], n_head: usize, row_len: usize) -> Vec<f32> {
-    let rows = values.len() / row_len;
-    let head_dim = rows / n_head;
+/// Moves rows between llama.cpp's interleaved rotary order (`[n_head, d/2, 2]`) and Hugging
+/// Face's halves (`[n_head, 2, d/2]`); `to_hf` picks the direction. `row_len` is the number of
+/// values per row (1 for a bias).
+fn reorder_rows(values: &[f32], n_head: usize, row_len: usize, to_hf: bool) -> Vec<f32> {
+    let head_dim = values.len() / row_len / n_head;
     let half = head_dim / 2;
     let mut out = vec![0f32; values.len()];
     for h in 0..n_head {
         for i in 0..half {
             for two in 0..2 {
-                let src = h * head_dim + i * 2 + two;
-                let dst = h * head_dim + two * half + i;
+                let gguf_row = h * head_dim + i * 2 + two;
+                let hf_row = h * head_dim + two * half + i;
+                let (src, dst) = if to_hf { (gguf_row, hf_row) } else { (hf_row, gguf_row) };
                 out[dst * row_len..(dst + 1) * row_len].copy_from_slice(&values[src * row_len..(src + 1) * row_len]);
             }
         }
@@ -49,22 +49,15 @@ pub fn unpermute_rows(values: &[f32], n_head: usize, row_len: usize) -> Vec<f32>
     out
 }
 
-/// The inverse of [`unpermute_rows`] (llama.cpp's own permutation), for tests and exporters.
+/// Undoes llama.cpp's rotary row permutation of a q or k projection weight (or bias) with
+/// `n_head` heads.
+pub fn unpermute_rows(values: &[f32], n_head: usize, row_len: usize) -> Vec<f32> {
+    reorder_rows(values, n_head, row_len, true)
+}
+
+/// llama.cpp's own permutation (the inverse of [`unpermute_rows`]), for tests and exporters.
 pub fn permute_rows(values: &[f32], n_head: usize, row_len: usize) -> Vec<f32> {
-    let rows = values.len() / row_len;
-    let head_dim = rows / n_head;
-    let half = head_dim / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..n_head {
-        for i in 0..half {
-            for two in 0..2 {
-                let hf = h * head_dim + two * half + i;
-                let gg = h * head_dim + i * 2 + two;
-                out[gg * row_len..(gg + 1) * row_len].copy_from_slice(&values[hf * row_len..(hf + 1) * row_len]);
-            }
-        }
-    }
-    out
+    reorder_rows(values, n_head, row_len, false)
 }
 
 /// Maps a GGUF tensor name to its Hugging Face key.

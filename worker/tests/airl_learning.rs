@@ -135,3 +135,24 @@ fn ppo_update_follows_the_sign_of_the_advantage() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sft_steps_raise_the_likelihood_of_expert_traces() {
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let dir = tiny_policy_dir("sft");
+    let mut l = learner(&dir, 1e-2, 0.0);
+    let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 4, ..Default::default() };
+    let experts: Vec<Sample> = synth::dataset(&SynthConfig::default(), 2, 8, Split::Train)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut response = tok.encode(&p.problem.answer).unwrap();
+            response.push(EOS);
+            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
+        })
+        .collect();
+    let losses: Vec<f64> = (0..5).map(|_| l.sft_step(&experts, &cfg, &mut NoReduce)).collect();
+    println!("sft loss by step: {losses:?}");
+    assert!(losses[4] < losses[0] - 0.5, "{losses:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -187,36 +187,35 @@ impl Padded {
     }
 }
 
-/// Token log-probs [N, L−1] of the padded rows under `model` (no grad), micro-batched.
-fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
+/// Runs `f` on consecutive row chunks of at most `micro` rows (no grad) and concatenates.
+fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Tensor {
     tch::no_grad(|| {
         let mut parts = Vec::new();
         let mut s = 0;
         while s < x.rows() {
             let len = micro.min(x.rows() - s);
             let (ids, att, _, tgt) = x.chunk(s, len);
-            let logits = model.forward_padded(&ids, &att);
-            let l = logits.size()[1];
-            parts.push(losses::token_logprobs(&logits.narrow(1, 0, l - 1), &tgt));
+            parts.push(f(&ids, &att, &tgt));
             s += len;
         }
         Tensor::cat(&parts, 0)
     })
 }
 
+/// Token log-probs [N, L−1] of the padded rows under `model` (no grad), micro-batched.
+fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
+    map_chunks_no_grad(x, micro, |ids, att, tgt| {
+        let logits = model.forward_padded(ids, att);
+        let l = logits.size()[1];
+        losses::token_logprobs(&logits.narrow(1, 0, l - 1), tgt)
+    })
+}
+
 /// Reward-model values in shifted space [N, L−1] (no grad), micro-batched.
 fn values_no_grad(rm: &RewardModel, x: &Padded, micro: i64) -> Tensor {
-    tch::no_grad(|| {
-        let mut parts = Vec::new();
-        let mut s = 0;
-        while s < x.rows() {
-            let len = micro.min(x.rows() - s);
-            let (ids, att, _, _) = x.chunk(s, len);
-            let f = rm.values(&ids, &att);
-            parts.push(f.narrow(1, 1, f.size()[1] - 1));
-            s += len;
-        }
-        Tensor::cat(&parts, 0)
+    map_chunks_no_grad(x, micro, |ids, att, _| {
+        let f = rm.values(ids, att);
+        f.narrow(1, 1, f.size()[1] - 1)
     })
 }
 
