@@ -1,11 +1,21 @@
 //! The contract between airlift processes.
 //!
-//! Owns what the coordinator and the workers must agree on: the protocol version, typed ids,
-//! and (as the distributed runtime lands) the `.proto` services with their committed generated
-//! code, the Arrow schemas of trajectory records, and the config types both sides read.
-//! Roles depend on this crate and never on each other.
+//! Owns what the coordinator and the workers must agree on: the protocol version, the gRPC
+//! service (`proto/airlift.proto`, generated code committed under `src/generated/`), typed ids,
+//! the run config, the call metadata (version + shared token) and its checks, and the Arrow
+//! schema of trajectory records. Roles depend on this crate and never on each other.
 
+pub mod auth;
+pub mod config;
 pub mod ids;
+pub mod trajectory;
+
+/// Generated gRPC / protobuf code (do not edit; see `build.rs`).
+#[rustfmt::skip]
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!("generated/airlift.v1.rs");
+}
 
 pub use ids::{PolicyVersion, PromptId, TaskId, WorkerId};
 

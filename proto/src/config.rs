@@ -1,0 +1,471 @@
+//! The run config: a TOML file plus `AIRLIFT__SECTION__KEY` environment overrides, read by the
+//! coordinator, validated before anything starts, written into the run folder as
+//! `config.toml` and handed to every worker at registration, so all processes agree.
+//!
+//! Unknown keys are errors; every field documents its unit and default.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors loading a run config; each names the file or the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {what}")]
+    Load { path: PathBuf, what: String },
+    #[error("config key `{key}`: {what}")]
+    Invalid { key: &'static str, what: String },
+}
+
+/// `[run]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Name shown in logs and status.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Run folder (metrics, trajectories, checkpoints). Default `runs/<name>`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Adversarial iterations to run. Default 3.
+    #[serde(default = "default_iterations")]
+    pub iterations: u64,
+    /// Seed of data order, sampling and initialisation. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Rollouts may use a policy at most this many versions old (0 = synchronous). Default 0.
+    #[serde(default)]
+    pub max_staleness: u64,
+    /// Shared secret: read from this file, else from env `AIRLIFT_TOKEN`, else none (loopback
+    /// runs only; the local launcher then makes one up for its children).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSection {
+    /// Rollout worker processes. Default 1.
+    #[serde(default = "one")]
+    pub rollout: u32,
+    /// Learner worker processes (data-parallel ranks). Default 1.
+    #[serde(default = "one")]
+    pub learner: u32,
+    /// Device of each worker: `cpu` or `cuda`. Default `cpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// libtorch intra-op threads per worker process (0 = libtorch's choice). Default 0.
+    #[serde(default)]
+    pub threads: u32,
+    /// Heartbeat period, milliseconds. Default 1000: cheap, and a lost worker is noticed within a
+    /// few seconds.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A worker silent for this many milliseconds is lost and its tasks are re-queued.
+    /// Default 10000 (ten heartbeats: tolerates a busy CPU).
+    #[serde(default = "default_lost")]
+    pub lost_after_ms: u64,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Hugging Face folder of the policy.
+    pub policy: PathBuf,
+    /// Base folder of the reward model (default: the policy's).
+    #[serde(default)]
+    pub reward: Option<PathBuf>,
+    /// Parameter / compute precision of generation: `fp32` or `bf16`. Default `fp32`.
+    #[serde(default = "default_dtype")]
+    pub rollout_dtype: String,
+    /// Compute precision of training (master weights stay fp32): `fp32` or `bf16`. Default `fp32`.
+    #[serde(default = "default_dtype")]
+    pub train_dtype: String,
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Prompts per iteration (split across learners). Default 8.
+    #[serde(default = "default_prompts")]
+    pub prompts_per_iteration: u32,
+    /// Policy samples per prompt (the group size G). Default 4.
+    #[serde(default = "default_samples")]
+    pub samples_per_prompt: u32,
+    /// Prompts per rollout task. Default 4.
+    #[serde(default = "default_task_prompts")]
+    pub prompts_per_task: u32,
+    /// Held-out synthetic problems for the end-of-run evaluation. Default 16.
+    #[serde(default = "default_eval")]
+    pub eval_prompts: u32,
+    /// Synthetic generator: fewest / most steps per problem. Defaults 1 / 3.
+    #[serde(default = "one")]
+    pub min_steps: u32,
+    #[serde(default = "three")]
+    pub max_steps: u32,
+    /// Largest starting number. Default 30.
+    #[serde(default = "default_max_start")]
+    pub max_start: i64,
+}
+
+/// `[sampling]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    /// Default 1.0.
+    #[serde(default = "one_f")]
+    pub temperature: f64,
+    /// Default 1.0 (off).
+    #[serde(default = "one_f")]
+    pub top_p: f64,
+    /// Default 128.
+    #[serde(default = "default_max_new")]
+    pub max_new_tokens: u32,
+}
+
+/// `[reward]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSection {
+    /// `airl` (logit D = f − log π) or `logit` (logit D = f). Default `airl`.
+    #[serde(default = "default_disc")]
+    pub discriminator: String,
+    /// Keep only the first K layers of the base (default: all).
+    #[serde(default)]
+    pub backbone_layers: Option<u32>,
+    /// Peak learning rate. Default 1e-5.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Discriminator steps per iteration. Default 1.
+    #[serde(default = "one")]
+    pub disc_steps: u32,
+    /// Label smoothing ε. Default 0.1.
+    #[serde(default = "default_smoothing")]
+    pub label_smoothing: f64,
+    /// Class-balance weights. Default true.
+    #[serde(default = "yes")]
+    pub class_balance: bool,
+    /// Rule-corrupted copies per expert trace. Default 1.
+    #[serde(default = "one")]
+    pub corruptions_per_expert: u32,
+    /// Reward temperature. Default 1.
+    #[serde(default = "one_f")]
+    pub temperature: f64,
+    /// Clip rewards to ± this (off if absent).
+    #[serde(default)]
+    pub clip: Option<f64>,
+    /// Outcome reward weight. Default 0.
+    #[serde(default)]
+    pub outcome_weight: f64,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Peak learning rate. Default 1e-6.
+    #[serde(default = "default_policy_lr")]
+    pub lr: f64,
+    /// Discount of the reward-to-go. Default 0.9.
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// PPO clip ε. Default 0.2.
+    #[serde(default = "default_clip")]
+    pub clip_eps: f64,
+    /// KL coefficient to the frozen reference. Default 0.
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// Policy steps per iteration. Default 1.
+    #[serde(default = "one")]
+    pub steps: u32,
+    /// Experts join their group's statistics. Default false.
+    #[serde(default)]
+    pub expert_in_group: bool,
+    /// Rows per micro-batch. Default 8.
+    #[serde(default = "default_micro")]
+    pub micro_batch: u32,
+}
+
+/// `[sft]`: the behaviour-cloning warm start, run by the learners before iteration 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftSection {
+    /// Steps (0 = no warm start). Default 0.
+    #[serde(default)]
+    pub steps: u32,
+    /// Expert traces per step, per learner. Default 8.
+    #[serde(default = "default_sft_batch")]
+    pub batch: u32,
+    /// Learning rate. Default 1e-4.
+    #[serde(default = "default_sft_lr")]
+    pub lr: f64,
+}
+
+/// The whole run config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default = "default_run")]
+    pub run: RunSection,
+    #[serde(default = "default_workers")]
+    pub workers: WorkersSection,
+    pub model: ModelSection,
+    #[serde(default = "default_data")]
+    pub data: DataSection,
+    #[serde(default = "default_sampling")]
+    pub sampling: SamplingSection,
+    #[serde(default = "default_reward")]
+    pub reward: RewardSection,
+    #[serde(default = "default_policy")]
+    pub policy: PolicySection,
+    #[serde(default = "default_sft")]
+    pub sft: SftSection,
+}
+
+fn default_name() -> String {
+    "airlift".into()
+}
+fn default_iterations() -> u64 {
+    3
+}
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_heartbeat() -> u64 {
+    1000
+}
+fn default_lost() -> u64 {
+    10_000
+}
+fn default_dtype() -> String {
+    "fp32".into()
+}
+fn default_prompts() -> u32 {
+    8
+}
+fn default_samples() -> u32 {
+    4
+}
+fn default_task_prompts() -> u32 {
+    4
+}
+fn default_eval() -> u32 {
+    16
+}
+fn default_max_start() -> i64 {
+    30
+}
+fn default_max_new() -> u32 {
+    128
+}
+fn default_disc() -> String {
+    "airl".into()
+}
+fn default_lr() -> f64 {
+    1e-5
+}
+fn default_policy_lr() -> f64 {
+    1e-6
+}
+fn default_smoothing() -> f64 {
+    0.1
+}
+fn default_gamma() -> f64 {
+    0.9
+}
+fn default_clip() -> f64 {
+    0.2
+}
+fn default_micro() -> u32 {
+    8
+}
+fn default_sft_batch() -> u32 {
+    8
+}
+fn default_sft_lr() -> f64 {
+    1e-4
+}
+
+// Section defaults go through serde so that a missing section equals an empty one.
+fn empty<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+}
+fn default_run() -> RunSection {
+    empty()
+}
+fn default_workers() -> WorkersSection {
+    empty()
+}
+fn default_data() -> DataSection {
+    empty()
+}
+fn default_sampling() -> SamplingSection {
+    empty()
+}
+fn default_reward() -> RewardSection {
+    empty()
+}
+fn default_policy() -> PolicySection {
+    empty()
+}
+fn default_sft() -> SftSection {
+    empty()
+}
+
+impl RunConfig {
+    /// Reads `path` (TOML) with `AIRLIFT__SECTION__KEY` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let load_err = |what: String| ConfigError::Load { path: path.to_path_buf(), what };
+        if !path.exists() {
+            return Err(load_err("no such file".into()));
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("AIRLIFT").prefix_separator("__").separator("__").try_parsing(true))
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        let cfg: RunConfig = built.try_deserialize().map_err(|e| load_err(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string (no environment overrides), then validates.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Load { path: "<config>".into(), what: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The effective config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run.dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&self.run.name))
+    }
+
+    /// Checks values that parse but cannot work; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, what: String| Err(ConfigError::Invalid { key, what });
+        if self.workers.learner == 0 {
+            return bad("workers.learner", "must be at least 1".into());
+        }
+        if self.workers.rollout == 0 {
+            return bad("workers.rollout", "must be at least 1".into());
+        }
+        if self.workers.device != "cpu" && self.workers.device != "cuda" {
+            return bad("workers.device", format!("`{}`: expected `cpu` or `cuda`", self.workers.device));
+        }
+        if self.workers.heartbeat_ms == 0 || self.workers.lost_after_ms <= self.workers.heartbeat_ms {
+            return bad("workers.lost_after_ms", format!("{} must exceed workers.heartbeat_ms = {}", self.workers.lost_after_ms, self.workers.heartbeat_ms));
+        }
+        for (key, v) in [("model.rollout_dtype", &self.model.rollout_dtype), ("model.train_dtype", &self.model.train_dtype)] {
+            if v != "fp32" && v != "bf16" {
+                return bad(key, format!("`{v}`: expected `fp32` or `bf16`"));
+            }
+        }
+        if self.data.prompts_per_iteration == 0 || self.data.prompts_per_iteration % self.workers.learner != 0 {
+            return bad(
+                "data.prompts_per_iteration",
+                format!("{} must be a positive multiple of workers.learner = {}", self.data.prompts_per_iteration, self.workers.learner),
+            );
+        }
+        if self.data.samples_per_prompt == 0 {
+            return bad("data.samples_per_prompt", "must be at least 1".into());
+        }
+        if self.data.prompts_per_task == 0 {
+            return bad("data.prompts_per_task", "must be at least 1".into());
+        }
+        if !(1..=6).contains(&self.data.min_steps) || self.data.min_steps > self.data.max_steps || self.data.max_steps > 6 {
+            return bad("data.max_steps", format!("need 1 <= min_steps ({}) <= max_steps ({}) <= 6", self.data.min_steps, self.data.max_steps));
+        }
+        if self.data.max_start < 2 {
+            return bad("data.max_start", "must be at least 2".into());
+        }
+        if !(self.sampling.top_p > 0.0 && self.sampling.top_p <= 1.0) {
+            return bad("sampling.top_p", format!("{} is not in (0, 1]", self.sampling.top_p));
+        }
+        if self.sampling.temperature < 0.0 {
+            return bad("sampling.temperature", "must be >= 0".into());
+        }
+        if self.sampling.max_new_tokens == 0 {
+            return bad("sampling.max_new_tokens", "must be at least 1".into());
+        }
+        if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
+            return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
+        }
+        if self.reward.backbone_layers == Some(0) {
+            return bad("reward.backbone_layers", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.reward.label_smoothing) {
+            return bad("reward.label_smoothing", format!("{} is not in [0, 1)", self.reward.label_smoothing));
+        }
+        if self.reward.temperature <= 0.0 {
+            return bad("reward.temperature", "must be > 0".into());
+        }
+        if self.reward.disc_steps == 0 {
+            return bad("reward.disc_steps", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.policy.gamma) {
+            return bad("policy.gamma", format!("{} is not in [0, 1]", self.policy.gamma));
+        }
+        if self.policy.clip_eps <= 0.0 {
+            return bad("policy.clip_eps", "must be > 0".into());
+        }
+        if self.policy.steps == 0 || self.policy.micro_batch == 0 {
+            return bad("policy.steps", "policy.steps and policy.micro_batch must be at least 1".into());
+        }
+        if self.sft.steps > 0 && self.sft.batch == 0 {
+            return bad("sft.batch", "must be at least 1 when sft.steps > 0".into());
+        }
+        for (key, lr) in [("reward.lr", self.reward.lr), ("policy.lr", self.policy.lr), ("sft.lr", self.sft.lr)] {
+            if !(lr >= 0.0 && lr.is_finite()) {
+                return bad(key, format!("{lr} must be a finite non-negative number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[model]\npolicy = \"m\"\n";
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert_eq!(c.workers.learner, 1);
+        assert_eq!(c.policy.gamma, 0.9);
+        assert_eq!(c.reward.label_smoothing, 0.1);
+        let back = RunConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_are_named() {
+        let e = RunConfig::from_toml(&format!("{MIN}[workers]\nlearners = 2\n")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `learners`"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[workers]\nlearner = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("workers.learner"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[data]\nprompts_per_iteration = 3\n[workers]\nlearner = 2\n")).unwrap_err().to_string();
+        assert!(e.contains("data.prompts_per_iteration"), "{e}");
+    }
+}
