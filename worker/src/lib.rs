@@ -9,6 +9,7 @@
 pub mod airl;
 pub mod bench;
 pub mod cli;
+pub mod collective;
 pub mod convert;
 pub mod generate;
 pub mod gguf;

@@ -100,13 +100,16 @@ impl Default for AirlConfig {
     }
 }
 
-/// Combines flat gradients across data-parallel replicas before each optimizer step.
+/// Keeps data-parallel replicas in step: combines flat gradients before each optimizer step and,
+/// when each rank steps only its shard of the parameters, gathers the shards afterwards.
 pub trait GradReducer {
     /// Replaces `grad` with the mean over replicas.
     fn all_reduce_mean(&mut self, grad: &mut Tensor);
+    /// After `opt` stepped its shard: make every replica's flat parameters whole again.
+    fn gather_params(&mut self, _opt: &FlatAdamW) {}
 }
 
-/// The single-process reducer: leaves gradients as they are.
+/// The single-process reducer: leaves gradients and parameters as they are.
 pub struct NoReduce;
 
 impl GradReducer for NoReduce {
@@ -319,6 +322,7 @@ impl Learner {
         let mut g = self.reward_opt.flat_grad();
         reducer.all_reduce_mean(&mut g);
         let stats = self.reward_opt.step_with(&g);
+        reducer.gather_params(&self.reward_opt);
         (total, stats.grad_norm)
     }
 
@@ -466,6 +470,7 @@ impl Learner {
             let mut g = self.policy_opt.flat_grad();
             reducer.all_reduce_mean(&mut g);
             let stats = self.policy_opt.step_with(&g);
+            reducer.gather_params(&self.policy_opt);
             m.policy_grad_norm = stats.grad_norm;
             m.policy_lr = stats.lr;
         }
@@ -498,6 +503,7 @@ impl Learner {
         let mut g = self.policy_opt.flat_grad();
         reducer.all_reduce_mean(&mut g);
         self.policy_opt.step_with(&g);
+        reducer.gather_params(&self.policy_opt);
         total
     }
 

@@ -93,7 +93,8 @@ impl FlatAdamW {
     }
 
     /// Takes over every trainable variable of `vs`; this optimizer (rank `rank` of `world`) owns
-    /// slice `rank` of the buffer split into `world` near-equal parts.
+    /// slice `rank` of the buffer split into `world` near-equal parts
+    /// ([`crate::collective::split_counts`]).
     pub fn sharded(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize) -> Self {
         assert!(world > 0 && rank < world, "rank {rank} of world {world}");
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -116,9 +117,9 @@ impl FlatAdamW {
                 off += n;
             }
         });
-        let chunk = (total + world as i64 - 1) / world as i64;
-        let lo = (chunk * rank as i64).min(total);
-        let hi = (lo + chunk).min(total);
+        let counts = crate::collective::split_counts(total as usize, world);
+        let lo = counts[..rank].iter().sum::<usize>() as i64;
+        let hi = lo + counts[rank] as i64;
         let len = hi - lo;
         FlatAdamW {
             names: vars.iter().map(|(n, _)| n.clone()).collect(),
@@ -142,6 +143,11 @@ impl FlatAdamW {
     /// Number of parameters.
     pub fn numel(&self) -> i64 {
         self.flat.size()[0]
+    }
+
+    /// Sizes of every rank's slice, in rank order.
+    pub fn shard_counts(&self, world: usize) -> Vec<usize> {
+        crate::collective::split_counts(self.numel() as usize, world)
     }
 
     /// The owned slice `[lo, hi)`.

@@ -1,0 +1,254 @@
+//! Collectives between learner ranks behind one trait: all-reduce, broadcast, all-gather and
+//! reduce-scatter on flat f32 buffers.
+//!
+//! [`TcpRing`] is the CPU backend: each rank keeps one TCP connection to the next rank and one
+//! from the previous, and runs the ring algorithms (reduce-scatter then all-gather for
+//! all-reduce), sending and receiving concurrently so large segments never deadlock. After an
+//! all-reduce every rank holds *bitwise* the same values (each segment is reduced once by its
+//! owner and then copied), which is what keeps data-parallel replicas identical.
+//!
+//! The NCCL backend (cudarc) is not built yet; a run with `workers.device = "cuda"` and more
+//! than one learner is refused by the learner.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A collective group of `world` ranks.
+pub trait Collective: Send {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    /// In place: every rank ends with the element-wise sum over ranks.
+    fn all_reduce_sum(&mut self, data: &mut [f32]) -> io::Result<()>;
+    /// In place: segment `r` of `data` (sizes `counts`) is rank r's contribution; every rank ends
+    /// with every segment.
+    fn all_gather(&mut self, data: &mut [f32], counts: &[usize]) -> io::Result<()>;
+    /// In place: rank r ends with the sum over ranks of segment r (other segments are scratch).
+    fn reduce_scatter_sum(&mut self, data: &mut [f32], counts: &[usize]) -> io::Result<()>;
+    /// In place: every rank ends with `root`'s data.
+    fn broadcast(&mut self, data: &mut [f32], root: usize) -> io::Result<()>;
+}
+
+/// Near-equal split of `n` elements into `world` segments (the first ones one larger).
+pub fn split_counts(n: usize, world: usize) -> Vec<usize> {
+    (0..world).map(|r| n / world + usize::from(r < n % world)).collect()
+}
+
+fn offsets(counts: &[usize]) -> Vec<usize> {
+    counts.iter().scan(0, |acc, &c| {
+        let o = *acc;
+        *acc += c;
+        Some(o)
+    }).collect()
+}
+
+/// The CPU ring over TCP.
+pub struct TcpRing {
+    rank: usize,
+    world: usize,
+    next: Option<TcpStream>,
+    prev: Option<TcpStream>,
+}
+
+/// How long ranks wait for each other while connecting: covers peers that start a few
+/// seconds apart (process start, model load).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl TcpRing {
+    /// Forms the ring. `listener` is this rank's bound socket (its address is `addrs[rank]`);
+    /// `tag` (e.g. a hash of the run token) must match between peers.
+    pub fn connect(rank: usize, addrs: &[String], listener: TcpListener, tag: u64) -> io::Result<Self> {
+        let world = addrs.len();
+        assert!(rank < world, "rank {rank} of {world}");
+        if world == 1 {
+            return Ok(TcpRing { rank, world, next: None, prev: None });
+        }
+        let next_addr = addrs[(rank + 1) % world].clone();
+        let dialer = std::thread::spawn(move || -> io::Result<TcpStream> {
+            let start = std::time::Instant::now();
+            loop {
+                match TcpStream::connect(&next_addr) {
+                    Ok(mut s) => {
+                        s.set_nodelay(true)?;
+                        s.write_all(&(rank as u64).to_le_bytes())?;
+                        s.write_all(&tag.to_le_bytes())?;
+                        return Ok(s);
+                    }
+                    Err(e) if start.elapsed() < CONNECT_TIMEOUT => {
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(io::Error::new(e.kind(), format!("collective: cannot reach rank {} at {next_addr}: {e}", (rank + 1) % world))),
+                }
+            }
+        });
+        let (mut prev, _) = listener.accept()?;
+        prev.set_nodelay(true)?;
+        let mut hello = [0u8; 16];
+        prev.read_exact(&mut hello)?;
+        let from = u64::from_le_bytes(hello[..8].try_into().unwrap()) as usize;
+        let their_tag = u64::from_le_bytes(hello[8..].try_into().unwrap());
+        if their_tag != tag {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "collective: a peer of another run (or with another token) connected"));
+        }
+        if from != (rank + world - 1) % world {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("collective: rank {rank} expected rank {} before it, got {from}", (rank + world - 1) % world)));
+        }
+        let next = dialer.join().expect("dialer thread")?;
+        Ok(TcpRing { rank, world, next: Some(next), prev: Some(prev) })
+    }
+
+    /// Sends `out` to the next rank while receiving `inp.len()` values from the previous one.
+    fn exchange(&mut self, out: &[f32], inp: &mut [f32]) -> io::Result<()> {
+        let next = self.next.as_mut().expect("ring of more than one rank");
+        let prev = self.prev.as_mut().expect("ring of more than one rank");
+        let out_bytes: &[u8] = bytemuck_f32(out);
+        std::thread::scope(|s| -> io::Result<()> {
+            let writer = s.spawn(|| next.write_all(out_bytes));
+            let mut buf = vec![0u8; inp.len() * 4];
+            let r = prev.read_exact(&mut buf);
+            writer.join().expect("writer thread")?;
+            r?;
+            for (v, b) in inp.iter_mut().zip(buf.chunks_exact(4)) {
+                *v = f32::from_le_bytes(b.try_into().unwrap());
+            }
+            Ok(())
+        })
+    }
+}
+
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; x86_64 / aarch64 are
+    // little-endian, matching the `from_le_bytes` of the receiver.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+impl Collective for TcpRing {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world(&self) -> usize {
+        self.world
+    }
+
+    fn reduce_scatter_sum(&mut self, data: &mut [f32], counts: &[usize]) -> io::Result<()> {
+        let w = self.world;
+        if w == 1 {
+            return Ok(());
+        }
+        let off = offsets(counts);
+        let r = self.rank;
+        let mut inbox = Vec::new();
+        for s in 0..w - 1 {
+            let send = (r + 2 * w - s - 1) % w;
+            let recv = (r + 2 * w - s - 2) % w;
+            let out = data[off[send]..off[send] + counts[send]].to_vec();
+            inbox.resize(counts[recv], 0.0);
+            self.exchange(&out, &mut inbox)?;
+            for (d, v) in data[off[recv]..off[recv] + counts[recv]].iter_mut().zip(&inbox) {
+                *d += *v;
+            }
+        }
+        Ok(())
+    }
+
+    fn all_gather(&mut self, data: &mut [f32], counts: &[usize]) -> io::Result<()> {
+        let w = self.world;
+        if w == 1 {
+            return Ok(());
+        }
+        let off = offsets(counts);
+        let r = self.rank;
+        let mut inbox = Vec::new();
+        for s in 0..w - 1 {
+            let send = (r + w - s) % w;
+            let recv = (r + 2 * w - s - 1) % w;
+            let out = data[off[send]..off[send] + counts[send]].to_vec();
+            inbox.resize(counts[recv], 0.0);
+            self.exchange(&out, &mut inbox)?;
+            data[off[recv]..off[recv] + counts[recv]].copy_from_slice(&inbox);
+        }
+        Ok(())
+    }
+
+    fn all_reduce_sum(&mut self, data: &mut [f32]) -> io::Result<()> {
+        let counts = split_counts(data.len(), self.world);
+        self.reduce_scatter_sum(data, &counts)?;
+        self.all_gather(data, &counts)
+    }
+
+    fn broadcast(&mut self, data: &mut [f32], root: usize) -> io::Result<()> {
+        let w = self.world;
+        if w == 1 {
+            return Ok(());
+        }
+        // Pass the buffer along the ring from root: rank root+k receives at step k−1 and forwards.
+        let pos = (self.rank + w - root) % w;
+        let next = self.next.as_mut().unwrap();
+        let prev = self.prev.as_mut().unwrap();
+        if pos != 0 {
+            let mut buf = vec![0u8; data.len() * 4];
+            prev.read_exact(&mut buf)?;
+            for (v, b) in data.iter_mut().zip(buf.chunks_exact(4)) {
+                *v = f32::from_le_bytes(b.try_into().unwrap());
+            }
+        }
+        if pos != w - 1 {
+            next.write_all(bytemuck_f32(data))?;
+        }
+        Ok(())
+    }
+}
+
+/// Forms a ring of `world` ranks inside one process (threads), for tests and benchmarks.
+pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
+    let listeners: Vec<TcpListener> = (0..world).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<io::Result<_>>()?;
+    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<io::Result<_>>()?;
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || TcpRing::connect(r, &addrs, l, 42))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("ring thread")).collect()
+}
+
+/// Data parallelism over a [`Collective`]: mean-all-reduces flat gradients and all-gathers the
+/// parameter shards that each rank's optimizer stepped (ZeRO-1).
+pub struct DataParallel {
+    pub coll: Box<dyn Collective>,
+}
+
+impl DataParallel {
+    fn to_vec(t: &tch::Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float)).expect("f32 tensor")
+    }
+}
+
+impl crate::airl::iteration::GradReducer for DataParallel {
+    fn all_reduce_mean(&mut self, grad: &mut tch::Tensor) {
+        if self.coll.world() == 1 {
+            return;
+        }
+        let mut v = Self::to_vec(grad);
+        self.coll.all_reduce_sum(&mut v).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
+        let w = self.coll.world() as f32;
+        v.iter_mut().for_each(|x| *x /= w);
+        let t = tch::Tensor::from_slice(&v).to_device(grad.device());
+        tch::no_grad(|| grad.copy_(&t));
+    }
+
+    fn gather_params(&mut self, opt: &crate::airl::optim::FlatAdamW) {
+        if self.coll.world() == 1 {
+            return;
+        }
+        let mut v = Self::to_vec(opt.flat());
+        let counts = opt.shard_counts(self.coll.world());
+        self.coll.all_gather(&mut v, &counts).unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
+        let t = tch::Tensor::from_slice(&v).to_device(opt.flat().device());
+        tch::no_grad(|| opt.flat().shallow_clone().copy_(&t));
+    }
+}

@@ -1,0 +1,79 @@
+//! The CPU ring collectives against sums done in one process, for 2 and 3 ranks and lengths
+//! not divisible by the rank count.
+
+use airlift_worker::collective::{local_rings, split_counts, Collective};
+use airlift_worker::rng::SplitMix64;
+
+fn data(rank: usize, n: usize, integers: bool) -> Vec<f32> {
+    let mut g = SplitMix64::for_stream(rank as u64, n as u64);
+    (0..n).map(|_| if integers { g.range(-1000, 1000) as f32 } else { (g.next_f64() * 2.0 - 1.0) as f32 }).collect()
+}
+
+fn run<F: Fn(&mut dyn Collective) -> Vec<f32> + Send + Sync + Copy + 'static>(world: usize, f: F) -> Vec<Vec<f32>> {
+    let rings = local_rings(world).unwrap();
+    let handles: Vec<_> = rings.into_iter().map(|mut r| std::thread::spawn(move || f(&mut r))).collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn all_reduce_equals_a_single_process_sum() {
+    for world in [2usize, 3] {
+        for n in [1usize, 7, 1000, 100_003] {
+            for integers in [true, false] {
+                let inputs: Vec<Vec<f32>> = (0..world).map(|r| data(r, n, integers)).collect();
+                let want: Vec<f32> = (0..n).map(|i| inputs.iter().map(|v| v[i]).sum()).collect();
+                let got = run(world, move |c| {
+                    let mut v = data(c.rank(), n, integers);
+                    c.all_reduce_sum(&mut v).unwrap();
+                    v
+                });
+                for (r, g) in got.iter().enumerate() {
+                    assert_eq!(g.len(), n);
+                    if integers {
+                        assert_eq!(g, &want, "world {world}, n {n}, rank {r}");
+                    } else {
+                        let err = g.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                        assert!(err < 1e-5, "world {world}, n {n}, rank {r}: {err}");
+                    }
+                }
+                // Every rank holds bitwise the same result.
+                assert!(got.iter().all(|g| g.iter().zip(&got[0]).all(|(a, b)| a.to_bits() == b.to_bits())));
+            }
+        }
+    }
+}
+
+#[test]
+fn all_gather_reduce_scatter_and_broadcast() {
+    for world in [2usize, 3] {
+        let n = 10;
+        let counts = split_counts(n, world);
+        let got = run(world, move |c| {
+            let counts = split_counts(n, c.world());
+            let off: usize = counts[..c.rank()].iter().sum();
+            let mut v = vec![-1.0; n];
+            for i in 0..counts[c.rank()] {
+                v[off + i] = (off + i) as f32;
+            }
+            c.all_gather(&mut v, &counts).unwrap();
+            v
+        });
+        assert!(got.iter().all(|g| g == &(0..n).map(|i| i as f32).collect::<Vec<_>>()), "all-gather {world}: {got:?}");
+        let got = run(world, move |c| {
+            let mut v = vec![c.rank() as f32 + 1.0; n];
+            c.reduce_scatter_sum(&mut v, &split_counts(n, c.world())).unwrap();
+            v
+        });
+        let total = (1..=world).sum::<usize>() as f32;
+        for (r, g) in got.iter().enumerate() {
+            let off: usize = counts[..r].iter().sum();
+            assert!(g[off..off + counts[r]].iter().all(|&x| x == total), "reduce-scatter rank {r}: {g:?}");
+        }
+        let got = run(world, move |c| {
+            let mut v = if c.rank() == 1 { vec![5.0, 6.0, 7.0] } else { vec![0.0; 3] };
+            c.broadcast(&mut v, 1).unwrap();
+            v
+        });
+        assert!(got.iter().all(|g| g == &[5.0, 6.0, 7.0]), "broadcast {world}: {got:?}");
+    }
+}
