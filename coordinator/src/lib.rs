@@ -1,16 +1,106 @@
 //! The airlift coordinator.
 //!
-//! Will own the run: the gRPC server (Register / Attach / ReportTask / RunStatus), the run state
-//! machine driven by one event loop, the task queue with leases, checkpoint manifests, the
-//! metrics sink and the local launcher (design §2). None of that exists yet: it is the subject
-//! of the distributed-runtime issue. Today the crate only fixes its place in the workspace.
+//! Owns the run: the gRPC server (Register / Attach / ReportTask / RunStatus), the run state
+//! machine driven by one event loop ([`state`]), scheduling of rollout tasks and learner tasks,
+//! the learners' rendezvous, lost-worker handling, the metrics sink (`<run>/metrics.jsonl`) and
+//! the local launcher (worker processes on this machine). It never touches tensors.
+//!
+//! Not built yet: checkpoints and resume, so a lost learner fails the run.
 
-/// What the coordinator binary says while the runtime is not built, so that nobody mistakes
-/// the binary for a working scheduler.
-pub const NOT_YET: &str = "the airlift coordinator is not implemented yet: the gRPC runtime \
-    (design §2) is still to be built; use `worker generate` / `worker gsm8k` for now";
+pub mod launcher;
+pub mod server;
+pub mod state;
+pub mod summary;
 
-/// The protocol version this coordinator will speak.
-pub fn protocol_version() -> u32 {
-    airlift_proto::PROTOCOL_VERSION
+use airlift_proto::auth::Guard;
+use airlift_proto::config::RunConfig;
+use state::{Event, Phase, RunState};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Errors of a coordinator run.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("{path}: {what}")]
+    Io { path: String, what: String },
+    #[error("run failed: {0}")]
+    Failed(String),
+    #[error("gRPC server: {0}")]
+    Server(String),
+}
+
+/// How long open connections may delay the server's stop at the end of a run.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a finished run produced.
+pub struct RunOutcome {
+    /// One JSON record per iteration (0 = the SFT warm start).
+    pub records: Vec<serde_json::Value>,
+    pub run_dir: std::path::PathBuf,
+}
+
+/// Serves the run of `cfg` on `listener` until it is done, fails, or `shutdown` resolves.
+/// Writes the effective config to `<run>/config.toml` first.
+pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunOutcome, CoordinatorError> {
+    let run_dir = cfg.run_dir();
+    let io = |what: std::io::Error| CoordinatorError::Io { path: run_dir.display().to_string(), what: what.to_string() };
+    std::fs::create_dir_all(&run_dir).map_err(io)?;
+    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(io)?;
+    let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+    let (tx, mut rx) = mpsc::channel::<Event>(256);
+    let svc = server::service(tx.clone(), Guard::new(token));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = server_stopped.await;
+            })
+            .await
+    });
+    // Heartbeat checks run at the heartbeat period.
+    let tick_every = Duration::from_millis(cfg.workers.heartbeat_ms);
+    let ticker = tx.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(tick_every);
+        loop {
+            t.tick().await;
+            if ticker.send(Event::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stopper = tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopper.send(Event::Stop { reason: "interrupted".into() }).await;
+    });
+    drop(tx);
+    let mut state = RunState::new(cfg, run_dir.clone());
+    tracing::info!(run_dir = %run_dir.display(), "coordinator up");
+    while let Some(ev) = rx.recv().await {
+        state.handle(ev);
+        if state.finished() {
+            break;
+        }
+    }
+    // Close the workers' streams (their shutdown messages are already queued), give them a
+    // moment to drain, then stop the server; a worker that hangs on cannot keep us up.
+    state.close_streams();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_server.send(());
+    match tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(CoordinatorError::Server(e.to_string())),
+        Ok(Err(e)) => return Err(CoordinatorError::Server(e.to_string())),
+        Err(_) => tracing::warn!("gRPC server did not stop within {} s; leaving it", SERVER_STOP_GRACE.as_secs()),
+    }
+    match state.phase {
+        Phase::Done => Ok(RunOutcome { records: state.records, run_dir }),
+        Phase::Failed(why) => Err(CoordinatorError::Failed(why)),
+        other => Err(CoordinatorError::Failed(format!("ended in phase {}", other.name()))),
+    }
 }

@@ -1,9 +1,83 @@
-//! `coordinator` binary: not built yet; it says so and exits with an error.
+//! `coordinator` binary: parses arguments, sets up logging, and calls the library.
+
+use airlift_proto::auth::{load_token, Stamp};
+use airlift_proto::config::RunConfig;
+use airlift_proto::pb::coordinator_client::CoordinatorClient;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// airlift coordinator: serves a run to rollout and learner workers.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version)]
+struct Cli {
+    /// Run config (TOML; AIRLIFT__SECTION__KEY environment variables override keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Start the configured workers as local processes and run to the end.
+    #[arg(long)]
+    local: bool,
+    /// Address to serve on when workers are started by hand or by Slurm.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    listen: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show a running coordinator's workers, iteration, policy version and last metrics.
+    Status {
+        /// Coordinator URL.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        coordinator: String,
+        /// File holding the run token (else env AIRLIFT_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "{} (protocol version {})",
-        airlift_coordinator::NOT_YET,
-        airlift_coordinator::protocol_version()
-    )
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    if let Some(Cmd::Status { coordinator, token_file }) = cli.command {
+        let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
+        return rt.block_on(async move {
+            let ch = tonic::transport::Channel::from_shared(coordinator.clone())?.connect().await.with_context(|| format!("connecting to {coordinator}"))?;
+            let mut c = CoordinatorClient::with_interceptor(ch, Stamp::new(token));
+            let s = c.run_status(airlift_proto::pb::StatusRequest {}).await?.into_inner();
+            println!("state {} | iteration {} | policy version {} | tasks queued {} running {}", s.state, s.iteration, s.policy_version, s.queued_tasks, s.running_tasks);
+            for w in s.workers {
+                let role = airlift_proto::pb::Role::try_from(w.role).map(|r| r.as_str_name()).unwrap_or("?");
+                println!("  worker {:>3} {:<13} {:<20} {:<16} policy v{}", w.worker_id, role, w.host, w.state, w.policy_version);
+            }
+            if !s.last_metrics_json.is_empty() {
+                println!("last metrics: {}", s.last_metrics_json);
+            }
+            Ok(())
+        });
+    }
+    let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
+    let cfg = RunConfig::load(&path)?;
+    let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let outcome = rt.block_on(async move {
+        if cli.local {
+            Ok::<_, anyhow::Error>(airlift_coordinator::launcher::run_local(cfg, token).await?)
+        } else {
+            let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
+            tracing::info!(listen = %cli.listen, "waiting for workers");
+            Ok(airlift_coordinator::serve(cfg, token, listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?)
+        }
+    })?;
+    println!("\n== airlift run summary ({}) ==", outcome.run_dir.display());
+    print!("{}", airlift_coordinator::summary::table(&outcome.records));
+    println!("metrics: {}", outcome.run_dir.join("metrics.jsonl").display());
+    Ok(())
 }

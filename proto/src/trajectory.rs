@@ -113,7 +113,19 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, BatchErr
     })
 }
 
+/// A dictionary-encoded string column; plain utf8 is accepted too (Flight may hydrate
+/// dictionaries in transit).
 fn dict_values(b: &RecordBatch, name: &str, allowed: &[&str]) -> Result<Vec<String>, BatchError> {
+    let check = |i: usize, s: String| {
+        if allowed.contains(&s.as_str()) {
+            Ok(s)
+        } else {
+            Err(BatchError { column: name.into(), row: Some(i), what: format!("`{s}` is not one of {allowed:?}") })
+        }
+    };
+    if let Some(c) = b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
+        return (0..c.len()).map(|i| check(i, c.value(i).to_string())).collect();
+    }
     let d: &DictionaryArray<Int32Type> = col(b, name)?;
     let vals = d.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| BatchError {
         column: name.into(),
@@ -121,14 +133,7 @@ fn dict_values(b: &RecordBatch, name: &str, allowed: &[&str]) -> Result<Vec<Stri
         what: "dictionary values are not utf8".into(),
     })?;
     (0..d.len())
-        .map(|i| {
-            let s = vals.value(d.keys().value(i) as usize).to_string();
-            if allowed.contains(&s.as_str()) {
-                Ok(s)
-            } else {
-                Err(BatchError { column: name.into(), row: Some(i), what: format!("`{s}` is not one of {allowed:?}") })
-            }
-        })
+        .map(|i| check(i, vals.value(d.keys().value(i) as usize).to_string()))
         .collect()
 }
 

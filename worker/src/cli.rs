@@ -40,6 +40,28 @@ pub enum Command {
     Gsm8k(Gsm8kArgs),
     /// Benchmark generation and a training step; prints numbers.
     Bench(BenchArgs),
+    /// Run as a rollout or learner worker of a coordinator.
+    Run(RunArgs),
+}
+
+/// `worker run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The role of this process.
+    #[arg(long, value_enum)]
+    pub role: crate::runtime::Role,
+    /// Coordinator URL, e.g. http://10.0.0.1:50051.
+    #[arg(long)]
+    pub coordinator: String,
+    /// Learners: the data-parallel rank to ask for (0-based; by default in registration order).
+    #[arg(long, default_value_t = u32::MAX)]
+    pub rank: u32,
+    /// Address this worker's servers bind to and advertise to peers.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// File holding the run token (else env AIRLIFT_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Storage / compute precision.
@@ -185,6 +207,12 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => run_generate(a),
+        Command::Run(a) => {
+            let token = airlift_proto::auth::load_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+            let opts = crate::runtime::WorkerOptions { role: a.role, coordinator: a.coordinator, rank: a.rank, host: a.host, token };
+            crate::runtime::run(opts)?;
+            Ok(())
+        }
         Command::Gsm8k(a) => run_gsm8k(a),
         Command::Bench(a) => {
             let spec = BenchSpec {

@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod gsm8k;
 pub mod model;
 pub mod rng;
+pub mod runtime;
 pub mod tokenizer;
 pub mod weights;
 

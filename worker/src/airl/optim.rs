@@ -165,6 +165,11 @@ impl FlatAdamW {
         &self.cfg
     }
 
+    /// Changes the peak learning rate (e.g. for a warm-start phase).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
     /// Optimizer steps taken.
     pub fn steps_taken(&self) -> u64 {
         self.step

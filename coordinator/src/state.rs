@@ -1,0 +1,663 @@
+//! The run state machine, changed only by [`RunState::handle`] inside the coordinator's one
+//! event loop. It never touches tensors and never blocks: it decides, and sends messages down
+//! the workers' attached streams.
+//!
+//! ```text
+//!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent)
+//!        │
+//!        ├─ sft.steps > 0 ─▶ Sft ──all learners report──┐
+//!        └──────────────────────────────────────────────┴─▶ Running
+//!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
+//!           learning of i starts when its rollouts are done and i − 1 is learned;
+//!           after the last iteration is learned ─▶ Done (workers shut down)
+//!  any state ── learner lost / task failed too often ──▶ Failed
+//! ```
+
+use airlift_proto::config::RunConfig;
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// A rollout task is retried this many times before the run fails (a bad task, not a lost
+/// worker, would otherwise loop forever).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Where the run is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    WaitingForWorkers,
+    Sft,
+    Running,
+    Done,
+    Failed(String),
+}
+
+impl Phase {
+    /// A short name for status output.
+    pub fn name(&self) -> String {
+        match self {
+            Phase::WaitingForWorkers => "waiting-for-workers".into(),
+            Phase::Sft => "sft".into(),
+            Phase::Running => "running".into(),
+            Phase::Done => "done".into(),
+            Phase::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+/// Outbound half of a worker's attached stream.
+pub type Outbox = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+#[derive(Debug)]
+struct Worker {
+    role: pb::Role,
+    host: String,
+    flight_addr: String,
+    collective_addr: String,
+    asked_rank: u32,
+    rank: Option<u32>,
+    outbox: Option<Outbox>,
+    last_seen: Instant,
+    task: Option<u64>,
+    lost: bool,
+    policy_version: u64,
+}
+
+#[derive(Debug, Clone)]
+enum TaskKind {
+    Rollout(pb::RolloutTask),
+    Learner(pb::LearnerTask),
+}
+
+#[derive(Debug)]
+struct Task {
+    kind: TaskKind,
+    iteration: u64,
+    attempts: u32,
+    worker: Option<u64>,
+    started: Option<Instant>,
+    done: bool,
+}
+
+/// Per-iteration bookkeeping.
+#[derive(Debug, Default)]
+struct IterationState {
+    rollout_tasks: Vec<u64>,
+    /// Prompt ids by learner rank.
+    shards: Vec<Vec<u64>>,
+    policy_version: u64,
+    rollout_metrics: Vec<serde_json::Value>,
+    learner_tasks: Vec<u64>,
+    learner_metrics: BTreeMap<u32, serde_json::Value>,
+    queued_at: Option<Instant>,
+    learn_started: Option<Instant>,
+}
+
+/// Events of the coordinator's loop.
+pub enum Event {
+    Register { req: pb::RegisterRequest, reply: tokio::sync::oneshot::Sender<Result<pb::RegisterResponse, Status>> },
+    Attach { worker_id: u64, outbox: Outbox },
+    Message { worker_id: u64, msg: pb::WorkerMessage },
+    Detached { worker_id: u64 },
+    Report { report: pb::TaskReport, reply: tokio::sync::oneshot::Sender<Result<pb::TaskAck, Status>> },
+    Status { reply: tokio::sync::oneshot::Sender<pb::StatusResponse> },
+    Tick,
+    Stop { reason: String },
+}
+
+/// The whole run state.
+pub struct RunState {
+    cfg: RunConfig,
+    config_toml: String,
+    run_dir: PathBuf,
+    pub phase: Phase,
+    workers: BTreeMap<u64, Worker>,
+    next_worker: u64,
+    tasks: HashMap<u64, Task>,
+    queue: VecDeque<u64>,
+    next_task: u64,
+    iterations: BTreeMap<u64, IterationState>,
+    /// Iterations whose rollouts have been queued / learned.
+    queued_upto: u64,
+    learned_upto: u64,
+    learning: Option<u64>,
+    policy_version: u64,
+    prompt_cursor: u64,
+    rendezvous_sent: bool,
+    sft_tasks: Vec<u64>,
+    sft_metrics: Vec<serde_json::Value>,
+    /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
+    pub records: Vec<serde_json::Value>,
+    started: Instant,
+}
+
+impl RunState {
+    /// A fresh run of `cfg` writing into `run_dir`.
+    pub fn new(cfg: RunConfig, run_dir: PathBuf) -> Self {
+        RunState {
+            config_toml: cfg.to_toml(),
+            cfg,
+            run_dir,
+            phase: Phase::WaitingForWorkers,
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            tasks: HashMap::new(),
+            queue: VecDeque::new(),
+            next_task: 1,
+            iterations: BTreeMap::new(),
+            queued_upto: 0,
+            learned_upto: 0,
+            learning: None,
+            policy_version: 0,
+            prompt_cursor: 0,
+            rendezvous_sent: false,
+            sft_tasks: Vec::new(),
+            sft_metrics: Vec::new(),
+            records: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Drops every worker's outbound stream (after the shutdown messages were queued), so the
+    /// server can stop.
+    pub fn close_streams(&mut self) {
+        for w in self.workers.values_mut() {
+            w.outbox = None;
+        }
+    }
+
+    /// Whether the run has ended (done or failed).
+    pub fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Failed(_))
+    }
+
+    /// Applies one event.
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Register { req, reply } => {
+                let r = self.register(req);
+                let _ = reply.send(r);
+            }
+            Event::Attach { worker_id, outbox } => {
+                match self.workers.get_mut(&worker_id) {
+                    Some(w) if !w.lost => {
+                        w.outbox = Some(outbox);
+                        w.last_seen = Instant::now();
+                        tracing::info!(worker_id, role = ?w.role, host = %w.host, "worker attached");
+                    }
+                    _ => {
+                        let _ = outbox.try_send(Err(Status::not_found(format!("worker {worker_id} is not registered (or was declared lost): register again"))));
+                    }
+                }
+                self.progress();
+            }
+            Event::Message { worker_id, msg } => {
+                if let Some(w) = self.workers.get_mut(&worker_id) {
+                    w.last_seen = Instant::now();
+                    if let Some(pb::worker_message::Kind::Progress(p)) = msg.kind {
+                        tracing::debug!(worker_id, task_id = p.task_id, done = p.done, total = p.total, "progress");
+                    }
+                }
+            }
+            Event::Detached { worker_id } => self.lose(worker_id, "its stream closed"),
+            Event::Report { report, reply } => {
+                let r = self.report(report);
+                let _ = reply.send(r);
+                self.progress();
+            }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Event::Tick => {
+                let limit = Duration::from_millis(self.cfg.workers.lost_after_ms);
+                let silent: Vec<u64> = self.workers.iter().filter(|(_, w)| !w.lost && w.last_seen.elapsed() > limit).map(|(&id, _)| id).collect();
+                for id in silent {
+                    self.lose(id, "it missed its heartbeats");
+                }
+                self.progress();
+            }
+            Event::Stop { reason } => self.fail(format!("stopped: {reason}")),
+        }
+    }
+
+    fn register(&mut self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, Status> {
+        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::Sft | Phase::Running) {
+            return Err(Status::failed_precondition(format!("the run is {}", self.phase.name())));
+        }
+        let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
+        match role {
+            pb::Role::Rollout => {}
+            pb::Role::Learner => {
+                let attached = self.workers.values().filter(|w| w.role == pb::Role::Learner && !w.lost).count();
+                if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
+                    return Err(Status::failed_precondition(format!(
+                        "the run already has its {} learners (workers.learner); a replacement learner needs a restart from a checkpoint, which is not built yet",
+                        self.cfg.workers.learner
+                    )));
+                }
+                if req.flight_addr.is_empty() || req.collective_addr.is_empty() {
+                    return Err(Status::invalid_argument("a learner must send flight_addr and collective_addr"));
+                }
+            }
+            pb::Role::Unspecified => return Err(Status::invalid_argument("role must be rollout or learner")),
+        }
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                role,
+                host: req.host.clone(),
+                flight_addr: req.flight_addr,
+                collective_addr: req.collective_addr,
+                asked_rank: req.rank,
+                rank: None,
+                outbox: None,
+                last_seen: Instant::now(),
+                task: None,
+                lost: false,
+                policy_version: 0,
+            },
+        );
+        tracing::info!(worker_id = id, ?role, host = %req.host, "worker registered");
+        Ok(pb::RegisterResponse { worker_id: id, config_toml: self.config_toml.clone(), run_dir: self.run_dir.display().to_string() })
+    }
+
+    fn send(&mut self, worker_id: u64, msg: Msg) -> bool {
+        let Some(w) = self.workers.get_mut(&worker_id) else { return false };
+        match &w.outbox {
+            Some(tx) => tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(msg) })).is_ok(),
+            None => false,
+        }
+    }
+
+    fn lose(&mut self, worker_id: u64, why: &str) {
+        let Some(w) = self.workers.get_mut(&worker_id) else { return };
+        if w.lost {
+            return;
+        }
+        w.lost = true;
+        w.outbox = None;
+        let role = w.role;
+        let task = w.task.take();
+        tracing::warn!(worker_id, ?role, why, "worker lost");
+        if self.finished() {
+            return;
+        }
+        if role == pb::Role::Learner {
+            self.fail(format!("learner {worker_id} lost ({why}); resuming from a checkpoint is not built yet"));
+            return;
+        }
+        if let Some(t) = task {
+            if let Some(task) = self.tasks.get_mut(&t) {
+                if !task.done {
+                    task.worker = None;
+                    task.started = None;
+                    self.queue.push_front(t);
+                    tracing::info!(task_id = t, "re-queued the lost worker's task");
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.finished() {
+            return;
+        }
+        tracing::error!(reason = %why, "run failed");
+        self.phase = Phase::Failed(why.clone());
+        self.shutdown_all(&why);
+    }
+
+    fn shutdown_all(&mut self, reason: &str) {
+        let ids: Vec<u64> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.send(id, Msg::Shutdown(pb::Shutdown { reason: reason.into() }));
+        }
+    }
+
+    fn learners_by_rank(&self) -> Vec<u64> {
+        let mut v: Vec<(u32, u64)> = self.workers.iter().filter(|(_, w)| w.role == pb::Role::Learner && !w.lost).filter_map(|(&id, w)| w.rank.map(|r| (r, id))).collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Moves the run forward as far as the current state allows.
+    fn progress(&mut self) {
+        if self.finished() {
+            return;
+        }
+        if !self.rendezvous_sent {
+            self.try_rendezvous();
+            if !self.rendezvous_sent {
+                return;
+            }
+        }
+        if self.phase == Phase::Sft {
+            return;
+        }
+        // Queue rollouts within the staleness bound.
+        while self.queued_upto < self.cfg.run.iterations && self.queued_upto < self.learned_upto + 1 + self.cfg.run.max_staleness {
+            self.queue_rollouts(self.queued_upto + 1);
+        }
+        self.dispatch();
+        self.maybe_learn();
+    }
+
+    fn try_rendezvous(&mut self) {
+        let w = self.cfg.workers.learner as usize;
+        let mut learners: Vec<u64> = self.workers.iter().filter(|(_, x)| x.role == pb::Role::Learner && !x.lost && x.outbox.is_some()).map(|(&id, _)| id).collect();
+        if learners.len() < w {
+            return;
+        }
+        learners.truncate(w);
+        // Ranks: honour asked ranks when valid and unique, fill the rest in registration order.
+        let mut taken = vec![false; w];
+        for id in &learners {
+            let asked = self.workers[id].asked_rank as usize;
+            if asked < w && !taken[asked] {
+                taken[asked] = true;
+                self.workers.get_mut(id).unwrap().rank = Some(asked as u32);
+            }
+        }
+        for id in &learners {
+            if self.workers[id].rank.is_none() {
+                let r = taken.iter().position(|t| !t).unwrap();
+                taken[r] = true;
+                self.workers.get_mut(id).unwrap().rank = Some(r as u32);
+            }
+        }
+        let by_rank = self.learners_by_rank();
+        let addrs: Vec<String> = by_rank.iter().map(|id| self.workers[id].collective_addr.clone()).collect();
+        for (r, id) in by_rank.iter().enumerate() {
+            self.send(*id, Msg::Rendezvous(pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: Vec::new() }));
+        }
+        self.rendezvous_sent = true;
+        tracing::info!(learners = w, "rendezvous sent");
+        if self.cfg.sft.steps > 0 {
+            self.phase = Phase::Sft;
+            for id in by_rank {
+                let t = self.new_task(
+                    0,
+                    TaskKind::Learner(pb::LearnerTask { iteration: 0, next_policy_version: 1, ..Default::default() }),
+                );
+                self.sft_tasks.push(t);
+                self.start(t, id);
+            }
+            tracing::info!(steps = self.cfg.sft.steps, "sft warm start");
+        } else {
+            self.phase = Phase::Running;
+        }
+    }
+
+    fn new_task(&mut self, iteration: u64, kind: TaskKind) -> u64 {
+        let id = self.next_task;
+        self.next_task += 1;
+        let kind = match kind {
+            TaskKind::Rollout(mut t) => {
+                t.task_id = id;
+                TaskKind::Rollout(t)
+            }
+            TaskKind::Learner(mut t) => {
+                t.task_id = id;
+                TaskKind::Learner(t)
+            }
+        };
+        self.tasks.insert(id, Task { kind, iteration, attempts: 0, worker: None, started: None, done: false });
+        id
+    }
+
+    fn start(&mut self, task_id: u64, worker_id: u64) {
+        let task = self.tasks.get_mut(&task_id).unwrap();
+        task.worker = Some(worker_id);
+        task.started = Some(Instant::now());
+        task.attempts += 1;
+        let msg = match &task.kind {
+            TaskKind::Rollout(t) => Msg::Rollout(t.clone()),
+            TaskKind::Learner(t) => Msg::Learner(t.clone()),
+        };
+        self.workers.get_mut(&worker_id).unwrap().task = Some(task_id);
+        if !self.send(worker_id, msg) {
+            self.lose(worker_id, "its stream is not accepting messages");
+        }
+    }
+
+    fn queue_rollouts(&mut self, iteration: u64) {
+        let w = self.cfg.workers.learner as usize;
+        let p = self.cfg.data.prompts_per_iteration as u64;
+        let ids: Vec<u64> = (self.prompt_cursor..self.prompt_cursor + p).collect();
+        self.prompt_cursor += p;
+        let by_rank = self.learners_by_rank();
+        let weights_addr = self.workers[&by_rank[0]].flight_addr.clone();
+        let per = ids.len() / w;
+        let mut st = IterationState { policy_version: self.policy_version, queued_at: Some(Instant::now()), ..Default::default() };
+        for r in 0..w {
+            let shard: Vec<u64> = ids[r * per..(r + 1) * per].to_vec();
+            let dest = self.workers[&by_rank[r]].flight_addr.clone();
+            for chunk in shard.chunks(self.cfg.data.prompts_per_task as usize) {
+                let t = pb::RolloutTask {
+                    task_id: 0,
+                    iteration,
+                    policy_version: self.policy_version,
+                    prompt_ids: chunk.to_vec(),
+                    samples_per_prompt: self.cfg.data.samples_per_prompt,
+                    sampling: Some(pb::SamplingParams {
+                        temperature: self.cfg.sampling.temperature,
+                        top_p: self.cfg.sampling.top_p,
+                        max_new_tokens: self.cfg.sampling.max_new_tokens,
+                    }),
+                    seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(iteration * 7_919 + chunk[0]),
+                    learner_flight_addr: dest.clone(),
+                    weights_flight_addr: weights_addr.clone(),
+                };
+                let id = self.new_task(iteration, TaskKind::Rollout(t));
+                st.rollout_tasks.push(id);
+                self.queue.push_back(id);
+            }
+            st.shards.push(shard);
+        }
+        tracing::info!(iteration, tasks = st.rollout_tasks.len(), policy_version = self.policy_version, "rollouts queued");
+        self.iterations.insert(iteration, st);
+        self.queued_upto = iteration;
+    }
+
+    fn dispatch(&mut self) {
+        loop {
+            let Some(&task_id) = self.queue.front() else { return };
+            let idle = self.workers.iter().find(|(_, w)| w.role == pb::Role::Rollout && !w.lost && w.outbox.is_some() && w.task.is_none()).map(|(&id, _)| id);
+            let Some(worker_id) = idle else { return };
+            self.queue.pop_front();
+            self.start(task_id, worker_id);
+        }
+    }
+
+    fn maybe_learn(&mut self) {
+        if self.learning.is_some() {
+            return;
+        }
+        let next = self.learned_upto + 1;
+        let Some(st) = self.iterations.get(&next) else { return };
+        if !st.rollout_tasks.iter().all(|t| self.tasks[t].done) {
+            return;
+        }
+        let by_rank = self.learners_by_rank();
+        let shards = st.shards.clone();
+        let rollout_ids = st.rollout_tasks.clone();
+        let mut learner_tasks = Vec::new();
+        for (r, id) in by_rank.iter().enumerate() {
+            // Each rank waits only for the rollout tasks that fed its shard.
+            let feeding: Vec<u64> = rollout_ids
+                .iter()
+                .copied()
+                .filter(|t| match &self.tasks[t].kind {
+                    TaskKind::Rollout(rt) => shards[r].contains(&rt.prompt_ids[0]),
+                    _ => false,
+                })
+                .collect();
+            let lt = pb::LearnerTask {
+                task_id: 0,
+                iteration: next,
+                prompt_ids: shards[r].clone(),
+                rollout_task_ids: feeding,
+                samples_per_prompt: self.cfg.data.samples_per_prompt,
+                next_policy_version: self.policy_version + 1,
+                checkpoint: false,
+            };
+            let t = self.new_task(next, TaskKind::Learner(lt));
+            learner_tasks.push(t);
+            self.start(t, *id);
+        }
+        let st = self.iterations.get_mut(&next).unwrap();
+        st.learner_tasks = learner_tasks;
+        st.learn_started = Some(Instant::now());
+        self.learning = Some(next);
+        tracing::info!(iteration = next, "learning");
+    }
+
+    fn report(&mut self, r: pb::TaskReport) -> Result<pb::TaskAck, Status> {
+        let Some(task) = self.tasks.get_mut(&r.task_id) else {
+            return Err(Status::not_found(format!("unknown task {}", r.task_id)));
+        };
+        if task.worker != Some(r.worker_id) || task.done {
+            // A late report from a worker whose task was re-queued: its rows were deduplicated
+            // by the learner; nothing to do.
+            tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a stale report");
+            return Ok(pb::TaskAck {});
+        }
+        if let Some(w) = self.workers.get_mut(&r.worker_id) {
+            w.task = None;
+        }
+        let iteration = task.iteration;
+        let kind = task.kind.clone();
+        let elapsed = task.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        if !r.ok {
+            tracing::warn!(task_id = r.task_id, error = %r.error, "task failed");
+            match kind {
+                TaskKind::Rollout(_) if task.attempts < MAX_ATTEMPTS => {
+                    task.worker = None;
+                    self.queue.push_back(r.task_id);
+                }
+                _ => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
+            }
+            return Ok(pb::TaskAck {});
+        }
+        task.done = true;
+        let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
+        match kind {
+            TaskKind::Rollout(t) => {
+                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                    w.policy_version = t.policy_version;
+                }
+                let st = self.iterations.get_mut(&iteration).unwrap();
+                let mut m = metrics;
+                m["task_s"] = serde_json::json!(elapsed);
+                st.rollout_metrics.push(m);
+            }
+            TaskKind::Learner(t) if iteration == 0 => {
+                self.sft_metrics.push(metrics);
+                if self.sft_tasks.iter().all(|id| self.tasks[id].done) {
+                    self.policy_version = t.next_policy_version;
+                    let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": self.sft_metrics });
+                    self.record(rec);
+                    self.phase = Phase::Running;
+                    tracing::info!(policy_version = self.policy_version, "sft done");
+                }
+            }
+            TaskKind::Learner(t) => {
+                let rank = self.workers.get(&r.worker_id).and_then(|w| w.rank).unwrap_or(0);
+                let st = self.iterations.get_mut(&iteration).unwrap();
+                st.learner_metrics.insert(rank, metrics);
+                if st.learner_tasks.iter().all(|id| self.tasks[id].done) {
+                    self.policy_version = t.next_policy_version;
+                    self.learned_upto = iteration;
+                    self.learning = None;
+                    self.finish_iteration(iteration);
+                    if self.learned_upto >= self.cfg.run.iterations {
+                        self.phase = Phase::Done;
+                        self.shutdown_all("run complete");
+                        tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");
+                    }
+                }
+            }
+        }
+        Ok(pb::TaskAck {})
+    }
+
+    fn finish_iteration(&mut self, iteration: u64) {
+        let st = self.iterations.remove(&iteration).unwrap();
+        let sum = |k: &str| st.rollout_metrics.iter().filter_map(|m| m[k].as_f64()).sum::<f64>();
+        let gen_s = sum("generation_ms") / 1e3;
+        let tokens = sum("tokens");
+        let rows = sum("rows");
+        let rollout = serde_json::json!({
+            "tasks": st.rollout_metrics.len(), "rows": rows, "tokens": tokens, "correct": sum("correct"),
+            "generation_s": gen_s, "transfer_s": sum("transfer_ms") / 1e3, "weight_sync_s": sum("weight_sync_ms") / 1e3,
+            "tokens_per_s": if gen_s > 0.0 { tokens / gen_s } else { 0.0 },
+            "accuracy": if rows > 0.0 { sum("correct") / rows } else { 0.0 },
+        });
+        let learners: Vec<serde_json::Value> = st.learner_metrics.into_values().collect();
+        let rec = serde_json::json!({
+            "iteration": iteration,
+            "policy_version": self.policy_version,
+            "behaviour_policy_version": st.policy_version,
+            "rollout": rollout,
+            "learners": learners,
+            "time_rollout_wall_s": st.queued_at.zip(st.learn_started).map(|(a, b)| (b - a).as_secs_f64()),
+            "time_learn_wall_s": st.learn_started.map(|s| s.elapsed().as_secs_f64()),
+            "elapsed_s": self.started.elapsed().as_secs_f64(),
+        });
+        let m0 = &rec["learners"][0];
+        tracing::info!(
+            iteration,
+            disc_loss = format!("{:.4}", m0["disc_loss"].as_f64().unwrap_or(f64::NAN)),
+            auroc_expert_policy = format!("{:.3}", m0["auroc_expert_policy_seq"].as_f64().unwrap_or(f64::NAN)),
+            auroc_expert_corrupted = format!("{:.3}", m0["auroc_expert_corrupted_seq"].as_f64().unwrap_or(f64::NAN)),
+            "iteration done"
+        );
+        self.record(rec);
+    }
+
+    fn record(&mut self, rec: serde_json::Value) {
+        use std::io::Write;
+        let path = self.run_dir.join("metrics.jsonl");
+        let line = rec.to_string();
+        let r = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = r {
+            tracing::error!(path = %path.display(), error = %e, "cannot append metrics");
+        }
+        self.records.push(rec);
+    }
+
+    fn status(&self) -> pb::StatusResponse {
+        pb::StatusResponse {
+            state: self.phase.name(),
+            iteration: self.learning.unwrap_or(self.learned_upto),
+            policy_version: self.policy_version,
+            workers: self
+                .workers
+                .iter()
+                .map(|(&id, w)| pb::WorkerStatus {
+                    worker_id: id,
+                    role: w.role as i32,
+                    host: w.host.clone(),
+                    state: if w.lost {
+                        "lost".into()
+                    } else if let Some(t) = w.task {
+                        format!("busy (task {t})")
+                    } else if w.outbox.is_some() {
+                        "idle".into()
+                    } else {
+                        "registered".into()
+                    },
+                    policy_version: w.policy_version,
+                })
+                .collect(),
+            last_metrics_json: self.records.last().map(|r| r.to_string()).unwrap_or_default(),
+            queued_tasks: self.queue.len() as u64,
+            running_tasks: self.tasks.values().filter(|t| t.worker.is_some() && !t.done).count() as u64,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Arrow Flight between workers: rollout workers `DoPut` trajectory rows to their learner; the
+//! learners serve the current policy weights with `DoGet` (ticket `policy:<version>`), as a
+//! stream of fp32 buckets of [`WEIGHT_BUCKET`] values in the flat-buffer order of
+//! [`crate::airl::optim::FlatAdamW`] (trainable parameters sorted by name).
+//!
+//! Every call passes the same [`Guard`] as the coordinator's gRPC service (protocol version and
+//! run token). Received rows are validated ([`trajectory::from_batch`]) and deduplicated by
+//! `(task_id, sample_index)`, so a task re-run after a lost worker never counts twice.
+
+use airlift_proto::auth::{Guard, Stamp};
+use airlift_proto::trajectory::{self, TrajectoryRow};
+use arrow::array::{Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
+    PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Values per weight bucket (4 MiB of fp32).
+pub const WEIGHT_BUCKET: usize = 1 << 20;
+
+/// Rows received for one task.
+#[derive(Default)]
+struct TaskRows {
+    rows: BTreeMap<u32, TrajectoryRow>,
+}
+
+/// What a learner's Flight server shares with its training loop.
+#[derive(Default)]
+pub struct LearnerStore {
+    inbox: Mutex<HashMap<u64, TaskRows>>,
+    arrived: Condvar,
+    duplicates: Mutex<u64>,
+    weights: Mutex<Option<(u64, Arc<Vec<f32>>)>>,
+}
+
+impl LearnerStore {
+    /// Adds rows, dropping duplicates; returns how many were new.
+    pub fn insert(&self, rows: Vec<TrajectoryRow>) -> usize {
+        let mut inbox = self.inbox.lock().unwrap();
+        let mut new = 0;
+        let mut dup = 0;
+        for r in rows {
+            let entry = inbox.entry(r.task_id).or_default();
+            if let std::collections::btree_map::Entry::Vacant(v) = entry.rows.entry(r.sample_index) {
+                v.insert(r);
+                new += 1;
+            } else {
+                dup += 1;
+            }
+        }
+        *self.duplicates.lock().unwrap() += dup;
+        self.arrived.notify_all();
+        new
+    }
+
+    /// Rows dropped as duplicates so far.
+    pub fn duplicates(&self) -> u64 {
+        *self.duplicates.lock().unwrap()
+    }
+
+    /// Waits until the tasks `tasks` together have `total` rows, then removes and returns them
+    /// (task order, then sample index). `None` on timeout.
+    pub fn take(&self, tasks: &[u64], total: usize, timeout: Duration) -> Option<Vec<TrajectoryRow>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut inbox = self.inbox.lock().unwrap();
+        loop {
+            let ready = tasks.iter().map(|t| inbox.get(t).map_or(0, |r| r.rows.len())).sum::<usize>() >= total;
+            if ready {
+                return Some(tasks.iter().flat_map(|t| inbox.remove(t).map(|r| r.rows.into_values().collect::<Vec<_>>()).unwrap_or_default()).collect());
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            inbox = self.arrived.wait_timeout(inbox, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Publishes the flat policy weights of `version`.
+    pub fn publish(&self, version: u64, flat: Vec<f32>) {
+        *self.weights.lock().unwrap() = Some((version, Arc::new(flat)));
+    }
+}
+
+/// The learner's Flight service.
+pub struct LearnerFlight {
+    store: Arc<LearnerStore>,
+}
+
+impl LearnerFlight {
+    /// A server for `store`, guarded by `guard`.
+    pub fn server(store: Arc<LearnerStore>, guard: Guard) -> tonic::service::interceptor::InterceptedService<FlightServiceServer<Self>, Guard> {
+        let svc = FlightServiceServer::new(LearnerFlight { store })
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tonic::service::interceptor::InterceptedService::new(svc, guard)
+    }
+}
+
+fn weights_schema(version: u64, numel: usize) -> Arc<Schema> {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("policy_version".to_string(), version.to_string());
+    meta.insert("numel".to_string(), numel.to_string());
+    Arc::new(Schema::new(vec![Field::new("values", DataType::Float32, false)]).with_metadata(meta))
+}
+
+#[tonic::async_trait]
+impl FlightService for LearnerFlight {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        let stream = request.into_inner().map_err(FlightError::from);
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
+        let mut accepted = 0usize;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| Status::invalid_argument(format!("trajectory stream: {e}")))?;
+            let rows = trajectory::from_batch(&batch).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            accepted += self.store.insert(rows);
+        }
+        let ack = PutResult { app_metadata: accepted.to_string().into_bytes().into() };
+        Ok(Response::new(futures::stream::once(async { Ok(ack) }).boxed()))
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = String::from_utf8_lossy(&request.get_ref().ticket).to_string();
+        let want: u64 = ticket
+            .strip_prefix("policy:")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("unknown ticket `{ticket}` (expected `policy:<version>`)")))?;
+        let (version, flat) = self.store.weights.lock().unwrap().clone().ok_or_else(|| Status::unavailable("no policy weights published yet"))?;
+        if version != want {
+            return Err(Status::failed_precondition(format!("this learner serves policy version {version}, not {want}")));
+        }
+        let schema = weights_schema(version, flat.len());
+        let n = flat.len();
+        let batches = (0..n.div_ceil(WEIGHT_BUCKET)).map(move |b| {
+            let lo = b * WEIGHT_BUCKET;
+            let hi = (lo + WEIGHT_BUCKET).min(n);
+            let arr = Float32Array::from(flat[lo..hi].to_vec());
+            RecordBatch::try_new(weights_schema(version, n), vec![Arc::new(arr)]).map_err(FlightError::from)
+        });
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter(batches))
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Response::new(stream.boxed()))
+    }
+
+    async fn handshake(&self, _: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake: authentication is by metadata on every call"))
+    }
+    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+    async fn get_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info"))
+    }
+    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+    async fn get_schema(&self, _: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+    async fn do_action(&self, _: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("do_action"))
+    }
+    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions"))
+    }
+    async fn do_exchange(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}
+
+/// A Flight client to `addr` (host:port) that stamps every call.
+pub async fn client(addr: &str, stamp: &Stamp) -> Result<FlightClient, FlightError> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| FlightError::ExternalError(Box::new(e)))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| FlightError::ExternalError(Box::new(e)))?;
+    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut c = FlightClient::new_from_inner(inner);
+    stamp.apply(c.metadata_mut());
+    Ok(c)
+}
+
+/// Sends rows to a learner; returns how many it accepted as new.
+pub async fn put_rows(addr: &str, stamp: &Stamp, rows: &[TrajectoryRow]) -> Result<usize, FlightError> {
+    let mut c = client(addr, stamp).await?;
+    let batch = trajectory::to_batch(rows);
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["trajectories".into()])))
+        .build(futures::stream::iter([Ok(batch)]));
+    let results: Vec<PutResult> = c.do_put(data).await?.try_collect().await?;
+    Ok(results.iter().filter_map(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse::<usize>().ok()).sum())
+}
+
+/// Fetches the flat policy weights of `version` from a learner.
+pub async fn get_weights(addr: &str, stamp: &Stamp, version: u64) -> Result<Vec<f32>, FlightError> {
+    let mut c = client(addr, stamp).await?;
+    let mut stream = c.do_get(Ticket::new(format!("policy:{version}"))).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let col = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| FlightError::protocol("weight bucket is not a Float32 column"))?;
+        out.extend_from_slice(col.values());
+    }
+    Ok(out)
+}

@@ -1,0 +1,344 @@
+//! The learner role: rank r of W data-parallel learners. Receives its shard of each iteration's
+//! trajectories over Flight (deduplicated), builds the expert and corrupted rows for the same
+//! prompts, runs [`Learner::iteration`] with gradients all-reduced over the CPU ring and
+//! optimizer state sharded (ZeRO-1), appends the rows to `<run>/trajectories/` as Parquet, and
+//! (rank 0) serves the new policy weights. Iteration 0 is the SFT warm start.
+
+use super::data::RunData;
+use super::flight::{LearnerFlight, LearnerStore};
+use super::{fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
+use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
+use crate::airl::losses::DiscriminatorForm;
+use crate::airl::optim::{AdamWConfig, FlatAdamW};
+use crate::airl::reward::RewardModel;
+use crate::airl::synth::Split;
+use crate::collective::{DataParallel, TcpRing};
+use crate::generate::{generate, SamplingParams};
+use crate::gsm8k;
+use crate::model;
+use crate::tokenizer::Tokenizer;
+use airlift_proto::auth::Guard;
+use airlift_proto::config::RunConfig;
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use airlift_proto::trajectory::{self, TrajectoryRow};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind};
+
+/// How long a learner waits for an iteration's rows after its task arrives. The coordinator
+/// only sends the task once every rollout task has reported, so rows are normally there.
+const ROWS_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
+    AirlConfig {
+        discriminator: if cfg.reward.discriminator == "logit" { DiscriminatorForm::Logit } else { DiscriminatorForm::Airl },
+        label_smoothing: cfg.reward.label_smoothing,
+        class_balance: cfg.reward.class_balance,
+        reward_temperature: cfg.reward.temperature,
+        reward_clip: cfg.reward.clip,
+        outcome_weight: cfg.reward.outcome_weight,
+        disc_steps: cfg.reward.disc_steps as usize,
+        gamma: cfg.policy.gamma,
+        expert_in_group: cfg.policy.expert_in_group,
+        clip_eps: cfg.policy.clip_eps,
+        kl_coef: cfg.policy.kl_coef,
+        policy_steps: cfg.policy.steps as usize,
+        micro_batch: cfg.policy.micro_batch as usize,
+        pad_id,
+    }
+}
+
+pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
+    // Servers first, so that their addresses go into the registration.
+    let io = |e: std::io::Error| WorkerError::Other(format!("binding on {}: {e}", opts.host));
+    let flight_listener = rt.block_on(tokio::net::TcpListener::bind(format!("{}:0", opts.host))).map_err(io)?;
+    let flight_addr = flight_listener.local_addr().map_err(io)?.to_string();
+    let ring_listener = std::net::TcpListener::bind(format!("{}:0", opts.host)).map_err(io)?;
+    let ring_addr = ring_listener.local_addr().map_err(io)?.to_string();
+    let store = Arc::new(LearnerStore::default());
+    let svc = LearnerFlight::server(store.clone(), Guard::new(opts.token.clone()));
+    rt.spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(flight_listener);
+        if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "flight server stopped");
+        }
+    });
+    let req = pb::RegisterRequest { device: "cpu".into(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
+    let mut s = register(opts, req, rt)?;
+    let cfg = s.config.clone();
+    if cfg.workers.device != "cpu" && cfg.workers.learner > 1 {
+        return Err(WorkerError::Other("multi-learner CUDA runs need the NCCL backend, which is not built yet; use workers.device = \"cpu\" or one learner".into()));
+    }
+    if cfg.workers.threads > 0 {
+        tch::set_num_threads(cfg.workers.threads as i32);
+    }
+
+    // Models: fp32 master weights, compute in the configured precision.
+    let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
+    let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+    let mut policy = model::load(&cfg.model.policy, Device::Cpu, Kind::Float).map_err(|e| other(&e))?;
+    policy.model.set_compute_kind(compute);
+    let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
+    let reference = if cfg.policy.kl_coef > 0.0 {
+        Some(model::load(&cfg.model.policy, Device::Cpu, compute).map_err(|e| other(&e))?)
+    } else {
+        None
+    };
+    let reward_base = cfg.model.reward.clone().unwrap_or_else(|| cfg.model.policy.clone());
+    let mut reward = RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), Device::Cpu, cfg.run.seed ^ 0x5EED)
+        .map_err(|e| other(&e))?;
+    reward.set_compute_kind(compute);
+    let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
+    let pad = policy.model.config().pad_token_id.unwrap_or(eos);
+
+    // Rendezvous: the first message the coordinator sends a learner.
+    let rdv = match s.inbox.recv() {
+        Ok(Msg::Rendezvous(r)) => r,
+        Ok(Msg::Shutdown(sd)) => {
+            tracing::info!(reason = %sd.reason, "shut down before the rendezvous");
+            return Ok(());
+        }
+        Ok(other) => return Err(WorkerError::Other(format!("expected a rendezvous first, got {other:?}"))),
+        Err(_) => return Err(WorkerError::Other("coordinator stream closed before the rendezvous".into())),
+    };
+    let (rank, world) = (rdv.rank as usize, rdv.world_size as usize);
+    let tag = s.stamp_tag();
+    let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, tag).map_err(|e| other(&e))?;
+    let mut dp = DataParallel { coll: Box::new(ring) };
+    tracing::info!(rank, world, "collective ring formed");
+
+    let total_iters = cfg.run.iterations.max(1);
+    let policy_opt = FlatAdamW::sharded(
+        &policy.vs,
+        AdamWConfig { lr: cfg.policy.lr, warmup_steps: 0, total_steps: 0, ..Default::default() },
+        rank,
+        world,
+    );
+    let reward_opt = FlatAdamW::sharded(
+        &reward.vs,
+        AdamWConfig { lr: cfg.reward.lr, total_steps: total_iters * cfg.reward.disc_steps as u64, ..Default::default() },
+        rank,
+        world,
+    );
+    let policy_vs = policy.vs;
+    let mut learner = Learner { policy: policy.model, policy_opt, reference: reference.map(|r| r.model), reward, reward_opt };
+    let airl = airl_config(&cfg, pad);
+    let mut data = RunData::new(&cfg, eos as u32);
+    if rank == 0 {
+        store.publish(0, flat_params(&policy_vs));
+    }
+    let traj_dir = s.run_dir.join("trajectories");
+    std::fs::create_dir_all(&traj_dir).map_err(|e| other(&format!("{}: {e}", traj_dir.display())))?;
+
+    while let Ok(msg) = s.inbox.recv() {
+        match msg {
+            Msg::Learner(task) => {
+                let task_id = task.task_id;
+                let result = if task.iteration == 0 {
+                    sft(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world)
+                } else {
+                    iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir)
+                };
+                let result = result.map(|(rows, mut metrics)| {
+                    metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&policy_vs)));
+                    metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&learner.reward.vs)));
+                    metrics["rank"] = serde_json::json!(rank);
+                    metrics["duplicates_dropped"] = serde_json::json!(store.duplicates());
+                    if rank == 0 {
+                        store.publish(task.next_policy_version, flat_params(&policy_vs));
+                    }
+                    (rows, metrics.to_string())
+                });
+                if let Err(e) = &result {
+                    tracing::error!(task_id, error = %e, "learner task failed");
+                }
+                s.report(task_id, result.map_err(|e| e.to_string()))?;
+            }
+            Msg::Shutdown(sd) => {
+                tracing::info!(reason = %sd.reason, "shutting down");
+                break;
+            }
+            other => tracing::warn!(?other, "learner ignores this message"),
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    /// A tag derived from the run token (or none), so that rings of different runs never join.
+    fn stamp_tag(&self) -> u64 {
+        let mut meta = tonic::metadata::MetadataMap::new();
+        self.stamp.apply(&mut meta);
+        let t = meta.get(airlift_proto::auth::TOKEN_KEY).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sft(
+    l: &mut Learner,
+    dp: &mut DataParallel,
+    cfg: &RunConfig,
+    airl: &AirlConfig,
+    tok: &Tokenizer,
+    data: &mut RunData,
+    rank: usize,
+    world: usize,
+) -> Result<(u64, serde_json::Value), WorkerError> {
+    let steps = cfg.sft.steps as usize;
+    let b = cfg.sft.batch as usize;
+    let t = Instant::now();
+    // The warm start uses its own learning rate on the same optimizer; restore afterwards.
+    let policy_lr = l.policy_opt.config().lr;
+    l.policy_opt.set_lr(cfg.sft.lr);
+    let mut losses = Vec::with_capacity(steps);
+    // SFT problems come from the end of the first 100k train ids, away from the RL prompts.
+    const SFT_BASE: u64 = 50_000;
+    for step in 0..steps {
+        let ids = (0..b).map(|j| SFT_BASE + ((step * world + rank) * b + j) as u64);
+        let experts: Vec<Sample> = ids.map(|id| data.expert(tok, Split::Train, id)).collect();
+        let loss = l.sft_step(&experts, airl, dp);
+        tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
+        losses.push(loss);
+    }
+    l.policy_opt.set_lr(policy_lr);
+    let m = serde_json::json!({
+        "phase": "sft", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
+        "time_sft_s": t.elapsed().as_secs_f64(),
+    });
+    Ok((0, m))
+}
+
+fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64, pid: u64, index: u32) -> TrajectoryRow {
+    TrajectoryRow {
+        iteration,
+        policy_version: version,
+        task_id: 0,
+        prompt_id: pid,
+        sample_index: index,
+        prompt_tokens: s.prompt.clone(),
+        response_tokens: s.response.clone(),
+        behaviour_logprobs: Vec::new(),
+        finish_reason: "stop".into(),
+        response_text: text.to_string(),
+        predicted_answer: gsm8k::extract_answer(text),
+        correct: s.correct,
+        generation_ms: 0,
+        source: source.into(),
+        first_error_token: s.first_error_token.map(|v| v as i32),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn iteration(
+    l: &mut Learner,
+    dp: &mut DataParallel,
+    cfg: &RunConfig,
+    airl: &AirlConfig,
+    tok: &Tokenizer,
+    data: &mut RunData,
+    store: &LearnerStore,
+    task: &pb::LearnerTask,
+    rank: usize,
+    traj_dir: &Path,
+) -> Result<(u64, serde_json::Value), WorkerError> {
+    let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
+    let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
+    let t_wait = Instant::now();
+    let rows = store
+        .take(&task.rollout_task_ids, expected, ROWS_TIMEOUT)
+        .ok_or_else(|| WorkerError::Other(format!("iteration {}: {expected} rows did not all arrive within {} s", task.iteration, ROWS_TIMEOUT.as_secs())))?;
+    let wait_s = t_wait.elapsed().as_secs_f64();
+    if rows.len() != expected {
+        return Err(WorkerError::Other(format!("iteration {}: expected {expected} rows, got {}", task.iteration, rows.len())));
+    }
+    let mut batch = IterationBatch::default();
+    let mut records = rows.clone();
+    for r in &rows {
+        batch.policy.push(Sample {
+            prompt: r.prompt_tokens.clone(),
+            response: r.response_tokens.clone(),
+            group: r.prompt_id as i64,
+            behaviour_logprobs: Some(r.behaviour_logprobs.clone()),
+            correct: r.correct,
+            first_error_token: None,
+        });
+    }
+    let version = rows.first().map_or(0, |r| r.policy_version);
+    for &pid in &task.prompt_ids {
+        let e = data.expert(tok, Split::Train, pid);
+        let text = tok.decode(&e.response).map_err(|e| other(&e))?;
+        records.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
+        batch.experts.push(e);
+        for (k, (c, text)) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
+            records.push(expert_row(&c, &text, "corrupted", task.iteration, version, pid, k as u32));
+            batch.corrupted.push(c);
+        }
+    }
+    let m = l.iteration(&batch, airl, dp);
+    let mut metrics = serde_json::to_value(&m).map_err(|e| other(&e))?;
+    metrics["time_wait_rows_s"] = serde_json::json!(wait_s);
+
+    // Parquet: this rank's rows of this iteration.
+    let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
+    write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
+
+    if rank == 0 && cfg.data.eval_prompts > 0 {
+        let t = Instant::now();
+        let eval = held_out(l, cfg, airl, tok, data)?;
+        metrics["eval"] = eval;
+        metrics["time_eval_s"] = serde_json::json!(t.elapsed().as_secs_f64());
+    }
+    Ok((rows.len() as u64, metrics))
+}
+
+fn write_parquet(path: &Path, rows: &[TrajectoryRow]) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = path.with_extension("parquet.part");
+    let file = std::fs::File::create(&tmp)?;
+    let batch = trajectory::to_batch(rows);
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(&batch)?;
+    w.close()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Held-out metrics on `data.eval_prompts` eval-split problems: expert vs corrupted and expert
+/// vs fresh policy samples (one per problem, the run's sampling settings), and the accuracy of
+/// those samples.
+fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, data: &mut RunData) -> Result<serde_json::Value, WorkerError> {
+    let n = cfg.data.eval_prompts as u64;
+    let mut batch = IterationBatch::default();
+    let mut prompts = Vec::new();
+    for id in 0..n {
+        batch.experts.push(data.expert(tok, Split::Eval, id));
+        batch.corrupted.extend(data.corruptions(tok, Split::Eval, id).into_iter().map(|c| c.0));
+        prompts.push(data.prompt_tokens(tok, Split::Eval, id));
+    }
+    let eos = l.policy.config().eos_token_ids.clone();
+    let params = SamplingParams {
+        temperature: cfg.sampling.temperature,
+        top_p: cfg.sampling.top_p,
+        max_new_tokens: cfg.sampling.max_new_tokens as usize,
+        seed: cfg.run.seed ^ 0xE7A1,
+        ignore_eos: false,
+    };
+    let mut correct = 0;
+    for (chunk_i, chunk) in prompts.chunks(16).enumerate() {
+        let out = generate(&l.policy, chunk, &eos, airl.pad_id, &params);
+        for (j, (p, c)) in chunk.iter().zip(out.completions).enumerate() {
+            let id = (chunk_i * 16 + j) as u64;
+            let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
+            let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
+            correct += ok as usize;
+            batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
+        }
+    }
+    let a = l.rewards(&batch, airl).aurocs(&batch);
+    Ok(serde_json::json!({
+        "auroc_expert_policy_seq": a[0], "auroc_expert_policy_tok": a[1],
+        "auroc_expert_corrupted_seq": a[2], "auroc_expert_corrupted_tok": a[3],
+        "policy_accuracy": correct as f64 / n as f64, "problems": n,
+    }))
+}

@@ -1,0 +1,224 @@
+//! The worker process: registers with the coordinator, keeps one attached stream (tasks down,
+//! heartbeats up), and runs the rollout or learner role.
+//!
+//! Threads: a tokio runtime carries the gRPC stream, the heartbeat timer and (learners) the
+//! Flight server; the role's compute loop runs on the calling thread and blocks on the runtime
+//! only for its own RPCs, so heartbeats keep flowing during long generation or training steps.
+
+pub mod data;
+pub mod flight;
+mod learner;
+mod rollout;
+
+use airlift_proto::auth::Stamp;
+use airlift_proto::config::RunConfig;
+use airlift_proto::pb::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind as Msg, worker_message};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Errors of a worker process.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("coordinator {addr}: {what}")]
+    Connect { addr: String, what: String },
+    #[error("coordinator refused the call: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<tonic::Status> for WorkerError {
+    fn from(s: tonic::Status) -> Self {
+        WorkerError::Refused(format!("{} ({:?})", s.message(), s.code()))
+    }
+}
+
+/// The role of a worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Rollout,
+    Learner,
+}
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub role: Role,
+    /// Coordinator URL, e.g. `http://10.0.0.1:50051`.
+    pub coordinator: String,
+    /// Learners: the rank to ask for.
+    pub rank: u32,
+    /// Address this worker's servers bind to and advertise (learners).
+    pub host: String,
+    /// Run token (else none).
+    pub token: Option<String>,
+}
+
+pub(crate) type Client = CoordinatorClient<InterceptedService<Channel, Stamp>>;
+
+/// Delay between connection attempts while the coordinator is not up yet (or restarting).
+const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a worker keeps trying to reach its coordinator before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+async fn connect(addr: &str, stamp: Stamp) -> Result<Client, WorkerError> {
+    let start = std::time::Instant::now();
+    let endpoint = Channel::from_shared(addr.to_string()).map_err(|e| WorkerError::Connect { addr: addr.into(), what: format!("bad URL: {e}") })?;
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(CoordinatorClient::with_interceptor(ch, stamp).max_decoding_message_size(64 << 20)),
+            Err(e) if start.elapsed() < CONNECT_PATIENCE => {
+                tracing::debug!(error = %e, "coordinator not reachable yet, retrying");
+                tokio::time::sleep(CONNECT_BACKOFF).await;
+            }
+            Err(e) => return Err(WorkerError::Connect { addr: addr.into(), what: format!("not reachable for {} s: {e}", CONNECT_PATIENCE.as_secs()) }),
+        }
+    }
+}
+
+/// What registration gave the worker.
+pub(crate) struct Session {
+    pub rt: Runtime,
+    pub client: Client,
+    pub worker_id: u64,
+    pub config: RunConfig,
+    pub run_dir: std::path::PathBuf,
+    pub stamp: Stamp,
+    /// Coordinator messages (the attached stream's inbound side).
+    pub inbox: std::sync::mpsc::Receiver<Msg>,
+}
+
+impl Session {
+    /// Reports a task's outcome.
+    pub fn report(&mut self, task_id: u64, result: Result<(u64, String), String>) -> Result<(), WorkerError> {
+        let (ok, error, rows, metrics_json) = match result {
+            Ok((rows, metrics)) => (true, String::new(), rows, metrics),
+            Err(e) => (false, e, 0, String::new()),
+        };
+        let req = pb::TaskReport { worker_id: self.worker_id, task_id, ok, error, rows, metrics_json };
+        let mut client = self.client.clone();
+        self.rt.block_on(async move { client.report_task(req).await })?;
+        Ok(())
+    }
+}
+
+/// Registers, attaches and returns the session. `extra` fills the learner-only fields.
+pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: Runtime) -> Result<Session, WorkerError> {
+    let stamp = Stamp::new(opts.token.clone());
+    req.role = match opts.role {
+        Role::Rollout => pb::Role::Rollout as i32,
+        Role::Learner => pb::Role::Learner as i32,
+    };
+    req.host = opts.host.clone();
+    let client = rt.block_on(connect(&opts.coordinator, stamp.clone()))?;
+    let resp = rt.block_on({
+        let mut c = client.clone();
+        async move { c.register(req).await }
+    })?;
+    let resp = resp.into_inner();
+    let config = RunConfig::from_toml(&resp.config_toml).map_err(|e| WorkerError::Other(format!("config from the coordinator: {e}")))?;
+    let worker_id = resp.worker_id;
+    tracing::info!(worker_id, role = ?opts.role, "registered");
+
+    // The attached stream: heartbeats up, messages down (forwarded to a std channel).
+    let (up_tx, up_rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(16);
+    let (down_tx, down_rx) = std::sync::mpsc::channel::<Msg>();
+    let heartbeat = Duration::from_millis(config.workers.heartbeat_ms);
+    let mut c = client.clone();
+    rt.spawn(async move {
+        let _ = up_tx.send(pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})) }).await;
+        let hb = up_tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            loop {
+                tick.tick().await;
+                let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})) };
+                if hb.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        match c.attach(tokio_stream::wrappers::ReceiverStream::new(up_rx)).await {
+            Ok(resp) => {
+                let mut s = resp.into_inner();
+                loop {
+                    match s.message().await {
+                        Ok(Some(m)) => {
+                            if let Some(k) = m.kind {
+                                if down_tx.send(k).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: "coordinator closed the stream".into() }));
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: format!("stream to the coordinator broke: {}", e.message()) }));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: format!("attach refused: {}", e.message()) }));
+            }
+        }
+    });
+    let run_dir = std::path::PathBuf::from(resp.run_dir);
+    Ok(Session { rt, client, worker_id, config, run_dir, stamp, inbox: down_rx })
+}
+
+/// Runs a worker process until the coordinator shuts it down.
+pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Other(format!("tokio runtime: {e}")))?;
+    match opts.role {
+        Role::Rollout => rollout::run(&opts, rt),
+        Role::Learner => learner::run(&opts, rt),
+    }
+}
+
+/// FNV-1a over the bytes of f32 values: a cheap fingerprint for "bitwise identical".
+pub fn fingerprint(values: &[f32]) -> String {
+    let h = values.iter().flat_map(|v| v.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
+}
+
+/// Flat fp32 values of every trainable variable of `vs`, sorted by name (the order of
+/// [`crate::airl::optim::FlatAdamW`]).
+pub fn flat_params(vs: &tch::nn::VarStore) -> Vec<f32> {
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (_, t) in vars {
+        out.extend(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).reshape([-1])).expect("f32"));
+    }
+    out
+}
+
+/// Copies flat values (that order) into the variables of `vs`, converting to their kinds.
+pub fn load_flat_params(vs: &tch::nn::VarStore, flat: &[f32]) -> Result<(), WorkerError> {
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let total: usize = vars.iter().map(|(_, t)| t.numel()).sum();
+    if total != flat.len() {
+        return Err(WorkerError::Other(format!("weights: received {} values, the model has {total} parameters", flat.len())));
+    }
+    let mut off = 0;
+    tch::no_grad(|| {
+        for (_, t) in vars {
+            let n = t.numel();
+            let src = tch::Tensor::from_slice(&flat[off..off + n]).view(t.size().as_slice());
+            t.shallow_clone().copy_(&src.to_kind(t.kind()).to_device(t.device()));
+            off += n;
+        }
+    });
+    Ok(())
+}

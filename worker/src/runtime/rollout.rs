@@ -1,0 +1,137 @@
+//! The rollout role: holds a no-grad policy copy at a known version; for each task pulls newer
+//! weights if needed, samples G completions per prompt with the batched KV-cache generator,
+//! grades them (metrics only), and sends the rows to the task's learner over Flight.
+
+use super::data::RunData;
+use super::{flight, load_flat_params, register, Session, WorkerError, WorkerOptions};
+use crate::airl::synth::Split;
+use crate::generate::{generate, SamplingParams};
+use crate::gsm8k;
+use crate::model;
+use crate::tokenizer::Tokenizer;
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use airlift_proto::trajectory::TrajectoryRow;
+use std::time::Instant;
+use tch::{Device, Kind};
+
+/// Completions generated together in one batch (bounds KV-cache memory).
+const GEN_BATCH: usize = 16;
+
+pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
+    let mut s = register(opts, pb::RegisterRequest { device: "cpu".into(), ..Default::default() }, rt)?;
+    let cfg = s.config.clone();
+    if cfg.workers.threads > 0 {
+        tch::set_num_threads(cfg.workers.threads as i32);
+    }
+    let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+    let m = model::load(&cfg.model.policy, Device::Cpu, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
+    let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
+    let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
+    let pad = m.model.config().pad_token_id.unwrap_or(eos.first().copied().unwrap_or(0));
+    let mut data = RunData::new(&cfg, eos.first().copied().unwrap_or(0) as u32);
+    let mut version = 0u64;
+    tracing::info!(worker_id = s.worker_id, "rollout worker ready");
+    while let Ok(msg) = s.inbox.recv() {
+        match msg {
+            Msg::Rollout(task) => {
+                let task_id = task.task_id;
+                let result = run_task(&mut s, &m, &tok, &mut data, &mut version, &eos, pad, task);
+                if let Err(e) = &result {
+                    tracing::error!(task_id, error = %e, "rollout task failed");
+                }
+                s.report(task_id, result.map_err(|e| e.to_string()))?;
+            }
+            Msg::Shutdown(sd) => {
+                tracing::info!(reason = %sd.reason, "shutting down");
+                break;
+            }
+            other => tracing::warn!(?other, "rollout worker ignores this message"),
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    s: &mut Session,
+    m: &model::LoadedModel,
+    tok: &Tokenizer,
+    data: &mut RunData,
+    version: &mut u64,
+    eos: &[i64],
+    pad: i64,
+    task: pb::RolloutTask,
+) -> Result<(u64, String), WorkerError> {
+    let mut sync_ms = 0.0;
+    if task.policy_version != *version {
+        let t = Instant::now();
+        let flat = s
+            .rt
+            .block_on(flight::get_weights(&task.weights_flight_addr, &s.stamp, task.policy_version))
+            .map_err(|e| WorkerError::Other(format!("pulling policy v{} from {}: {e}", task.policy_version, task.weights_flight_addr)))?;
+        load_flat_params(&m.vs, &flat)?;
+        *version = task.policy_version;
+        sync_ms = t.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(version = *version, ms = sync_ms as u64, "policy weights updated");
+    }
+    let sp = task.sampling.clone().unwrap_or_default();
+    let g = task.samples_per_prompt as usize;
+    let mut jobs = Vec::new();
+    for (pos, &pid) in task.prompt_ids.iter().enumerate() {
+        let prompt = data.prompt_tokens(tok, Split::Train, pid);
+        for k in 0..g {
+            jobs.push((pid, (pos * g + k) as u32, prompt.clone()));
+        }
+    }
+    let t = Instant::now();
+    let mut rows = Vec::with_capacity(jobs.len());
+    let mut tokens = 0usize;
+    for (c, chunk) in jobs.chunks(GEN_BATCH).enumerate() {
+        let params = SamplingParams {
+            temperature: sp.temperature,
+            top_p: sp.top_p,
+            max_new_tokens: sp.max_new_tokens as usize,
+            seed: task.seed.wrapping_add(c as u64 * 7919),
+            ignore_eos: false,
+        };
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|j| j.2.clone()).collect();
+        let out = generate(&m.model, &prompts, eos, pad, &params);
+        let per_row_ms = (out.elapsed_ms / chunk.len() as f64) as u32;
+        for ((pid, sample_index, prompt), comp) in chunk.iter().zip(out.completions) {
+            tokens += comp.tokens.len();
+            let text = tok.decode(&comp.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
+            let problem = data.problem(Split::Train, *pid).problem.clone();
+            let (predicted, correct) = gsm8k::grade(&text, &problem);
+            rows.push(TrajectoryRow {
+                iteration: task.iteration,
+                policy_version: *version,
+                task_id: task.task_id,
+                prompt_id: *pid,
+                sample_index: *sample_index,
+                prompt_tokens: prompt.clone(),
+                response_tokens: comp.tokens,
+                behaviour_logprobs: comp.logprobs,
+                finish_reason: comp.finish.as_str().into(),
+                response_text: text,
+                predicted_answer: predicted,
+                correct: Some(correct),
+                generation_ms: per_row_ms,
+                source: "policy".into(),
+                first_error_token: None,
+            });
+        }
+    }
+    let gen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let accepted = s
+        .rt
+        .block_on(flight::put_rows(&task.learner_flight_addr, &s.stamp, &rows))
+        .map_err(|e| WorkerError::Other(format!("sending rows to {}: {e}", task.learner_flight_addr)))?;
+    let transfer_ms = t.elapsed().as_secs_f64() * 1e3;
+    let correct = rows.iter().filter(|r| r.correct == Some(true)).count();
+    let metrics = serde_json::json!({
+        "generation_ms": gen_ms, "transfer_ms": transfer_ms, "weight_sync_ms": sync_ms,
+        "tokens": tokens, "rows": rows.len(), "accepted": accepted, "correct": correct,
+    });
+    Ok((rows.len() as u64, metrics.to_string()))
+}
