@@ -1,0 +1,176 @@
+//! Whole runs as separate processes on loopback: 1 coordinator + 2 rollout + 2 learner workers
+//! on a tiny random model; a rollout worker killed mid-iteration; refusals of bad tokens,
+//! protocol versions and configs.
+
+use airlift_tests::*;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Checks the outputs of a finished 3-iteration run of `tiny_config`.
+fn check_run(run: &std::path::Path) {
+    let m = metrics(run);
+    assert_eq!(m.len(), 4, "sft + 3 iterations: {m:?}");
+    for rec in &m {
+        let l = rec["learners"].as_array().unwrap();
+        assert_eq!(l.len(), 2);
+        // After every step both learners hold bitwise-identical parameters.
+        assert_eq!(l[0]["policy_fingerprint"], l[1]["policy_fingerprint"], "iteration {}", rec["iteration"]);
+        assert_eq!(l[0]["reward_fingerprint"], l[1]["reward_fingerprint"], "iteration {}", rec["iteration"]);
+    }
+    // Parameters change from step to step.
+    let fps: HashSet<String> = m.iter().map(|r| r["learners"][0]["policy_fingerprint"].as_str().unwrap().to_string()).collect();
+    assert_eq!(fps.len(), 4);
+    let files = trajectories(run);
+    assert_eq!(files.len(), 6, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for it in 1..=3u64 {
+        let rows: Vec<_> = files.iter().filter(|(n, _)| n.starts_with(&format!("iter-{it:06}"))).flat_map(|(_, r)| r.clone()).collect();
+        let policy: Vec<_> = rows.iter().filter(|r| r.source == "policy").collect();
+        // Exactly prompts × samples policy rows, no (task, sample) twice.
+        assert_eq!(policy.len(), 4 * 2, "iteration {it}");
+        let keys: HashSet<(u64, u32)> = policy.iter().map(|r| (r.task_id, r.sample_index)).collect();
+        assert_eq!(keys.len(), policy.len());
+        let prompts: HashSet<u64> = policy.iter().map(|r| r.prompt_id).collect();
+        assert_eq!(prompts.len(), 4);
+        assert!(policy.iter().all(|r| r.iteration == it && r.behaviour_logprobs.len() == r.response_tokens.len()));
+        assert_eq!(rows.iter().filter(|r| r.source == "expert").count(), 4);
+        assert_eq!(rows.iter().filter(|r| r.source == "corrupted").count(), 4);
+        assert!(rows.iter().filter(|r| r.source == "corrupted").all(|r| r.first_error_token.is_some()));
+    }
+    assert!(run.join("config.toml").exists());
+}
+
+#[test]
+fn two_rollouts_two_learners_three_iterations() {
+    let dir = temp_dir("run");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &run, "")).unwrap();
+    let t = Instant::now();
+    let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    println!("run took {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
+    assert!(stdout.contains("airlift run summary"));
+    check_run(&run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_rollout_worker_killed_mid_iteration_loses_nothing() {
+    let dir = temp_dir("fault");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    // Longer generations so that the kill lands while tasks are running.
+    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &run, "").replace("max_new_tokens = 24", "max_new_tokens = 256")).unwrap();
+    let mut child = Command::new(bin("coordinator"))
+        .args(["--config", dir.join("c.toml").to_str().unwrap(), "--local"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut killed = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                // Iteration 2's tasks were just handed to both rollout workers: kill one.
+                if !killed && line.contains("rollouts queued") && line.contains("iteration=2 ") {
+                    let pids: Vec<(String, u32)> = serde_json::from_str(&std::fs::read_to_string(run.join("workers.json")).unwrap()).unwrap();
+                    let pid = pids.iter().find(|(n, _)| n == "rollout-0").unwrap().1;
+                    let st = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+                    assert!(st.success());
+                    killed = true;
+                }
+                log.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let status = child.wait().unwrap();
+    let text = log.join("\n");
+    assert!(killed, "never saw iteration 2 being queued:\n{text}");
+    assert!(status.success(), "run failed after the kill:\n{text}");
+    assert!(text.contains("worker lost"), "{text}");
+    assert!(text.contains("re-queued the lost worker's task"), "the kill did not land mid-task:\n{text}");
+    check_run(&run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn wrong_token_and_wrong_protocol_version_are_refused() {
+    let dir = temp_dir("refuse");
+    tiny_model(&dir.join("model"));
+    std::fs::write(dir.join("token"), "right-token\n").unwrap();
+    let cfg = tiny_config(&dir.join("model"), &dir.join("run"), "").replace("[workers]", &format!("token_file = \"{}\"\n[workers]", dir.join("token").display()));
+    std::fs::write(dir.join("c.toml"), cfg).unwrap();
+    let port = free_port();
+    let mut coord = Command::new(bin("coordinator"))
+        .args(["--config", dir.join("c.toml").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    // A worker with the wrong token.
+    let out = Command::new(bin("worker")).args(["run", "--role", "rollout", "--coordinator", &url]).env("AIRLIFT_TOKEN", "wrong-token").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("wrong run token"), "{err}");
+    assert!(!err.contains("right-token"), "the token must not be printed");
+    // A client speaking another protocol version.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let msg = rt.block_on(async {
+        let ch = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+        let stamp = airlift_proto::auth::Stamp::new(Some("right-token".into())).with_version(airlift_proto::PROTOCOL_VERSION + 1);
+        let mut c = airlift_proto::pb::coordinator_client::CoordinatorClient::with_interceptor(ch, stamp);
+        c.run_status(airlift_proto::pb::StatusRequest {}).await.unwrap_err().message().to_string()
+    });
+    assert!(msg.contains("protocol version mismatch") && msg.contains(&airlift_proto::PROTOCOL_VERSION.to_string()), "{msg}");
+    // The right token and version get the status.
+    let out = Command::new(bin("coordinator")).args(["status", "--coordinator", &url, "--token-file", dir.join("token").to_str().unwrap()]).output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && s.contains("state waiting-for-workers"), "{s}\n{}", String::from_utf8_lossy(&out.stderr));
+    coord.kill().unwrap();
+    let _ = coord.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_configs_fail_before_anything_starts_naming_the_key() {
+    let dir = temp_dir("badcfg");
+    let run = dir.join("run");
+    let base = tiny_config(&dir.join("model"), &run, "");
+    for (cfg, want) in [
+        (base.replace("learner = 2", "learner = 0"), "workers.learner"),
+        (base.replace("rollout = 2", "rollout = 2\nrolout = 3"), "rolout"),
+        (base.replace("[sampling]", "[sampling]\ntop_p = 1.5"), "sampling.top_p"),
+    ] {
+        std::fs::write(dir.join("c.toml"), cfg).unwrap();
+        let (ok, _, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
+        assert!(!ok && stderr.contains(want), "expected an error naming `{want}`:\n{stderr}");
+        assert!(!run.exists(), "nothing may start for a bad config");
+    }
+    let (ok, _, stderr) = coordinator(&["--config", dir.join("missing.toml").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("missing.toml"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
