@@ -18,9 +18,15 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test build assets bench bench-hf fixtures clean-assets
+.PHONY: demo gsm8k test build assets bench bench-hf bench-flight fixtures clean-assets
 
+# The embedded default run: SFT warm start + adversarial iterations on SmolLM2, one learner and
+# one rollout worker as local processes; ends with a per-iteration summary.
 demo: assets
+	target/release/coordinator --config configs/default.toml --local
+
+# SmolLM2 as it comes (no training) on 20 GSM8K test questions.
+gsm8k: assets
 	$(WORKER) --threads $(THREADS) gsm8k --model $(MODEL) --data $(GSM8K) --limit 20 --batch-size 10 --max-new-tokens 256
 
 test: assets
@@ -42,6 +48,9 @@ assets: build
 # Benchmarks (print numbers): airlift, then the same workload with Hugging Face transformers.
 bench: assets
 	$(WORKER) --threads $(THREADS) bench --model $(MODEL)
+
+bench-flight: assets
+	$(WORKER) bench-flight --model $(MODEL)
 
 bench-hf: assets
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0

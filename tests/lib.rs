@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use tch::{nn::VarStore, Device};
 
+/// Whole runs start several processes each; running them one at a time keeps a 2-core machine
+/// from starving heartbeats. Every test that starts a run holds this lock.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A binary of this workspace (`coordinator`, `worker`), next to the test executable's folder.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
@@ -62,7 +69,7 @@ rollout = 2
 learner = 2
 threads = 1
 heartbeat_ms = 200
-lost_after_ms = 3000
+lost_after_ms = 10000
 [model]
 policy = "{model}"
 [data]

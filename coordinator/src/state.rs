@@ -217,6 +217,7 @@ impl RunState {
                 for id in silent {
                     self.lose(id, "it missed its heartbeats");
                 }
+                self.expire_leases();
                 self.progress();
             }
             Event::Stop { reason } => self.fail(format!("stopped: {reason}")),
@@ -300,6 +301,26 @@ impl RunState {
                     tracing::info!(task_id = t, "re-queued the lost worker's task");
                 }
             }
+        }
+    }
+
+    /// Re-queues rollout tasks whose lease ran out (a stuck but still heartbeating worker).
+    fn expire_leases(&mut self) {
+        let lease = Duration::from_millis(self.cfg.workers.task_lease_ms);
+        let expired: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.done && matches!(t.kind, TaskKind::Rollout(_)) && t.started.is_some_and(|s| s.elapsed() > lease))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let t = self.tasks.get_mut(&id).unwrap();
+            tracing::warn!(task_id = id, worker_id = ?t.worker, "task lease expired; re-queued");
+            if let Some(w) = t.worker.take().and_then(|w| self.workers.get_mut(&w)) {
+                w.task = None;
+            }
+            t.started = None;
+            self.queue.push_back(id);
         }
     }
 

@@ -65,6 +65,11 @@ pub struct WorkersSection {
     /// Default 10000 (ten heartbeats: tolerates a busy CPU).
     #[serde(default = "default_lost")]
     pub lost_after_ms: u64,
+    /// A rollout task running longer than this (milliseconds) is handed to another worker as
+    /// well; whichever finishes first counts, the learner drops the duplicate rows.
+    /// Default 900000 (15 min: far above a healthy task, so only stuck workers trigger it).
+    #[serde(default = "default_lease")]
+    pub task_lease_ms: u64,
 }
 
 /// `[model]`
@@ -250,6 +255,9 @@ fn default_heartbeat() -> u64 {
 }
 fn default_lost() -> u64 {
     10_000
+}
+fn default_lease() -> u64 {
+    900_000
 }
 fn default_dtype() -> String {
     "fp32".into()

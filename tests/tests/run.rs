@@ -43,6 +43,7 @@ fn check_run(run: &std::path::Path) {
 
 #[test]
 fn two_rollouts_two_learners_three_iterations() {
+    let _one_at_a_time = serial();
     let dir = temp_dir("run");
     tiny_model(&dir.join("model"));
     let run = dir.join("run");
@@ -58,6 +59,7 @@ fn two_rollouts_two_learners_three_iterations() {
 
 #[test]
 fn a_rollout_worker_killed_mid_iteration_loses_nothing() {
+    let _one_at_a_time = serial();
     let dir = temp_dir("fault");
     tiny_model(&dir.join("model"));
     let run = dir.join("run");
@@ -117,6 +119,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn wrong_token_and_wrong_protocol_version_are_refused() {
+    let _one_at_a_time = serial();
     let dir = temp_dir("refuse");
     tiny_model(&dir.join("model"));
     std::fs::write(dir.join("token"), "right-token\n").unwrap();
@@ -172,5 +175,26 @@ fn bad_configs_fail_before_anything_starts_naming_the_key() {
     }
     let (ok, _, stderr) = coordinator(&["--config", dir.join("missing.toml").to_str().unwrap()]);
     assert!(!ok && stderr.contains("missing.toml"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bounded_staleness_run_keeps_every_row_and_replicas_identical() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("stale");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    let cfg = tiny_config(&dir.join("model"), &run, "").replace("[workers]", "max_staleness = 1\n[workers]");
+    std::fs::write(dir.join("c.toml"), cfg).unwrap();
+    let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    check_run(&run);
+    // With one version of staleness allowed, iteration 2's rollouts may use the policy from
+    // before iteration 1's update, never older.
+    for rec in metrics(&run).iter().filter(|r| r["iteration"].as_u64().unwrap() > 0) {
+        let behaviour = rec["behaviour_policy_version"].as_u64().unwrap();
+        let after = rec["policy_version"].as_u64().unwrap();
+        assert!(after - 1 - behaviour <= 1, "{rec}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

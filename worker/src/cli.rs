@@ -42,6 +42,21 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run as a rollout or learner worker of a coordinator.
     Run(RunArgs),
+    /// Benchmark Flight trajectory transfer and weight sync on loopback; prints numbers.
+    BenchFlight {
+        /// Policy folder for the weight-sync row (skipped if absent).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Trajectory rows to send.
+        #[arg(long, default_value_t = 8192)]
+        rows: usize,
+        /// Rows per DoPut call.
+        #[arg(long, default_value_t = 256)]
+        batch_rows: usize,
+        /// Response tokens per row.
+        #[arg(long, default_value_t = 256)]
+        response_tokens: usize,
+    },
 }
 
 /// `worker run`.
@@ -207,6 +222,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => run_generate(a),
+        Command::BenchFlight { model, rows, batch_rows, response_tokens } => {
+            if batch_rows == 0 {
+                bail!("--batch-rows must be at least 1");
+            }
+            crate::runtime::bench_flight::run(model.as_deref(), rows, batch_rows, response_tokens)?;
+            Ok(())
+        }
         Command::Run(a) => {
             let token = airlift_proto::auth::load_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
             let opts = crate::runtime::WorkerOptions { role: a.role, coordinator: a.coordinator, rank: a.rank, host: a.host, token };

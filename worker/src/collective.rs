@@ -216,6 +216,9 @@ pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
     handles.into_iter().map(|h| h.join().expect("ring thread")).collect()
 }
 
+/// Gradient values all-reduced per ring pass (64 MiB of fp32): bounds the copies in flight.
+pub const GRAD_BUCKET: usize = 16 << 20;
+
 /// Data parallelism over a [`Collective`]: mean-all-reduces flat gradients and all-gathers the
 /// parameter shards that each rank's optimizer stepped (ZeRO-1).
 pub struct DataParallel {
@@ -234,7 +237,10 @@ impl crate::airl::iteration::GradReducer for DataParallel {
             return;
         }
         let mut v = Self::to_vec(grad);
-        self.coll.all_reduce_sum(&mut v).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
+        // In buckets, so that one ring pass never holds more than GRAD_BUCKET values in flight.
+        for bucket in v.chunks_mut(GRAD_BUCKET) {
+            self.coll.all_reduce_sum(bucket).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
+        }
         let w = self.coll.world() as f32;
         v.iter_mut().for_each(|x| *x /= w);
         let t = tch::Tensor::from_slice(&v).to_device(grad.device());

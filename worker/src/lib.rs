@@ -2,8 +2,8 @@
 //!
 //! Owns everything that touches tensors: the model code (Llama / Qwen2 in tch), weight loading,
 //! the tokenizer and chat templates, batched generation with a KV cache, GSM8K data and grading,
-//! GGUF conversion, and benchmarks. Later issues add the rollout and learner roles, the AIRL
-//! losses, collectives and Flight services here; the binary `worker` only parses arguments and
+//! GGUF conversion, the AIRL core (`airl`), collectives, the rollout and learner roles with their
+//! Flight services (`runtime`), and benchmarks. The binary `worker` only parses arguments and
 //! calls into this library.
 
 pub mod airl;

@@ -24,7 +24,7 @@ use airlift_proto::trajectory::{self, TrajectoryRow};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tch::{Device, Kind};
+use tch::Kind;
 
 /// How long a learner waits for an iteration's rows after its task arrives. The coordinator
 /// only sends the task once every rollout task has reported, so rows are normally there.
@@ -67,8 +67,9 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let req = pb::RegisterRequest { device: "cpu".into(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
     let mut s = register(opts, req, rt)?;
     let cfg = s.config.clone();
-    if cfg.workers.device != "cpu" && cfg.workers.learner > 1 {
-        return Err(WorkerError::Other("multi-learner CUDA runs need the NCCL backend, which is not built yet; use workers.device = \"cpu\" or one learner".into()));
+    let device = super::device(&cfg)?;
+    if device.is_cuda() && cfg.workers.learner > 1 {
+        tracing::warn!("NCCL is not built yet: gradients of CUDA learners go through the CPU TCP ring");
     }
     if cfg.workers.threads > 0 {
         tch::set_num_threads(cfg.workers.threads as i32);
@@ -77,16 +78,16 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     // Models: fp32 master weights, compute in the configured precision.
     let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
     let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
-    let mut policy = model::load(&cfg.model.policy, Device::Cpu, Kind::Float).map_err(|e| other(&e))?;
+    let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
     policy.model.set_compute_kind(compute);
     let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
     let reference = if cfg.policy.kl_coef > 0.0 {
-        Some(model::load(&cfg.model.policy, Device::Cpu, compute).map_err(|e| other(&e))?)
+        Some(model::load(&cfg.model.policy, device, compute).map_err(|e| other(&e))?)
     } else {
         None
     };
     let reward_base = cfg.model.reward.clone().unwrap_or_else(|| cfg.model.policy.clone());
-    let mut reward = RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), Device::Cpu, cfg.run.seed ^ 0x5EED)
+    let mut reward = RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED)
         .map_err(|e| other(&e))?;
     reward.set_compute_kind(compute);
     let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);

@@ -5,6 +5,7 @@
 //! Flight server; the role's compute loop runs on the calling thread and blocks on the runtime
 //! only for its own RPCs, so heartbeats keep flowing during long generation or training steps.
 
+pub mod bench_flight;
 pub mod data;
 pub mod flight;
 mod learner;
@@ -183,6 +184,18 @@ pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         Role::Rollout => rollout::run(&opts, rt),
         Role::Learner => learner::run(&opts, rt),
     }
+}
+
+/// The device of this worker's models: `workers.device = "cuda"` takes GPU 0 (one GPU per worker
+/// process; set CUDA_VISIBLE_DEVICES per process). The CUDA path has not been run yet.
+pub(crate) fn device(cfg: &RunConfig) -> Result<tch::Device, WorkerError> {
+    if cfg.workers.device == "cuda" {
+        if !tch::Cuda::is_available() {
+            return Err(WorkerError::Other("workers.device = \"cuda\" but libtorch sees no CUDA device on this host".into()));
+        }
+        return Ok(tch::Device::Cuda(0));
+    }
+    Ok(tch::Device::Cpu)
 }
 
 /// FNV-1a over the bytes of f32 values: a cheap fingerprint for "bitwise identical".

@@ -12,7 +12,7 @@ use crate::tokenizer::Tokenizer;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use airlift_proto::trajectory::TrajectoryRow;
 use std::time::Instant;
-use tch::{Device, Kind};
+use tch::Kind;
 
 /// Completions generated together in one batch (bounds KV-cache memory).
 const GEN_BATCH: usize = 16;
@@ -24,7 +24,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         tch::set_num_threads(cfg.workers.threads as i32);
     }
     let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
-    let m = model::load(&cfg.model.policy, Device::Cpu, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
+    let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
     let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
     let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
     let pad = m.model.config().pad_token_id.unwrap_or(eos.first().copied().unwrap_or(0));
