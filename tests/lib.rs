@@ -2,10 +2,8 @@
 //! tiny random model with SmolLM2's tokenizer, run configs, and readers for a run's outputs.
 
 use airlift_proto::trajectory::{self, TrajectoryRow};
-use airlift_worker::model::llama::{Llama, RawConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use tch::{nn::VarStore, Device};
 
 /// Whole runs start several processes each; running them one at a time keeps a 2-core machine
 /// from starving heartbeats. Every test that starts a run holds this lock.
@@ -38,23 +36,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// Writes a tiny random Llama (SmolLM2's vocabulary and tokenizer) into `dir`.
 pub fn tiny_model(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let raw: RawConfig = serde_json::from_value(serde_json::json!({
-        "model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "tie_word_embeddings": true, "eos_token_id": 2, "pad_token_id": 2, "bos_token_id": 1
-    }))
-    .unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&raw).unwrap()).unwrap();
-    tch::manual_seed(0);
-    let vs = VarStore::new(Device::Cpu);
-    let _m = Llama::new(&vs.root(), &raw.into_config().unwrap());
-    airlift_worker::weights::save_var_store(&vs, &dir.join("model.safetensors")).unwrap();
     let smol = cache().join("models").join("SmolLM2-135M-Instruct");
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(smol.join(f), dir.join(f)).unwrap_or_else(|e| panic!("{}: {e} (run `make assets`)", smol.join(f).display()));
-    }
+    airlift_worker::model::write_tiny_llama(dir, &smol, 0).unwrap_or_else(|e| panic!("{e} (run `make assets`)"));
 }
 
 /// A run config for the tiny model.

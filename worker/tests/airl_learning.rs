@@ -12,30 +12,18 @@ use airlift_worker::airl::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::{self, Split, SynthConfig};
 use airlift_worker::generate::{generate, SamplingParams};
-use airlift_worker::model::{self, llama::{Llama, RawConfig}};
+use airlift_worker::model;
 use airlift_worker::rng::SplitMix64;
 use airlift_worker::tokenizer::Tokenizer;
 use std::path::PathBuf;
-use tch::{nn::VarStore, Device, Kind};
+use tch::{Device, Kind};
 
 const EOS: u32 = 2;
 
 /// A tiny random Llama with SmolLM2's vocabulary, written as a Hugging Face folder.
 fn tiny_policy_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("airlift-tiny-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let raw: RawConfig = serde_json::from_value(serde_json::json!({
-        "model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "tie_word_embeddings": true, "eos_token_id": 2, "pad_token_id": 2
-    }))
-    .unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&raw).unwrap()).unwrap();
-    tch::manual_seed(0);
-    let vs = VarStore::new(Device::Cpu);
-    let _m = Llama::new(&vs.root(), &raw.into_config().unwrap());
-    airlift_worker::weights::save_var_store(&vs, &dir.join("model.safetensors")).unwrap();
+    model::write_tiny_llama(&dir, &common::smollm2_dir(), 0).unwrap();
     dir
 }
 

@@ -37,3 +37,26 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, LoadE
     model.set_compute_kind(kind);
     Ok(LoadedModel { vs, model })
 }
+
+/// Writes a tiny randomly initialised Llama (SmolLM2's 49,152-token vocabulary, hidden 32, 2
+/// layers, GQA 4/2, tied embeddings) as a Hugging Face folder, with the tokenizer files copied
+/// from `tokenizer_from`. For tests and examples that need a real but cheap model.
+pub fn write_tiny_llama(dir: &Path, tokenizer_from: &Path, seed: i64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let raw: llama::RawConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0, "tie_word_embeddings": true, "eos_token_id": 2, "pad_token_id": 2, "bos_token_id": 1
+    }))
+    .expect("valid config");
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&raw).expect("json"))?;
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let _model = Llama::new(&vs.root(), &raw.into_config().expect("valid config"));
+    weights::save_var_store(&vs, &dir.join("model.safetensors")).map_err(std::io::Error::other)?;
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tokenizer_from.join(f), dir.join(f)).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tokenizer_from.join(f).display())))?;
+    }
+    Ok(())
+}
