@@ -155,6 +155,10 @@ pub struct RewardSection {
     /// Rule-corrupted copies per expert trace. Default 1.
     #[serde(default = "one")]
     pub corruptions_per_expert: u32,
+    /// Leave a corrupted trace's tokens before its first error out of the discriminator loss
+    /// (they are identical to the expert's). Default false (all its tokens are labelled 0).
+    #[serde(default)]
+    pub ignore_corrupted_prefix: bool,
     /// Reward temperature. Default 1.
     #[serde(default = "one_f")]
     pub temperature: f64,

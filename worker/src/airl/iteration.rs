@@ -77,6 +77,10 @@ pub struct AirlConfig {
     pub micro_batch: usize,
     /// Token id used to pad batches (any valid id; padding is masked).
     pub pad_id: i64,
+    /// `reward.ignore_corrupted_prefix`: leave a corrupted trace's tokens before its first error
+    /// out of the discriminator loss (they equal the expert's, which are labelled 1). Default
+    /// false: every response token of a corrupted trace is labelled 0, as design §1 states.
+    pub ignore_corrupted_prefix: bool,
 }
 
 impl Default for AirlConfig {
@@ -96,6 +100,7 @@ impl Default for AirlConfig {
             policy_steps: 1,
             micro_batch: 8,
             pad_id: 0,
+            ignore_corrupted_prefix: false,
         }
     }
 }
@@ -168,6 +173,22 @@ impl Padded {
             self.resp_mask.narrow(0, start, len),
             self.targets.narrow(0, start, len),
         )
+    }
+
+    /// Removes from the response mask the tokens before each corrupted row's first error (rows
+    /// `first..` of this batch are `corrupted`, in order).
+    fn mask_prefixes(&mut self, first: usize, corrupted: &[Sample]) {
+        let l1 = self.resp_mask.size()[1];
+        let mut m = Vec::<f32>::try_from(self.resp_mask.to_device(Device::Cpu).reshape([-1])).expect("f32 mask");
+        for (k, s) in corrupted.iter().enumerate() {
+            let row = first + k;
+            let (p, len) = self.spans[row];
+            let cut = s.first_error_token.unwrap_or(0).min(len);
+            for j in 0..cut {
+                m[row * l1 as usize + p - 1 + j] = 0.0;
+            }
+        }
+        self.resp_mask = Tensor::from_slice(&m).view([self.rows(), l1]).to_device(self.resp_mask.device());
     }
 
     /// Per-row values [N, L−1] filled from per-response-token lists.
@@ -342,7 +363,11 @@ impl Learner {
         // 1. Discriminator steps on every row: experts 1, policy samples and corruptions 0.
         let t0 = Instant::now();
         let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
-        let x_all = pad(&all, cfg.pad_id, dev);
+        let mut x_all = pad(&all, cfg.pad_id, dev);
+        if cfg.ignore_corrupted_prefix {
+            let first_corrupted = batch.experts.len() + batch.policy.len();
+            x_all.mask_prefixes(first_corrupted, &batch.corrupted);
+        }
         let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
         let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
@@ -512,5 +537,22 @@ impl Learner {
         let rows: Vec<&Sample> = samples.iter().collect();
         let x = pad(&rows, pad_id, self.device());
         x.gather(&logprobs_no_grad(&self.policy, &x, 8))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupted_prefixes_leave_the_mask() {
+        let expert = Sample { prompt: vec![1, 2], response: vec![3, 4, 5], ..Default::default() };
+        let corrupted = Sample { prompt: vec![1, 2, 9], response: vec![3, 6, 5, 7], first_error_token: Some(1), ..Default::default() };
+        let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
+        x.mask_prefixes(1, std::slice::from_ref(&corrupted));
+        let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
+        // L = 7, shifted width 6. Expert: response at shifted 1..4. Corrupted: response at
+        // shifted 2..6, its first token (before the error) removed.
+        assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1.]);
     }
 }

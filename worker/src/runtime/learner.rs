@@ -46,6 +46,7 @@ fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         policy_steps: cfg.policy.steps as usize,
         micro_batch: cfg.policy.micro_batch as usize,
         pad_id,
+        ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
     }
 }
 
