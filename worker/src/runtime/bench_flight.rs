@@ -45,18 +45,18 @@ pub fn run(model: Option<&Path>, total_rows: usize, batch_rows: usize, response:
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await;
     });
-    let stamp = Stamp::new(Some("bench".into()));
+    let mut clients = flight::Clients::new(Stamp::new(Some("bench".into())));
     println!("airlift bench-flight: loopback, {total_rows} rows of 128 prompt + {response} response tokens, {batch_rows} rows per DoPut");
 
     // Trajectories: rollout → learner.
     let warm = rows(batch_rows, 128, response, 1 << 40);
-    rt.block_on(flight::put_rows(&addr, &stamp, &warm)).map_err(|e| other(&e))?;
+    rt.block_on(clients.put_rows(&addr, &warm)).map_err(|e| other(&e))?;
     let batches: Vec<Vec<TrajectoryRow>> = (0..total_rows.div_ceil(batch_rows)).map(|b| rows(batch_rows, 128, response, (b * batch_rows) as u64)).collect();
     let bytes: usize = batches.iter().map(|b| trajectory::to_batch(b).get_array_memory_size()).sum();
     let t = Instant::now();
     let mut accepted = 0;
     for b in &batches {
-        accepted += rt.block_on(flight::put_rows(&addr, &stamp, b)).map_err(|e| other(&e))?;
+        accepted += rt.block_on(clients.put_rows(&addr, b)).map_err(|e| other(&e))?;
     }
     let secs = t.elapsed().as_secs_f64();
     let n = batches.iter().map(Vec::len).sum::<usize>();
@@ -74,12 +74,12 @@ pub fn run(model: Option<&Path>, total_rows: usize, batch_rows: usize, response:
         let flat = flat_params(&m.vs);
         let mb = flat.len() as f64 * 4.0 / 1e6;
         store.publish(7, flat);
-        let _ = rt.block_on(flight::get_weights(&addr, &stamp, 7)).map_err(|e| other(&e))?;
+        let _ = rt.block_on(clients.get_weights(&addr, 7)).map_err(|e| other(&e))?;
         let reps = 3;
         let t = Instant::now();
         let mut got = Vec::new();
         for _ in 0..reps {
-            got = rt.block_on(flight::get_weights(&addr, &stamp, 7)).map_err(|e| other(&e))?;
+            got = rt.block_on(clients.get_weights(&addr, 7)).map_err(|e| other(&e))?;
         }
         let fetch = t.elapsed().as_secs_f64() / reps as f64;
         let t = Instant::now();

@@ -205,9 +205,47 @@ pub async fn client(addr: &str, stamp: &Stamp) -> Result<FlightClient, FlightErr
     Ok(c)
 }
 
-/// Sends rows to a learner; returns how many it accepted as new.
-pub async fn put_rows(addr: &str, stamp: &Stamp, rows: &[TrajectoryRow]) -> Result<usize, FlightError> {
-    let mut c = client(addr, stamp).await?;
+/// Flight clients by address, so that repeated calls reuse one HTTP/2 connection. A client
+/// whose call fails is dropped, and the next call reconnects.
+pub struct Clients {
+    stamp: Stamp,
+    by_addr: HashMap<String, FlightClient>,
+}
+
+impl Clients {
+    /// An empty pool whose clients stamp every call with `stamp`.
+    pub fn new(stamp: Stamp) -> Self {
+        Clients { stamp, by_addr: HashMap::new() }
+    }
+
+    async fn get(&mut self, addr: &str) -> Result<&mut FlightClient, FlightError> {
+        if !self.by_addr.contains_key(addr) {
+            let c = client(addr, &self.stamp).await?;
+            self.by_addr.insert(addr.to_string(), c);
+        }
+        Ok(self.by_addr.get_mut(addr).expect("just inserted"))
+    }
+
+    /// Sends rows to a learner; returns how many it accepted as new.
+    pub async fn put_rows(&mut self, addr: &str, rows: &[TrajectoryRow]) -> Result<usize, FlightError> {
+        let r = put_rows_on(self.get(addr).await?, rows).await;
+        if r.is_err() {
+            self.by_addr.remove(addr);
+        }
+        r
+    }
+
+    /// Fetches the flat policy weights of `version` from a learner.
+    pub async fn get_weights(&mut self, addr: &str, version: u64) -> Result<Vec<f32>, FlightError> {
+        let r = get_weights_on(self.get(addr).await?, version).await;
+        if r.is_err() {
+            self.by_addr.remove(addr);
+        }
+        r
+    }
+}
+
+async fn put_rows_on(c: &mut FlightClient, rows: &[TrajectoryRow]) -> Result<usize, FlightError> {
     let batch = trajectory::to_batch(rows);
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["trajectories".into()])))
@@ -216,9 +254,7 @@ pub async fn put_rows(addr: &str, stamp: &Stamp, rows: &[TrajectoryRow]) -> Resu
     Ok(results.iter().filter_map(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse::<usize>().ok()).sum())
 }
 
-/// Fetches the flat policy weights of `version` from a learner.
-pub async fn get_weights(addr: &str, stamp: &Stamp, version: u64) -> Result<Vec<f32>, FlightError> {
-    let mut c = client(addr, stamp).await?;
+async fn get_weights_on(c: &mut FlightClient, version: u64) -> Result<Vec<f32>, FlightError> {
     let mut stream = c.do_get(Ticket::new(format!("policy:{version}"))).await?;
     let mut out = Vec::new();
     while let Some(batch) = stream.next().await {

@@ -30,12 +30,13 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let pad = m.model.config().pad_token_id.unwrap_or(eos.first().copied().unwrap_or(0));
     let mut data = RunData::new(&cfg, eos.first().copied().unwrap_or(0) as u32);
     let mut version = 0u64;
+    let mut clients = flight::Clients::new(s.stamp.clone());
     tracing::info!(worker_id = s.worker_id, "rollout worker ready");
     while let Ok(msg) = s.inbox.recv() {
         match msg {
             Msg::Rollout(task) => {
                 let task_id = task.task_id;
-                let result = run_task(&mut s, &m, &tok, &mut data, &mut version, &eos, pad, task);
+                let result = run_task(&mut s, &mut clients, &m, &tok, &mut data, &mut version, &eos, pad, task);
                 if let Err(e) = &result {
                     tracing::error!(task_id, error = %e, "rollout task failed");
                 }
@@ -54,6 +55,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
 #[allow(clippy::too_many_arguments)]
 fn run_task(
     s: &mut Session,
+    clients: &mut flight::Clients,
     m: &model::LoadedModel,
     tok: &Tokenizer,
     data: &mut RunData,
@@ -67,7 +69,7 @@ fn run_task(
         let t = Instant::now();
         let flat = s
             .rt
-            .block_on(flight::get_weights(&task.weights_flight_addr, &s.stamp, task.policy_version))
+            .block_on(clients.get_weights(&task.weights_flight_addr, task.policy_version))
             .map_err(|e| WorkerError::Other(format!("pulling policy v{} from {}: {e}", task.policy_version, task.weights_flight_addr)))?;
         load_flat_params(&m.vs, &flat)?;
         *version = task.policy_version;
@@ -125,7 +127,7 @@ fn run_task(
     let t = Instant::now();
     let accepted = s
         .rt
-        .block_on(flight::put_rows(&task.learner_flight_addr, &s.stamp, &rows))
+        .block_on(clients.put_rows(&task.learner_flight_addr, &rows))
         .map_err(|e| WorkerError::Other(format!("sending rows to {}: {e}", task.learner_flight_addr)))?;
     let transfer_ms = t.elapsed().as_secs_f64() * 1e3;
     let correct = rows.iter().filter(|r| r.correct == Some(true)).count();
