@@ -166,6 +166,13 @@ impl Padded {
         self.ids.size()[0]
     }
 
+    /// `(start, len)` of consecutive row chunks of at most `micro` rows.
+    fn chunk_ranges(&self, micro: i64) -> impl Iterator<Item = (i64, i64)> {
+        let n = self.rows();
+        let micro = micro.max(1);
+        (0..n).step_by(micro as usize).map(move |s| (s, micro.min(n - s)))
+    }
+
     fn chunk(&self, start: i64, len: i64) -> (Tensor, Tensor, Tensor, Tensor) {
         (
             self.ids.narrow(0, start, len),
@@ -215,12 +222,9 @@ impl Padded {
 fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Tensor {
     tch::no_grad(|| {
         let mut parts = Vec::new();
-        let mut s = 0;
-        while s < x.rows() {
-            let len = micro.min(x.rows() - s);
+        for (s, len) in x.chunk_ranges(micro) {
             let (ids, att, _, tgt) = x.chunk(s, len);
             parts.push(f(&ids, &att, &tgt));
-            s += len;
         }
         Tensor::cat(&parts, 0)
     })
@@ -327,9 +331,7 @@ impl Learner {
         let weights = losses::sequence_weights(labels, cfg.class_balance);
         self.reward_opt.zero_grad();
         let mut total = 0.0;
-        let mut s = 0;
-        while s < x.rows() {
-            let len = micro.min(x.rows() - s);
+        for (s, len) in x.chunk_ranges(micro) {
             let (ids, att, mask, _) = x.chunk(s, len);
             let f = self.reward.values(&ids, &att);
             let f = f.narrow(1, 1, f.size()[1] - 1);
@@ -338,7 +340,6 @@ impl Learner {
             let loss = losses::discriminator_loss_weighted(&d, &mask, &labels.narrow(0, s, len), &weights.narrow(0, s, len), cfg.label_smoothing);
             loss.backward();
             total += loss.double_value(&[]);
-            s += len;
         }
         let mut g = self.reward_opt.flat_grad();
         reducer.all_reduce_mean(&mut g);
@@ -452,7 +453,6 @@ impl Learner {
     fn ppo_steps(&mut self, samples: &[Sample], x: &Padded, adv: &Tensor, cfg: &AirlConfig, reducer: &mut dyn GradReducer, m: &mut IterationMetrics) {
         let dev = self.device();
         let micro = cfg.micro_batch.max(1) as i64;
-        let n = x.rows();
         m.advantage_abs = losses::masked_mean(&adv.abs(), &x.resp_mask).double_value(&[]);
         let behaviour: Vec<&[f32]> = samples
             .iter()
@@ -468,9 +468,7 @@ impl Learner {
         let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
-            let mut s = 0;
-            while s < n {
-                let len = micro.min(n - s);
+            for (s, len) in x.chunk_ranges(micro) {
                 let (ids, att, mask, tgt) = x.chunk(s, len);
                 let logits = self.policy.forward_padded(&ids, &att);
                 let logits = logits.narrow(1, 0, logits.size()[1] - 1);
@@ -490,7 +488,6 @@ impl Learner {
                 loss_sum += ppo.loss.double_value(&[]) * share;
                 clip_sum += ppo.clip_fraction * share;
                 kl_sum += ppo.approx_kl * share;
-                s += len;
             }
             let mut g = self.policy_opt.flat_grad();
             reducer.all_reduce_mean(&mut g);
@@ -513,9 +510,7 @@ impl Learner {
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         self.policy_opt.zero_grad();
         let mut total = 0.0;
-        let mut s = 0;
-        while s < x.rows() {
-            let len = micro.min(x.rows() - s);
+        for (s, len) in x.chunk_ranges(micro) {
             let (ids, att, mask, tgt) = x.chunk(s, len);
             let logits = self.policy.forward_padded(&ids, &att);
             let logits = logits.narrow(1, 0, logits.size()[1] - 1);
@@ -523,7 +518,6 @@ impl Learner {
             let loss = losses::sft_loss(&logits, &tgt, &mask) * share;
             loss.backward();
             total += loss.double_value(&[]);
-            s += len;
         }
         let mut g = self.policy_opt.flat_grad();
         reducer.all_reduce_mean(&mut g);
