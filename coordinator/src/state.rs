@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent)
+//!        │   (CUDA runs: rank 0's rendezvous first; the others' once rank 0 sent its NCCL id)
 //!        │
 //!        ├─ sft.steps > 0 ─▶ Sft ──all learners report──┐
 //!        └──────────────────────────────────────────────┴─▶ Running
@@ -127,6 +128,8 @@ pub struct RunState {
     policy_version: u64,
     prompt_cursor: u64,
     rendezvous_sent: bool,
+    /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
+    awaiting_nccl_id: bool,
     sft_tasks: Vec<u64>,
     sft_metrics: Vec<serde_json::Value>,
     /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
@@ -154,6 +157,7 @@ impl RunState {
             policy_version: 0,
             prompt_cursor: 0,
             rendezvous_sent: false,
+            awaiting_nccl_id: false,
             sft_tasks: Vec::new(),
             sft_metrics: Vec::new(),
             records: Vec::new(),
@@ -197,8 +201,22 @@ impl RunState {
             Event::Message { worker_id, msg } => {
                 if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.last_seen = Instant::now();
-                    if let Some(pb::worker_message::Kind::Progress(p)) = msg.kind {
-                        tracing::debug!(worker_id, task_id = p.task_id, done = p.done, total = p.total, "progress");
+                    match msg.kind {
+                        Some(pb::worker_message::Kind::Progress(p)) => {
+                            tracing::debug!(worker_id, task_id = p.task_id, done = p.done, total = p.total, "progress");
+                        }
+                        Some(pb::worker_message::Kind::NcclId(id)) => {
+                            let rank = w.rank;
+                            if self.awaiting_nccl_id && rank == Some(0) {
+                                self.awaiting_nccl_id = false;
+                                tracing::info!(bytes = id.unique_id.len(), "NCCL unique id from rank 0");
+                                self.complete_rendezvous(id.unique_id, 1);
+                                self.progress();
+                            } else {
+                                tracing::warn!(worker_id, ?rank, "ignored an NCCL id that is not rank 0's answer to its rendezvous");
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -244,6 +262,12 @@ impl RunState {
                 }
             }
             pb::Role::Unspecified => return Err(Status::invalid_argument("role must be rollout or learner")),
+        }
+        if self.cfg.workers.device == "cuda" && !req.device.starts_with("cuda") {
+            return Err(Status::failed_precondition(format!(
+                "the run has workers.device = \"cuda\" but this worker on {} has device `{}`",
+                req.host, req.device
+            )));
         }
         let id = self.next_worker;
         self.next_worker += 1;
@@ -369,6 +393,9 @@ impl RunState {
     }
 
     fn try_rendezvous(&mut self) {
+        if self.awaiting_nccl_id {
+            return;
+        }
         let w = self.cfg.workers.learner as usize;
         let mut learners: Vec<u64> = self.workers.iter().filter(|(_, x)| x.role == pb::Role::Learner && !x.lost && x.outbox.is_some()).map(|(&id, _)| id).collect();
         if learners.len() < w {
@@ -391,10 +418,30 @@ impl RunState {
                 self.workers.get_mut(id).unwrap().rank = Some(r as u32);
             }
         }
+        if self.cfg.workers.device == "cuda" {
+            // Rank 0 creates the NCCL unique id and answers with it (WorkerMessage.nccl_id).
+            let rank0 = self.learners_by_rank()[0];
+            let addrs = self.learner_collective_addrs();
+            self.send(rank0, Msg::Rendezvous(pb::Rendezvous { rank: 0, world_size: w as u32, collective_addrs: addrs, nccl_unique_id: Vec::new() }));
+            self.awaiting_nccl_id = true;
+            tracing::info!(learners = w, "rendezvous sent to rank 0; waiting for its NCCL unique id");
+            return;
+        }
+        self.complete_rendezvous(Vec::new(), 0);
+    }
+
+    fn learner_collective_addrs(&self) -> Vec<String> {
+        self.learners_by_rank().iter().map(|id| self.workers[id].collective_addr.clone()).collect()
+    }
+
+    /// Sends the rendezvous to ranks `first_rank..` and starts the SFT phase (or the iterations).
+    fn complete_rendezvous(&mut self, nccl_unique_id: Vec<u8>, first_rank: usize) {
+        let w = self.cfg.workers.learner as usize;
         let by_rank = self.learners_by_rank();
-        let addrs: Vec<String> = by_rank.iter().map(|id| self.workers[id].collective_addr.clone()).collect();
-        for (r, id) in by_rank.iter().enumerate() {
-            self.send(*id, Msg::Rendezvous(pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: Vec::new() }));
+        let addrs = self.learner_collective_addrs();
+        for (r, id) in by_rank.iter().enumerate().skip(first_rank) {
+            let rdv = pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: nccl_unique_id.clone() };
+            self.send(*id, Msg::Rendezvous(rdv));
         }
         self.rendezvous_sent = true;
         tracing::info!(learners = w, "rendezvous sent");
@@ -680,5 +727,78 @@ impl RunState {
             queued_tasks: self.queue.len() as u64,
             running_tasks: self.tasks.values().filter(|t| t.worker.is_some() && !t.done).count() as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cuda_run(learners: u32) -> RunState {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.toml")).unwrap();
+        let mut cfg = RunConfig::from_toml(&text).unwrap();
+        cfg.workers.device = "cuda".into();
+        cfg.workers.learner = learners;
+        RunState::new(cfg, std::env::temp_dir().join("airlift-state-test"))
+    }
+
+    fn register(st: &mut RunState, device: &str, rank: u32) -> Result<u64, Status> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let req = pb::RegisterRequest {
+            role: pb::Role::Learner as i32,
+            host: "h".into(),
+            device: device.into(),
+            flight_addr: format!("127.0.0.1:{}", 7000 + rank),
+            collective_addr: format!("127.0.0.1:{}", 8000 + rank),
+            rank,
+        };
+        st.handle(Event::Register { req, reply: tx });
+        rx.try_recv().unwrap().map(|r| r.worker_id)
+    }
+
+    fn attach(st: &mut RunState, worker_id: u64) -> mpsc::Receiver<Result<pb::CoordinatorMessage, Status>> {
+        let (tx, rx) = mpsc::channel(16);
+        st.handle(Event::Attach { worker_id, outbox: tx });
+        rx
+    }
+
+    fn rendezvous(rx: &mut mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>) -> Option<pb::Rendezvous> {
+        match rx.try_recv() {
+            Ok(Ok(pb::CoordinatorMessage { kind: Some(Msg::Rendezvous(r)) })) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn cuda_rendezvous_waits_for_rank_zeros_nccl_id() {
+        let mut st = cuda_run(2);
+        let a = register(&mut st, "cuda:0", 1).unwrap();
+        let b = register(&mut st, "cuda:0", 0).unwrap();
+        let mut ra = attach(&mut st, a);
+        let mut rb = attach(&mut st, b);
+        // Only rank 0 (worker b, which asked for it) has its rendezvous, without an id.
+        let r0 = rendezvous(&mut rb).expect("rank 0's rendezvous");
+        assert_eq!((r0.rank, r0.world_size), (0, 2));
+        assert!(r0.nccl_unique_id.is_empty());
+        assert!(rendezvous(&mut ra).is_none(), "rank 1 must wait for the NCCL id");
+        assert_eq!(st.phase, Phase::WaitingForWorkers);
+        // An id from rank 1 is ignored.
+        let id = vec![7u8; 128];
+        let msg = |uid: Vec<u8>, worker_id| Event::Message { worker_id, msg: pb::WorkerMessage { worker_id, kind: Some(pb::worker_message::Kind::NcclId(pb::NcclId { unique_id: uid })) } };
+        st.handle(msg(vec![1u8; 128], a));
+        assert!(rendezvous(&mut ra).is_none());
+        st.handle(msg(id.clone(), b));
+        let r1 = rendezvous(&mut ra).expect("rank 1's rendezvous after the id");
+        assert_eq!((r1.rank, r1.world_size), (1, 2));
+        assert_eq!(r1.nccl_unique_id, id);
+        assert_eq!(r1.collective_addrs, r0.collective_addrs);
+        assert_eq!(st.phase, Phase::Sft);
+    }
+
+    #[test]
+    fn a_cpu_worker_is_refused_by_a_cuda_run() {
+        let mut st = cuda_run(1);
+        let e = register(&mut st, "cpu", 0).unwrap_err();
+        assert!(e.message().contains("workers.device = \"cuda\"") && e.message().contains("`cpu`"), "{}", e.message());
     }
 }

@@ -77,3 +77,62 @@ fn all_gather_reduce_scatter_and_broadcast() {
         assert!(got.iter().all(|g| g == &[5.0, 6.0, 7.0]), "broadcast {world}: {got:?}");
     }
 }
+
+// ---- NCCL (cudarc, loaded at run time) -------------------------------------------------------
+
+use airlift_worker::collective::nccl::{self, Nccl, NcclError};
+
+#[test]
+fn nccl_unique_ids_are_fresh_where_libnccl_loads() {
+    if !nccl::available() {
+        eprintln!("skipped: libnccl is not loadable here");
+        assert!(matches!(nccl::unique_id(), Err(NcclError::NoLibrary)));
+        return;
+    }
+    // ncclGetUniqueId needs no GPU: it opens NCCL's bootstrap listener.
+    let a = nccl::unique_id().unwrap();
+    let b = nccl::unique_id().unwrap();
+    assert_eq!(a.len(), nccl::UNIQUE_ID_BYTES);
+    assert_ne!(a, b);
+    eprintln!("NCCL {}", nccl::version().unwrap());
+}
+
+#[test]
+fn nccl_without_a_gpu_is_a_clear_error() {
+    if tch::Cuda::is_available() {
+        eprintln!("skipped: this host has a CUDA device");
+        return;
+    }
+    let e = Nccl::init(0, 1, &[0u8; nccl::UNIQUE_ID_BYTES]).err().expect("no GPU, no communicator");
+    assert!(matches!(e, NcclError::NoDevice | NcclError::NoLibrary), "{e}");
+    assert!(e.to_string().contains("CUDA") || e.to_string().contains("libnccl"), "{e}");
+}
+
+/// On a GPU host: one rank's communicator runs every collective on CUDA memory (tensor path) and
+/// through host staging (slice path), with segments not divisible evenly. Several ranks need
+/// several GPUs (NCCL refuses two ranks on one device); the whole-run test covers those.
+#[test]
+fn nccl_collectives_on_one_gpu() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let id = nccl::unique_id().unwrap();
+    let mut c = Nccl::init(0, 1, &id).unwrap();
+    let dev = tch::Device::Cuda(0);
+    let host = data(0, 100_003, false);
+    let t = tch::Tensor::from_slice(&host).to_device(dev);
+    c.all_reduce_sum_tensor(&t).unwrap();
+    c.all_gather_tensor(&t, &[100_003]).unwrap();
+    c.broadcast_device(&t, 0).unwrap();
+    c.reduce_scatter_sum_device(&t, &[100_003]).unwrap();
+    assert_eq!(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).unwrap(), host);
+    let mut v = host.clone();
+    c.all_reduce_sum(&mut v).unwrap();
+    c.all_gather(&mut v, &[100_003]).unwrap();
+    assert_eq!(v, host);
+    // Wrong tensors are refused, naming what was expected.
+    let bad = tch::Tensor::zeros([4], (tch::Kind::Double, dev));
+    assert!(c.all_reduce_sum_device(&bad).unwrap_err().to_string().contains("f32"));
+    assert!(c.all_gather_device(&t, &[3, 4]).is_err());
+}

@@ -1,6 +1,6 @@
 //! The learner role: rank r of W data-parallel learners. Receives its shard of each iteration's
 //! trajectories over Flight (deduplicated), builds the expert and corrupted rows for the same
-//! prompts, runs [`Learner::iteration`] with gradients all-reduced over the CPU ring and
+//! prompts, runs [`Learner::iteration`] with gradients all-reduced (CPU ring or NCCL) and
 //! optimizer state sharded (ZeRO-1), appends the rows to `<run>/trajectories/` as Parquet, and
 //! (rank 0) serves the new policy weights. Iteration 0 is the SFT warm start.
 
@@ -12,14 +12,15 @@ use crate::airl::losses::DiscriminatorForm;
 use crate::airl::optim::{AdamWConfig, FlatAdamW};
 use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
-use crate::collective::{DataParallel, TcpRing};
+use crate::collective::nccl::{self, Nccl};
+use crate::collective::{Collective, DataParallel, TcpRing};
 use crate::generate::{generate, SamplingParams};
 use crate::gsm8k;
 use crate::model;
 use crate::tokenizer::Tokenizer;
 use airlift_proto::auth::Guard;
 use airlift_proto::config::RunConfig;
-use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg, worker_message};
 use airlift_proto::trajectory::{self, TrajectoryRow};
 use std::path::Path;
 use std::sync::Arc;
@@ -65,13 +66,10 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             tracing::error!(error = %e, "flight server stopped");
         }
     });
-    let req = pb::RegisterRequest { device: "cpu".into(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
+    let req = pb::RegisterRequest { device: super::local_device_name(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
     let mut s = register(opts, req, rt)?;
     let cfg = s.config.clone();
     let device = super::device(&cfg)?;
-    if device.is_cuda() && cfg.workers.learner > 1 {
-        tracing::warn!("NCCL is not built yet: gradients of CUDA learners go through the CPU TCP ring");
-    }
     if cfg.workers.threads > 0 {
         tch::set_num_threads(cfg.workers.threads as i32);
     }
@@ -105,10 +103,23 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         Err(_) => return Err(WorkerError::Other("coordinator stream closed before the rendezvous".into())),
     };
     let (rank, world) = (rdv.rank as usize, rdv.world_size as usize);
-    let tag = s.stamp_tag();
-    let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, tag).map_err(|e| other(&e))?;
-    let mut dp = DataParallel { coll: Box::new(ring) };
-    tracing::info!(rank, world, "collective ring formed");
+    let coll: Box<dyn Collective> = if device.is_cuda() {
+        let id = if rank == 0 {
+            let id = nccl::unique_id().map_err(|e| other(&e))?;
+            s.send_up(worker_message::Kind::NcclId(pb::NcclId { unique_id: id.clone() }))?;
+            id
+        } else {
+            rdv.nccl_unique_id.clone()
+        };
+        let c = Nccl::init(rank, world, &id).map_err(|e| other(&e))?;
+        tracing::info!(rank, world, nccl = %nccl::version().unwrap_or_default(), "NCCL communicator formed");
+        Box::new(c)
+    } else {
+        let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, s.stamp_tag()).map_err(|e| other(&e))?;
+        tracing::info!(rank, world, "collective ring formed");
+        Box::new(ring)
+    };
+    let mut dp = DataParallel { coll };
 
     let total_iters = cfg.run.iterations.max(1);
     let policy_opt = FlatAdamW::sharded(

@@ -89,9 +89,18 @@ pub(crate) struct Session {
     pub stamp: Stamp,
     /// Coordinator messages (the attached stream's inbound side).
     pub inbox: std::sync::mpsc::Receiver<Msg>,
+    /// The attached stream's outbound side (heartbeats go up it too).
+    pub up: tokio::sync::mpsc::Sender<pb::WorkerMessage>,
 }
 
 impl Session {
+    /// Sends one message up the attached stream.
+    pub fn send_up(&self, kind: worker_message::Kind) -> Result<(), WorkerError> {
+        let m = pb::WorkerMessage { worker_id: self.worker_id, kind: Some(kind) };
+        let up = self.up.clone();
+        self.rt.block_on(async move { up.send(m).await }).map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
+    }
+
     /// Reports a task's outcome.
     pub fn report(&mut self, task_id: u64, result: Result<(u64, String), String>) -> Result<(), WorkerError> {
         let (ok, error, rows, metrics_json) = match result {
@@ -128,6 +137,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
     let (down_tx, down_rx) = std::sync::mpsc::channel::<Msg>();
     let heartbeat = Duration::from_millis(config.workers.heartbeat_ms);
     let mut c = client.clone();
+    let up = up_tx.clone();
     rt.spawn(async move {
         let _ = up_tx.send(pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})) }).await;
         let hb = up_tx.clone();
@@ -170,7 +180,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
         }
     });
     let run_dir = std::path::PathBuf::from(resp.run_dir);
-    Ok(Session { rt, client, worker_id, config, run_dir, stamp, inbox: down_rx })
+    Ok(Session { rt, client, worker_id, config, run_dir, stamp, inbox: down_rx, up })
 }
 
 /// Runs a worker process until the coordinator shuts it down.
@@ -186,8 +196,13 @@ pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     }
 }
 
+/// What a worker reports as its device when it registers: `cuda:0` where libtorch sees a GPU.
+pub(crate) fn local_device_name() -> String {
+    if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }
+}
+
 /// The device of this worker's models: `workers.device = "cuda"` takes GPU 0 (one GPU per worker
-/// process; set CUDA_VISIBLE_DEVICES per process). The CUDA path has not been run yet.
+/// process; set CUDA_VISIBLE_DEVICES per process). The CUDA path has not been run on a GPU yet.
 pub(crate) fn device(cfg: &RunConfig) -> Result<tch::Device, WorkerError> {
     if cfg.workers.device == "cuda" {
         if !tch::Cuda::is_available() {

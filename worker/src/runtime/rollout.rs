@@ -18,7 +18,7 @@ use tch::Kind;
 const GEN_BATCH: usize = 16;
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
-    let mut s = register(opts, pb::RegisterRequest { device: "cpu".into(), ..Default::default() }, rt)?;
+    let mut s = register(opts, pb::RegisterRequest { device: super::local_device_name(), ..Default::default() }, rt)?;
     let cfg = s.config.clone();
     if cfg.workers.threads > 0 {
         tch::set_num_threads(cfg.workers.threads as i32);

@@ -7,8 +7,10 @@
 //! all-reduce every rank holds *bitwise* the same values (each segment is reduced once by its
 //! owner and then copied), which is what keeps data-parallel replicas identical.
 //!
-//! The NCCL backend (cudarc) is not built yet; a run with `workers.device = "cuda"` and more
-//! than one learner is refused by the learner.
+//! [`nccl::Nccl`] is the GPU backend (NCCL loaded at run time through cudarc). Its tensor methods
+//! work in place on CUDA memory; the slice methods stage through the device.
+
+pub mod nccl;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +29,42 @@ pub trait Collective: Send {
     fn reduce_scatter_sum(&mut self, data: &mut [f32], counts: &[usize]) -> io::Result<()>;
     /// In place: every rank ends with `root`'s data.
     fn broadcast(&mut self, data: &mut [f32], root: usize) -> io::Result<()>;
+    /// [`Collective::all_reduce_sum`] on a flat f32 tensor on any device. The default stages the
+    /// values through host memory in [`GRAD_BUCKET`]-sized passes.
+    fn all_reduce_sum_tensor(&mut self, t: &tch::Tensor) -> io::Result<()> {
+        all_reduce_sum_staged(self, t)
+    }
+    /// [`Collective::all_gather`] on a flat f32 tensor on any device (staged through the host by
+    /// default).
+    fn all_gather_tensor(&mut self, t: &tch::Tensor, counts: &[usize]) -> io::Result<()> {
+        all_gather_staged(self, t, counts)
+    }
+}
+
+fn to_host(t: &tch::Tensor) -> io::Result<Vec<f32>> {
+    Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).reshape([-1])).map_err(io::Error::other)
+}
+
+fn copy_back(t: &tch::Tensor, v: &[f32]) {
+    let src = tch::Tensor::from_slice(v).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device());
+    tch::no_grad(|| t.shallow_clone().copy_(&src));
+}
+
+fn all_reduce_sum_staged<C: Collective + ?Sized>(c: &mut C, t: &tch::Tensor) -> io::Result<()> {
+    let mut v = to_host(t)?;
+    // In buckets, so that one ring pass never holds more than GRAD_BUCKET values in flight.
+    for bucket in v.chunks_mut(GRAD_BUCKET) {
+        c.all_reduce_sum(bucket)?;
+    }
+    copy_back(t, &v);
+    Ok(())
+}
+
+fn all_gather_staged<C: Collective + ?Sized>(c: &mut C, t: &tch::Tensor, counts: &[usize]) -> io::Result<()> {
+    let mut v = to_host(t)?;
+    c.all_gather(&mut v, counts)?;
+    copy_back(t, &v);
+    Ok(())
 }
 
 /// Near-equal split of `n` elements into `world` segments (the first ones one larger).
@@ -34,7 +72,7 @@ pub fn split_counts(n: usize, world: usize) -> Vec<usize> {
     (0..world).map(|r| n / world + usize::from(r < n % world)).collect()
 }
 
-fn offsets(counts: &[usize]) -> Vec<usize> {
+pub(crate) fn offsets(counts: &[usize]) -> Vec<usize> {
     counts.iter().scan(0, |acc, &c| {
         let o = *acc;
         *acc += c;
@@ -225,36 +263,23 @@ pub struct DataParallel {
     pub coll: Box<dyn Collective>,
 }
 
-impl DataParallel {
-    fn to_vec(t: &tch::Tensor) -> Vec<f32> {
-        Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float)).expect("f32 tensor")
-    }
-}
-
 impl crate::airl::iteration::GradReducer for DataParallel {
     fn all_reduce_mean(&mut self, grad: &mut tch::Tensor) {
         if self.coll.world() == 1 {
             return;
         }
-        let mut v = Self::to_vec(grad);
-        // In buckets, so that one ring pass never holds more than GRAD_BUCKET values in flight.
-        for bucket in v.chunks_mut(GRAD_BUCKET) {
-            self.coll.all_reduce_sum(bucket).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
-        }
-        let w = self.coll.world() as f32;
-        v.iter_mut().for_each(|x| *x /= w);
-        let t = tch::Tensor::from_slice(&v).to_device(grad.device());
-        tch::no_grad(|| grad.copy_(&t));
+        self.coll.all_reduce_sum_tensor(grad).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
+        let w = self.coll.world() as f64;
+        tch::no_grad(|| {
+            let _ = grad.g_div_scalar_(w);
+        });
     }
 
     fn gather_params(&mut self, opt: &crate::airl::optim::FlatAdamW) {
         if self.coll.world() == 1 {
             return;
         }
-        let mut v = Self::to_vec(opt.flat());
         let counts = opt.shard_counts(self.coll.world());
-        self.coll.all_gather(&mut v, &counts).unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
-        let t = tch::Tensor::from_slice(&v).to_device(opt.flat().device());
-        tch::no_grad(|| opt.flat().shallow_clone().copy_(&t));
+        self.coll.all_gather_tensor(opt.flat(), &counts).unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
     }
 }
