@@ -29,6 +29,8 @@ pub enum CoordinatorError {
     Failed(String),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// How long open connections may delay the server's stop at the end of a run.
@@ -41,9 +43,9 @@ pub struct RunOutcome {
     pub run_dir: std::path::PathBuf,
 }
 
-/// Serves the run of `cfg` on `listener` until it is done, fails, or `shutdown` resolves.
-/// Writes the effective config to `<run>/config.toml` first.
-pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunOutcome, CoordinatorError> {
+/// Serves the run of `cfg` on `listener` until it is done, fails, or `shutdown` resolves (with
+/// the reason to stop). Writes the effective config to `<run>/config.toml` first.
+pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = String> + Send + 'static) -> Result<RunOutcome, CoordinatorError> {
     let run_dir = cfg.run_dir();
     let io = |what: std::io::Error| CoordinatorError::Io { path: run_dir.display().to_string(), what: what.to_string() };
     std::fs::create_dir_all(&run_dir).map_err(io)?;
@@ -75,8 +77,8 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
     });
     let stopper = tx.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        let _ = stopper.send(Event::Stop { reason: "interrupted".into() }).await;
+        let reason = shutdown.await;
+        let _ = stopper.send(Event::Stop { reason }).await;
     });
     drop(tx);
     let mut state = RunState::new(cfg, run_dir.clone());

@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(listen = %cli.listen, "waiting for workers");
             Ok(airlift_coordinator::serve(cfg, token, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
+                "interrupted".to_string()
             })
             .await?)
         }

@@ -198,3 +198,21 @@ fn bounded_staleness_run_keeps_every_row_and_replicas_identical() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_worker_that_cannot_start_ends_the_local_run_with_its_error() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("deadworker");
+    let run = dir.join("run");
+    // The model folder does not exist: every worker fails while loading it.
+    let cfg = tiny_config(&dir.join("no-such-model"), &run, "");
+    std::fs::write(dir.join("c.toml"), cfg).unwrap();
+    let start = std::time::Instant::now();
+    let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
+    assert!(!ok, "{stdout}\n{stderr}");
+    let said = stderr.lines().filter(|l| l.starts_with("  learner-") || l.starts_with("  rollout-")).collect::<Vec<_>>();
+    assert!(!said.is_empty() && said.iter().all(|l| l.contains("no-such-model")), "{stderr}");
+    assert!(stderr.contains("worker logs:"), "{stderr}");
+    assert!(start.elapsed().as_secs() < 60, "the run must stop when its workers die, not wait for them");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
