@@ -62,6 +62,9 @@ prompts_per_task = 1
 eval_prompts = 2
 [sampling]
 max_new_tokens = 24
+[reward]
+warm_start_steps = 1
+warm_start_batch = 2
 [sft]
 steps = 1
 batch = 2

@@ -35,6 +35,11 @@ enum Cmd {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Print the summary table of a run from its `<run>/metrics.jsonl`.
+    Summary {
+        /// The run folder.
+        run: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +49,18 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Some(Cmd::Summary { run }) = &cli.command {
+        let path = run.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let records = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}: not a JSON record", path.display(), i + 1)))
+            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        print!("{}", airlift_coordinator::summary::table(&records));
+        return Ok(());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     if let Some(Cmd::Status { coordinator, token_file }) = cli.command {
         let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;

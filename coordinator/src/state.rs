@@ -6,8 +6,8 @@
 //!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent)
 //!        │   (CUDA runs: rank 0's rendezvous first; the others' once rank 0 sent its NCCL id)
 //!        │
-//!        ├─ sft.steps > 0 ─▶ Sft ──all learners report──┐
-//!        └──────────────────────────────────────────────┴─▶ Running
+//!        ├─ sft.steps or reward.warm_start_steps > 0 ─▶ Sft (warm starts) ──all learners report──┐
+//!        └─────────────────────────────────────────────────────────────────────────────────┴─▶ Running
 //!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
 //!           learning of i starts when its rollouts are done and i − 1 is learned;
 //!           after the last iteration is learned ─▶ Done (workers shut down)
@@ -445,7 +445,7 @@ impl RunState {
         }
         self.rendezvous_sent = true;
         tracing::info!(learners = w, "rendezvous sent");
-        if self.cfg.sft.steps > 0 {
+        if self.cfg.sft.steps > 0 || self.cfg.reward.warm_start_steps > 0 {
             self.phase = Phase::Sft;
             for id in by_rank {
                 let t = self.new_task(
@@ -455,7 +455,7 @@ impl RunState {
                 self.sft_tasks.push(t);
                 self.start(t, id);
             }
-            tracing::info!(steps = self.cfg.sft.steps, "sft warm start");
+            tracing::info!(sft_steps = self.cfg.sft.steps, reward_steps = self.cfg.reward.warm_start_steps, "warm start");
         } else {
             self.phase = Phase::Running;
         }

@@ -7,23 +7,68 @@ pub fn table(records: &[serde_json::Value]) -> String {
     let mut out = String::new();
     for r in records.iter().filter(|r| r["iteration"] == 0) {
         let l = &r["learners"][0];
-        out.push_str(&format!(
-            "sft warm start: {} steps, loss {} -> {}, {:.1} s\n",
-            l["sft_steps"], f(&l["sft_loss_first"]), f(&l["sft_loss_last"]), l["time_sft_s"].as_f64().unwrap_or(0.0)
-        ));
+        if l["sft_steps"].as_u64().unwrap_or(0) > 0 {
+            out.push_str(&format!(
+                "sft warm start: {} steps, loss {} -> {}, {:.1} s\n",
+                l["sft_steps"], f(&l["sft_loss_first"]), f(&l["sft_loss_last"]), l["time_sft_s"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        if l["reward_warm_steps"].as_u64().unwrap_or(0) > 0 {
+            out.push_str(&format!(
+                "reward warm start (experts vs their corruptions): {} steps, loss {} -> {}, {:.1} s\n",
+                l["reward_warm_steps"], f(&l["reward_warm_loss_first"]), f(&l["reward_warm_loss_last"]), l["time_reward_warm_s"].as_f64().unwrap_or(0.0)
+            ));
+        }
     }
-    out.push_str("iter | disc loss | AUROC exp/pol | AUROC exp/corr | held-out exp/pol exp/corr acc | rollout acc | gen tok/s | gen s  xfer s  sync s | disc s  pol s\n");
-    for r in records.iter().filter(|r| r["iteration"].as_u64().unwrap_or(0) > 0) {
-        let l = &r["learners"][0];
+    // (group, column, value) per column; header and rows are laid out from the same list.
+    let cols = |r: &serde_json::Value| -> Vec<(&'static str, &'static str, serde_json::Value)> {
+        let (l, ro) = (&r["learners"][0], &r["rollout"]);
         let ev = &l["eval"];
-        let ro = &r["rollout"];
-        out.push_str(&format!(
-            "{:>4} |  {} |  {}       |  {}        |  {}  {}  {}       |  {}     | {:>8.1}  | {} {} {} | {} {}\n",
-            r["iteration"], f(&l["disc_loss"]), f(&l["auroc_expert_policy_seq"]), f(&l["auroc_expert_corrupted_seq"]),
-            f(&ev["auroc_expert_policy_seq"]), f(&ev["auroc_expert_corrupted_seq"]), f(&ev["policy_accuracy"]),
-            f(&ro["accuracy"]), ro["tokens_per_s"].as_f64().unwrap_or(0.0),
-            f(&ro["generation_s"]), f(&ro["transfer_s"]), f(&ro["weight_sync_s"]), f(&l["time_disc_s"]), f(&l["time_policy_s"]),
-        ));
+        vec![
+            ("train", "disc", l["disc_loss"].clone()),
+            ("train", "e/pol", l["auroc_expert_policy_seq"].clone()),
+            ("train", "e/cor", l["auroc_expert_corrupted_seq"].clone()),
+            ("held-out", "e/pol", ev["auroc_expert_policy_seq"].clone()),
+            ("held-out", "cor:mean", ev["auroc_expert_corrupted_seq"].clone()),
+            ("held-out", "min", ev["auroc_expert_corrupted_seq_min"].clone()),
+            ("held-out", "pair", ev["auroc_expert_corrupted_paired"].clone()),
+            ("held-out", "token", ev["auroc_expert_corrupted_tok"].clone()),
+            ("held-out", "acc", ev["policy_accuracy"].clone()),
+            ("rollout", "acc", ro["accuracy"].clone()),
+            ("rollout", "tok/s", ro["tokens_per_s"].clone()),
+            ("time s", "gen", ro["generation_s"].clone()),
+            ("time s", "xfer", ro["transfer_s"].clone()),
+            ("time s", "sync", ro["weight_sync_s"].clone()),
+            ("time s", "disc", l["time_disc_s"].clone()),
+            ("time s", "pol", l["time_policy_s"].clone()),
+        ]
+    };
+    let rows: Vec<&serde_json::Value> = records.iter().filter(|r| r["iteration"].as_u64().unwrap_or(0) > 0).collect();
+    let Some(first) = rows.first() else { return out };
+    let layout = cols(first);
+    let width = |name: &str| name.len().max(6);
+    let (mut groups, mut names) = (String::from("     "), String::from("iter "));
+    let mut prev = "";
+    for (g, n, _) in &layout {
+        let sep = if *g != prev { "|" } else { " " };
+        groups.push_str(&format!("{sep}{:<w$}", if *g != prev { *g } else { "" }, w = width(n)));
+        names.push_str(&format!("{sep}{:>w$}", n, w = width(n)));
+        prev = g;
     }
+    out.push_str(&format!("{}\n{names}\n", groups.trim_end()));
+    for r in rows {
+        let mut line = format!("{:>4} ", r["iteration"].as_u64().unwrap_or(0));
+        let mut prev = "";
+        for (g, n, v) in cols(r) {
+            let sep = if g != prev { "|" } else { " " };
+            let digits = if n == "tok/s" { 1 } else if g == "time s" { 2 } else { 3 };
+            let cell = v.as_f64().map_or("-".to_string(), |x| format!("{x:.digits$}"));
+            line.push_str(&format!("{sep}{cell:>w$}", w = width(n)));
+            prev = g;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str("AUROCs, expert (e) vs policy samples (pol) and corrupted experts (cor). Held-out cor: mean / min =\nsequence score by mean / min token reward; pair = each corrupted trace vs the expert it came from;\ntoken = tokens from the first error on. Definitions: worker/src/airl/metrics.rs.\n");
     out
 }

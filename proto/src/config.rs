@@ -168,6 +168,18 @@ pub struct RewardSection {
     /// Outcome reward weight. Default 0.
     #[serde(default)]
     pub outcome_weight: f64,
+    /// Reward warm start (an airlift addition to design §1): discriminator steps on expert
+    /// traces against their own corruptions only, before the first iteration, beside the SFT
+    /// warm start. Default 0 (none).
+    #[serde(default)]
+    pub warm_start_steps: u32,
+    /// Its peak learning rate (cosine to 0 over the warm start). Default 1e-3.
+    #[serde(default = "default_warm_lr")]
+    pub warm_start_lr: f64,
+    /// Expert traces per warm-start step, over all learners (each brings its corruptions).
+    /// Default 8.
+    #[serde(default = "default_micro")]
+    pub warm_start_batch: u32,
 }
 
 /// `[policy]`
@@ -251,6 +263,10 @@ fn yes() -> bool {
 fn one_f() -> f64 {
     1.0
 }
+fn default_warm_lr() -> f64 {
+    1e-3
+}
+
 fn default_device() -> String {
     "cpu".into()
 }
@@ -446,7 +462,10 @@ impl RunConfig {
         if self.sft.steps > 0 && self.sft.batch == 0 {
             return bad("sft.batch", "must be at least 1 when sft.steps > 0".into());
         }
-        for (key, lr) in [("reward.lr", self.reward.lr), ("policy.lr", self.policy.lr), ("sft.lr", self.sft.lr)] {
+        if self.reward.warm_start_steps > 0 && self.reward.warm_start_batch < self.workers.learner {
+            return bad("reward.warm_start_batch", format!("{} is fewer than one trace per learner ({})", self.reward.warm_start_batch, self.workers.learner));
+        }
+        for (key, lr) in [("reward.lr", self.reward.lr), ("policy.lr", self.policy.lr), ("sft.lr", self.sft.lr), ("reward.warm_start_lr", self.reward.warm_start_lr)] {
             if !(lr >= 0.0 && lr.is_finite()) {
                 return bad(key, format!("{lr} must be a finite non-negative number"));
             }

@@ -19,6 +19,8 @@ fn check_run(run: &std::path::Path) {
         assert_eq!(l[0]["policy_fingerprint"], l[1]["policy_fingerprint"], "iteration {}", rec["iteration"]);
         assert_eq!(l[0]["reward_fingerprint"], l[1]["reward_fingerprint"], "iteration {}", rec["iteration"]);
     }
+    // The warm starts ran on both ranks: SFT and the reward's experts-vs-corruptions steps.
+    assert!(m[0]["learners"].as_array().unwrap().iter().all(|l| l["sft_steps"] == 1 && l["reward_warm_steps"] == 1), "{}", m[0]);
     // Parameters change from step to step.
     let fps: HashSet<String> = m.iter().map(|r| r["learners"][0]["policy_fingerprint"].as_str().unwrap().to_string()).collect();
     assert_eq!(fps.len(), 4);

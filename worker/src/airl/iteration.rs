@@ -264,11 +264,23 @@ pub fn sequence_score(tokens: &[f64]) -> f64 {
     }
 }
 
+/// How well the rewards separate experts from negatives (see [`crate::airl::metrics`] for the
+/// definitions; every value is an AUROC, 0.5 = no separation).
+#[derive(Debug, Clone, Copy)]
+pub struct Separation {
+    pub expert_policy_seq: f64,
+    pub expert_policy_tok: f64,
+    pub expert_corrupted_seq: f64,
+    pub expert_corrupted_seq_min: f64,
+    pub expert_corrupted_paired: f64,
+    pub expert_corrupted_tok: f64,
+}
+
 impl BatchRewards {
-    /// AUROCs (seq expert-vs-policy, tok expert-vs-policy, seq expert-vs-corrupted, tok
-    /// expert-vs-corrupted from the first error on).
-    pub fn aurocs(&self, batch: &IterationBatch) -> [f64; 4] {
+    /// Separation of experts from policy samples and from corrupted experts.
+    pub fn aurocs(&self, batch: &IterationBatch) -> Separation {
         let seq = |v: &[Vec<f64>]| v.iter().map(|t| sequence_score(t)).collect::<Vec<_>>();
+        let min = |v: &[Vec<f64>]| v.iter().map(|t| t.iter().copied().fold(f64::INFINITY, f64::min)).collect::<Vec<_>>();
         let flat = |v: &[Vec<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
         let after_error: Vec<f64> = self
             .corrupted
@@ -276,13 +288,34 @@ impl BatchRewards {
             .zip(&batch.corrupted)
             .flat_map(|(r, s)| r[s.first_error_token.unwrap_or(0).min(r.len())..].to_vec())
             .collect();
-        [
-            auroc(&seq(&self.experts), &seq(&self.policy)),
-            auroc(&flat(&self.experts), &flat(&self.policy)),
-            auroc(&seq(&self.experts), &seq(&self.corrupted)),
-            auroc(&flat(&self.experts), &after_error),
-        ]
+        // Each corrupted trace against the expert trace it was made from (same group).
+        let expert_seq = seq(&self.experts);
+        let (mut wins, mut pairs) = (0.0, 0usize);
+        for (r, c) in self.corrupted.iter().zip(&batch.corrupted) {
+            if let Some(e) = batch.experts.iter().position(|e| e.group == c.group) {
+                let (a, b) = (expert_seq[e], sequence_score(r));
+                wins += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+                pairs += 1;
+            }
+        }
+        Separation {
+            expert_policy_seq: auroc(&expert_seq, &seq(&self.policy)),
+            expert_policy_tok: auroc(&flat(&self.experts), &flat(&self.policy)),
+            expert_corrupted_seq: auroc(&expert_seq, &seq(&self.corrupted)),
+            expert_corrupted_seq_min: auroc(&min(&self.experts), &min(&self.corrupted)),
+            expert_corrupted_paired: if pairs == 0 { f64::NAN } else { wins / pairs as f64 },
+            expert_corrupted_tok: auroc(&flat(&self.experts), &after_error),
+        }
     }
+}
+
+/// What [`Learner::discriminator_steps`] did: the loss of its first and last step (each taken
+/// before that step's update) and the last gradient norm.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscSteps {
+    pub loss_first: f64,
+    pub loss_last: f64,
+    pub grad_norm: f64,
 }
 
 /// The models and optimizers of one learner.
@@ -348,11 +381,36 @@ impl Learner {
         (total, stats.grad_norm)
     }
 
+    /// `steps` discriminator steps on every row of `batch` (experts labelled 1, policy samples
+    /// and corrupted experts 0; `batch.policy` may be empty, as in the reward warm start).
+    pub fn discriminator_steps(&mut self, batch: &IterationBatch, cfg: &AirlConfig, steps: usize, reducer: &mut dyn GradReducer) -> DiscSteps {
+        let dev = self.device();
+        let micro = cfg.micro_batch.max(1) as i64;
+        let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
+        let mut x_all = pad(&all, cfg.pad_id, dev);
+        if cfg.ignore_corrupted_prefix {
+            let first_corrupted = batch.experts.len() + batch.policy.len();
+            x_all.mask_prefixes(first_corrupted, &batch.corrupted);
+        }
+        let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
+        let labels = Tensor::from_slice(&labels).to_device(dev);
+        let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
+        let mut out = DiscSteps::default();
+        for k in 0..steps {
+            let (loss, gn) = self.disc_step(&x_all, &labels, lp_all.as_ref(), cfg, reducer);
+            if k == 0 {
+                out.loss_first = loss;
+            }
+            out.loss_last = loss;
+            out.grad_norm = gn;
+        }
+        out
+    }
+
     /// Runs one AIRL iteration on `batch` and returns its metrics.
     pub fn iteration(&mut self, batch: &IterationBatch, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
         assert!(!batch.policy.is_empty() && !batch.experts.is_empty(), "an iteration needs policy samples and expert traces");
         let dev = self.device();
-        let micro = cfg.micro_batch.max(1) as i64;
         let mut m = IterationMetrics {
             n_policy: batch.policy.len(),
             n_expert: batch.experts.len(),
@@ -363,23 +421,8 @@ impl Learner {
 
         // 1. Discriminator steps on every row: experts 1, policy samples and corruptions 0.
         let t0 = Instant::now();
-        let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
-        let mut x_all = pad(&all, cfg.pad_id, dev);
-        if cfg.ignore_corrupted_prefix {
-            let first_corrupted = batch.experts.len() + batch.policy.len();
-            x_all.mask_prefixes(first_corrupted, &batch.corrupted);
-        }
-        let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
-        let labels = Tensor::from_slice(&labels).to_device(dev);
-        let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
-        for k in 0..cfg.disc_steps.max(1) {
-            let (loss, gn) = self.disc_step(&x_all, &labels, lp_all.as_ref(), cfg, reducer);
-            if k == 0 {
-                m.disc_loss_first = loss;
-            }
-            m.disc_loss = loss;
-            m.reward_grad_norm = gn;
-        }
+        let d = self.discriminator_steps(batch, cfg, cfg.disc_steps.max(1), reducer);
+        (m.disc_loss_first, m.disc_loss, m.reward_grad_norm) = (d.loss_first, d.loss_last, d.grad_norm);
         m.reward_lr = self.reward_opt.config().lr_at(self.reward_opt.steps_taken().saturating_sub(1));
         m.time_disc_s = t0.elapsed().as_secs_f64();
 
@@ -389,8 +432,13 @@ impl Learner {
         m.reward_expert = mean(&rewards.experts.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
         m.reward_policy = mean(&rewards.policy.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
         m.reward_corrupted = mean(&rewards.corrupted.iter().map(|r| sequence_score(r)).collect::<Vec<_>>());
-        [m.auroc_expert_policy_seq, m.auroc_expert_policy_tok, m.auroc_expert_corrupted_seq, m.auroc_expert_corrupted_tok] =
-            rewards.aurocs(batch);
+        let sep = rewards.aurocs(batch);
+        m.auroc_expert_policy_seq = sep.expert_policy_seq;
+        m.auroc_expert_policy_tok = sep.expert_policy_tok;
+        m.auroc_expert_corrupted_seq = sep.expert_corrupted_seq;
+        m.auroc_expert_corrupted_seq_min = sep.expert_corrupted_seq_min;
+        m.auroc_expert_corrupted_paired = sep.expert_corrupted_paired;
+        m.auroc_expert_corrupted_tok = sep.expert_corrupted_tok;
         let graded: Vec<bool> = batch.policy.iter().filter_map(|s| s.correct).collect();
         m.policy_accuracy = if graded.is_empty() { f64::NAN } else { graded.iter().filter(|&&c| c).count() as f64 / graded.len() as f64 };
 

@@ -25,8 +25,15 @@ pub struct IterationMetrics {
     pub auroc_expert_policy_seq: f64,
     /// Token-level AUROC, expert tokens vs policy-sample tokens.
     pub auroc_expert_policy_tok: f64,
-    /// Sequence-level AUROC, expert vs corrupted traces.
+    /// Sequence-level AUROC, expert vs corrupted traces (any problem against any problem).
     pub auroc_expert_corrupted_seq: f64,
+    /// The same with the `min` aggregate: a trace scores its lowest token reward.
+    pub auroc_expert_corrupted_seq_min: f64,
+    /// Paired: the fraction of corrupted traces that score (mean) below the expert trace they
+    /// were made from, ties ½, i.e. the AUROC over same-problem pairs only. The error-free prefix
+    /// is the same in both, so this isolates what the reward says after the error, which is
+    /// what reranking candidates for one problem needs.
+    pub auroc_expert_corrupted_paired: f64,
     /// Token-level AUROC, expert tokens vs corrupted-trace tokens at and after the first error.
     pub auroc_expert_corrupted_tok: f64,
     /// PPO clipped-surrogate loss (token mean), averaged over the policy steps.

@@ -170,6 +170,16 @@ impl FlatAdamW {
         self.cfg.lr = lr;
     }
 
+    /// Starts a new phase with `cfg`: step count and moments back to zero, parameters kept.
+    pub fn restart(&mut self, cfg: AdamWConfig) {
+        self.cfg = cfg;
+        self.step = 0;
+        tch::no_grad(|| {
+            let _ = self.m.zero_();
+            let _ = self.v.zero_();
+        });
+    }
+
     /// Optimizer steps taken.
     pub fn steps_taken(&self) -> u64 {
         self.step

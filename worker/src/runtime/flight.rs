@@ -41,6 +41,7 @@ pub struct LearnerStore {
     inbox: Mutex<HashMap<u64, TaskRows>>,
     arrived: Condvar,
     duplicates: Mutex<u64>,
+    stale: Mutex<u64>,
     weights: Mutex<Option<(u64, Arc<Vec<f32>>)>>,
 }
 
@@ -70,14 +71,24 @@ impl LearnerStore {
     }
 
     /// Waits until the tasks `tasks` together have `total` rows, then removes and returns them
-    /// (task order, then sample index). `None` on timeout.
-    pub fn take(&self, tasks: &[u64], total: usize, timeout: Duration) -> Option<Vec<TrajectoryRow>> {
+    /// (task order, then sample index). `None` on timeout. Rows of other tasks from iterations
+    /// before `iteration` can never be used any more: they are dropped and counted in
+    /// [`LearnerStore::stale`].
+    pub fn take(&self, iteration: u64, tasks: &[u64], total: usize, timeout: Duration) -> Option<Vec<TrajectoryRow>> {
         let deadline = std::time::Instant::now() + timeout;
         let mut inbox = self.inbox.lock().unwrap();
         loop {
             let ready = tasks.iter().map(|t| inbox.get(t).map_or(0, |r| r.rows.len())).sum::<usize>() >= total;
             if ready {
-                return Some(tasks.iter().flat_map(|t| inbox.remove(t).map(|r| r.rows.into_values().collect::<Vec<_>>()).unwrap_or_default()).collect());
+                let rows = tasks.iter().flat_map(|t| inbox.remove(t).map(|r| r.rows.into_values().collect::<Vec<_>>()).unwrap_or_default()).collect();
+                let before = inbox.values().map(|r| r.rows.len()).sum::<usize>();
+                inbox.retain(|_, r| r.rows.values().any(|row| row.iteration >= iteration));
+                let dropped = before - inbox.values().map(|r| r.rows.len()).sum::<usize>();
+                if dropped > 0 {
+                    tracing::warn!(dropped, iteration, "dropped rows of earlier iterations' tasks that no learner task asked for");
+                    *self.stale.lock().unwrap() += dropped as u64;
+                }
+                return Some(rows);
             }
             let now = std::time::Instant::now();
             if now >= deadline {
@@ -85,6 +96,11 @@ impl LearnerStore {
             }
             inbox = self.arrived.wait_timeout(inbox, deadline - now).unwrap().0;
         }
+    }
+
+    /// Rows dropped because their task belonged to an earlier iteration and was never asked for.
+    pub fn stale(&self) -> u64 {
+        *self.stale.lock().unwrap()
     }
 
     /// Publishes the flat policy weights of `version`.
@@ -267,4 +283,44 @@ async fn get_weights_on(c: &mut FlightClient, version: u64) -> Result<Vec<f32>, 
         out.extend_from_slice(col.values());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(iteration: u64, task_id: u64, sample_index: u32) -> TrajectoryRow {
+        TrajectoryRow {
+            iteration,
+            policy_version: 0,
+            task_id,
+            prompt_id: 1,
+            sample_index,
+            prompt_tokens: vec![1],
+            response_tokens: vec![2],
+            behaviour_logprobs: vec![-0.5],
+            finish_reason: "stop".into(),
+            response_text: String::new(),
+            predicted_answer: None,
+            correct: None,
+            generation_ms: 0,
+            source: "policy".into(),
+            first_error_token: None,
+        }
+    }
+
+    #[test]
+    fn store_drops_duplicates_and_stale_tasks_and_keeps_later_ones() {
+        let s = LearnerStore::default();
+        // Iteration 2's task 5 (sent twice), a stray task 3 from iteration 1, and task 9 of
+        // iteration 3 that arrived early (bounded staleness).
+        assert_eq!(s.insert(vec![row(2, 5, 0), row(2, 5, 1)]), 2);
+        assert_eq!(s.insert(vec![row(2, 5, 1), row(1, 3, 0), row(3, 9, 0)]), 2);
+        assert_eq!(s.duplicates(), 1);
+        let got = s.take(2, &[5], 2, Duration::from_millis(10)).expect("rows are there");
+        assert_eq!(got.iter().map(|r| (r.task_id, r.sample_index)).collect::<Vec<_>>(), [(5, 0), (5, 1)]);
+        assert_eq!(s.stale(), 1, "task 3 of iteration 1 can no longer be asked for");
+        assert!(s.take(3, &[9], 1, Duration::from_millis(10)).is_some(), "iteration 3's early rows are kept");
+        assert!(s.take(4, &[11], 1, Duration::from_millis(10)).is_none(), "times out without rows");
+    }
 }

@@ -6,9 +6,8 @@
 
 use super::data::RunData;
 use super::flight::{LearnerFlight, LearnerStore};
-use super::{fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
+use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
-use crate::airl::losses::DiscriminatorForm;
 use crate::airl::optim::{AdamWConfig, FlatAdamW};
 use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
@@ -30,26 +29,6 @@ use tch::Kind;
 /// How long a learner waits for an iteration's rows after its task arrives. The coordinator
 /// only sends the task once every rollout task has reported, so rows are normally there.
 const ROWS_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
-    AirlConfig {
-        discriminator: if cfg.reward.discriminator == "logit" { DiscriminatorForm::Logit } else { DiscriminatorForm::Airl },
-        label_smoothing: cfg.reward.label_smoothing,
-        class_balance: cfg.reward.class_balance,
-        reward_temperature: cfg.reward.temperature,
-        reward_clip: cfg.reward.clip,
-        outcome_weight: cfg.reward.outcome_weight,
-        disc_steps: cfg.reward.disc_steps as usize,
-        gamma: cfg.policy.gamma,
-        expert_in_group: cfg.policy.expert_in_group,
-        clip_eps: cfg.policy.clip_eps,
-        kl_coef: cfg.policy.kl_coef,
-        policy_steps: cfg.policy.steps as usize,
-        micro_batch: cfg.policy.micro_batch as usize,
-        pad_id,
-        ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
-    }
-}
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
     // Servers first, so that their addresses go into the registration.
@@ -149,7 +128,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             Msg::Learner(task) => {
                 let task_id = task.task_id;
                 let result = if task.iteration == 0 {
-                    sft(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world)
+                    warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world)
                 } else {
                     iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir)
                 };
@@ -158,6 +137,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
                     metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&learner.reward.vs)));
                     metrics["rank"] = serde_json::json!(rank);
                     metrics["duplicates_dropped"] = serde_json::json!(store.duplicates());
+                    metrics["stale_rows_dropped"] = serde_json::json!(store.stale());
                     if rank == 0 {
                         store.publish(task.next_policy_version, flat_params(&policy_vs));
                     }
@@ -188,8 +168,10 @@ impl Session {
     }
 }
 
+/// Iteration 0: the SFT warm start of the policy on synthetic experts, then the reward warm
+/// start (discriminator steps on experts against their own corruptions), each data-parallel.
 #[allow(clippy::too_many_arguments)]
-fn sft(
+fn warm_start(
     l: &mut Learner,
     dp: &mut DataParallel,
     cfg: &RunConfig,
@@ -216,10 +198,42 @@ fn sft(
         losses.push(loss);
     }
     l.policy_opt.set_lr(policy_lr);
-    let m = serde_json::json!({
-        "phase": "sft", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
+    let mut m = serde_json::json!({
+        "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
         "time_sft_s": t.elapsed().as_secs_f64(),
     });
+
+    let steps = cfg.reward.warm_start_steps as usize;
+    if steps > 0 {
+        let t = Instant::now();
+        // Its own schedule (cosine over the warm start), then the iterations' optimizer afresh.
+        let main = l.reward_opt.config().clone();
+        l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
+        let counts = crate::collective::split_counts(cfg.reward.warm_start_batch as usize, world);
+        let first: usize = counts[..rank].iter().sum();
+        // Problems of their own range of train ids, away from SFT and RL prompts.
+        const REWARD_BASE: u64 = 70_000;
+        let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
+        for step in 0..steps {
+            let mut b = IterationBatch::default();
+            for j in 0..counts[rank] {
+                let id = REWARD_BASE + (step * cfg.reward.warm_start_batch as usize + first + j) as u64;
+                b.experts.push(data.expert(tok, Split::Train, id));
+                b.corrupted.extend(data.corruptions(tok, Split::Train, id).into_iter().map(|c| c.0));
+            }
+            let d = l.discriminator_steps(&b, airl, 1, dp);
+            if step == 0 {
+                loss_first = d.loss_first;
+            }
+            loss_last = d.loss_last;
+            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
+        }
+        l.reward_opt.restart(main);
+        m["reward_warm_steps"] = serde_json::json!(steps);
+        m["reward_warm_loss_first"] = serde_json::json!(loss_first);
+        m["reward_warm_loss_last"] = serde_json::json!(loss_last);
+        m["time_reward_warm_s"] = serde_json::json!(t.elapsed().as_secs_f64());
+    }
     Ok((0, m))
 }
 
@@ -260,11 +274,28 @@ fn iteration(
     let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
     let t_wait = Instant::now();
     let rows = store
-        .take(&task.rollout_task_ids, expected, ROWS_TIMEOUT)
+        .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
         .ok_or_else(|| WorkerError::Other(format!("iteration {}: {expected} rows did not all arrive within {} s", task.iteration, ROWS_TIMEOUT.as_secs())))?;
     let wait_s = t_wait.elapsed().as_secs_f64();
     if rows.len() != expected {
         return Err(WorkerError::Other(format!("iteration {}: expected {expected} rows, got {}", task.iteration, rows.len())));
+    }
+    // The rows must be the ones this task names: its iteration, its prompts, sample indices in
+    // range, each (prompt, sample) once.
+    let mut seen = std::collections::HashSet::new();
+    for r in &rows {
+        let bad = if r.iteration != task.iteration {
+            Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
+        } else if !task.prompt_ids.contains(&r.prompt_id) {
+            Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
+        } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
+            Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
+        }
     }
     let mut batch = IterationBatch::default();
     let mut records = rows.clone();
@@ -350,8 +381,9 @@ fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, da
     }
     let a = l.rewards(&batch, airl).aurocs(&batch);
     Ok(serde_json::json!({
-        "auroc_expert_policy_seq": a[0], "auroc_expert_policy_tok": a[1],
-        "auroc_expert_corrupted_seq": a[2], "auroc_expert_corrupted_tok": a[3],
+        "auroc_expert_policy_seq": a.expert_policy_seq, "auroc_expert_policy_tok": a.expert_policy_tok,
+        "auroc_expert_corrupted_seq": a.expert_corrupted_seq, "auroc_expert_corrupted_seq_min": a.expert_corrupted_seq_min,
+        "auroc_expert_corrupted_paired": a.expert_corrupted_paired, "auroc_expert_corrupted_tok": a.expert_corrupted_tok,
         "policy_accuracy": correct as f64 / n as f64, "problems": n,
     }))
 }

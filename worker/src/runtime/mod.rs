@@ -11,6 +11,8 @@ pub mod flight;
 mod learner;
 mod rollout;
 
+use crate::airl::iteration::AirlConfig;
+use crate::airl::losses::DiscriminatorForm;
 use airlift_proto::auth::Stamp;
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind as Msg, worker_message};
@@ -193,6 +195,27 @@ pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     match opts.role {
         Role::Rollout => rollout::run(&opts, rt),
         Role::Learner => learner::run(&opts, rt),
+    }
+}
+
+/// The AIRL settings of a run config (`pad_id`: the policy's padding token).
+pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
+    AirlConfig {
+        discriminator: if cfg.reward.discriminator == "logit" { DiscriminatorForm::Logit } else { DiscriminatorForm::Airl },
+        label_smoothing: cfg.reward.label_smoothing,
+        class_balance: cfg.reward.class_balance,
+        reward_temperature: cfg.reward.temperature,
+        reward_clip: cfg.reward.clip,
+        outcome_weight: cfg.reward.outcome_weight,
+        disc_steps: cfg.reward.disc_steps as usize,
+        gamma: cfg.policy.gamma,
+        expert_in_group: cfg.policy.expert_in_group,
+        clip_eps: cfg.policy.clip_eps,
+        kl_coef: cfg.policy.kl_coef,
+        policy_steps: cfg.policy.steps as usize,
+        micro_batch: cfg.policy.micro_batch as usize,
+        pad_id,
+        ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
     }
 }
 
