@@ -150,7 +150,12 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return "interrupted".to_string(),
                 ev = exited_rx.recv() => match ev {
-                    Some((name, status, _ok)) => {
+                    Some((name, status, ok)) => {
+                        if ok {
+                            // A clean exit: the worker was told to shut down (end of the run).
+                            tracing::info!(name = %name, %status, "worker process exited");
+                            continue;
+                        }
                         tracing::warn!(name = %name, %status, "worker process exited during the run");
                         let log = logs_dir.join(format!("{name}.log"));
                         let why = last_error_line(&log).map(|l| format!(": {l}")).unwrap_or_default();

@@ -203,7 +203,10 @@ impl RunState {
                     w.last_seen = Instant::now();
                     match msg.kind {
                         Some(pb::worker_message::Kind::Progress(p)) => {
-                            tracing::debug!(worker_id, task_id = p.task_id, done = p.done, total = p.total, "progress");
+                            // Every 10th unit and the last, so long phases show they move.
+                            if p.done % 10 == 0 || p.done == p.total {
+                                tracing::info!(worker_id, role = ?w.role, task_id = p.task_id, "progress {}/{}", p.done, p.total);
+                            }
                         }
                         Some(pb::worker_message::Kind::NcclId(id)) => {
                             let rank = w.rank;

@@ -128,7 +128,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             Msg::Learner(task) => {
                 let task_id = task.task_id;
                 let result = if task.iteration == 0 {
-                    warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world)
+                    warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world, &s.progress(task_id))
                 } else {
                     iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir)
                 };
@@ -180,7 +180,10 @@ fn warm_start(
     data: &mut RunData,
     rank: usize,
     world: usize,
+    progress: &dyn Fn(u32, u32),
 ) -> Result<(u64, serde_json::Value), WorkerError> {
+    // Progress counts SFT and reward warm-start steps together.
+    let total = cfg.sft.steps + cfg.reward.warm_start_steps;
     let steps = cfg.sft.steps as usize;
     let b = cfg.sft.batch as usize;
     let t = Instant::now();
@@ -195,6 +198,7 @@ fn warm_start(
         let experts: Vec<Sample> = ids.map(|id| data.expert(tok, Split::Train, id)).collect();
         let loss = l.sft_step(&experts, airl, dp);
         tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
+        progress(step as u32 + 1, total);
         losses.push(loss);
     }
     l.policy_opt.set_lr(policy_lr);
@@ -227,6 +231,7 @@ fn warm_start(
             }
             loss_last = d.loss_last;
             tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
+            progress(cfg.sft.steps + step as u32 + 1, total);
         }
         l.reward_opt.restart(main);
         m["reward_warm_steps"] = serde_json::json!(steps);

@@ -103,6 +103,16 @@ impl Session {
         self.rt.block_on(async move { up.send(m).await }).map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
     }
 
+    /// A progress callback for task `task_id` (`done` of `total` units), sent up the stream
+    /// without waiting; the coordinator shows it.
+    pub fn progress(&self, task_id: u64) -> impl Fn(u32, u32) + use<> {
+        let (up, worker_id) = (self.up.clone(), self.worker_id);
+        move |done, total| {
+            let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Progress(pb::Progress { task_id, done, total })) };
+            let _ = up.try_send(m);
+        }
+    }
+
     /// Reports a task's outcome.
     pub fn report(&mut self, task_id: u64, result: Result<(u64, String), String>) -> Result<(), WorkerError> {
         let (ok, error, rows, metrics_json) = match result {
