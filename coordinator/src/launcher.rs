@@ -46,12 +46,11 @@ fn local_gpus() -> Vec<String> {
 
 /// `CUDA_VISIBLE_DEVICES` for each local worker of a CUDA run, learners first: one GPU per
 /// learner (NCCL needs distinct devices), rollout workers on the GPUs after them, wrapping.
-fn assign_gpus(cfg: &RunConfig) -> Result<Vec<Option<String>>, CoordinatorError> {
+fn assign_gpus(cfg: &RunConfig, gpus: &[String]) -> Result<Vec<Option<String>>, CoordinatorError> {
     let n = (cfg.workers.learner + cfg.workers.rollout) as usize;
     if cfg.workers.device != "cuda" {
         return Ok(vec![None; n]);
     }
-    let gpus = local_gpus();
     if gpus.len() < cfg.workers.learner as usize {
         return Err(CoordinatorError::Config(format!(
             "workers.device = \"cuda\" with workers.learner = {} needs one GPU per learner, and this machine shows {} (CUDA_VISIBLE_DEVICES or /proc/driver/nvidia/gpus)",
@@ -80,7 +79,7 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
     if !bin.exists() {
         return Err(CoordinatorError::Io { path: bin.display().to_string(), what: "worker binary not found (build it, or set AIRLIFT_WORKER_BIN)".into() });
     }
-    let gpus = assign_gpus(&cfg)?;
+    let gpus = assign_gpus(&cfg, &local_gpus())?;
     let mut children: Vec<(String, Child)> = Vec::new();
     let spawn = |name: String, args: Vec<String>, gpu: Option<String>| -> Result<(String, Child), CoordinatorError> {
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).map_err(|e| CoordinatorError::Io { path: logs.display().to_string(), what: e.to_string() })?;
@@ -192,4 +191,22 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
         }
         other => other,
     })
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_gpu_per_learner_and_rollouts_wrap_after_them() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.toml")).unwrap();
+        let mut cfg = RunConfig::from_toml(&text).unwrap();
+        (cfg.workers.learner, cfg.workers.rollout) = (2, 3);
+        let gpus: Vec<String> = ["4", "5", "6"].map(String::from).to_vec();
+        assert_eq!(assign_gpus(&cfg, &gpus).unwrap(), vec![None; 5], "CPU runs set nothing");
+        cfg.workers.device = "cuda".into();
+        let got: Vec<String> = assign_gpus(&cfg, &gpus).unwrap().into_iter().map(Option::unwrap).collect();
+        assert_eq!(got, ["4", "5", "6", "4", "5"]);
+        let e = assign_gpus(&cfg, &gpus[..1]).unwrap_err().to_string();
+        assert!(e.contains("workers.learner = 2") && e.contains("shows 1"), "{e}");
+    }
 }
