@@ -31,6 +31,15 @@ pub struct BenchSpec {
     pub train_batch: usize,
     pub train_seq: usize,
     pub train_steps: usize,
+    /// Where the model runs.
+    pub device: Device,
+}
+
+/// Waits for the device's queued work, so wall-clock timings include it.
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
 }
 
 /// Short name of a precision.
@@ -57,7 +66,7 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
         rows.push(r);
     };
     for &kind in &spec.kinds {
-        let m = model::load(dir, Device::Cpu, kind)?;
+        let m = model::load(dir, spec.device, kind)?;
         let pad = m.model.config().pad_token_id.unwrap_or(0);
         // Warm-up (allocator, kernels' first use), not timed.
         let warm = SamplingParams { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
@@ -93,15 +102,15 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
 /// untimed warm-up step. Parameters and optimizer state are fp32; `compute` is the activation
 /// precision.
 pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow::Result<f64> {
-    let mut m = model::load(dir, Device::Cpu, Kind::Float)?;
+    let mut m = model::load(dir, spec.device, Kind::Float)?;
     m.model.set_compute_kind(compute);
     let vocab = m.model.config().vocab_size;
     let mut opt = tch::nn::AdamW::default().build(&m.vs, 1e-5)?;
     let (b, t) = (spec.train_batch as i64, spec.train_seq as i64);
     let mut rng = SplitMix64::new(1234);
     let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();
-    let ids = Tensor::from_slice(&ids).view([b, t]);
-    let mask = Tensor::ones([b, t], (Kind::Int64, Device::Cpu));
+    let ids = Tensor::from_slice(&ids).view([b, t]).to_device(spec.device);
+    let mask = Tensor::ones([b, t], (Kind::Int64, spec.device));
     let positions = positions_from_mask(&mask);
     let key_mask = mask.to_kind(Kind::Bool);
     let mut step = || {
@@ -117,9 +126,11 @@ pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow
         opt.step();
     };
     step();
+    sync(spec.device);
     let start = Instant::now();
     for _ in 0..spec.train_steps {
         step();
     }
+    sync(spec.device);
     Ok(start.elapsed().as_secs_f64() / spec.train_steps as f64)
 }

@@ -57,6 +57,27 @@ pub enum Command {
         #[arg(long, default_value_t = 256)]
         response_tokens: usize,
     },
+    /// Check NCCL on this host: load it, make a unique id, and (with a GPU) run every collective
+    /// of a one-rank communicator on CUDA memory, checking the values; prints timings.
+    NcclCheck {
+        /// Values (f32) in the test buffer.
+        #[arg(long, default_value_t = 16 << 20)]
+        values: usize,
+    },
+    /// Write a model folder with random weights: the tiny test shape, or the shape of
+    /// `--config-from`'s config.json (for speed checks where the real weights are not at hand).
+    RandomModel {
+        /// Folder with tokenizer.json and tokenizer_config.json to copy.
+        #[arg(long)]
+        tokenizer_from: PathBuf,
+        /// Folder whose config.json gives the shape (else the tiny test shape).
+        #[arg(long)]
+        config_from: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+    },
 }
 
 /// `worker run`.
@@ -196,6 +217,9 @@ pub struct BenchArgs {
     /// Timed training steps per precision (after one warm-up step); 0 skips training.
     #[arg(long, default_value_t = 2)]
     pub train_steps: usize,
+    /// `cpu`, or `cuda` (GPU 0 of what CUDA_VISIBLE_DEVICES shows).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs the parsed command line.
@@ -229,6 +253,12 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::runtime::bench_flight::run(model.as_deref(), rows, batch_rows, response_tokens)?;
             Ok(())
         }
+        Command::NcclCheck { values } => crate::collective::nccl::self_check(values).map_err(anyhow::Error::msg),
+        Command::RandomModel { tokenizer_from, config_from, out, seed } => {
+            crate::model::write_random_llama(&out, config_from.as_deref(), &tokenizer_from, seed)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Run(a) => {
             let token = airlift_proto::auth::load_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
             let opts = crate::runtime::WorkerOptions { role: a.role, coordinator: a.coordinator, rank: a.rank, host: a.host, token };
@@ -237,7 +267,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Gsm8k(a) => run_gsm8k(a),
         Command::Bench(a) => {
+            let device = match a.device.as_str() {
+                "cpu" => Device::Cpu,
+                "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+                "cuda" => bail!("--device cuda: libtorch sees no CUDA device on this host"),
+                other => bail!("--device must be `cpu` or `cuda`, got `{other}`"),
+            };
             let spec = BenchSpec {
+                device,
                 kinds: a.dtypes.iter().map(|d| d.kind()).collect(),
                 gen_batches: a.batches,
                 new_tokens: a.new_tokens,
@@ -245,7 +282,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 train_seq: a.train_seq,
                 train_steps: a.train_steps,
             };
-            println!("airlift bench: {} (threads {})", a.model.display(), tch::get_num_threads());
+            println!("airlift bench: {} on {:?} (threads {})", a.model.display(), device, tch::get_num_threads());
             bench::run(&a.model, &spec)?;
             Ok(())
         }

@@ -268,3 +268,42 @@ impl Collective for Nccl {
         super::all_gather_staged(self, t, counts)
     }
 }
+
+/// `worker nccl-check`: loads NCCL, makes a unique id, and with a GPU runs every collective of a
+/// one-rank communicator on `values` f32 values of CUDA memory, checking the results; prints one
+/// line per step. Errors say what is missing.
+pub fn self_check(values: usize) -> Result<(), NcclError> {
+    let v = version()?;
+    println!("NCCL {v} loaded");
+    let t = std::time::Instant::now();
+    let id = unique_id()?;
+    println!("unique id: {} bytes in {:.1} ms", id.len(), t.elapsed().as_secs_f64() * 1e3);
+    println!("CUDA devices visible to libtorch: {}", tch::Cuda::device_count());
+    let t = std::time::Instant::now();
+    let mut c = Nccl::init(0, 1, &id)?;
+    println!("communicator of 1 rank: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let host: Vec<f32> = (0..values).map(|i| (i % 1000) as f32 * 0.5).collect();
+    let x = Tensor::from_slice(&host).to_device(c.device);
+    let want = x.copy();
+    let timed = |name: &str, f: &mut dyn FnMut() -> Result<(), NcclError>| -> Result<(), NcclError> {
+        f()?;
+        tch::Cuda::synchronize(0);
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            f()?;
+        }
+        tch::Cuda::synchronize(0);
+        let ms = t.elapsed().as_secs_f64() * 1e3 / 10.0;
+        println!("{name:<28} {values} values: {ms:8.3} ms");
+        Ok(())
+    };
+    timed("all-reduce (in place)", &mut || c.all_reduce_sum_device(&x))?;
+    timed("all-gather (grouped bcast)", &mut || c.all_gather_device(&x, &[values]))?;
+    timed("reduce-scatter (grouped)", &mut || c.reduce_scatter_sum_device(&x, &[values]))?;
+    timed("broadcast", &mut || c.broadcast_device(&x, 0))?;
+    if !x.equal(&want) {
+        return Err(NcclError::Call { call: "check", what: "a one-rank collective changed the values".into() });
+    }
+    println!("values unchanged by one-rank collectives: ok");
+    Ok(())
+}

@@ -42,7 +42,18 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, LoadE
 /// layers, GQA 4/2, tied embeddings) as a Hugging Face folder, with the tokenizer files copied
 /// from `tokenizer_from`. For tests and examples that need a real but cheap model.
 pub fn write_tiny_llama(dir: &Path, tokenizer_from: &Path, seed: i64) -> std::io::Result<()> {
+    write_random_llama(dir, None, tokenizer_from, seed)
+}
+
+/// [`write_tiny_llama`], or with the shape of `config_from/config.json` when given.
+pub fn write_random_llama(dir: &Path, config_from: Option<&Path>, tokenizer_from: &Path, seed: i64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    if let Some(from) = config_from {
+        let path = from.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let raw: llama::RawConfig = serde_json::from_str(&text).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        return write_weights(dir, raw, tokenizer_from, seed);
+    }
     let raw: llama::RawConfig = serde_json::from_value(serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -50,10 +61,15 @@ pub fn write_tiny_llama(dir: &Path, tokenizer_from: &Path, seed: i64) -> std::io
         "rope_theta": 10000.0, "tie_word_embeddings": true, "eos_token_id": 2, "pad_token_id": 2, "bos_token_id": 1
     }))
     .expect("valid config");
+    write_weights(dir, raw, tokenizer_from, seed)
+}
+
+fn write_weights(dir: &Path, raw: llama::RawConfig, tokenizer_from: &Path, seed: i64) -> std::io::Result<()> {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&raw).expect("json"))?;
     tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
-    let _model = Llama::new(&vs.root(), &raw.into_config().expect("valid config"));
+    let config = raw.into_config().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let _model = Llama::new(&vs.root(), &config);
     weights::save_var_store(&vs, &dir.join("model.safetensors")).map_err(std::io::Error::other)?;
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(tokenizer_from.join(f), dir.join(f)).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tokenizer_from.join(f).display())))?;
