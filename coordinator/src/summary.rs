@@ -33,6 +33,7 @@ pub fn table(records: &[serde_json::Value]) -> String {
             ("held-out", "min", ev["auroc_expert_corrupted_seq_min"].clone()),
             ("held-out", "pair", ev["auroc_expert_corrupted_paired"].clone()),
             ("held-out", "token", ev["auroc_expert_corrupted_tok"].clone()),
+            ("held-out", "loc@1", ev["error_step_hit1"].clone()),
             ("held-out", "acc", ev["policy_accuracy"].clone()),
             ("rollout", "acc", ro["accuracy"].clone()),
             ("rollout", "tok/s", ro["tokens_per_s"].clone()),
@@ -69,6 +70,12 @@ pub fn table(records: &[serde_json::Value]) -> String {
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str("AUROCs, expert (e) vs policy samples (pol) and corrupted experts (cor). Held-out cor: mean / min =\nsequence score by mean / min token reward; pair = each corrupted trace vs the expert it came from;\ntoken = tokens from the first error on. Definitions: worker/src/airl/metrics.rs.\n");
+    let chance = records.last().and_then(|r| r["learners"][0]["eval"]["error_step_chance"].as_f64()).map_or("-".to_string(), |c| format!("{c:.3}"));
+    out.push_str(&format!(
+        "AUROCs, expert (e) vs policy samples (pol) and corrupted experts (cor). Held-out cor: mean / min =\n\
+         sequence score by mean / min token reward; pair = each corrupted trace vs the expert it came from;\n\
+         token = tokens from the first error on. loc@1: how often the lowest-reward line is the first wrong\n\
+         line (a random line: {chance}). Definitions: worker/src/airl/metrics.rs.\n"
+    ));
     out
 }

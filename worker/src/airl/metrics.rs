@@ -1,5 +1,12 @@
 //! The metrics of one AIRL iteration: every name here becomes a column of the run's metrics.
 //! This struct is the one place where their names and meanings are written down.
+//!
+//! The learner's held-out evaluation (`eval` in each metrics record, rank 0) reports the AUROCs
+//! below on held-out problems under the same names, and also:
+//! * `error_step_hit1`: on held-out corrupted traces, the fraction where the line with the lowest
+//!   mean token reward is the line holding the first wrong token ([`crate::airl::localize`]);
+//! * `error_step_chance`: the same for a uniformly random line (mean of 1 / number of lines);
+//! * `policy_accuracy`: fresh policy samples (one per problem) that grade right.
 
 use serde::Serialize;
 

@@ -8,3 +8,4 @@ pub mod optim;
 pub mod reward;
 pub mod iteration;
 pub mod metrics;
+pub mod localize;

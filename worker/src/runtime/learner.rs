@@ -8,6 +8,7 @@ use super::data::RunData;
 use super::flight::{LearnerFlight, LearnerStore};
 use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
+use crate::airl::localize;
 use crate::airl::optim::{AdamWConfig, FlatAdamW};
 use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
@@ -384,8 +385,20 @@ fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, da
             batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
         }
     }
-    let a = l.rewards(&batch, airl).aurocs(&batch);
+    let rewards = l.rewards(&batch, airl);
+    let a = rewards.aurocs(&batch);
+    // Error localisation on the corrupted traces: the lowest-reward line against the line of the
+    // first wrong token.
+    let mut traces = Vec::new();
+    for (r, c) in rewards.corrupted.iter().zip(&batch.corrupted) {
+        let ends_line: Vec<bool> = c.response.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
+        if let Some(fe) = c.first_error_token {
+            traces.push((r.clone(), localize::step_ids(&ends_line), fe));
+        }
+    }
+    let (hit1, chance) = localize::hit_at_1(&traces);
     Ok(serde_json::json!({
+        "error_step_hit1": hit1, "error_step_chance": chance,
         "auroc_expert_policy_seq": a.expert_policy_seq, "auroc_expert_policy_tok": a.expert_policy_tok,
         "auroc_expert_corrupted_seq": a.expert_corrupted_seq, "auroc_expert_corrupted_seq_min": a.expert_corrupted_seq_min,
         "auroc_expert_corrupted_paired": a.expert_corrupted_paired, "auroc_expert_corrupted_tok": a.expert_corrupted_tok,
