@@ -213,7 +213,9 @@ fn a_worker_that_cannot_start_ends_the_local_run_with_its_error() {
     let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
     assert!(!ok, "{stdout}\n{stderr}");
     let said = stderr.lines().filter(|l| l.starts_with("  learner-") || l.starts_with("  rollout-")).collect::<Vec<_>>();
-    assert!(!said.is_empty() && said.iter().all(|l| l.contains("no-such-model")), "{stderr}");
+    // The worker that failed first names the missing folder; the others may only have seen the
+    // coordinator shutting down.
+    assert!(said.iter().any(|l| l.contains("no-such-model")), "{stderr}");
     assert!(stderr.contains("worker logs:"), "{stderr}");
     assert!(start.elapsed().as_secs() < 60, "the run must stop when its workers die, not wait for them");
     std::fs::remove_dir_all(&dir).unwrap();
