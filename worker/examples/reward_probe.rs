@@ -38,8 +38,7 @@ fn main() -> anyhow::Result<()> {
     let mut data = RunData::new(&cfg, eos as u32);
     let mut eval = IterationBatch::default();
     for id in 0..48 {
-        eval.experts.push(data.expert(&tok, Split::Eval, id));
-        eval.corrupted.extend(data.corruptions(&tok, Split::Eval, id).into_iter().map(|c| c.0));
+        data.add_expert_and_corruptions(&mut eval, &tok, Split::Eval, id);
     }
     let report = |l: &Learner, step: usize, loss: f64, t: f64| {
         let s = l.rewards(&eval, &airl).aurocs(&eval);
@@ -54,8 +53,7 @@ fn main() -> anyhow::Result<()> {
         let mut b = IterationBatch::default();
         for k in 0..batch_n {
             let id = (step as u64 - 1) * batch_n + k;
-            b.experts.push(data.expert(&tok, Split::Train, id));
-            b.corrupted.extend(data.corruptions(&tok, Split::Train, id).into_iter().map(|c| c.0));
+            data.add_expert_and_corruptions(&mut b, &tok, Split::Train, id);
         }
         let d = l.discriminator_steps(&b, &airl, 1, &mut NoReduce);
         if step % every == 0 {

@@ -255,14 +255,14 @@ impl Collective for Nccl {
     }
 
     fn all_reduce_sum_tensor(&mut self, t: &Tensor) -> io::Result<()> {
-        if t.device() == self.device && t.is_contiguous() && t.kind() == Kind::Float {
+        if self.check_tensor(t).is_ok() {
             return self.all_reduce_sum_device(t).map_err(io::Error::other);
         }
         super::all_reduce_sum_staged(self, t)
     }
 
     fn all_gather_tensor(&mut self, t: &Tensor, counts: &[usize]) -> io::Result<()> {
-        if t.device() == self.device && t.is_contiguous() && t.kind() == Kind::Float {
+        if self.check_tensor(t).is_ok() {
             return self.all_gather_device(t, counts).map_err(io::Error::other);
         }
         super::all_gather_staged(self, t, counts)

@@ -3,7 +3,7 @@
 //! workers and learners agree without shipping problems around.
 
 use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations, KINDS};
-use crate::airl::iteration::Sample;
+use crate::airl::iteration::{IterationBatch, Sample};
 use crate::airl::synth::{self, Split, SynthConfig, SynthProblem};
 use crate::gsm8k;
 use crate::rng::SplitMix64;
@@ -69,6 +69,13 @@ impl RunData {
         let mut response = tok.encode(&answer).expect("tokenizer encodes answers");
         response.push(self.eos);
         Sample { prompt, response, group: id as i64, correct: Some(true), ..Default::default() }
+    }
+
+    /// Adds problem `id`'s expert trace and its corruptions to `batch` (for discriminator steps
+    /// and evaluation, where the texts are not needed).
+    pub fn add_expert_and_corruptions(&mut self, batch: &mut IterationBatch, tok: &Tokenizer, split: Split, id: u64) {
+        batch.experts.push(self.expert(tok, split, id));
+        batch.corrupted.extend(self.corruptions(tok, split, id).into_iter().map(|c| c.0));
     }
 
     /// `reward.corruptions_per_expert` corrupted copies of a problem's expert trace, with the

@@ -223,8 +223,7 @@ fn warm_start(
             let mut b = IterationBatch::default();
             for j in 0..counts[rank] {
                 let id = REWARD_BASE + (step * cfg.reward.warm_start_batch as usize + first + j) as u64;
-                b.experts.push(data.expert(tok, Split::Train, id));
-                b.corrupted.extend(data.corruptions(tok, Split::Train, id).into_iter().map(|c| c.0));
+                data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
             }
             let d = l.discriminator_steps(&b, airl, 1, dp);
             if step == 0 {
@@ -362,8 +361,7 @@ fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, da
     let mut batch = IterationBatch::default();
     let mut prompts = Vec::new();
     for id in 0..n {
-        batch.experts.push(data.expert(tok, Split::Eval, id));
-        batch.corrupted.extend(data.corruptions(tok, Split::Eval, id).into_iter().map(|c| c.0));
+        data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id);
         prompts.push(data.prompt_tokens(tok, Split::Eval, id));
     }
     let eos = l.policy.config().eos_token_ids.clone();
