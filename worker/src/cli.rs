@@ -64,6 +64,8 @@ pub enum Command {
         #[arg(long, default_value_t = 16 << 20)]
         values: usize,
     },
+    /// Print what this build and host can do: version, libtorch's CUDA support and devices, NCCL.
+    Info,
     /// Write a model folder with random weights: the tiny test shape, or the shape of
     /// `--config-from`'s config.json (for speed checks where the real weights are not at hand).
     RandomModel {
@@ -253,6 +255,15 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::runtime::bench_flight::run(model.as_deref(), rows, batch_rows, response_tokens)?;
             Ok(())
         }
+        Command::Info => {
+            println!("airlift worker {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", crate::cuda::support());
+            match crate::collective::nccl::version() {
+                Ok(v) => println!("NCCL: {v} loadable"),
+                Err(e) => println!("NCCL: {e}"),
+            }
+            Ok(())
+        }
         Command::NcclCheck { values } => crate::collective::nccl::self_check(values).map_err(anyhow::Error::msg),
         Command::RandomModel { tokenizer_from, config_from, out, seed } => {
             crate::model::write_random_llama(&out, config_from.as_deref(), &tokenizer_from, seed)?;
@@ -270,7 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let device = match a.device.as_str() {
                 "cpu" => Device::Cpu,
                 "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
-                "cuda" => bail!("--device cuda: libtorch sees no CUDA device on this host"),
+                "cuda" => bail!("--device cuda: libtorch sees no CUDA device on this host ({})", crate::cuda::support()),
                 other => bail!("--device must be `cpu` or `cuda`, got `{other}`"),
             };
             let spec = BenchSpec {

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod collective;
 pub mod convert;
+pub mod cuda;
 pub mod generate;
 pub mod gguf;
 pub mod gsm8k;

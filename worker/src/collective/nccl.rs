@@ -278,7 +278,7 @@ pub fn self_check(values: usize) -> Result<(), NcclError> {
     let t = std::time::Instant::now();
     let id = unique_id()?;
     println!("unique id: {} bytes in {:.1} ms", id.len(), t.elapsed().as_secs_f64() * 1e3);
-    println!("CUDA devices visible to libtorch: {}", tch::Cuda::device_count());
+    println!("{}", crate::cuda::support());
     let t = std::time::Instant::now();
     let mut c = Nccl::init(0, 1, &id)?;
     println!("communicator of 1 rank: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);

@@ -235,11 +235,14 @@ pub(crate) fn local_device_name() -> String {
 }
 
 /// The device of this worker's models: `workers.device = "cuda"` takes GPU 0 (one GPU per worker
-/// process; set CUDA_VISIBLE_DEVICES per process). The CUDA path has not been run on a GPU yet.
+/// process; set CUDA_VISIBLE_DEVICES per process).
 pub(crate) fn device(cfg: &RunConfig) -> Result<tch::Device, WorkerError> {
     if cfg.workers.device == "cuda" {
         if !tch::Cuda::is_available() {
-            return Err(WorkerError::Other("workers.device = \"cuda\" but libtorch sees no CUDA device on this host".into()));
+            return Err(WorkerError::Other(format!(
+                "workers.device = \"cuda\" but libtorch sees no CUDA device on this host ({})",
+                crate::cuda::support()
+            )));
         }
         return Ok(tch::Device::Cuda(0));
     }
