@@ -9,7 +9,7 @@ VENV  := $(CURDIR)/.venv
 CACHE := $(CURDIR)/.cache
 MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
 GSM8K := $(CACHE)/data/gsm8k/test.jsonl
-TORCH_STAMP := $(VENV)/.torch-2.11.0
+TORCH_STAMP := $(VENV)/.torch-2.11.0-crt
 WORKER := target/release/worker
 THREADS ?= 2
 
@@ -35,9 +35,11 @@ test: assets
 # cudarc loads NCCL as `libnccl.so`; the wheel's nvidia-nccl-cu13 ships only `libnccl.so.2`, so
 # the link a -dev package would add is made next to it (the binaries' rpath names that folder).
 
+# nvidia-cuda-crt: the CUDA headers (crt/) that the wheel set lacks and the CUDA-graph shim's
+# libtorch headers include (134 kB; worker/build.rs compiles the shim against them).
 $(TORCH_STAMP):
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.11.0
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.11.0 nvidia-cuda-crt==13.0.88
 	@touch $@
 
 build: $(TORCH_STAMP)

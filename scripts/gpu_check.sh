@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The prepared GPU check for a session with a device machine. NOT YET RUN ON A GPU.
+# The prepared GPU check for a session with a device machine.
 #
 # Here (CPU machine):   scripts/gpu_check.sh prepare
 #   builds the release binaries and puts what the GPU machine needs (SmolLM2's config and
-#   tokenizer, no weights) under .cache/gpu/; carry `target/release/worker`,
-#   `target/release/coordinator` and `.cache/gpu` (about 45 MB together).
+#   tokenizer, no weights; a Qwen2.5-0.5B-shaped config) under .cache/gpu/; carry
+#   `target/release/worker`, `target/release/coordinator` and `.cache/gpu` (about 45 MB).
 # There (device run):   scripts/gpu_check.sh run
-#   uses the machine's own torch 2.11.0+cu130 (libtorch, CUDA and NCCL libraries) and prints:
-#   NCCL load / unique id / one-rank collectives with timings, generation and training speed of a
-#   SmolLM2-shaped model with random weights on the GPU, and a tiny 2-iteration airlift run with
-#   workers.device = "cuda" (learner and rollout worker share GPU 0; NCCL world of 1).
+#   uses the machine's own torch 2.11.0+cu130 (libtorch, CUDA and NCCL libraries) and
+#   transformers, and prints in one sitting on one GPU:
+#   1. CUDA support and NCCL: one-rank collectives, timed after synchronising, with bandwidth;
+#   2. generation, airlift (CUDA graphs; then eager) against transformers `generate`, batch
+#      1/16/64/256, fp32 and bf16, 128 forced new tokens, SmolLM2 shape with random weights;
+#      and the SmolLM2-shaped training step (8 x 256);
+#   3. a transformers decode step profiled, fp32 against bf16;
+#   4. the Qwen2.5-0.5B-shaped training step (16 x 1024, bf16 compute), airlift and transformers;
+#   5. configs/default.toml on CUDA (random SmolLM2-shaped weights, 2 iterations) with its
+#      phase times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=target/release/worker
@@ -18,8 +24,15 @@ C=target/release/coordinator
 case "${1:-}" in
 prepare)
   make build
-  mkdir -p .cache/gpu/smol
+  mkdir -p .cache/gpu/smol .cache/gpu/qwen
   cp .cache/models/SmolLM2-135M-Instruct/{config.json,tokenizer.json,tokenizer_config.json} .cache/gpu/smol/
+  # Qwen2.5-0.5B's shape (its config.json as published), for the training-step comparison.
+  cat > .cache/gpu/qwen/config.json <<'JSON'
+{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896,
+ "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+ "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+ "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151643}
+JSON
   du -sh $W $C .cache/gpu
   ;;
 run)
@@ -27,43 +40,32 @@ run)
   LINKS=$(mktemp -d)
   ln -s "$SITE/nvidia/nccl/lib/libnccl.so.2" "$LINKS/libnccl.so"   # cudarc loads `libnccl.so`
   export LD_LIBRARY_PATH="$LINKS:$SITE/torch/lib:$(echo "$SITE"/nvidia/*/lib "$SITE"/nvidia/cu13/lib 2>/dev/null | tr ' ' :)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export RUST_BACKTRACE=0
+  export RUST_BACKTRACE=0 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+  $W info
   echo "== 1. NCCL"
   $W nccl-check --values $((64 << 20))
-  echo "== 2. SmolLM2 shape, random weights, on the GPU"
+  echo "== 2. generation and the training step, SmolLM2 shape, random weights"
   $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/smol --out /tmp/smol-random
-  $W bench --device cuda --model /tmp/smol-random --batches 1,16,64 --train-batch 8 --train-seq 256 --train-steps 3
-  echo "== 3. a tiny airlift run on CUDA"
-  $W random-model --tokenizer-from .cache/gpu/smol --out /tmp/tiny
+  $W bench --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
+  echo "-- airlift without CUDA graphs (AIRLIFT_CUDA_GRAPHS=0)"
+  AIRLIFT_CUDA_GRAPHS=0 $W bench --device cuda --model /tmp/smol-random --batches 1,64 --train-steps 0
+  echo "-- transformers"
+  python3 scripts/bench_hf.py --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
+  echo "== 3. one transformers decode step profiled"
+  python3 scripts/profile_decode_hf.py --model /tmp/smol-random --batch 1 2>&1 | head -n 80
+  echo "== 4. training step, Qwen2.5-0.5B shape, bf16 compute, 16 x 1024"
+  $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/qwen --out /tmp/qwen-random
+  $W bench --device cuda --model /tmp/qwen-random --skip-generate --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3
+  python3 scripts/bench_hf.py --device cuda --model /tmp/qwen-random --batches "" --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3
+  echo "== 5. configs/default.toml on CUDA (random weights, 2 iterations)"
   RUN=$(mktemp -d)
-  cat > "$RUN/tiny.toml" <<TOML
-[run]
-name = "gpu-check"
-dir = "$RUN/run"
-iterations = 2
-[workers]
-rollout = 1
-learner = 1
-device = "cuda"
-[model]
-policy = "/tmp/tiny"
-[data]
-prompts_per_iteration = 8
-samples_per_prompt = 2
-prompts_per_task = 4
-eval_prompts = 4
-[sampling]
-max_new_tokens = 32
-[reward]
-discriminator = "logit"
-warm_start_steps = 2
-[sft]
-steps = 2
-batch = 4
-TOML
-  CUDA_VISIBLE_DEVICES=0 $C --config "$RUN/tiny.toml" --local 2>"$RUN/coordinator.log" || { tail -n 20 "$RUN/coordinator.log"; tail -n 20 "$RUN"/run/logs/*.log; exit 1; }
-  grep -h "NCCL communicator" "$RUN"/run/logs/learner-0.log || true
+  export AIRLIFT__MODEL__POLICY=/tmp/smol-random AIRLIFT__WORKERS__DEVICE=cuda AIRLIFT__RUN__DIR="$RUN/run" AIRLIFT__RUN__ITERATIONS=2
+  start=$(date +%s)
+  CUDA_VISIBLE_DEVICES=0 $C --config configs/default.toml --local 2>"$RUN/coordinator.log" || { tail -n 20 "$RUN/coordinator.log"; tail -n 20 "$RUN"/run/logs/*.log; exit 1; }
+  echo "default config on CUDA: $(( $(date +%s) - start )) s wall"
+  grep -h "NCCL communicator\|cuda_graphs" "$RUN"/run/logs/*.log | head -n 4 || true
   ;;
 *)
   echo "usage: scripts/gpu_check.sh prepare|run" >&2

@@ -10,6 +10,11 @@
 //!   and libtorch then sees no CUDA device even on a GPU host. `--no-as-needed` around it keeps
 //!   it in DT_NEEDED. The library loads fine on hosts without a GPU (the torch wheel does the
 //!   same); `worker info` and the `cuda_support` test check that it is loaded.
+//! * the CUDA-graph shim (`csrc/cuda_graph.cpp`, a few libtorch calls tch has no binding for),
+//!   compiled against the wheel's headers when libtorch has CUDA and the CUDA runtime headers are
+//!   found (the wheel's `nvidia/cu13/include` with `crt/` from `nvidia-cuda-crt`, which `make`
+//!   installs, or `$CUDA_HOME/include`); it sets
+//!   `cfg(airlift_cuda_graphs)`. Without it, decoding on CUDA runs eagerly.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -21,7 +26,32 @@ fn main() {
     if nccl.is_dir() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", nccl.display());
     }
-    if lib.join("libtorch_cuda.so").is_file() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
+    println!("cargo:rustc-check-cfg=cfg(airlift_cuda_graphs)");
+    if !lib.join("libtorch_cuda.so").is_file() {
+        return;
     }
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    let include = lib.join("../include");
+    let cuda_include = [lib.join("../../nvidia/cu13/include"), lib.join("../../nvidia/cuda_runtime/include")]
+        .into_iter()
+        .chain(std::env::var("CUDA_HOME").ok().map(|h| std::path::Path::new(&h).join("include")))
+        .find(|d| d.join("cuda_runtime_api.h").is_file() && d.join("crt/host_config.h").is_file());
+    let Some(cuda_include) = cuda_include else {
+        println!("cargo:warning=CUDA runtime headers not found: CUDA graphs are not built (decoding on CUDA runs eagerly)");
+        return;
+    };
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(&cuda_include)
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .file("csrc/cuda_graph.cpp")
+        .compile("airlift_cuda_graph");
+    println!("cargo:rustc-cfg=airlift_cuda_graphs");
 }

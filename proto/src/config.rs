@@ -128,6 +128,11 @@ pub struct SamplingSection {
     /// Default 128.
     #[serde(default = "default_max_new")]
     pub max_new_tokens: u32,
+    /// Most sequences a rollout worker decodes together (rows of its KV cache); more wait and
+    /// refill rows as sequences finish (continuous batching). Bounds KV-cache memory: SmolLM2 at
+    /// 256 columns takes about 9 MB per row in bf16. Default 64.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
 }
 
 /// `[reward]`
@@ -259,6 +264,9 @@ fn three() -> u32 {
 }
 fn yes() -> bool {
     true
+}
+fn default_max_batch() -> u32 {
+    64
 }
 fn one_f() -> f64 {
     1.0
@@ -434,6 +442,9 @@ impl RunConfig {
         }
         if self.sampling.max_new_tokens == 0 {
             return bad("sampling.max_new_tokens", "must be at least 1".into());
+        }
+        if self.sampling.max_batch == 0 {
+            return bad("sampling.max_batch", "must be at least 1".into());
         }
         if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
             return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));

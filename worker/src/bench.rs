@@ -3,7 +3,7 @@
 //! AdamW) per precision. The bf16 training row keeps fp32 master weights and optimizer state and
 //! computes in bf16 (weights are cast on the fly; gradients land on the fp32 masters).
 
-use crate::generate::{generate, SamplingParams};
+use crate::generate::{Generator, SamplingParams};
 use crate::model::{self, llama::positions_from_mask};
 use crate::rng::SplitMix64;
 use std::path::Path;
@@ -68,15 +68,18 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
     for &kind in &spec.kinds {
         let m = model::load(dir, spec.device, kind)?;
         let pad = m.model.config().pad_token_id.unwrap_or(0);
-        // Warm-up (allocator, kernels' first use), not timed.
-        let warm = SamplingParams { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
-        generate(&m.model, &[prompt.clone()], &[], pad, &warm);
         for &b in &spec.gen_batches {
             let params = SamplingParams { max_new_tokens: spec.new_tokens, ignore_eos: true, ..Default::default() };
-            let out = generate(&m.model, &vec![prompt.clone(); b], &[], pad, &params);
+            // Untimed: the cache for this bucket (and its CUDA graph), the kernels' first use.
+            let mut g = Generator::new(&m.model, b);
+            g.prepare(&m.model, b, prompt.len(), spec.new_tokens, pad);
+            let warm = SamplingParams { max_new_tokens: 4, ..params.clone() };
+            g.generate(&m.model, &vec![prompt.clone(); b], &[], pad, &warm);
+            sync(spec.device);
+            let out = g.generate(&m.model, &vec![prompt.clone(); b], &[], pad, &params);
             let secs = out.elapsed_ms / 1e3;
             print(Row {
-                what: format!("generate {} new tokens", spec.new_tokens),
+                what: format!("generate {} new tokens{}", spec.new_tokens, if g.uses_graphs() { " (graph)" } else { "" }),
                 dtype: kind_name(kind).into(),
                 batch: b,
                 seconds: secs,

@@ -207,6 +207,9 @@ pub struct BenchArgs {
     /// Generation batch sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 16])]
     pub batches: Vec<usize>,
+    /// Skip generation (time only the training step).
+    #[arg(long)]
+    pub skip_generate: bool,
     /// Forced new tokens per sequence (EOS ignored).
     #[arg(long, default_value_t = 128)]
     pub new_tokens: usize,
@@ -287,7 +290,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let spec = BenchSpec {
                 device,
                 kinds: a.dtypes.iter().map(|d| d.kind()).collect(),
-                gen_batches: a.batches,
+                gen_batches: if a.skip_generate { Vec::new() } else { a.batches },
                 new_tokens: a.new_tokens,
                 train_batch: a.train_batch,
                 train_seq: a.train_seq,

@@ -41,3 +41,109 @@ fn library_loaded(prefix: &str) -> bool {
 pub fn support() -> Support {
     Support { loaded: library_loaded("libtorch_cuda.so"), devices: tch::Cuda::device_count() }
 }
+
+/// A CUDA-graph call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("CUDA graphs are not built into this binary (libtorch without CUDA, or no CUDA headers at build time)")]
+    NotBuilt,
+    #[error("CUDA graph {call} failed: {what}")]
+    Call { call: &'static str, what: String },
+}
+
+/// Whether this binary can capture CUDA graphs (the C++ shim was built against a CUDA libtorch).
+pub fn graphs_built() -> bool {
+    cfg!(airlift_cuda_graphs)
+}
+
+#[cfg(airlift_cuda_graphs)]
+mod shim {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        pub fn airlift_side_stream_push(err: *mut c_char, len: usize) -> c_int;
+        pub fn airlift_side_stream_pop(err: *mut c_char, len: usize) -> c_int;
+        pub fn airlift_graph_new() -> *mut c_void;
+        pub fn airlift_graph_delete(g: *mut c_void);
+        pub fn airlift_graph_capture_begin(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+        pub fn airlift_graph_capture_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+        pub fn airlift_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    }
+
+    /// Calls a shim function that reports errors through a message buffer.
+    pub fn call(name: &'static str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), super::GraphError> {
+        let mut buf = vec![0 as c_char; 1024];
+        if f(buf.as_mut_ptr(), buf.len()) == 0 {
+            return Ok(());
+        }
+        // SAFETY: the shim writes a NUL-terminated string into the buffer on failure.
+        let what = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+        Err(super::GraphError::Call { call: name, what })
+    }
+}
+
+/// Runs `f` on a side CUDA stream (with the device synchronised before and after): graph
+/// warm-ups run there, so that lazily created per-stream state (cuBLAS workspaces) exists for
+/// the stream the capture will use.
+pub fn on_side_stream<T>(f: impl FnOnce() -> T) -> Result<T, GraphError> {
+    #[cfg(airlift_cuda_graphs)]
+    {
+        // SAFETY: the shim functions take a valid buffer and its length.
+        shim::call("side stream push", |e, n| unsafe { shim::airlift_side_stream_push(e, n) })?;
+        let out = f();
+        shim::call("side stream pop", |e, n| unsafe { shim::airlift_side_stream_pop(e, n) })?;
+        Ok(out)
+    }
+    #[cfg(not(airlift_cuda_graphs))]
+    {
+        let _ = f;
+        Err(GraphError::NotBuilt)
+    }
+}
+
+/// A captured CUDA graph: [`Graph::replay`] relaunches every kernel `f` launched during
+/// [`Graph::capture`] on the same memory. What `f` allocated lives in the graph's private pool,
+/// so the tensors it returned hold the results of the latest replay.
+pub struct Graph {
+    #[cfg(airlift_cuda_graphs)]
+    ptr: *mut std::ffi::c_void,
+}
+
+impl Graph {
+    /// Captures the kernels `f` launches on the current CUDA device. `f` must not synchronise
+    /// with the host (no reads of values, no host-to-device copies from pageable memory).
+    pub fn capture<T>(f: impl FnOnce() -> T) -> Result<(Graph, T), GraphError> {
+        #[cfg(airlift_cuda_graphs)]
+        {
+            // SAFETY: a new graph object, owned by the returned Graph and deleted in Drop.
+            let g = Graph { ptr: unsafe { shim::airlift_graph_new() } };
+            shim::call("capture begin", |e, n| unsafe { shim::airlift_graph_capture_begin(g.ptr, e, n) })?;
+            let out = f();
+            shim::call("capture end", |e, n| unsafe { shim::airlift_graph_capture_end(g.ptr, e, n) })?;
+            Ok((g, out))
+        }
+        #[cfg(not(airlift_cuda_graphs))]
+        {
+            let _ = f;
+            Err(GraphError::NotBuilt)
+        }
+    }
+
+    /// Launches the captured kernels on the current stream.
+    pub fn replay(&self) -> Result<(), GraphError> {
+        #[cfg(airlift_cuda_graphs)]
+        {
+            // SAFETY: ptr is a live graph that finished capturing.
+            shim::call("replay", |e, n| unsafe { shim::airlift_graph_replay(self.ptr, e, n) })
+        }
+        #[cfg(not(airlift_cuda_graphs))]
+        Err(GraphError::NotBuilt)
+    }
+}
+
+#[cfg(airlift_cuda_graphs)]
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from airlift_graph_new and is deleted once.
+        unsafe { shim::airlift_graph_delete(self.ptr) }
+    }
+}

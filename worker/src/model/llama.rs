@@ -601,6 +601,219 @@ impl Llama {
     }
 }
 
+/// The decode path's fused projection weights, in the compute precision: per layer q|k|v as one
+/// matrix and gate|up as another, so a decode step launches one GEMM where the checkpoint layout
+/// needs three (attention) or two (MLP). Built from the model's parameters by
+/// [`Llama::decode_weights`]; after the parameters change in place (a weight sync),
+/// [`Llama::refresh_decode_weights`] copies them again into the same buffers, so CUDA graphs
+/// captured over these buffers stay valid.
+pub struct DecodeWeights {
+    layers: Vec<FusedLayer>,
+    kind: Kind,
+}
+
+struct FusedLayer {
+    qkv_w: Tensor,
+    qkv_b: Option<Tensor>,
+    gate_up_w: Tensor,
+    gate_up_b: Option<Tensor>,
+}
+
+/// A per-slot key/value cache for continuous batching: every row (slot) holds one sequence at
+/// cache columns equal to its rotary positions (no left padding), so a finished row can be
+/// refilled with a new prompt while the others keep decoding.
+pub struct SlotCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    /// [slots, capacity] bool: true where a column holds one of the row's tokens.
+    key_mask: Tensor,
+    slots: i64,
+    capacity: i64,
+}
+
+impl SlotCache {
+    /// Number of rows.
+    pub fn slots(&self) -> i64 {
+        self.slots
+    }
+
+    /// Columns per row.
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    /// Marks every row empty (keys and values are overwritten as rows fill).
+    pub fn clear(&self) {
+        let _ = self.key_mask.shallow_clone().fill_(0);
+    }
+}
+
+fn cfg_hidden(cfg: &Config) -> i64 {
+    cfg.hidden_size
+}
+
+fn cat_opt(a: &Option<Tensor>, b: &Option<Tensor>, c: Option<&Option<Tensor>>, kind: Kind) -> Option<Tensor> {
+    let mut parts: Vec<&Tensor> = vec![a.as_ref()?, b.as_ref()?];
+    if let Some(c) = c {
+        parts.push(c.as_ref()?);
+    }
+    Some(Tensor::cat(&parts, 0).to_kind(kind))
+}
+
+impl Llama {
+    /// Fused decode weights (see [`DecodeWeights`]) in the compute precision.
+    pub fn decode_weights(&self) -> DecodeWeights {
+        let kind = self.compute_kind;
+        tch::no_grad(|| DecodeWeights {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    let (a, m) = (&l.self_attn, &l.mlp);
+                    FusedLayer {
+                        qkv_w: Tensor::cat(&[&a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight], 0).to_kind(kind),
+                        qkv_b: cat_opt(&a.q_proj.bias, &a.k_proj.bias, Some(&a.v_proj.bias), kind),
+                        gate_up_w: Tensor::cat(&[&m.gate_proj.weight, &m.up_proj.weight], 0).to_kind(kind),
+                        gate_up_b: cat_opt(&m.gate_proj.bias, &m.up_proj.bias, None, kind),
+                    }
+                })
+                .collect(),
+            kind,
+        })
+    }
+
+    /// Copies the current parameters into `w` in place (same buffers).
+    pub fn refresh_decode_weights(&self, w: &mut DecodeWeights) {
+        let fresh = self.decode_weights();
+        tch::no_grad(|| {
+            for (d, s) in w.layers.iter_mut().zip(fresh.layers) {
+                d.qkv_w.copy_(&s.qkv_w);
+                d.gate_up_w.copy_(&s.gate_up_w);
+                if let (Some(d), Some(s)) = (&mut d.qkv_b, &s.qkv_b) {
+                    d.copy_(s);
+                }
+                if let (Some(d), Some(s)) = (&mut d.gate_up_b, &s.gate_up_b) {
+                    d.copy_(s);
+                }
+            }
+        });
+    }
+
+    /// A slot cache of `slots` rows of `capacity` columns, in the compute precision.
+    pub fn new_slot_cache(&self, slots: i64, capacity: i64) -> SlotCache {
+        let shape = [slots, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
+        let opts = (self.compute_kind, self.device());
+        let n = self.cfg.num_layers as usize;
+        SlotCache {
+            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            key_mask: Tensor::zeros([slots, capacity], (Kind::Bool, self.device())),
+            slots,
+            capacity,
+        }
+    }
+
+    /// Prefills `prompts` into the rows `rows` of `cache` (one prompt per row; equal prompts are
+    /// computed once) and returns the logits of each row's last prompt token, [rows, V].
+    /// Rows keep their columns beyond the prompt masked until decoding writes them.
+    pub fn prefill_slots(&self, cache: &SlotCache, rows: &[i64], prompts: &[&[u32]], pad_id: i64) -> Tensor {
+        assert_eq!(rows.len(), prompts.len(), "one prompt per row");
+        let dev = self.device();
+        // Unique prompts, and which of them each row takes.
+        let mut unique: Vec<&[u32]> = Vec::new();
+        let mut take = Vec::with_capacity(rows.len());
+        for p in prompts {
+            assert!(!p.is_empty(), "every prompt needs at least one token");
+            let i = unique.iter().position(|u| u == p).unwrap_or_else(|| {
+                unique.push(p);
+                unique.len() - 1
+            });
+            take.push(i as i64);
+        }
+        let (n, l) = (unique.len() as i64, unique.iter().map(|p| p.len()).max().unwrap() as i64);
+        assert!(l <= cache.capacity, "prompt of {l} tokens does not fit a cache of {} columns", cache.capacity);
+        // Right padding: a real token never attends to padding (it comes later), so each row
+        // computes what it would alone, and its columns equal its positions.
+        let mut ids = vec![pad_id; (n * l) as usize];
+        let mut mask = vec![false; (n * l) as usize];
+        for (r, p) in unique.iter().enumerate() {
+            for (j, &t) in p.iter().enumerate() {
+                ids[r * l as usize + j] = t as i64;
+                mask[r * l as usize + j] = true;
+            }
+        }
+        let ids = Tensor::from_slice(&ids).view([n, l]).to_device(dev);
+        let mask = Tensor::from_slice(&mask).view([n, l]).to_device(dev);
+        let positions = positions_from_mask(&mask);
+        let mut tmp = self.new_cache(n, l);
+        let hidden = self.hidden_states(&ForwardInput { input_ids: &ids, positions: &positions, key_mask: &mask }, Some(&mut tmp));
+        let last: Vec<i64> = unique.iter().map(|p| p.len() as i64 - 1).collect();
+        let last = Tensor::from_slice(&last).to_device(dev);
+        let hs = cfg_hidden(&self.cfg);
+        let h = hidden.gather(1, &last.view([n, 1, 1]).expand([n, 1, hs], false), false).view([n, hs]);
+        let logits = self.logits(&h);
+        let take = Tensor::from_slice(&take).to_device(dev);
+        let rows_t = Tensor::from_slice(rows).to_device(dev);
+        for i in 0..self.layers.len() {
+            let (k, v) = (tmp.keys[i].index_select(0, &take), tmp.values[i].index_select(0, &take));
+            let _ = cache.keys[i].narrow(2, 0, l).index_copy_(0, &rows_t, &k);
+            let _ = cache.values[i].narrow(2, 0, l).index_copy_(0, &rows_t, &v);
+        }
+        let full = Tensor::zeros([n, cache.capacity], (Kind::Bool, dev));
+        full.narrow(1, 0, l).copy_(&mask);
+        let _ = cache.key_mask.shallow_clone().index_copy_(0, &rows_t, &full.index_select(0, &take));
+        logits.index_select(0, &take)
+    }
+
+    /// One decode step for every row of `cache`: feeds `input_ids` [B, 1] at the rows' positions
+    /// `positions` [B] (int64; the cache column written), attending over the first `attend`
+    /// columns, and returns the next-token logits [B, V] in the compute precision. Launches a
+    /// fixed sequence of kernels with no host synchronisation, so it can be captured in a CUDA
+    /// graph (with `attend` = the capacity).
+    pub fn decode_step(&self, w: &DecodeWeights, cache: &SlotCache, input_ids: &Tensor, positions: &Tensor, attend: i64) -> Tensor {
+        let cfg = &self.cfg;
+        let (b, kind) = (cache.slots, w.kind);
+        let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let g = h / kvh;
+        let mut x = Tensor::embedding(&self.embed_tokens, &input_ids.view([b]), -1, false, false).to_kind(kind);
+        // Rotary tables for each row's position: rotate_half(x) * sin == roll(x, D/2) * sin_signed.
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, -1]);
+        let cos = Tensor::cat(&[&freqs, &freqs], -1).cos().to_kind(kind).unsqueeze(1); // [B, 1, D]
+        let sin = freqs.sin();
+        let sin = Tensor::cat(&[-&sin, sin], -1).to_kind(kind).unsqueeze(1);
+        // Mark each row's new column, then turn the mask into an additive bias.
+        let col = positions.view([b, 1]);
+        let _ = cache.key_mask.shallow_clone().scatter_value_(1, &col, 1);
+        let keys_seen = cache.key_mask.narrow(1, 0, attend).view([b, 1, 1, attend]);
+        let bias = Tensor::zeros([1], (kind, self.device())).masked_fill(&keys_seen.logical_not(), f64::NEG_INFINITY);
+        let idx = positions.view([b, 1, 1, 1]).expand([b, kvh, 1, d], false);
+        let scale = 1.0 / (d as f64).sqrt();
+        for (i, (layer, fw)) in self.layers.iter().zip(&w.layers).enumerate() {
+            let hn = x.rms_norm([cfg.hidden_size], Some(&layer.input_layernorm.weight.to_kind(kind)), cfg.rms_norm_eps);
+            let qkv = hn.linear(&fw.qkv_w, fw.qkv_b.as_ref()).view([b, h + 2 * kvh, d]);
+            let qk = qkv.narrow(1, 0, h + kvh);
+            let qk = &qk * &cos + qk.roll([d / 2], [-1]) * &sin;
+            let q = qk.narrow(1, 0, h).view([b, kvh, g, d]) * scale;
+            let k = qk.narrow(1, h, kvh).unsqueeze(2);
+            let v = qkv.narrow(1, h + kvh, kvh).unsqueeze(2);
+            let _ = cache.keys[i].shallow_clone().scatter_(2, &idx, &k);
+            let _ = cache.values[i].shallow_clone().scatter_(2, &idx, &v);
+            let kc = cache.keys[i].narrow(2, 0, attend);
+            let vc = cache.values[i].narrow(2, 0, attend);
+            let scores = q.matmul(&kc.transpose(-1, -2)) + &bias; // [B, KVH, G, A]
+            let probs = scores.softmax(-1, Kind::Float).to_kind(kind);
+            let y = probs.matmul(&vc).reshape([b, h * d]);
+            x = x + layer.self_attn.o_proj.forward(&y);
+            let hn = x.rms_norm([cfg.hidden_size], Some(&layer.post_attention_layernorm.weight.to_kind(kind)), cfg.rms_norm_eps);
+            let gu = hn.linear(&fw.gate_up_w, fw.gate_up_b.as_ref());
+            let i_size = cfg.intermediate_size;
+            let act = gu.narrow(1, 0, i_size).silu() * gu.narrow(1, i_size, i_size);
+            x = x + layer.mlp.down_proj.forward(&act);
+        }
+        self.logits(&self.norm.forward(&x))
+    }
+}
+
 /// Rotary positions from a [B, T] 0/1 attention mask: `cumsum(mask) - 1`, with padding set to 0
 /// (as transformers' `generate` does for left-padded batches).
 pub fn positions_from_mask(attention_mask: &Tensor) -> Tensor {

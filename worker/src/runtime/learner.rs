@@ -14,7 +14,7 @@ use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
 use crate::collective::nccl::{self, Nccl};
 use crate::collective::{Collective, DataParallel, TcpRing};
-use crate::generate::{generate, SamplingParams};
+use crate::generate::SamplingParams;
 use crate::gsm8k;
 use crate::model;
 use crate::tokenizer::Tokenizer;
@@ -373,15 +373,14 @@ fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, da
         ignore_eos: false,
     };
     let mut correct = 0;
-    for (chunk_i, chunk) in prompts.chunks(16).enumerate() {
-        let out = generate(&l.policy, chunk, &eos, airl.pad_id, &params);
-        for (j, (p, c)) in chunk.iter().zip(out.completions).enumerate() {
-            let id = (chunk_i * 16 + j) as u64;
-            let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
-            let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
-            correct += ok as usize;
-            batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
-        }
+    let mut gen = crate::generate::Generator::new(&l.policy, cfg.sampling.max_batch as usize);
+    let out = gen.generate(&l.policy, &prompts, &eos, airl.pad_id, &params);
+    for (id, (p, c)) in prompts.iter().zip(out.completions).enumerate() {
+        let id = id as u64;
+        let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
+        correct += ok as usize;
+        batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
     }
     let rewards = l.rewards(&batch, airl);
     let a = rewards.aurocs(&batch);

@@ -5,7 +5,7 @@
 use super::data::RunData;
 use super::{flight, load_flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::synth::Split;
-use crate::generate::{generate, SamplingParams};
+use crate::generate::{Generator, SamplingParams};
 use crate::gsm8k;
 use crate::model;
 use crate::tokenizer::Tokenizer;
@@ -13,9 +13,6 @@ use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use airlift_proto::trajectory::TrajectoryRow;
 use std::time::Instant;
 use tch::Kind;
-
-/// Completions generated together in one batch (bounds KV-cache memory).
-const GEN_BATCH: usize = 16;
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
     let mut s = register(opts, pb::RegisterRequest { device: super::local_device_name(), ..Default::default() }, rt)?;
@@ -31,12 +28,13 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let mut data = RunData::new(&cfg, eos.first().copied().unwrap_or(0) as u32);
     let mut version = 0u64;
     let mut clients = flight::Clients::new(s.stamp.clone());
-    tracing::info!(worker_id = s.worker_id, "rollout worker ready");
+    let mut gen = Generator::new(&m.model, cfg.sampling.max_batch as usize);
+    tracing::info!(worker_id = s.worker_id, cuda_graphs = gen.uses_graphs(), "rollout worker ready");
     while let Ok(msg) = s.inbox.recv() {
         match msg {
             Msg::Rollout(task) => {
                 let task_id = task.task_id;
-                let result = run_task(&mut s, &mut clients, &m, &tok, &mut data, &mut version, &eos, pad, task);
+                let result = run_task(&mut s, &mut clients, &m, &mut gen, &tok, &mut data, &mut version, &eos, pad, task);
                 if let Err(e) = &result {
                     tracing::error!(task_id, error = %e, "rollout task failed");
                 }
@@ -57,6 +55,7 @@ fn run_task(
     s: &mut Session,
     clients: &mut flight::Clients,
     m: &model::LoadedModel,
+    gen: &mut Generator,
     tok: &Tokenizer,
     data: &mut RunData,
     version: &mut u64,
@@ -72,6 +71,7 @@ fn run_task(
             .block_on(clients.get_weights(&task.weights_flight_addr, task.policy_version))
             .map_err(|e| WorkerError::Other(format!("pulling policy v{} from {}: {e}", task.policy_version, task.weights_flight_addr)))?;
         load_flat_params(&m.vs, &flat)?;
+        gen.refresh(&m.model);
         *version = task.policy_version;
         sync_ms = t.elapsed().as_secs_f64() * 1e3;
         tracing::info!(version = *version, ms = sync_ms as u64, "policy weights updated");
@@ -88,40 +88,38 @@ fn run_task(
     let t = Instant::now();
     let mut rows = Vec::with_capacity(jobs.len());
     let mut tokens = 0usize;
-    for (c, chunk) in jobs.chunks(GEN_BATCH).enumerate() {
-        let params = SamplingParams {
-            temperature: sp.temperature,
-            top_p: sp.top_p,
-            max_new_tokens: sp.max_new_tokens as usize,
-            seed: task.seed.wrapping_add(c as u64 * 7919),
-            ignore_eos: false,
-        };
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|j| j.2.clone()).collect();
-        let out = generate(&m.model, &prompts, eos, pad, &params);
-        let per_row_ms = (out.elapsed_ms / chunk.len() as f64) as u32;
-        for ((pid, sample_index, prompt), comp) in chunk.iter().zip(out.completions) {
-            tokens += comp.tokens.len();
-            let text = tok.decode(&comp.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
-            let problem = data.problem(Split::Train, *pid).problem.clone();
-            let (predicted, correct) = gsm8k::grade(&text, &problem);
-            rows.push(TrajectoryRow {
-                iteration: task.iteration,
-                policy_version: *version,
-                task_id: task.task_id,
-                prompt_id: *pid,
-                sample_index: *sample_index,
-                prompt_tokens: prompt.clone(),
-                response_tokens: comp.tokens,
-                behaviour_logprobs: comp.logprobs,
-                finish_reason: comp.finish.as_str().into(),
-                response_text: text,
-                predicted_answer: predicted,
-                correct: Some(correct),
-                generation_ms: per_row_ms,
-                source: "policy".into(),
-                first_error_token: None,
-            });
-        }
+    let params = SamplingParams {
+        temperature: sp.temperature,
+        top_p: sp.top_p,
+        max_new_tokens: sp.max_new_tokens as usize,
+        seed: task.seed,
+        ignore_eos: false,
+    };
+    let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.2.clone()).collect();
+    let out = gen.generate(&m.model, &prompts, eos, pad, &params);
+    let per_row_ms = (out.elapsed_ms / jobs.len().max(1) as f64) as u32;
+    for ((pid, sample_index, prompt), comp) in jobs.into_iter().zip(out.completions) {
+        tokens += comp.tokens.len();
+        let text = tok.decode(&comp.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let problem = data.problem(Split::Train, pid).problem.clone();
+        let (predicted, correct) = gsm8k::grade(&text, &problem);
+        rows.push(TrajectoryRow {
+            iteration: task.iteration,
+            policy_version: *version,
+            task_id: task.task_id,
+            prompt_id: pid,
+            sample_index,
+            prompt_tokens: prompt,
+            response_tokens: comp.tokens,
+            behaviour_logprobs: comp.logprobs,
+            finish_reason: comp.finish.as_str().into(),
+            response_text: text,
+            predicted_answer: predicted,
+            correct: Some(correct),
+            generation_ms: per_row_ms,
+            source: "policy".into(),
+            first_error_token: None,
+        });
     }
     let gen_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
