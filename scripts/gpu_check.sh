@@ -36,6 +36,9 @@ JSON
   du -sh $W $C .cache/gpu
   ;;
 run)
+  # Optional second argument: the sections to run, e.g. `run 4,5` (default: all).
+  SECTIONS=",${2:-1,2,3,4,5},"
+  want() { [[ "$SECTIONS" == *",$1,"* ]]; }
   SITE=$(python3 -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
   LINKS=$(mktemp -d)
   ln -s "$SITE/nvidia/nccl/lib/libnccl.so.2" "$LINKS/libnccl.so"   # cudarc loads `libnccl.so`
@@ -44,21 +47,30 @@ run)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
   $W info
+  if want 1; then
   echo "== 1. NCCL"
   $W nccl-check --values $((64 << 20))
-  echo "== 2. generation and the training step, SmolLM2 shape, random weights"
+  fi
   $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/smol --out /tmp/smol-random
+  if want 2; then
+  echo "== 2. generation and the training step, SmolLM2 shape, random weights"
   $W bench --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
   echo "-- airlift without CUDA graphs (AIRLIFT_CUDA_GRAPHS=0)"
   AIRLIFT_CUDA_GRAPHS=0 $W bench --device cuda --model /tmp/smol-random --batches 1,64 --train-steps 0
   echo "-- transformers"
   python3 scripts/bench_hf.py --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
+  fi
+  if want 3; then
   echo "== 3. one transformers decode step profiled"
   python3 scripts/profile_decode_hf.py --model /tmp/smol-random --batch 1 2>&1 | head -n 80
+  fi
+  if want 4; then
   echo "== 4. training step, Qwen2.5-0.5B shape, bf16 compute, 16 x 1024"
   $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/qwen --out /tmp/qwen-random
   $W bench --device cuda --model /tmp/qwen-random --skip-generate --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3
   python3 scripts/bench_hf.py --device cuda --model /tmp/qwen-random --batches "" --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3
+  fi
+  if want 5; then
   echo "== 5. configs/default.toml on CUDA (random weights, 2 iterations)"
   RUN=$(mktemp -d)
   export AIRLIFT__MODEL__POLICY=/tmp/smol-random AIRLIFT__WORKERS__DEVICE=cuda AIRLIFT__RUN__DIR="$RUN/run" AIRLIFT__RUN__ITERATIONS=2
@@ -66,6 +78,7 @@ run)
   CUDA_VISIBLE_DEVICES=0 $C --config configs/default.toml --local 2>"$RUN/coordinator.log" || { tail -n 20 "$RUN/coordinator.log"; tail -n 20 "$RUN"/run/logs/*.log; exit 1; }
   echo "default config on CUDA: $(( $(date +%s) - start )) s wall"
   grep -h "NCCL communicator\|cuda_graphs" "$RUN"/run/logs/*.log | head -n 4 || true
+  fi
   ;;
 *)
   echo "usage: scripts/gpu_check.sh prepare|run" >&2

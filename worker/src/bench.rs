@@ -4,7 +4,7 @@
 //! computes in bf16 (weights are cast on the fly; gradients land on the fp32 masters).
 
 use crate::generate::{Generator, SamplingParams};
-use crate::model::{self, llama::positions_from_mask};
+use crate::model;
 use crate::rng::SplitMix64;
 use std::path::Path;
 use std::time::Instant;
@@ -114,13 +114,8 @@ pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow
     let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();
     let ids = Tensor::from_slice(&ids).view([b, t]).to_device(spec.device);
     let mask = Tensor::ones([b, t], (Kind::Int64, spec.device));
-    let positions = positions_from_mask(&mask);
-    let key_mask = mask.to_kind(Kind::Bool);
     let mut step = || {
-        let logits = m.model.forward(
-            &crate::model::llama::ForwardInput { input_ids: &ids, positions: &positions, key_mask: &key_mask },
-            None,
-        );
+        let logits = m.model.forward_right_padded(&ids, &mask);
         let logits = logits.narrow(1, 0, t - 1).to_kind(Kind::Float).reshape([-1, vocab]);
         let targets = ids.narrow(1, 1, t - 1).reshape([-1]);
         let loss = logits.cross_entropy_for_logits(&targets);

@@ -1,5 +1,6 @@
-//! The decode path against the plain forward pass, and continuous batching against generating
-//! each sequence alone. (Greedy tokens against transformers are in `smollm2.rs`.)
+//! The decode path and the right-padded (mask-free causal) forward against the plain masked
+//! forward pass, and continuous batching against generating each sequence alone. (Greedy tokens
+//! against transformers are in `smollm2.rs`.)
 
 mod common;
 
@@ -133,5 +134,17 @@ fn continuous_batching_gives_each_sequence_what_it_gets_alone() {
         } else {
             assert_ne!(all.completions[0].tokens, all.completions[2].tokens);
         }
+    }
+}
+
+#[test]
+fn right_padded_causal_forward_matches_the_masked_forward_on_real_tokens() {
+    let (_vs, m) = random_model(5);
+    let ids = Tensor::from_slice(&[5i64, 9, 11, 3, 60, 2, 42, 7, 0, 0, 0, 0, 1, 2, 3, 4, 5, 0]).view([3, 6]);
+    let att = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0]).view([3, 6]);
+    let (a, b) = tch::no_grad(|| (m.forward_right_padded(&ids, &att), m.forward_padded(&ids, &att)));
+    for (row, len) in [(0i64, 6i64), (1, 2), (2, 5)] {
+        let err = max_rel_err(&a.get(row).narrow(0, 0, len), &b.get(row).narrow(0, 0, len));
+        assert!(err < 1e-5, "row {row}: {err:e}");
     }
 }

@@ -233,7 +233,7 @@ fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tens
 /// Token log-probs [N, L−1] of the padded rows under `model` (no grad), micro-batched.
 fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
     map_chunks_no_grad(x, micro, |ids, att, tgt| {
-        let logits = model.forward_padded(ids, att);
+        let logits = model.forward_right_padded(ids, att);
         let l = logits.size()[1];
         losses::token_logprobs(&logits.narrow(1, 0, l - 1), tgt)
     })
@@ -518,7 +518,7 @@ impl Learner {
             self.policy_opt.zero_grad();
             for (s, len) in x.chunk_ranges(micro) {
                 let (ids, att, mask, tgt) = x.chunk(s, len);
-                let logits = self.policy.forward_padded(&ids, &att);
+                let logits = self.policy.forward_right_padded(&ids, &att);
                 let logits = logits.narrow(1, 0, logits.size()[1] - 1);
                 let lp = losses::token_logprobs(&logits, &tgt);
                 let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
@@ -560,7 +560,7 @@ impl Learner {
         let mut total = 0.0;
         for (s, len) in x.chunk_ranges(micro) {
             let (ids, att, mask, tgt) = x.chunk(s, len);
-            let logits = self.policy.forward_padded(&ids, &att);
+            let logits = self.policy.forward_right_padded(&ids, &att);
             let logits = logits.narrow(1, 0, logits.size()[1] - 1);
             let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
             let loss = losses::sft_loss(&logits, &tgt, &mask) * share;

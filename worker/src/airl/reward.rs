@@ -7,7 +7,7 @@
 //! **`score.bias` [1]** (the key transformers' `*ForSequenceClassification` uses for its head),
 //! and the tokenizer files are copied from the base.
 
-use crate::model::llama::{positions_from_mask, Config, ConfigError, ForwardInput, Llama, RawConfig};
+use crate::model::llama::{Config, ConfigError, Llama, RawConfig};
 use crate::rng::SplitMix64;
 use crate::weights::{self, WeightsError};
 use std::path::{Path, PathBuf};
@@ -137,9 +137,7 @@ impl RewardModel {
     /// Values `f` [B, T] (fp32) at every position of right-padded `input_ids` [B, T] with
     /// `attention_mask` [B, T] (1 = token, 0 = padding).
     pub fn values(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
-        let positions = positions_from_mask(attention_mask);
-        let key_mask = attention_mask.to_kind(Kind::Bool);
-        let h = self.trunk.hidden_states(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None);
+        let h = self.trunk.hidden_states_right_padded(input_ids, attention_mask);
         h.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b)).squeeze_dim(-1)
     }
 }

@@ -372,13 +372,14 @@ impl Attention {
         }
     }
 
-    /// `x`: [B, T, H]; `cos`/`sin`: [B, 1, T, D]; `mask`: [B, 1, T, S] bool (true = attend).
+    /// `x`: [B, T, H]; `cos`/`sin`: [B, 1, T, D]; `mask`: [B, 1, T, S] bool (true = attend), or
+    /// `None` for causal attention over the T positions (no cache).
     fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<(&mut Tensor, &mut Tensor, i64)>,
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
@@ -395,7 +396,8 @@ impl Attention {
             }
             None => (k, v),
         };
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, true);
+        // No mask = plain causal attention, which lets SDPA pick flash attention.
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), None, true);
         let y = y.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(&y)
     }
@@ -534,7 +536,21 @@ impl Llama {
     }
 
     /// Final hidden states [B, T, H] (after the last norm), in the compute precision.
-    pub fn hidden_states(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn hidden_states(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Tensor {
+        self.hidden_states_masked(input, cache, false)
+    }
+
+    /// Final hidden states [B, T, H] of right-padded rows (padding only after each row's tokens;
+    /// `attention_mask` [B, T], 1 = token): plain causal attention with no mask, which is exact
+    /// for every real token (none of them can see the padding after it) and lets SDPA use flash
+    /// attention. Padding positions get values nobody should read.
+    pub fn hidden_states_right_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let positions = positions_from_mask(attention_mask);
+        let key_mask = attention_mask.to_kind(Kind::Bool);
+        self.hidden_states_masked(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None, true)
+    }
+
+    fn hidden_states_masked(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>, causal_only: bool) -> Tensor {
         let (b, t) = (input.input_ids.size()[0], input.input_ids.size()[1]);
         let start = cache.as_ref().map_or(0, |c| c.len);
         let s = start + t;
@@ -558,6 +574,7 @@ impl Llama {
         let causal = k_pos.le_tensor(&q_pos).view([1, 1, t, s]);
         let diag = k_pos.eq_tensor(&q_pos).view([1, 1, t, s]);
         let mask = causal.logical_and(&input.key_mask.view([b, 1, 1, s])).logical_or(&diag);
+        let mask = (!causal_only || cache.is_some()).then_some(mask);
 
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x);
@@ -566,7 +583,7 @@ impl Llama {
                 let (k, v) = (&mut c.keys[i], &mut c.values[i]);
                 (k, v, start)
             });
-            let h = layer.self_attn.forward(&h, &cos, &sin, &mask, kv);
+            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv);
             x = x + h;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
             x = x + h;
@@ -592,8 +609,13 @@ impl Llama {
         self.logits(&self.hidden_states(input, cache))
     }
 
-    /// Logits [B, T, V] for right-aligned or unpadded token ids with no cache: positions and
-    /// key mask are derived from `attention_mask` ([B, T], 1 = real token, 0 = padding).
+    /// Logits [B, T, V] for right-padded rows ([`Llama::hidden_states_right_padded`]).
+    pub fn forward_right_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        self.logits(&self.hidden_states_right_padded(input_ids, attention_mask))
+    }
+
+    /// Logits [B, T, V] for left- or right-padded or unpadded token ids with no cache: positions
+    /// and key mask are derived from `attention_mask` ([B, T], 1 = real token, 0 = padding).
     pub fn forward_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
         let key_mask = attention_mask.to_kind(Kind::Bool);
         let positions = positions_from_mask(attention_mask);

@@ -65,7 +65,13 @@ pub fn write_random_llama(dir: &Path, config_from: Option<&Path>, tokenizer_from
 }
 
 fn write_weights(dir: &Path, raw: llama::RawConfig, tokenizer_from: &Path, seed: i64) -> std::io::Result<()> {
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&raw).expect("json"))?;
+    // Leave unset optional fields out rather than writing `null`: transformers reads
+    // `"head_dim": null` as a head size of None and fails.
+    let mut json = serde_json::to_value(&raw).expect("json");
+    if let Some(map) = json.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&json).expect("json"))?;
     tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
     let config = raw.into_config().map_err(|e| std::io::Error::other(e.to_string()))?;
