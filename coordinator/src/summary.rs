@@ -42,6 +42,8 @@ pub fn table(records: &[serde_json::Value]) -> String {
             ("time s", "sync", ro["weight_sync_s"].clone()),
             ("time s", "disc", l["time_disc_s"].clone()),
             ("time s", "pol", l["time_policy_s"].clone()),
+            ("learner", "rss GB", l["learner_peak_rss_mb"].as_f64().map(|x| x / 1024.0).into()),
+            ("learner", "flt k", l["learner_minor_faults"].as_f64().map(|x| x / 1e3).into()),
         ]
     };
     let rows: Vec<&serde_json::Value> = records.iter().filter(|r| r["iteration"].as_u64().unwrap_or(0) > 0).collect();
@@ -62,7 +64,11 @@ pub fn table(records: &[serde_json::Value]) -> String {
         let mut prev = "";
         for (g, n, v) in cols(r) {
             let sep = if g != prev { "|" } else { " " };
-            let digits = if n == "tok/s" { 1 } else if g == "time s" { 2 } else { 3 };
+            let digits = match (g, n) {
+                (_, "tok/s") | (_, "flt k") => 1,
+                ("time s", _) | ("learner", _) => 2,
+                _ => 3,
+            };
             let cell = v.as_f64().map_or("-".to_string(), |x| format!("{x:.digits$}"));
             line.push_str(&format!("{sep}{cell:>w$}", w = width(n)));
             prev = g;
@@ -75,7 +81,8 @@ pub fn table(records: &[serde_json::Value]) -> String {
         "AUROCs, expert (e) vs policy samples (pol) and corrupted experts (cor). Held-out cor: mean / min =\n\
          sequence score by mean / min token reward; pair = each corrupted trace vs the expert it came from;\n\
          token = tokens from the first error on. loc@1: how often the lowest-reward line is the first wrong\n\
-         line (a random line: {chance}). Definitions: worker/src/airl/metrics.rs.\n"
+         line (a random line: {chance}). learner: the learner's peak resident memory so far and its minor\n\
+         page faults during the iteration's training steps. Definitions: worker/src/airl/metrics.rs.\n"
     ));
     out
 }

@@ -18,6 +18,7 @@ pub mod gsm8k;
 pub mod model;
 pub mod rng;
 pub mod runtime;
+pub mod sysmem;
 pub mod tokenizer;
 pub mod weights;
 

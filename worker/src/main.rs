@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    airlift_worker::sysmem::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -125,8 +125,11 @@ impl GradReducer for NoReduce {
 struct Padded {
     ids: Tensor,
     attention: Tensor,
-    /// [N, L−1] float: 1 where the shifted index is a response token.
+    /// [N, L−1] float: 1 where the shifted index is a response token that the losses count.
     resp_mask: Tensor,
+    /// [N, L−1] float: 1 at every response token (`resp_mask` before `mask_prefixes`): where
+    /// token log-probs are computed.
+    resp_all: Tensor,
     /// [N, L−1] int64: ids[:, 1:].
     targets: Tensor,
     /// Per row: (prompt length, response length).
@@ -152,11 +155,13 @@ fn pad(rows: &[&Sample], pad_id: i64, device: Device) -> Padded {
         spans.push((s.prompt.len(), s.response.len()));
     }
     let ids = Tensor::from_slice(&ids).view([n as i64, l as i64]).to_device(device);
+    let resp_mask = Tensor::from_slice(&rm).view([n as i64, l as i64 - 1]).to_device(device);
     Padded {
         targets: ids.narrow(1, 1, l as i64 - 1),
         ids,
         attention: Tensor::from_slice(&att).view([n as i64, l as i64]).to_device(device),
-        resp_mask: Tensor::from_slice(&rm).view([n as i64, l as i64 - 1]).to_device(device),
+        resp_all: resp_mask.shallow_clone(),
+        resp_mask,
         spans,
     }
 }
@@ -180,6 +185,11 @@ impl Padded {
             self.resp_mask.narrow(0, start, len),
             self.targets.narrow(0, start, len),
         )
+    }
+
+    /// Rows `start..start + len` of `resp_all`.
+    fn chunk_resp_all(&self, start: i64, len: i64) -> Tensor {
+        self.resp_all.narrow(0, start, len)
     }
 
     /// Removes from the response mask the tokens before each corrupted row's first error (rows
@@ -230,12 +240,57 @@ fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tens
     })
 }
 
-/// Token log-probs [N, L−1] of the padded rows under `model` (no grad), micro-batched.
+/// Positions of the LM head's output held at once in the no-grad path: 1,024 positions of
+/// SmolLM2's vocabulary are 200 MB of fp32 log-probs.
+const HEAD_CHUNK: i64 = 1024;
+
+/// Token log-probs [n, L−1] of `tgt` under `model` for right-padded `ids` / `att`, at the
+/// positions `sel` [n, L−1] selects (0 elsewhere), and the mean entropy of those positions'
+/// distributions when `entropy` is asked for (no grad). Only the selected positions (response
+/// tokens) go through the LM head, so the prompt and the padding never become vocabulary-sized
+/// logits; without grad the head runs in chunks of [`HEAD_CHUNK`] positions, so the full
+/// [positions, V] log-probs never exist at once.
+fn selected_logprobs(model: &Llama, ids: &Tensor, att: &Tensor, tgt: &Tensor, sel: &Tensor, entropy: bool) -> (Tensor, Option<f64>) {
+    selected_logprobs_chunked(model, ids, att, tgt, sel, entropy, HEAD_CHUNK)
+}
+
+fn selected_logprobs_chunked(model: &Llama, ids: &Tensor, att: &Tensor, tgt: &Tensor, sel: &Tensor, entropy: bool, head_chunk: i64) -> (Tensor, Option<f64>) {
+    let (n, l1) = (tgt.size()[0], tgt.size()[1]);
+    let h = model.hidden_states_right_padded(ids, att);
+    let hs = h.size()[2];
+    let h = h.narrow(1, 0, l1).reshape([n * l1, hs]);
+    let idx = sel.reshape([-1]).nonzero().squeeze_dim(1);
+    let tgt = tgt.reshape([-1]).index_select(0, &idx);
+    let total = idx.size()[0];
+    // With grad every chunk is kept for backward anyway, so one chunk does the same work.
+    let chunk = if h.requires_grad() { total.max(1) } else { head_chunk };
+    let (mut parts, mut ent_sum) = (Vec::new(), 0.0);
+    let mut s = 0;
+    while s < total {
+        let len = chunk.min(total - s);
+        let rows = idx.narrow(0, s, len);
+        let logp = model.logits(&h.index_select(0, &rows)).log_softmax(-1, Kind::Float);
+        parts.push(logp.gather(1, &tgt.narrow(0, s, len).unsqueeze(1), false).squeeze_dim(1));
+        if entropy {
+            ent_sum += tch::no_grad(|| -(logp.exp() * &logp).sum(Kind::Double)).double_value(&[]);
+        }
+        s += len;
+    }
+    let lp_sel = if parts.is_empty() { Tensor::zeros([0], (Kind::Float, h.device())) } else { Tensor::cat(&parts, 0) };
+    let lp = Tensor::zeros([n * l1], (Kind::Float, h.device())).index_add(0, &idx, &lp_sel).view([n, l1]);
+    (lp, entropy.then(|| ent_sum / total.max(1) as f64))
+}
+
+/// Token log-probs [N, L−1] of the padded rows' response tokens under `model` (no grad; 0 at
+/// other positions), micro-batched.
 fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
-    map_chunks_no_grad(x, micro, |ids, att, tgt| {
-        let logits = model.forward_right_padded(ids, att);
-        let l = logits.size()[1];
-        losses::token_logprobs(&logits.narrow(1, 0, l - 1), tgt)
+    tch::no_grad(|| {
+        let mut parts = Vec::new();
+        for (s, len) in x.chunk_ranges(micro) {
+            let (ids, att, _, tgt) = x.chunk(s, len);
+            parts.push(selected_logprobs(model, &ids, &att, &tgt, &x.chunk_resp_all(s, len), false).0);
+        }
+        Tensor::cat(&parts, 0)
     })
 }
 
@@ -518,9 +573,7 @@ impl Learner {
             self.policy_opt.zero_grad();
             for (s, len) in x.chunk_ranges(micro) {
                 let (ids, att, mask, tgt) = x.chunk(s, len);
-                let logits = self.policy.forward_right_padded(&ids, &att);
-                let logits = logits.narrow(1, 0, logits.size()[1] - 1);
-                let lp = losses::token_logprobs(&logits, &tgt);
+                let (lp, entropy) = selected_logprobs(&self.policy, &ids, &att, &tgt, &mask, k == 0);
                 let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
                 let ppo = losses::ppo_loss(&lp, &behaviour.narrow(0, s, len), &adv.narrow(0, s, len), &mask, cfg.clip_eps);
                 let mut loss = &ppo.loss * share;
@@ -529,8 +582,8 @@ impl Learner {
                     klref_sum += kl.double_value(&[]) * share;
                     loss = loss + kl * (cfg.kl_coef * share);
                 }
-                if k == 0 {
-                    m.entropy += tch::no_grad(|| losses::token_entropy(&logits, &mask)).double_value(&[]) * share;
+                if let Some(e) = entropy {
+                    m.entropy += e * share;
                 }
                 loss.backward();
                 loss_sum += ppo.loss.double_value(&[]) * share;
@@ -560,10 +613,9 @@ impl Learner {
         let mut total = 0.0;
         for (s, len) in x.chunk_ranges(micro) {
             let (ids, att, mask, tgt) = x.chunk(s, len);
-            let logits = self.policy.forward_right_padded(&ids, &att);
-            let logits = logits.narrow(1, 0, logits.size()[1] - 1);
+            let (lp, _) = selected_logprobs(&self.policy, &ids, &att, &tgt, &mask, false);
             let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
-            let loss = losses::sft_loss(&logits, &tgt, &mask) * share;
+            let loss = losses::masked_mean(&-lp, &mask) * share;
             loss.backward();
             total += loss.double_value(&[]);
         }
@@ -585,6 +637,40 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The response-only, chunked head against the full-vocabulary logits at every position
+    /// (`losses::token_logprobs` / `token_entropy`, which the PyTorch fixtures check).
+    #[test]
+    fn selected_logprobs_match_the_full_logits() {
+        let raw: crate::model::llama::RawConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "llama", "vocab_size": 50, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "tie_word_embeddings": true
+        }))
+        .unwrap();
+        tch::manual_seed(1);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let m = Llama::new(&vs.root(), &raw.into_config().unwrap());
+        let a = Sample { prompt: vec![1, 2, 3], response: vec![4, 5, 6, 7], ..Default::default() };
+        let b = Sample { prompt: vec![9], response: vec![10, 11], ..Default::default() };
+        let x = pad(&[&a, &b], 0, Device::Cpu);
+        let (ids, att, mask, tgt) = x.chunk(0, 2);
+        let logits = tch::no_grad(|| m.forward_right_padded(&ids, &att));
+        let logits = logits.narrow(1, 0, logits.size()[1] - 1);
+        let want = losses::token_logprobs(&logits, &tgt) * &mask;
+        let want_ent = losses::token_entropy(&logits, &mask).double_value(&[]);
+        for chunk in [1, 2, 1024] {
+            let (lp, ent) = tch::no_grad(|| selected_logprobs_chunked(&m, &ids, &att, &tgt, &mask, true, chunk));
+            let err = (&lp - &want).abs().max().double_value(&[]);
+            assert!(err < 1e-5, "chunk {chunk}: {err}");
+            assert!((ent.unwrap() - want_ent).abs() < 1e-5, "chunk {chunk}: entropy {ent:?} vs {want_ent}");
+        }
+        // With grad: the same values, and a gradient reaches the parameters.
+        let (lp, _) = selected_logprobs(&m, &ids, &att, &tgt, &mask, false);
+        assert!((&lp - &want).abs().max().double_value(&[]) < 1e-5);
+        lp.sum(Kind::Float).backward();
+        let g = vs.variables()["model.embed_tokens.weight"].grad();
+        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
 
     #[test]
     fn corrupted_prefixes_leave_the_mask() {

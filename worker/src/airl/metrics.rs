@@ -7,6 +7,10 @@
 //!   mean token reward is the line holding the first wrong token ([`crate::airl::localize`]);
 //! * `error_step_chance`: the same for a uniformly random line (mean of 1 / number of lines);
 //! * `policy_accuracy`: fresh policy samples (one per problem) that grade right.
+//!
+//! The learner adds, per iteration: `learner_peak_rss_mb` (the learner process's peak resident
+//! memory so far, MB) and `learner_minor_faults` (minor page faults during the iteration's
+//! training steps; see [`crate::sysmem`]).
 
 use serde::Serialize;
 

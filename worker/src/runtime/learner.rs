@@ -325,8 +325,12 @@ fn iteration(
             batch.corrupted.push(c);
         }
     }
+    let before = crate::sysmem::Usage::now();
     let m = l.iteration(&batch, airl, dp);
+    let after = crate::sysmem::Usage::now();
     let mut metrics = serde_json::to_value(&m).map_err(|e| other(&e))?;
+    metrics["learner_peak_rss_mb"] = serde_json::json!(after.peak_rss_mb);
+    metrics["learner_minor_faults"] = serde_json::json!(after.minor_faults - before.minor_faults);
     metrics["time_wait_rows_s"] = serde_json::json!(wait_s);
 
     // Parquet: this rank's rows of this iteration.
