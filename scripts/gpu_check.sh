@@ -11,9 +11,9 @@
 #   1. CUDA support and NCCL: one-rank collectives, timed after synchronising, with bandwidth;
 #   2. generation, airlift (CUDA graphs; then eager) against transformers `generate`, batch
 #      1/16/64/256, fp32 and bf16, 128 forced new tokens, SmolLM2 shape with random weights;
-#      and the SmolLM2-shaped training step (8 x 256);
 #   3. a transformers decode step profiled, fp32 against bf16;
-#   4. the Qwen2.5-0.5B-shaped training step (16 x 1024, bf16 compute), airlift and transformers;
+#   4. training steps, airlift and transformers: SmolLM2 shape 8 x 256 (fp32, bf16 compute) and
+#      Qwen2.5-0.5B shape 16 x 1024 (bf16 compute);
 #   5. configs/default.toml on CUDA (random SmolLM2-shaped weights, 2 iterations) with its
 #      phase times.
 set -euo pipefail
@@ -53,19 +53,21 @@ run)
   fi
   $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/smol --out /tmp/smol-random
   if want 2; then
-  echo "== 2. generation and the training step, SmolLM2 shape, random weights"
-  $W bench --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
+  echo "== 2. generation, SmolLM2 shape, random weights"
+  $W bench --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-steps 0
   echo "-- airlift without CUDA graphs (AIRLIFT_CUDA_GRAPHS=0)"
   AIRLIFT_CUDA_GRAPHS=0 $W bench --device cuda --model /tmp/smol-random --batches 1,64 --train-steps 0
   echo "-- transformers"
-  python3 scripts/bench_hf.py --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-batch 8 --train-seq 256 --train-steps 3
+  python3 scripts/bench_hf.py --device cuda --model /tmp/smol-random --batches 1,16,64,256 --train-steps 0
   fi
   if want 3; then
   echo "== 3. one transformers decode step profiled"
   python3 scripts/profile_decode_hf.py --model /tmp/smol-random --batch 1 2>&1 | head -n 80
   fi
   if want 4; then
-  echo "== 4. training step, Qwen2.5-0.5B shape, bf16 compute, 16 x 1024"
+  echo "== 4. training steps: SmolLM2 shape 8 x 256; Qwen2.5-0.5B shape 16 x 1024, bf16 compute"
+  $W bench --device cuda --model /tmp/smol-random --skip-generate --train-batch 8 --train-seq 256 --train-steps 5
+  python3 scripts/bench_hf.py --device cuda --model /tmp/smol-random --batches "" --train-batch 8 --train-seq 256 --train-steps 5
   $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/qwen --out /tmp/qwen-random
   $W bench --device cuda --model /tmp/qwen-random --skip-generate --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3
   python3 scripts/bench_hf.py --device cuda --model /tmp/qwen-random --batches "" --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 3

@@ -8,7 +8,7 @@ use crate::model;
 use crate::rng::SplitMix64;
 use std::path::Path;
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
+use crate::airl::optim::{AdamWConfig, FlatAdamW};
 use tch::{Device, Kind, Tensor};
 
 /// One result row.
@@ -102,13 +102,14 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Mean seconds of one training step (next-token cross-entropy, backward, AdamW) after one
-/// untimed warm-up step. Parameters and optimizer state are fp32; `compute` is the activation
-/// precision.
+/// untimed warm-up step, as the learner trains: fp32 parameters and optimizer state in the
+/// learner's flat AdamW ([`FlatAdamW`], no clipping here, as in the transformers script), `compute`
+/// the activation precision, log-softmax taken in fp32 straight from the compute-precision logits.
 pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow::Result<f64> {
     let mut m = model::load(dir, spec.device, Kind::Float)?;
     m.model.set_compute_kind(compute);
     let vocab = m.model.config().vocab_size;
-    let mut opt = tch::nn::AdamW::default().build(&m.vs, 1e-5)?;
+    let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-5, weight_decay: 0.01, max_grad_norm: None, ..Default::default() });
     let (b, t) = (spec.train_batch as i64, spec.train_seq as i64);
     let mut rng = SplitMix64::new(1234);
     let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();
@@ -116,9 +117,9 @@ pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow
     let mask = Tensor::ones([b, t], (Kind::Int64, spec.device));
     let mut step = || {
         let logits = m.model.forward_right_padded(&ids, &mask);
-        let logits = logits.narrow(1, 0, t - 1).to_kind(Kind::Float).reshape([-1, vocab]);
+        let logp = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).log_softmax(-1, Kind::Float);
         let targets = ids.narrow(1, 1, t - 1).reshape([-1]);
-        let loss = logits.cross_entropy_for_logits(&targets);
+        let loss = logp.nll_loss(&targets);
         opt.zero_grad();
         loss.backward();
         opt.step();
