@@ -231,7 +231,18 @@ impl Generator {
         let mut feed = vec![pad_id; b];
         let (mut next_seq, mut remaining) = (0usize, n);
         let mut prefill_ms = None;
-        // Appends a sampled token to the sequence in `slot`; returns whether it finished.
+        // Row `r` sampled `tok`: when its sequence is `done` the row empties (and decodes padding
+        // at column 0 until refilled), else it feeds `tok` at column `next_pos`. Returns `done`.
+        let advance = |slot_seq: &mut [Option<usize>], pos: &mut [i64], feed: &mut [i64], r: usize, done: bool, tok: i64, next_pos: i64| {
+            if done {
+                slot_seq[r] = None;
+                (pos[r], feed[r]) = (0, pad_id);
+            } else {
+                (pos[r], feed[r]) = (next_pos, tok);
+            }
+            done
+        };
+        // Appends a sampled token to sequence `seq`; returns whether it finished.
         let push = |out: &mut Vec<Completion>, seq: usize, tok: i64, logp: f32| -> bool {
             let c = &mut out[seq];
             c.tokens.push(tok as u32);
@@ -261,16 +272,8 @@ impl Generator {
                 let (toks, logps) = sample_to_host(&logits, p, &u);
                 prefill_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
                 for (i, &r) in rows.iter().enumerate() {
-                    let seq = seqs[i];
-                    if push(&mut out, seq, toks[i], logps[i]) {
-                        slot_seq[r] = None;
-                        remaining -= 1;
-                        pos[r] = 0;
-                        feed[r] = pad_id;
-                    } else {
-                        pos[r] = prompts[seq].len() as i64;
-                        feed[r] = toks[i];
-                    }
+                    let done = push(&mut out, seqs[i], toks[i], logps[i]);
+                    remaining -= advance(&mut slot_seq, &mut pos, &mut feed, r, done, toks[i], prompts[seqs[i]].len() as i64) as usize;
                 }
             }
             if remaining == 0 {
@@ -302,15 +305,9 @@ impl Generator {
             let (toks, logps) = sample_to_host(&logits, p, &u);
             for r in 0..b {
                 let Some(seq) = slot_seq[r] else { continue };
-                if push(&mut out, seq, toks[r], logps[r]) {
-                    slot_seq[r] = None;
-                    remaining -= 1;
-                    pos[r] = 0;
-                    feed[r] = pad_id;
-                } else {
-                    pos[r] += 1;
-                    feed[r] = toks[r];
-                }
+                let done = push(&mut out, seq, toks[r], logps[r]);
+                let next = pos[r] + 1;
+                remaining -= advance(&mut slot_seq, &mut pos, &mut feed, r, done, toks[r], next) as usize;
             }
         }
         BatchOutput { completions: out, elapsed_ms: start.elapsed().as_secs_f64() * 1e3, prefill_ms: prefill_ms.unwrap_or(0.0) }
