@@ -520,14 +520,21 @@ impl Llama {
         self.compute_kind = kind;
     }
 
-    /// A cache for `batch` sequences of up to `capacity` positions.
-    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        let shape = [batch, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
+    /// Zeroed per-layer keys and values for `rows` rows of `capacity` positions, in the compute
+    /// precision.
+    fn kv_buffers(&self, rows: i64, capacity: i64) -> (Vec<Tensor>, Vec<Tensor>) {
+        let shape = [rows, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
         let opts = (self.compute_kind, self.device());
         let n = self.cfg.num_layers as usize;
+        ((0..n).map(|_| Tensor::zeros(shape, opts)).collect(), (0..n).map(|_| Tensor::zeros(shape, opts)).collect())
+    }
+
+    /// A cache for `batch` sequences of up to `capacity` positions.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let (keys, values) = self.kv_buffers(batch, capacity);
         KvCache {
-            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
-            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            keys,
+            values,
             len: 0,
             capacity,
         }
@@ -721,12 +728,10 @@ impl Llama {
 
     /// A slot cache of `slots` rows of `capacity` columns, in the compute precision.
     pub fn new_slot_cache(&self, slots: i64, capacity: i64) -> SlotCache {
-        let shape = [slots, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
-        let opts = (self.compute_kind, self.device());
-        let n = self.cfg.num_layers as usize;
+        let (keys, values) = self.kv_buffers(slots, capacity);
         SlotCache {
-            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
-            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            keys,
+            values,
             key_mask: Tensor::zeros([slots, capacity], (Kind::Bool, self.device())),
             slots,
             capacity,
