@@ -9,7 +9,7 @@
 
 use airlift_proto::config::RunConfig;
 use airlift_worker::airl::iteration::{IterationBatch, Learner, NoReduce};
-use airlift_worker::airl::optim::{AdamWConfig, FlatAdamW};
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::Split;
 use airlift_worker::runtime::{airl_config, data::RunData};

@@ -8,7 +8,7 @@ use crate::model;
 use crate::rng::SplitMix64;
 use std::path::Path;
 use std::time::Instant;
-use crate::airl::optim::{AdamWConfig, FlatAdamW};
+use crate::train::optim::{AdamWConfig, FlatAdamW};
 use tch::{Device, Kind, Tensor};
 
 /// One result row.

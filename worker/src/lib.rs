@@ -20,6 +20,7 @@ pub mod rng;
 pub mod runtime;
 pub mod sysmem;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use model::llama::{Config, Llama};

@@ -8,7 +8,7 @@ mod common;
 use airlift_worker::airl::corrupt::{self, first_error_token, KINDS};
 use airlift_worker::airl::losses::DiscriminatorForm;
 use airlift_worker::airl::iteration::{AirlConfig, IterationBatch, Learner, NoReduce, Sample};
-use airlift_worker::airl::optim::{AdamWConfig, FlatAdamW};
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::{self, Split, SynthConfig};
 use airlift_worker::generate::{generate, SamplingParams};

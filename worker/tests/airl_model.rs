@@ -3,7 +3,7 @@
 
 mod common;
 
-use airlift_worker::airl::optim::{AdamWConfig, FlatAdamW};
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::{RewardModel, HEAD_BIAS, HEAD_WEIGHT};
 use airlift_worker::model;
 use common::*;

@@ -14,7 +14,8 @@
 
 use super::losses::{self, DiscriminatorForm};
 use super::metrics::{auroc, IterationMetrics};
-use super::optim::FlatAdamW;
+use crate::train::optim::FlatAdamW;
+pub use crate::train::{GradReducer, NoReduce};
 use super::reward::RewardModel;
 use crate::model::llama::Llama;
 use std::time::Instant;
@@ -103,22 +104,6 @@ impl Default for AirlConfig {
             ignore_corrupted_prefix: false,
         }
     }
-}
-
-/// Keeps data-parallel replicas in step: combines flat gradients before each optimizer step and,
-/// when each rank steps only its shard of the parameters, gathers the shards afterwards.
-pub trait GradReducer {
-    /// Replaces `grad` with the mean over replicas.
-    fn all_reduce_mean(&mut self, grad: &mut Tensor);
-    /// After `opt` stepped its shard: make every replica's flat parameters whole again.
-    fn gather_params(&mut self, _opt: &FlatAdamW) {}
-}
-
-/// The single-process reducer: leaves gradients and parameters as they are.
-pub struct NoReduce;
-
-impl GradReducer for NoReduce {
-    fn all_reduce_mean(&mut self, _grad: &mut Tensor) {}
 }
 
 /// Right-padded rows in shifted space.

@@ -1,10 +1,10 @@
 //! The AIRL core (design §1): synthetic expert data and corruptions, the token-level reward
-//! model, the losses and advantages, the flat-buffer optimiser, and one training iteration.
+//! model, the losses and advantages, and one training iteration (the optimiser and data
+//! parallelism it uses are in [`crate::train`]).
 
 pub mod losses;
 pub mod corrupt;
 pub mod synth;
-pub mod optim;
 pub mod reward;
 pub mod iteration;
 pub mod metrics;

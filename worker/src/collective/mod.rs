@@ -257,29 +257,3 @@ pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
 /// Gradient values all-reduced per ring pass (64 MiB of fp32): bounds the copies in flight.
 pub const GRAD_BUCKET: usize = 16 << 20;
 
-/// Data parallelism over a [`Collective`]: mean-all-reduces flat gradients and all-gathers the
-/// parameter shards that each rank's optimizer stepped (ZeRO-1).
-pub struct DataParallel {
-    pub coll: Box<dyn Collective>,
-}
-
-impl crate::airl::iteration::GradReducer for DataParallel {
-    fn all_reduce_mean(&mut self, grad: &mut tch::Tensor) {
-        if self.coll.world() == 1 {
-            return;
-        }
-        self.coll.all_reduce_sum_tensor(grad).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
-        let w = self.coll.world() as f64;
-        tch::no_grad(|| {
-            let _ = grad.g_div_scalar_(w);
-        });
-    }
-
-    fn gather_params(&mut self, opt: &crate::airl::optim::FlatAdamW) {
-        if self.coll.world() == 1 {
-            return;
-        }
-        let counts = opt.shard_counts(self.coll.world());
-        self.coll.all_gather_tensor(opt.flat(), &counts).unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
-    }
-}

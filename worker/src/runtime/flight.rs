@@ -1,7 +1,7 @@
 //! Arrow Flight between workers: rollout workers `DoPut` trajectory rows to their learner; the
 //! learners serve the current policy weights with `DoGet` (ticket `policy:<version>`), as a
 //! stream of fp32 buckets of [`WEIGHT_BUCKET`] values in the flat-buffer order of
-//! [`crate::airl::optim::FlatAdamW`] (trainable parameters sorted by name).
+//! [`crate::train::optim::FlatAdamW`] (trainable parameters sorted by name).
 //!
 //! Every call passes the same [`Guard`] as the coordinator's gRPC service (protocol version and
 //! run token). Received rows are validated ([`trajectory::from_batch`]) and deduplicated by

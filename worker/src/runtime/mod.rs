@@ -255,34 +255,13 @@ pub fn fingerprint(values: &[f32]) -> String {
     format!("{h:016x}")
 }
 
-/// Flat fp32 values of every trainable variable of `vs`, sorted by name (the order of
-/// [`crate::airl::optim::FlatAdamW`]).
+/// Flat fp32 values of every trainable variable of `vs`, in the flat order of
+/// [`crate::train::flat`].
 pub fn flat_params(vs: &tch::nn::VarStore) -> Vec<f32> {
-    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::new();
-    for (_, t) in vars {
-        out.extend(Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).reshape([-1])).expect("f32"));
-    }
-    out
+    crate::train::flat::values(vs)
 }
 
 /// Copies flat values (that order) into the variables of `vs`, converting to their kinds.
 pub fn load_flat_params(vs: &tch::nn::VarStore, flat: &[f32]) -> Result<(), WorkerError> {
-    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let total: usize = vars.iter().map(|(_, t)| t.numel()).sum();
-    if total != flat.len() {
-        return Err(WorkerError::Other(format!("weights: received {} values, the model has {total} parameters", flat.len())));
-    }
-    let mut off = 0;
-    tch::no_grad(|| {
-        for (_, t) in vars {
-            let n = t.numel();
-            let src = tch::Tensor::from_slice(&flat[off..off + n]).view(t.size().as_slice());
-            t.shallow_clone().copy_(&src.to_kind(t.kind()).to_device(t.device()));
-            off += n;
-        }
-    });
-    Ok(())
+    crate::train::flat::load_values(vs, flat).map_err(WorkerError::Other)
 }

@@ -1,9 +1,9 @@
 //! AdamW over a flat parameter buffer, with gradient-norm clipping, linear warmup then cosine
 //! decay, and weight decay only on matrices (not on norms and biases).
 //!
-//! All trainable parameters (sorted by name, so every rank lays them out alike) are copied into
-//! one contiguous fp32 buffer and then *become views of it*, so an update of the buffer is an
-//! update of the model. The optimizer may own only a slice `[lo, hi)` of the buffer (its moments
+//! All trainable parameters, in the flat order of [`super::flat`] (so every rank lays them out
+//! alike), are copied into one contiguous fp32 buffer and then *become views of it*, so an update
+//! of the buffer is an update of the model. The optimizer may own only a slice `[lo, hi)` of the buffer (its moments
 //! are that long): that is the ZeRO-1 layout of the distributed learner, where each rank steps
 //! its slice and the slices are then all-gathered. With one rank the slice is the whole buffer.
 //!
@@ -94,13 +94,13 @@ impl FlatAdamW {
 
     /// Takes over every trainable variable of `vs`; this optimizer (rank `rank` of `world`) owns
     /// slice `rank` of the buffer split into `world` near-equal parts
-    /// ([`crate::collective::split_counts`]).
+    /// ([`super::flat::FlatLayout::shard`]).
     pub fn sharded(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize) -> Self {
         assert!(world > 0 && rank < world, "rank {rank} of world {world}");
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let vars = super::flat::trainable(vs);
         assert!(!vars.is_empty(), "no trainable parameters");
-        let total: i64 = vars.iter().map(|(_, t)| t.numel() as i64).sum();
+        let layout = super::flat::FlatLayout::of(vs);
+        let total = layout.total;
         let device = vars[0].1.device();
         let flat = Tensor::zeros([total], (Kind::Float, device));
         let mut decay = Vec::with_capacity(vars.len());
@@ -117,9 +117,7 @@ impl FlatAdamW {
                 off += n;
             }
         });
-        let counts = crate::collective::split_counts(total as usize, world);
-        let lo = counts[..rank].iter().sum::<usize>() as i64;
-        let hi = lo + counts[rank] as i64;
+        let (lo, hi) = layout.shard(rank, world);
         let len = hi - lo;
         FlatAdamW {
             names: vars.iter().map(|(n, _)| n.clone()).collect(),

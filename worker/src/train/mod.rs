@@ -1,0 +1,10 @@
+//! Training infrastructure shared by every kind of training step: the flat parameter layout
+//! ([`flat`]), AdamW over it ([`optim`]) and data parallelism over it ([`data_parallel`]).
+//! Layering: [`crate::airl`] uses this module; this module uses [`crate::collective`] (the
+//! transport), which uses neither.
+
+pub mod data_parallel;
+pub mod flat;
+pub mod optim;
+
+pub use data_parallel::{DataParallel, GradReducer, NoReduce};
