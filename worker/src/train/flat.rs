@@ -91,9 +91,9 @@ mod tests {
     fn layout_orders_by_name_and_shards_cover_the_vector_as_the_optimizer_does() {
         let vs = VarStore::new(Device::Cpu);
         let root = vs.root();
-        (&root / "b").var("weight", &[3, 4], Init::Const(1.0));
-        (&root / "a").var("bias", &[5], Init::Const(2.0));
-        root.var("c", &[2], Init::Const(3.0));
+        let _ = (&root / "b").var("weight", &[3, 4], Init::Const(1.0));
+        let _ = (&root / "a").var("bias", &[5], Init::Const(2.0));
+        let _ = root.var("c", &[2], Init::Const(3.0));
         let l = FlatLayout::of(&vs);
         assert_eq!(l.names, ["a.bias", "b.weight", "c"]);
         assert_eq!(l.offsets, [0, 5, 17]);
