@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind};
 
-/// airlift worker: model tools today; the rollout and learner roles arrive with the runtime.
+/// airlift worker: the rollout and learner roles of a run, and model tools and benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version)]
 pub struct Cli {
