@@ -35,6 +35,19 @@ int fail(const std::exception& e, char* err, size_t err_len) {
   return 1;
 }
 
+// Runs `f`, turning a C++ exception into the C ABI's error convention (1 + message).
+template <typename F>
+int guarded(F&& f, char* err, size_t err_len) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e, err, err_len);
+  }
+}
+
+at::cuda::CUDAGraph* graph(void* g) { return static_cast<at::cuda::CUDAGraph*>(g); }
+
 void push_side_stream() {
   if (g_saved_stream.has_value()) {
     throw std::runtime_error("airlift cuda graph: side stream already pushed");
@@ -62,68 +75,47 @@ void pop_side_stream() {
 
 extern "C" {
 
-int airlift_side_stream_push(char* err, size_t err_len) {
-  try {
-    push_side_stream();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e, err, err_len);
-  }
-}
+int airlift_side_stream_push(char* err, size_t err_len) { return guarded(push_side_stream, err, err_len); }
 
-int airlift_side_stream_pop(char* err, size_t err_len) {
-  try {
-    pop_side_stream();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e, err, err_len);
-  }
-}
+int airlift_side_stream_pop(char* err, size_t err_len) { return guarded(pop_side_stream, err, err_len); }
 
 void* airlift_graph_new() { return new at::cuda::CUDAGraph(); }
 
-void airlift_graph_delete(void* g) { delete static_cast<at::cuda::CUDAGraph*>(g); }
+void airlift_graph_delete(void* g) { delete graph(g); }
 
 // Switches to a side stream and starts capturing on it (thread-local mode: other threads'
 // CUDA calls are not affected).
 int airlift_graph_capture_begin(void* g, char* err, size_t err_len) {
-  try {
-    push_side_stream();
-    try {
-      static_cast<at::cuda::CUDAGraph*>(g)->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-    } catch (...) {
-      pop_side_stream();
-      throw;
-    }
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e, err, err_len);
-  }
+  return guarded(
+      [g] {
+        push_side_stream();
+        try {
+          graph(g)->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        } catch (...) {
+          pop_side_stream();
+          throw;
+        }
+      },
+      err, err_len);
 }
 
 // Ends the capture (and instantiates the graph), then switches back to the saved stream.
 int airlift_graph_capture_end(void* g, char* err, size_t err_len) {
-  try {
-    try {
-      static_cast<at::cuda::CUDAGraph*>(g)->capture_end();
-    } catch (...) {
-      pop_side_stream();
-      throw;
-    }
-    pop_side_stream();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e, err, err_len);
-  }
+  return guarded(
+      [g] {
+        try {
+          graph(g)->capture_end();
+        } catch (...) {
+          pop_side_stream();
+          throw;
+        }
+        pop_side_stream();
+      },
+      err, err_len);
 }
 
 int airlift_graph_replay(void* g, char* err, size_t err_len) {
-  try {
-    static_cast<at::cuda::CUDAGraph*>(g)->replay();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e, err, err_len);
-  }
+  return guarded([g] { graph(g)->replay(); }, err, err_len);
 }
 
 }  // extern "C"
