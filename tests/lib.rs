@@ -99,3 +99,82 @@ pub fn trajectories(run_dir: &Path) -> Vec<(String, Vec<TrajectoryRow>)> {
 pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// Starts `coordinator args` in its own process group and calls `on_line(line, pgid)` for each
+/// line of its log (to kill something at the right moment). Returns (success, stdout, log).
+/// Kills the group after `timeout`.
+pub fn coordinator_watched(args: &[&str], timeout: std::time::Duration, mut on_line: impl FnMut(&str, u32)) -> (bool, String, String) {
+    use std::io::{BufRead, Read};
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(bin("coordinator")).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    let pgid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut log = Vec::new();
+    let mut status = None;
+    while status.is_none() {
+        if std::time::Instant::now() > deadline {
+            kill_group(pgid);
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => {
+                on_line(&line, pgid);
+                log.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => status = child.try_wait().unwrap(),
+            Err(_) => status = Some(child.wait().unwrap()),
+        }
+    }
+    // Workers die with the group; give the kernel a moment to release their ports and files.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (status.unwrap().success(), out.join().unwrap(), log.join("\n"))
+}
+
+/// SIGKILL to every process of group `pgid`.
+pub fn kill_group(pgid: u32) {
+    let _ = Command::new("kill").args(["-9", "--", &format!("-{pgid}")]).status();
+}
+
+/// SIGKILL to local worker `name` of the run in `run_dir` (from its `workers.json`).
+pub fn kill_worker(run_dir: &Path, name: &str) {
+    let pids: Vec<(String, u32)> = serde_json::from_str(&std::fs::read_to_string(run_dir.join("workers.json")).unwrap()).unwrap();
+    let pid = pids.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} in workers.json: {pids:?}")).1;
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+}
+
+/// A metrics record without anything that measures time or the machine (seconds, rates, memory,
+/// page faults), for comparing two runs that must compute the same thing.
+pub fn without_timings(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| {
+                !(k.ends_with("_s") || k.ends_with("_ms") || k.starts_with("time_") || k.as_str() == "learner_peak_rss_mb" || k.as_str() == "learner_minor_faults")
+            })
+            .map(|(k, v)| (k.clone(), without_timings(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(a) => a.iter().map(without_timings).collect::<Vec<_>>().into(),
+        other => other.clone(),
+    }
+}
+
+/// The trajectory rows of a run with their generation times zeroed (the only timing in a row).
+pub fn rows_without_timings(run_dir: &Path) -> Vec<(String, Vec<TrajectoryRow>)> {
+    trajectories(run_dir)
+        .into_iter()
+        .map(|(n, rows)| (n, rows.into_iter().map(|r| TrajectoryRow { generation_ms: 0, ..r }).collect()))
+        .collect()
+}

@@ -1,6 +1,7 @@
 //! The local launcher: `coordinator --config X --local` serves the run on loopback and starts
 //! the configured numbers of learner and rollout worker processes on this machine (the `worker`
-//! binary next to this one), forwards Ctrl-C, and stops them at the end.
+//! binary next to this one), forwards Ctrl-C, restarts the learners when the run asks (a
+//! learner died; they resume from the newest checkpoint), and stops them at the end.
 
 use crate::{serve, CoordinatorError, RunOutcome};
 use airlift_proto::config::RunConfig;
@@ -67,8 +68,52 @@ fn last_error_line(log: &std::path::Path) -> Option<String> {
     text.lines().rev().find_map(|l| l.strip_prefix("Error: ")).map(|l| l.chars().take(400).collect())
 }
 
-/// Runs `cfg` with local worker processes; worker logs go to `<run>/logs/`.
-pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutcome, CoordinatorError> {
+/// A started worker process: its watcher reports its exit, and kills it when told to.
+struct Proc {
+    kill: tokio::sync::oneshot::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Watches `child`: calls `on_exit(status, success)` when it exits; a message on the returned
+/// handle's `kill` kills it first.
+fn watch(name: String, mut child: Child, on_exit: impl FnOnce(String, bool) + Send + 'static) -> Proc {
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = kill_rx => {
+                tracing::info!(name = %name, "killing worker process");
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        let (text, ok) = match status {
+            Ok(s) => (s.to_string(), s.success()),
+            Err(e) => (e.to_string(), false),
+        };
+        on_exit(text, ok);
+        let _ = done_tx.send(());
+    });
+    Proc { kill: kill_tx, done: done_rx }
+}
+
+/// Kills `procs` that have not exited by `deadline`, and waits for all of them.
+async fn reap(procs: Vec<Proc>, deadline: tokio::time::Instant) {
+    for Proc { kill, mut done } in procs {
+        if tokio::time::timeout_at(deadline, &mut done).await.is_err() {
+            let _ = kill.send(());
+            let _ = done.await;
+        }
+    }
+}
+
+/// Runs `cfg` with local worker processes; worker logs go to `<run>/logs/`. Starts from the
+/// checkpoint `resume` asks for; a learner that dies restarts the learners from the newest
+/// checkpoint (`run.max_restarts` times).
+pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Resume) -> Result<RunOutcome, CoordinatorError> {
+    // Check the checkpoint before starting anything.
+    let resume = crate::choose_checkpoint(&cfg, &resume)?;
     let token = Some(token.unwrap_or_else(make_token));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| CoordinatorError::Server(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| CoordinatorError::Server(e.to_string()))?;
@@ -80,69 +125,112 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
         return Err(CoordinatorError::Io { path: bin.display().to_string(), what: "worker binary not found (build it, or set AIRLIFT_WORKER_BIN)".into() });
     }
     let gpus = assign_gpus(&cfg, &local_gpus())?;
-    let mut children: Vec<(String, Child)> = Vec::new();
-    let spawn = |name: String, args: Vec<String>, gpu: Option<String>| -> Result<(String, Child), CoordinatorError> {
-        let log = std::fs::File::create(logs.join(format!("{name}.log"))).map_err(|e| CoordinatorError::Io { path: logs.display().to_string(), what: e.to_string() })?;
-        let err = log.try_clone().map_err(|e| CoordinatorError::Io { path: logs.display().to_string(), what: e.to_string() })?;
-        let mut cmd = Command::new(&bin);
-        if let Some(g) = gpu {
-            cmd.env("CUDA_VISIBLE_DEVICES", g);
+    // Logs are appended to: a resumed or restarted worker's log follows the earlier attempt's.
+    let spawn = {
+        let (bin, logs, token) = (bin.clone(), logs.clone(), token.clone());
+        move |name: &str, args: Vec<String>, gpu: Option<String>, note: &str| -> Result<Child, CoordinatorError> {
+            let path = logs.join(format!("{name}.log"));
+            let ioe = |e: std::io::Error| CoordinatorError::Io { path: path.display().to_string(), what: e.to_string() };
+            let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(ioe)?;
+            if !note.is_empty() {
+                use std::io::Write;
+                let _ = writeln!(log, "==== {note} ====");
+            }
+            let err = log.try_clone().map_err(ioe)?;
+            let mut cmd = Command::new(&bin);
+            if let Some(g) = gpu {
+                cmd.env("CUDA_VISIBLE_DEVICES", g);
+            }
+            let child = cmd
+                .args(&args)
+                .env("AIRLIFT_TOKEN", token.as_deref().unwrap_or(""))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(err))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| CoordinatorError::Io { path: bin.display().to_string(), what: e.to_string() })?;
+            tracing::info!(name = %name, pid = child.id(), "worker started");
+            Ok(child)
         }
-        let child = cmd
-            .args(&args)
-            .env("AIRLIFT_TOKEN", token.as_deref().unwrap_or(""))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| CoordinatorError::Io { path: bin.display().to_string(), what: e.to_string() })?;
-        tracing::info!(name = %name, pid = child.id(), "worker started");
-        Ok((name, child))
     };
-    for r in 0..cfg.workers.learner {
-        children.push(spawn(format!("learner-{r}"), vec!["run".into(), "--role".into(), "learner".into(), "--coordinator".into(), url.clone(), "--rank".into(), r.to_string()], gpus[r as usize].clone())?);
-    }
-    for i in 0..cfg.workers.rollout {
-        children.push(spawn(format!("rollout-{i}"), vec!["run".into(), "--role".into(), "rollout".into(), "--coordinator".into(), url.clone()], gpus[(cfg.workers.learner + i) as usize].clone())?);
-    }
-    let pids: Vec<(String, u32)> = children.iter().filter_map(|(n, c)| c.id().map(|p| (n.clone(), p))).collect();
-    if let Ok(p) = serde_json::to_string(&pids) {
-        let _ = std::fs::write(cfg.run_dir().join("workers.json"), p);
-    }
-    let names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
-    // One watcher per child: reports its exit, and kills it when told to.
-    let (exited_tx, mut exited_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, bool)>();
-    let mut killers = Vec::new();
-    let mut done = Vec::new();
-    for (name, mut child) in children {
-        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let exited = exited_tx.clone();
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
+    let write_pids = {
+        let (pids, path) = (pids.clone(), cfg.run_dir().join("workers.json"));
+        move |name: &str, child: &Child| {
+            let mut p = pids.lock().unwrap();
+            p.retain(|(n, _)| n != name);
+            if let Some(id) = child.id() {
+                p.push((name.to_string(), id));
+            }
+            if let Ok(text) = serde_json::to_string(&*p) {
+                let _ = std::fs::write(&path, text);
+            }
+        }
+    };
+    // Learners: their exits go to the run state (which restarts them or fails the run).
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<crate::state::Event>();
+    let (respawn_tx, mut respawn_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let learners = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<Proc>::new()));
+    let start_learners = {
+        let (spawn, write_pids, url, gpus, events_tx) = (spawn.clone(), write_pids.clone(), url.clone(), gpus.clone(), events_tx.clone());
+        let n = cfg.workers.learner;
+        move |generation: u32| -> Result<Vec<Proc>, CoordinatorError> {
+            let mut procs = Vec::new();
+            for r in 0..n {
+                let name = format!("learner-{r}");
+                let note = if generation > 0 { format!("restart {generation}") } else { String::new() };
+                let args = vec!["run".into(), "--role".into(), "learner".into(), "--coordinator".into(), url.clone(), "--rank".into(), r.to_string()];
+                let child = spawn(&name, args, gpus[r as usize].clone(), &note)?;
+                write_pids(&name, &child);
+                let ev = events_tx.clone();
+                let label = name.clone();
+                procs.push(watch(name, child, move |status, ok| {
+                    if ok {
+                        tracing::info!(name = %label, %status, "worker process exited");
+                    } else {
+                        tracing::warn!(name = %label, %status, "worker process exited during the run");
+                        let _ = ev.send(crate::state::Event::LearnerExited { rank: r, generation, status });
+                    }
+                }));
+            }
+            Ok(procs)
+        }
+    };
+    *learners.lock().await = start_learners(0)?;
+    drop(events_tx);
+    // Restarts: kill the learners still running, then start a new generation.
+    let restarter = {
+        let learners = learners.clone();
         tokio::spawn(async move {
-            let status = tokio::select! {
-                s = child.wait() => s,
-                _ = kill_rx => {
-                    tracing::warn!(name = %name, "worker did not exit; killing it");
-                    let _ = child.start_kill();
-                    child.wait().await
+            while let Some(generation) = respawn_rx.recv().await {
+                let mut current = learners.lock().await;
+                let old = std::mem::take(&mut *current);
+                reap(old, tokio::time::Instant::now()).await;
+                match start_learners(generation) {
+                    Ok(p) => *current = p,
+                    Err(e) => tracing::error!(error = %e, "cannot restart the learners"),
                 }
-            };
-            let (text, ok) = match status {
-                Ok(s) => (s.to_string(), s.success()),
-                Err(e) => (e.to_string(), false),
-            };
-            let _ = exited.send((name, text, ok));
-            let _ = done_tx.send(());
-        });
-        killers.push(kill_tx);
-        done.push(done_rx);
+            }
+        })
+    };
+    // Rollout workers: the run stops when none is left; a single lost one is the coordinator's
+    // business (its task is re-queued).
+    let (exited_tx, mut exited_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, bool)>();
+    let mut rollouts = Vec::new();
+    for i in 0..cfg.workers.rollout {
+        let name = format!("rollout-{i}");
+        let args = vec!["run".into(), "--role".into(), "rollout".into(), "--coordinator".into(), url.clone()];
+        let child = spawn(&name, args, gpus[(cfg.workers.learner + i) as usize].clone(), if resume.is_none() { "" } else { "resume" })?;
+        write_pids(&name, &child);
+        let tx = exited_tx.clone();
+        let label = name.clone();
+        rollouts.push(watch(name, child, move |status, ok| {
+            let _ = tx.send((label, status, ok));
+        }));
     }
     drop(exited_tx);
-    // The run stops on Ctrl-C, when a learner process exits (the run cannot go on without it),
-    // or when no rollout worker process is left. A single lost rollout worker is the
-    // coordinator's business: its task is re-queued.
-    let (learners, mut rollouts) = (cfg.workers.learner, cfg.workers.rollout);
+    let mut left = cfg.workers.rollout;
     let logs_dir = logs.clone();
     let stop = async move {
         loop {
@@ -156,13 +244,10 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
                             continue;
                         }
                         tracing::warn!(name = %name, %status, "worker process exited during the run");
-                        let log = logs_dir.join(format!("{name}.log"));
-                        let why = last_error_line(&log).map(|l| format!(": {l}")).unwrap_or_default();
-                        if name.starts_with("learner") && learners > 0 {
-                            return format!("{name} exited ({status}){why}; see {}", log.display());
-                        }
-                        rollouts = rollouts.saturating_sub(1);
-                        if rollouts == 0 {
+                        left = left.saturating_sub(1);
+                        if left == 0 {
+                            let log = logs_dir.join(format!("{name}.log"));
+                            let why = last_error_line(&log).map(|l| format!(": {l}")).unwrap_or_default();
                             return format!("no rollout worker left: {name} exited last ({status}){why}; see {}", log.display());
                         }
                     }
@@ -171,16 +256,15 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>) -> Result<RunOutco
             }
         }
     };
-    let outcome = serve(cfg, token, listener, stop).await;
+    let opts = crate::ServeOptions { resume, launcher: Some((events_rx, respawn_tx)) };
+    let outcome = serve(cfg.clone(), token, listener, stop, opts).await;
+    restarter.abort();
     let deadline = tokio::time::Instant::now() + EXIT_GRACE;
-    for (kill, done) in killers.into_iter().zip(done) {
-        let mut done = done;
-        if tokio::time::timeout_at(deadline, &mut done).await.is_err() {
-            let _ = kill.send(());
-            let _ = done.await;
-        }
-    }
+    let current = std::mem::take(&mut *learners.lock().await);
+    reap(current, deadline).await;
+    reap(rollouts, deadline).await;
     // A failed run names what its workers said last, so nobody has to open the logs to start.
+    let names: Vec<String> = (0..cfg.workers.learner).map(|r| format!("learner-{r}")).chain((0..cfg.workers.rollout).map(|i| format!("rollout-{i}"))).collect();
     outcome.map_err(|e| match e {
         CoordinatorError::Failed(why) => {
             let said: String = names

@@ -5,14 +5,19 @@
 //! the learners' rendezvous, lost-worker handling, the metrics sink (`<run>/metrics.jsonl`) and
 //! the local launcher (worker processes on this machine). It never touches tensors.
 //!
-//! Not built yet: checkpoints and resume, so a lost learner fails the run.
+//! Checkpoints: the coordinator sends each learner rank a checkpoint task, writes the manifest
+//! once all shards are reported, verifies checkpoints before a resume (`--resume`), and exports
+//! them as Hugging Face folders ([`export`]). `--local` runs restart lost learners from the
+//! newest checkpoint.
 
+pub mod export;
 pub mod launcher;
 pub mod server;
 pub mod state;
 pub mod summary;
 
 use airlift_proto::auth::Guard;
+use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::RunConfig;
 use state::{Event, Phase, RunState};
 use std::future::Future;
@@ -31,6 +36,8 @@ pub enum CoordinatorError {
     Server(String),
     #[error("config: {0}")]
     Config(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// How long open connections may delay the server's stop at the end of a run.
@@ -38,19 +45,77 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished run produced.
 pub struct RunOutcome {
-    /// One JSON record per iteration (0 = the SFT warm start).
+    /// One JSON record per iteration (0 = the SFT warm start), and one per learner restart.
     pub records: Vec<serde_json::Value>,
     pub run_dir: std::path::PathBuf,
+    /// The newest checkpoint written (or resumed from).
+    pub last_checkpoint: Option<std::path::PathBuf>,
+    /// Learner restarts: (checkpoint iteration, iterations redone, why).
+    pub restarts: Vec<(u64, Vec<u64>, String)>,
+}
+
+/// Which checkpoint a run starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// A fresh run.
+    No,
+    /// The newest valid checkpoint in `run.dir` (invalid newer ones are skipped, with the reason).
+    Latest,
+    /// This checkpoint folder; an error if it fails its checks.
+    Path(std::path::PathBuf),
+}
+
+/// How [`serve`] starts and who else talks to the run.
+pub struct ServeOptions {
+    /// The checkpoint to start from ([`choose_checkpoint`]), or none for a fresh run.
+    pub resume: Option<state::ResumePoint>,
+    /// The local launcher: events it sends (learner processes that exited) and where learner
+    /// restarts are requested (enables restarts).
+    pub launcher: Option<(mpsc::UnboundedReceiver<Event>, mpsc::UnboundedSender<u32>)>,
+}
+
+/// Finds and verifies the checkpoint `resume` asks for, telling the user which one it took and
+/// why it skipped any other. `Ok(None)` for a fresh run.
+pub fn choose_checkpoint(cfg: &RunConfig, resume: &Resume) -> Result<Option<state::ResumePoint>, CoordinatorError> {
+    let hash = cfg.resume_hash();
+    match resume {
+        Resume::No => Ok(None),
+        Resume::Path(dir) => {
+            let m = ckpt::verify(dir, Some(&hash)).map_err(|e| CoordinatorError::Checkpoint(format!("--resume {}: {e}", dir.display())))?;
+            tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, "resuming from the checkpoint given");
+            Ok(Some(state::ResumePoint { dir: dir.clone(), manifest: m }))
+        }
+        Resume::Latest => {
+            let run_dir = cfg.run_dir();
+            let choice = ckpt::newest_valid(&run_dir, Some(&hash));
+            for (dir, e) in &choice.skipped {
+                tracing::warn!(checkpoint = %dir.display(), "skipping a checkpoint that failed its checks: {e}");
+                eprintln!("skipped {}: {e}", dir.display());
+            }
+            match choice.chosen {
+                Some((dir, m)) => {
+                    let why = if choice.skipped.is_empty() { "the newest".to_string() } else { format!("the newest valid; {} newer skipped", choice.skipped.len()) };
+                    tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, "resuming from {why}");
+                    eprintln!("resuming from {} (iteration {}, {why})", dir.display(), m.iteration);
+                    Ok(Some(state::ResumePoint { dir, manifest: m }))
+                }
+                None => Err(CoordinatorError::Checkpoint(format!("--resume: no valid checkpoint in {}", ckpt::root(&run_dir).display()))),
+            }
+        }
+    }
 }
 
 /// Serves the run of `cfg` on `listener` until it is done, fails, or `shutdown` resolves (with
 /// the reason to stop). Writes the effective config to `<run>/config.toml` first.
-pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = String> + Send + 'static) -> Result<RunOutcome, CoordinatorError> {
+pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = String> + Send + 'static, opts: ServeOptions) -> Result<RunOutcome, CoordinatorError> {
     let run_dir = cfg.run_dir();
     let io = |what: std::io::Error| CoordinatorError::Io { path: run_dir.display().to_string(), what: what.to_string() };
+    let resume = opts.resume;
     std::fs::create_dir_all(&run_dir).map_err(io)?;
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(io)?;
-    let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+    if resume.is_none() {
+        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+    }
     let (tx, mut rx) = mpsc::channel::<Event>(256);
     let svc = server::service(tx.clone(), Guard::new(token));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -80,8 +145,22 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         let reason = shutdown.await;
         let _ = stopper.send(Event::Stop { reason }).await;
     });
-    drop(tx);
     let mut state = RunState::new(cfg, run_dir.clone());
+    if let Some(point) = resume {
+        state.resume_from(point);
+    }
+    if let Some((mut events, respawn)) = opts.launcher {
+        state.enable_restarts(respawn);
+        let fwd = tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if fwd.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
     tracing::info!(run_dir = %run_dir.display(), "coordinator up");
     while let Some(ev) = rx.recv().await {
         state.handle(ev);
@@ -101,7 +180,7 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         Err(_) => tracing::warn!("gRPC server did not stop within {} s; leaving it", SERVER_STOP_GRACE.as_secs()),
     }
     match state.phase {
-        Phase::Done => Ok(RunOutcome { records: state.records, run_dir }),
+        Phase::Done => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts }),
         Phase::Failed(why) => Err(CoordinatorError::Failed(why)),
         other => Err(CoordinatorError::Failed(format!("ended in phase {}", other.name()))),
     }

@@ -17,6 +17,10 @@ struct Cli {
     /// Start the configured workers as local processes and run to the end.
     #[arg(long)]
     local: bool,
+    /// Continue the run from a checkpoint: the newest valid one in `run.dir` (`--resume`), or
+    /// the folder given (`--resume PATH`). Checked (sizes, SHA-256, config) before anything loads.
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    resume: Option<Option<PathBuf>>,
     /// Address to serve on when workers are started by hand or by Slurm.
     #[arg(long, default_value = "0.0.0.0:50051")]
     listen: String,
@@ -34,6 +38,14 @@ enum Cmd {
         /// File holding the run token (else env AIRLIFT_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
+    },
+    /// Write a checkpoint's policy and reward model as Hugging Face folders (OUT/policy, OUT/reward).
+    Export {
+        /// The checkpoint folder (`<run>/checkpoints/step-NNNNNN`).
+        checkpoint: PathBuf,
+        /// Where to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the summary table of a run from its `<run>/metrics.jsonl`.
     Summary {
@@ -61,6 +73,12 @@ fn main() -> anyhow::Result<()> {
         print!("{}", airlift_coordinator::summary::table(&records));
         return Ok(());
     }
+    if let Some(Cmd::Export { checkpoint, out }) = &cli.command {
+        let t = std::time::Instant::now();
+        let (p, r) = airlift_coordinator::export::export(checkpoint, out)?;
+        println!("exported {} in {:.1} s\n  policy: {}\n  reward: {}", checkpoint.display(), t.elapsed().as_secs_f64(), p.display(), r.display());
+        return Ok(());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     if let Some(Cmd::Status { coordinator, token_file }) = cli.command {
         let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
@@ -82,21 +100,43 @@ fn main() -> anyhow::Result<()> {
     let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
     let cfg = RunConfig::load(&path)?;
     let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let resume = match cli.resume {
+        None => airlift_coordinator::Resume::No,
+        Some(None) => airlift_coordinator::Resume::Latest,
+        Some(Some(p)) => airlift_coordinator::Resume::Path(p),
+    };
     let outcome = rt.block_on(async move {
         if cli.local {
-            Ok::<_, anyhow::Error>(airlift_coordinator::launcher::run_local(cfg, token).await?)
+            Ok::<_, anyhow::Error>(airlift_coordinator::launcher::run_local(cfg, token, resume).await?)
         } else {
+            // Nothing of an earlier attempt is touched before the checkpoint passed its checks.
+            let resume = airlift_coordinator::choose_checkpoint(&cfg, &resume)?;
             let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
             tracing::info!(listen = %cli.listen, "waiting for workers");
             Ok(airlift_coordinator::serve(cfg, token, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
                 "interrupted".to_string()
-            })
+            }, airlift_coordinator::ServeOptions { resume, launcher: None })
             .await?)
         }
     })?;
     println!("\n== airlift run summary ({}) ==", outcome.run_dir.display());
     print!("{}", airlift_coordinator::summary::table(&outcome.records));
+    for (from, redone, why) in &outcome.restarts {
+        println!("learner restart: from the iteration-{from} checkpoint, redid iterations {redone:?} ({why})");
+    }
+    if !outcome.restarts.is_empty() {
+        println!("learners restarted {} time(s)", outcome.restarts.len());
+    }
     println!("metrics: {}", outcome.run_dir.join("metrics.jsonl").display());
+    match &outcome.last_checkpoint {
+        Some(c) => println!(
+            "last checkpoint: {}\n  resume: coordinator --config <this config> --resume [{}]\n  export: coordinator export {} --out <dir>",
+            c.display(),
+            c.display(),
+            c.display()
+        ),
+        None => println!("no checkpoint written (checkpoint.every = 0 and checkpoint.at_end = false)"),
+    }
     Ok(())
 }

@@ -3,17 +3,25 @@
 //! the workers' attached streams.
 //!
 //! ```text
-//!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent)
-//!        │   (CUDA runs: rank 0's rendezvous first; the others' once rank 0 sent its NCCL id)
-//!        │
-//!        ├─ sft.steps or reward.warm_start_steps > 0 ─▶ Sft (warm starts) ──all learners report──┐
-//!        └─────────────────────────────────────────────────────────────────────────────────┴─▶ Running
+//!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent, naming the checkpoint to
+//!        │   load when resuming; CUDA runs: rank 0's rendezvous first, the others' once rank 0
+//!        │   sent its NCCL id)
+//!        ├─ fresh run with warm starts ─▶ WarmStart: SFT tasks, then reward warm-start tasks ──┐
+//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running
 //!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
-//!           learning of i starts when its rollouts are done and i − 1 is learned;
-//!           after the last iteration is learned ─▶ Done (workers shut down)
-//!  any state ── learner lost / task failed too often ──▶ Failed
+//!           learning of i starts when its rollouts are done, i − 1 is learned and no
+//!           checkpoint is being written; a checkpoint follows iterations that are multiples of
+//!           checkpoint.every (and the last one): one task per rank, then the manifest;
+//!           after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
+//!  learner lost / learner task failed, `--local` with restarts left and a valid checkpoint:
+//!           learners stopped and started again ─▶ WaitingForWorkers (resume from it)
+//!  otherwise, and rollout tasks that failed too often ──▶ Failed
 //! ```
+//!
+//! The coordinator owns the data frontier: which problems each warm-start step and each
+//! iteration uses is decided here and sent in the tasks.
 
+use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,11 +34,35 @@ use tonic::Status;
 /// worker, would otherwise loop forever).
 const MAX_ATTEMPTS: u32 = 3;
 
+/// The warm starts' problems are train-split ids far from the RL prompts (which count up from
+/// 0): SFT from here ...
+const SFT_FIRST_ID: u64 = 50_000;
+/// ... and the reward warm start from here.
+const REWARD_WARM_FIRST_ID: u64 = 70_000;
+
+/// A checkpoint being written: one task per learner rank, then the manifest.
+#[derive(Debug)]
+struct PendingCheckpoint {
+    iteration: u64,
+    dir: PathBuf,
+    tasks: Vec<u64>,
+    reports: BTreeMap<u32, serde_json::Value>,
+    policy_version: u64,
+    data: DataFrontier,
+    started: Instant,
+}
+
+/// Where a run restarts from: a verified checkpoint.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
 /// Where the run is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     WaitingForWorkers,
-    Sft,
+    WarmStart,
     Running,
     Done,
     Failed(String),
@@ -41,7 +73,7 @@ impl Phase {
     pub fn name(&self) -> String {
         match self {
             Phase::WaitingForWorkers => "waiting-for-workers".into(),
-            Phase::Sft => "sft".into(),
+            Phase::WarmStart => "warm-start".into(),
             Phase::Running => "running".into(),
             Phase::Done => "done".into(),
             Phase::Failed(why) => format!("failed: {why}"),
@@ -95,6 +127,8 @@ struct IterationState {
     learner_metrics: BTreeMap<u32, serde_json::Value>,
     queued_at: Option<Instant>,
     learn_started: Option<Instant>,
+    /// RL prompts `..prompt_end` are used once this iteration is learned.
+    prompt_end: u64,
 }
 
 /// Events of the coordinator's loop.
@@ -107,6 +141,8 @@ pub enum Event {
     Status { reply: tokio::sync::oneshot::Sender<pb::StatusResponse> },
     Tick,
     Stop { reason: String },
+    /// The local launcher saw learner process `rank` of spawn `generation` exit.
+    LearnerExited { rank: u32, generation: u32, status: String },
 }
 
 /// The whole run state.
@@ -127,11 +163,26 @@ pub struct RunState {
     learning: Option<u64>,
     policy_version: u64,
     prompt_cursor: u64,
+    /// RL prompts `..prompts_trained` have been trained on.
+    prompts_trained: u64,
     rendezvous_sent: bool,
     /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
     awaiting_nccl_id: bool,
-    sft_tasks: Vec<u64>,
-    sft_metrics: Vec<serde_json::Value>,
+    /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
+    warm_tasks: Vec<u64>,
+    warm_kind: pb::LearnerTaskKind,
+    warm_metrics: BTreeMap<u32, serde_json::Value>,
+    /// The checkpoint the learners load at their rendezvous (resume and restarts).
+    resume: Option<ResumePoint>,
+    checkpointing: Option<PendingCheckpoint>,
+    /// The newest checkpoint whose manifest is in place.
+    pub last_checkpoint: Option<PathBuf>,
+    config_hash: String,
+    /// `--local` runs: asks the launcher to start learner processes of a new generation.
+    respawn: Option<mpsc::UnboundedSender<u32>>,
+    learner_generation: u32,
+    /// Restarts so far: (checkpoint iteration, iterations redone, why).
+    pub restarts: Vec<(u64, Vec<u64>, String)>,
     /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
     pub records: Vec<serde_json::Value>,
     started: Instant,
@@ -141,6 +192,7 @@ impl RunState {
     /// A fresh run of `cfg` writing into `run_dir`.
     pub fn new(cfg: RunConfig, run_dir: PathBuf) -> Self {
         RunState {
+            config_hash: cfg.resume_hash(),
             config_toml: cfg.to_toml(),
             cfg,
             run_dir,
@@ -156,13 +208,72 @@ impl RunState {
             learning: None,
             policy_version: 0,
             prompt_cursor: 0,
+            prompts_trained: 0,
             rendezvous_sent: false,
             awaiting_nccl_id: false,
-            sft_tasks: Vec::new(),
-            sft_metrics: Vec::new(),
+            warm_tasks: Vec::new(),
+            warm_kind: pb::LearnerTaskKind::Unspecified,
+            warm_metrics: BTreeMap::new(),
+            resume: None,
+            checkpointing: None,
+            last_checkpoint: None,
+            respawn: None,
+            learner_generation: 0,
+            restarts: Vec::new(),
             records: Vec::new(),
             started: Instant::now(),
         }
+    }
+
+    /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
+    /// the new generation number) from the newest checkpoint, up to `run.max_restarts` times.
+    pub fn enable_restarts(&mut self, respawn: mpsc::UnboundedSender<u32>) {
+        self.respawn = Some(respawn);
+    }
+
+    /// Continues the run from the verified checkpoint `point`: the learners load it at their
+    /// rendezvous, the iterations after it run again, and their outputs from an earlier
+    /// attempt (metrics records, trajectory files) are removed so nothing appears twice.
+    pub fn resume_from(&mut self, point: ResumePoint) {
+        let m = &point.manifest;
+        self.learned_upto = m.iteration;
+        self.queued_upto = m.iteration;
+        self.policy_version = m.policy_version;
+        self.prompt_cursor = m.data.prompts_trained;
+        self.prompts_trained = m.data.prompts_trained;
+        self.next_task = self.next_task.max(m.data.next_task_id);
+        self.iterations.clear();
+        self.learning = None;
+        self.checkpointing = None;
+        self.last_checkpoint = Some(point.dir.clone());
+        // Records: keep those of iterations the checkpoint covers (read back from the file on a
+        // fresh coordinator), and rewrite the file with exactly those.
+        let path = self.run_dir.join("metrics.jsonl");
+        if self.records.is_empty() {
+            self.records = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect();
+        }
+        self.records.retain(|r| r["iteration"].as_u64().is_some_and(|i| i <= m.iteration) || r.get("restart").is_some());
+        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::error!(path = %path.display(), error = %e, "cannot rewrite metrics");
+        }
+        let traj = self.run_dir.join("trajectories");
+        let mut removed = 0;
+        for e in std::fs::read_dir(&traj).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let it = name.strip_prefix("iter-").and_then(|r| r.get(..6)).and_then(|n| n.parse::<u64>().ok());
+            if it.is_some_and(|i| i > m.iteration) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(files = removed, after_iteration = m.iteration, "removed trajectory files of iterations the checkpoint does not cover (they are run again)");
+        }
+        self.resume = Some(point);
     }
 
     /// Drops every worker's outbound stream (after the shutdown messages were queued), so the
@@ -242,11 +353,22 @@ impl RunState {
                 self.progress();
             }
             Event::Stop { reason } => self.fail(format!("stopped: {reason}")),
+            Event::LearnerExited { rank, generation, status } => {
+                if generation != self.learner_generation || self.finished() {
+                    return;
+                }
+                let alive = self.workers.iter().find(|(_, w)| w.role == pb::Role::Learner && !w.lost && w.asked_rank == rank).map(|(&id, _)| id);
+                match alive {
+                    Some(id) => self.lose(id, &format!("its process exited ({status})")),
+                    None => self.fail(format!("learner-{rank} exited ({status}) before it registered")),
+                }
+                self.progress();
+            }
         }
     }
 
     fn register(&mut self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, Status> {
-        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::Sft | Phase::Running) {
+        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::WarmStart | Phase::Running) {
             return Err(Status::failed_precondition(format!("the run is {}", self.phase.name())));
         }
         let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
@@ -256,7 +378,7 @@ impl RunState {
                 let attached = self.workers.values().filter(|w| w.role == pb::Role::Learner && !w.lost).count();
                 if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
                     return Err(Status::failed_precondition(format!(
-                        "the run already has its {} learners (workers.learner); a replacement learner needs a restart from a checkpoint, which is not built yet",
+                        "the run already has its {} learners (workers.learner); a lost learner is replaced by restarting all learners from a checkpoint (`--local` does it; otherwise run the coordinator again with --resume)",
                         self.cfg.workers.learner
                     )));
                 }
@@ -316,7 +438,7 @@ impl RunState {
             return;
         }
         if role == pb::Role::Learner {
-            self.fail(format!("learner {worker_id} lost ({why}); resuming from a checkpoint is not built yet"));
+            self.learner_failed(format!("learner {worker_id} lost ({why})"));
             return;
         }
         if let Some(t) = task {
@@ -348,6 +470,59 @@ impl RunState {
             }
             t.started = None;
             self.queue.push_back(id);
+        }
+    }
+
+    /// A learner is gone or its task failed (e.g. a collective with a dead peer): restart the
+    /// learners from the newest valid checkpoint when this is a `--local` run with restarts
+    /// left, else fail the run.
+    fn learner_failed(&mut self, why: String) {
+        if self.finished() {
+            return;
+        }
+        let max = self.cfg.run.max_restarts as usize;
+        if self.respawn.is_none() {
+            return self.fail(format!("{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"));
+        }
+        if self.restarts.len() >= max {
+            return self.fail(format!("{why}; the learners were already restarted {max} times (run.max_restarts)"));
+        }
+        let choice = ckpt::newest_valid(&self.run_dir, Some(&self.config_hash));
+        for (dir, e) in &choice.skipped {
+            tracing::warn!(checkpoint = %dir.display(), error = %e, "skipping a checkpoint that failed its checks");
+        }
+        let Some((dir, manifest)) = choice.chosen else {
+            return self.fail(format!("{why}; there is no valid checkpoint to restart from (checkpoint.every = {})", self.cfg.checkpoint.every));
+        };
+        // Iterations started after the checkpoint are done again.
+        let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
+        let redone: Vec<u64> = (manifest.iteration + 1..=reached).collect();
+        tracing::warn!(reason = %why, checkpoint = %dir.display(), ?redone, restart = self.restarts.len() + 1, max, "restarting the learners from a checkpoint");
+        // Everything in flight belongs to the failed attempt: its reports will be ignored.
+        for t in self.tasks.values_mut().filter(|t| !t.done) {
+            t.done = true;
+            if let Some(w) = t.worker.take().and_then(|w| self.workers.get_mut(&w)) {
+                w.task = None;
+            }
+        }
+        self.queue.clear();
+        let learners: Vec<u64> = self.workers.iter().filter(|(_, w)| w.role == pb::Role::Learner && !w.lost).map(|(&id, _)| id).collect();
+        for id in learners {
+            self.send(id, Msg::Shutdown(pb::Shutdown { reason: format!("restarting the learners: {why}") }));
+            let w = self.workers.get_mut(&id).unwrap();
+            w.lost = true;
+            w.outbox = None;
+        }
+        self.restarts.push((manifest.iteration, redone.clone(), why.clone()));
+        self.record(serde_json::json!({ "restart": self.restarts.len(), "from_checkpoint": dir.display().to_string(), "checkpoint_iteration": manifest.iteration, "redone": redone, "reason": why }));
+        self.resume_from(ResumePoint { dir, manifest });
+        self.phase = Phase::WaitingForWorkers;
+        self.rendezvous_sent = false;
+        self.awaiting_nccl_id = false;
+        self.warm_tasks.clear();
+        self.learner_generation += 1;
+        if let Some(tx) = &self.respawn {
+            let _ = tx.send(self.learner_generation);
         }
     }
 
@@ -384,7 +559,13 @@ impl RunState {
                 return;
             }
         }
-        if self.phase == Phase::Sft {
+        if self.phase == Phase::WarmStart {
+            return;
+        }
+        if self.learned_upto >= self.cfg.run.iterations && self.learning.is_none() && self.checkpointing.is_none() {
+            self.phase = Phase::Done;
+            self.shutdown_all("run complete");
+            tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");
             return;
         }
         // Queue rollouts within the staleness bound.
@@ -425,7 +606,7 @@ impl RunState {
             // Rank 0 creates the NCCL unique id and answers with it (WorkerMessage.nccl_id).
             let rank0 = self.learners_by_rank()[0];
             let addrs = self.learner_collective_addrs();
-            self.send(rank0, Msg::Rendezvous(pb::Rendezvous { rank: 0, world_size: w as u32, collective_addrs: addrs, nccl_unique_id: Vec::new() }));
+            self.send(rank0, Msg::Rendezvous(pb::Rendezvous { rank: 0, world_size: w as u32, collective_addrs: addrs, nccl_unique_id: Vec::new(), resume_checkpoint: self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default() }));
             self.awaiting_nccl_id = true;
             tracing::info!(learners = w, "rendezvous sent to rank 0; waiting for its NCCL unique id");
             return;
@@ -442,26 +623,140 @@ impl RunState {
         let w = self.cfg.workers.learner as usize;
         let by_rank = self.learners_by_rank();
         let addrs = self.learner_collective_addrs();
+        let resume = self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default();
         for (r, id) in by_rank.iter().enumerate().skip(first_rank) {
-            let rdv = pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: nccl_unique_id.clone() };
+            let rdv = pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: nccl_unique_id.clone(), resume_checkpoint: resume.clone() };
             self.send(*id, Msg::Rendezvous(rdv));
         }
         self.rendezvous_sent = true;
-        tracing::info!(learners = w, "rendezvous sent");
-        if self.cfg.sft.steps > 0 || self.cfg.reward.warm_start_steps > 0 {
-            self.phase = Phase::Sft;
-            for id in by_rank {
-                let t = self.new_task(
-                    0,
-                    TaskKind::Learner(pb::LearnerTask { iteration: 0, next_policy_version: 1, ..Default::default() }),
-                );
-                self.sft_tasks.push(t);
-                self.start(t, id);
-            }
-            tracing::info!(sft_steps = self.cfg.sft.steps, reward_steps = self.cfg.reward.warm_start_steps, "warm start");
+        tracing::info!(learners = w, resume = %resume, "rendezvous sent");
+        if self.resume.is_some() {
+            self.phase = Phase::Running;
+        } else if self.cfg.sft.steps > 0 {
+            self.start_warm(pb::LearnerTaskKind::SftWarmStart);
+        } else if self.cfg.reward.warm_start_steps > 0 {
+            self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
         } else {
             self.phase = Phase::Running;
         }
+    }
+
+    /// Starts one warm-start task per rank. The problems: SFT step k of rank r uses ids
+    /// `SFT_FIRST_ID + (k·W + r)·batch ..` (batch per rank); reward warm-start step k splits
+    /// `REWARD_WARM_FIRST_ID + k·batch ..` (batch in total) over the ranks.
+    fn start_warm(&mut self, kind: pb::LearnerTaskKind) {
+        self.phase = Phase::WarmStart;
+        self.warm_kind = kind;
+        self.warm_tasks.clear();
+        let by_rank = self.learners_by_rank();
+        let w = by_rank.len() as u64;
+        for (r, id) in by_rank.into_iter().enumerate() {
+            let r = r as u64;
+            let (steps, ids, next_version) = match kind {
+                pb::LearnerTaskKind::SftWarmStart => {
+                    let (steps, b) = (self.cfg.sft.steps as u64, self.cfg.sft.batch as u64);
+                    let ids = (0..steps).flat_map(|k| (0..b).map(move |j| SFT_FIRST_ID + (k * w + r) * b + j)).collect();
+                    (steps, ids, self.policy_version + 1)
+                }
+                _ => {
+                    let (steps, b) = (self.cfg.reward.warm_start_steps as u64, self.cfg.reward.warm_start_batch as u64);
+                    let counts = ckpt::split_counts(b as usize, w as usize);
+                    let first: u64 = counts[..r as usize].iter().sum::<usize>() as u64;
+                    let mine = counts[r as usize] as u64;
+                    let ids = (0..steps).flat_map(|k| (0..mine).map(move |j| REWARD_WARM_FIRST_ID + k * b + first + j)).collect();
+                    (steps, ids, 0)
+                }
+            };
+            let t = self.new_task(0, TaskKind::Learner(pb::LearnerTask { kind: kind as i32, steps: steps as u32, prompt_ids: ids, next_policy_version: next_version, ..Default::default() }));
+            self.warm_tasks.push(t);
+            self.start(t, id);
+        }
+        tracing::info!(kind = kind.as_str_name(), sft_steps = self.cfg.sft.steps, reward_steps = self.cfg.reward.warm_start_steps, "warm start");
+    }
+
+    /// Whether a checkpoint follows iteration `i` (0 = the warm starts).
+    fn checkpoint_after(&self, i: u64) -> bool {
+        let c = &self.cfg.checkpoint;
+        (c.every > 0 && i % c.every == 0) || (c.at_end && i == self.cfg.run.iterations)
+    }
+
+    /// Sends every rank a checkpoint task for the state after iteration `iteration`.
+    fn start_checkpoint(&mut self, iteration: u64) {
+        let dir = ckpt::step_dir(&self.run_dir, iteration);
+        // A folder left by a failed attempt is not a checkpoint (no manifest): start it afresh.
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return self.fail(format!("{}: cannot create the checkpoint folder: {e}", dir.display()));
+        }
+        let by_rank = self.learners_by_rank();
+        let mut tasks = Vec::new();
+        for _ in &by_rank {
+            let t = self.new_task(iteration, TaskKind::Learner(pb::LearnerTask { kind: pb::LearnerTaskKind::Checkpoint as i32, iteration, checkpoint_dir: dir.display().to_string(), ..Default::default() }));
+            tasks.push(t);
+        }
+        // Recorded after the tasks are numbered: a resumed run numbers its next tasks from here.
+        let sft = [SFT_FIRST_ID, SFT_FIRST_ID + self.cfg.sft.steps as u64 * self.cfg.sft.batch as u64 * by_rank.len() as u64];
+        let rw = [REWARD_WARM_FIRST_ID, REWARD_WARM_FIRST_ID + self.cfg.reward.warm_start_steps as u64 * self.cfg.reward.warm_start_batch as u64];
+        let data = DataFrontier { prompts_trained: self.prompts_trained, sft_prompts: sft, reward_warm_prompts: rw, next_task_id: self.next_task };
+        for (t, id) in tasks.iter().zip(by_rank) {
+            self.start(*t, id);
+        }
+        tracing::info!(iteration, dir = %dir.display(), "checkpoint");
+        self.checkpointing = Some(PendingCheckpoint { iteration, dir, tasks, reports: BTreeMap::new(), policy_version: self.policy_version, data, started: Instant::now() });
+    }
+
+    /// All ranks wrote their shards: write the manifest (atomically) and prune old checkpoints.
+    fn finish_checkpoint(&mut self) {
+        let Some(p) = self.checkpointing.take() else { return };
+        let r0 = &p.reports[&0];
+        fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value, what: &str) -> Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| format!("rank report `{what}`: {e}"))
+        }
+        let built = (|| -> Result<Manifest, String> {
+            let mut files = Vec::new();
+            for (rank, rep) in &p.reports {
+                let f: ckpt::FileEntry = parse(&rep["file"], "file")?;
+                if f.rank != *rank || rep["optimizer_steps"] != r0["optimizer_steps"] {
+                    return Err(format!("rank {rank} reported rank {} with optimizer steps {} (rank 0: {})", f.rank, rep["optimizer_steps"], r0["optimizer_steps"]));
+                }
+                files.push(f);
+            }
+            Ok(Manifest {
+                format_version: ckpt::FORMAT_VERSION,
+                airlift_version: env!("CARGO_PKG_VERSION").into(),
+                run_name: self.cfg.run.name.clone(),
+                iteration: p.iteration,
+                policy_version: p.policy_version,
+                world_size: p.reports.len() as u32,
+                created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                layouts: parse(&r0["layouts"], "layouts")?,
+                optimizer_steps: parse(&r0["optimizer_steps"], "optimizer_steps")?,
+                files,
+                rng: ckpt::RngState {
+                    run_seed: self.cfg.run.seed,
+                    learners: "none: learners draw no random numbers after initialisation, which the saved parameters replace".into(),
+                    rollouts: "per task: seed = f(run.seed, iteration, first prompt id), one stream per sequence".into(),
+                },
+                data: p.data.clone(),
+                config_sha256: self.config_hash.clone(),
+                config_may_differ: airlift_proto::config::RESUME_MAY_DIFFER.iter().map(|s| s.to_string()).collect(),
+                config_toml: self.config_toml.clone(),
+            })
+        })();
+        let m = match built {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("checkpoint {}: {e}", p.dir.display())),
+        };
+        if let Err(e) = ckpt::write_manifest(&p.dir, &m) {
+            return self.fail(format!("checkpoint: {e}"));
+        }
+        let mb = m.files.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
+        let secs = p.started.elapsed().as_secs_f64();
+        tracing::info!(dir = %p.dir.display(), iteration = p.iteration, mb = format!("{mb:.1}"), secs = format!("{secs:.2}"), "checkpoint written");
+        for old in ckpt::prune(&self.run_dir, self.cfg.checkpoint.keep as usize) {
+            tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {})", self.cfg.checkpoint.keep);
+        }
+        self.last_checkpoint = Some(p.dir);
     }
 
     fn new_task(&mut self, iteration: u64, kind: TaskKind) -> u64 {
@@ -504,7 +799,7 @@ impl RunState {
         let by_rank = self.learners_by_rank();
         let weights_addr = self.workers[&by_rank[0]].flight_addr.clone();
         let per = ids.len() / w;
-        let mut st = IterationState { policy_version: self.policy_version, queued_at: Some(Instant::now()), ..Default::default() };
+        let mut st = IterationState { policy_version: self.policy_version, queued_at: Some(Instant::now()), prompt_end: self.prompt_cursor, ..Default::default() };
         for r in 0..w {
             let shard: Vec<u64> = ids[r * per..(r + 1) * per].to_vec();
             let dest = self.workers[&by_rank[r]].flight_addr.clone();
@@ -546,7 +841,7 @@ impl RunState {
     }
 
     fn maybe_learn(&mut self) {
-        if self.learning.is_some() {
+        if self.learning.is_some() || self.checkpointing.is_some() {
             return;
         }
         let next = self.learned_upto + 1;
@@ -575,7 +870,8 @@ impl RunState {
                 rollout_task_ids: feeding,
                 samples_per_prompt: self.cfg.data.samples_per_prompt,
                 next_policy_version: self.policy_version + 1,
-                checkpoint: false,
+                kind: pb::LearnerTaskKind::Iteration as i32,
+                ..Default::default()
             };
             let t = self.new_task(next, TaskKind::Learner(lt));
             learner_tasks.push(t);
@@ -611,7 +907,8 @@ impl RunState {
                     task.worker = None;
                     self.queue.push_back(r.task_id);
                 }
-                _ => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
+                TaskKind::Rollout(_) => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
+                TaskKind::Learner(_) => self.learner_failed(format!("learner task {} (iteration {iteration}) failed: {}", r.task_id, r.error)),
             }
             return Ok(pb::TaskAck {});
         }
@@ -627,29 +924,54 @@ impl RunState {
                 m["task_s"] = serde_json::json!(elapsed);
                 st.rollout_metrics.push(m);
             }
-            TaskKind::Learner(t) if iteration == 0 => {
-                self.sft_metrics.push(metrics);
-                if self.sft_tasks.iter().all(|id| self.tasks[id].done) {
-                    self.policy_version = t.next_policy_version;
-                    let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": self.sft_metrics });
-                    self.record(rec);
-                    self.phase = Phase::Running;
-                    tracing::info!(policy_version = self.policy_version, "sft done");
-                }
-            }
             TaskKind::Learner(t) => {
                 let rank = self.workers.get(&r.worker_id).and_then(|w| w.rank).unwrap_or(0);
-                let st = self.iterations.get_mut(&iteration).unwrap();
-                st.learner_metrics.insert(rank, metrics);
-                if st.learner_tasks.iter().all(|id| self.tasks[id].done) {
-                    self.policy_version = t.next_policy_version;
-                    self.learned_upto = iteration;
-                    self.learning = None;
-                    self.finish_iteration(iteration);
-                    if self.learned_upto >= self.cfg.run.iterations {
-                        self.phase = Phase::Done;
-                        self.shutdown_all("run complete");
-                        tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");
+                match pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified) {
+                    pb::LearnerTaskKind::SftWarmStart | pb::LearnerTaskKind::RewardWarmStart => {
+                        let entry = self.warm_metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
+                        if let (Some(into), Some(from)) = (entry.as_object_mut(), metrics.as_object()) {
+                            into.extend(from.clone());
+                        }
+                        if self.warm_tasks.iter().all(|id| self.tasks[id].done) {
+                            self.policy_version = self.policy_version.max(t.next_policy_version);
+                            if self.warm_kind == pb::LearnerTaskKind::SftWarmStart && self.cfg.reward.warm_start_steps > 0 {
+                                self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
+                            } else {
+                                let learners: Vec<serde_json::Value> = std::mem::take(&mut self.warm_metrics).into_values().collect();
+                                let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": learners });
+                                self.record(rec);
+                                self.phase = Phase::Running;
+                                tracing::info!(policy_version = self.policy_version, "warm start done");
+                                if self.checkpoint_after(0) {
+                                    self.start_checkpoint(0);
+                                }
+                            }
+                        }
+                    }
+                    pb::LearnerTaskKind::Checkpoint => {
+                        let all = match self.checkpointing.as_mut() {
+                            Some(p) if p.tasks.contains(&r.task_id) => {
+                                p.reports.insert(rank, metrics);
+                                p.tasks.iter().all(|id| self.tasks[id].done)
+                            }
+                            _ => false,
+                        };
+                        if all {
+                            self.finish_checkpoint();
+                        }
+                    }
+                    _ => {
+                        let st = self.iterations.get_mut(&iteration).unwrap();
+                        st.learner_metrics.insert(rank, metrics);
+                        if st.learner_tasks.iter().all(|id| self.tasks[id].done) {
+                            self.policy_version = t.next_policy_version;
+                            self.learned_upto = iteration;
+                            self.learning = None;
+                            self.finish_iteration(iteration);
+                            if self.checkpoint_after(iteration) {
+                                self.start_checkpoint(iteration);
+                            }
+                        }
                     }
                 }
             }
@@ -659,6 +981,7 @@ impl RunState {
 
     fn finish_iteration(&mut self, iteration: u64) {
         let st = self.iterations.remove(&iteration).unwrap();
+        self.prompts_trained = st.prompt_end;
         let sum = |k: &str| st.rollout_metrics.iter().filter_map(|m| m[k].as_f64()).sum::<f64>();
         let gen_s = sum("generation_ms") / 1e3;
         let tokens = sum("tokens");
@@ -795,7 +1118,7 @@ mod tests {
         assert_eq!((r1.rank, r1.world_size), (1, 2));
         assert_eq!(r1.nccl_unique_id, id);
         assert_eq!(r1.collective_addrs, r0.collective_addrs);
-        assert_eq!(st.phase, Phase::Sft);
+        assert_eq!(st.phase, Phase::WarmStart);
     }
 
     #[test]

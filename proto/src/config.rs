@@ -39,6 +39,10 @@ pub struct RunSection {
     /// runs only; the local launcher then makes one up for its children).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `--local` runs: how many times the learners are restarted from the newest checkpoint
+    /// after a learner process dies or a collective fails, before the run fails. Default 3.
+    #[serde(default = "default_restarts")]
+    pub max_restarts: u32,
 }
 
 /// `[workers]`
@@ -229,6 +233,23 @@ pub struct SftSection {
     pub lr: f64,
 }
 
+/// `[checkpoint]`: sharded checkpoints in `<run>/checkpoints/step-NNNNNN/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Write one after every this many iterations (the warm start counts as iteration 0);
+    /// 0 = only at the end of the run. Default 0.
+    #[serde(default)]
+    pub every: u64,
+    /// Keep the newest this many; older ones are deleted once a newer manifest is in place.
+    /// Default 2.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    /// Write one at the end of the run. Default true.
+    #[serde(default = "yes")]
+    pub at_end: bool,
+}
+
 /// The whole run config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +269,22 @@ pub struct RunConfig {
     pub policy: PolicySection,
     #[serde(default = "default_sft")]
     pub sft: SftSection,
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint: CheckpointSection,
+}
+
+/// Config keys that may differ between a checkpoint's run and the run resuming it (a whole
+/// section when it has no dot). Every other key must be equal ([`RunConfig::resume_hash`]).
+pub const RESUME_MAY_DIFFER: &[&str] = &["run.dir", "run.iterations", "run.token_file", "run.max_restarts", "workers", "checkpoint"];
+
+fn default_restarts() -> u32 {
+    3
+}
+fn default_keep() -> u32 {
+    2
+}
+fn default_checkpoint() -> CheckpointSection {
+    CheckpointSection { every: 0, keep: default_keep(), at_end: true }
 }
 
 fn default_name() -> String {
@@ -391,6 +428,26 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// The hex SHA-256 of the config without the keys in [`RESUME_MAY_DIFFER`]: equal for two
+    /// configs exactly when a run of one may resume a checkpoint of the other.
+    pub fn resume_hash(&self) -> String {
+        let mut v = toml::Value::try_from(self).expect("config serialises");
+        let root = v.as_table_mut().expect("a table");
+        for key in RESUME_MAY_DIFFER {
+            match key.split_once('.') {
+                Some((section, k)) => {
+                    if let Some(t) = root.get_mut(section).and_then(|s| s.as_table_mut()) {
+                        t.remove(k);
+                    }
+                }
+                None => {
+                    root.remove(*key);
+                }
+            }
+        }
+        crate::checkpoint::sha256_hex(toml::to_string(&v).expect("config serialises").as_bytes())
+    }
+
     /// The run folder.
     pub fn run_dir(&self) -> PathBuf {
         self.run.dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&self.run.name))
@@ -469,6 +526,9 @@ impl RunConfig {
         }
         if self.policy.steps == 0 || self.policy.micro_batch == 0 {
             return bad("policy.steps", "policy.steps and policy.micro_batch must be at least 1".into());
+        }
+        if self.checkpoint.keep == 0 {
+            return bad("checkpoint.keep", "must be at least 1 (the newest checkpoint is what a resume loads)".into());
         }
         if self.sft.steps > 0 && self.sft.batch == 0 {
             return bad("sft.batch", "must be at least 1 when sft.steps > 0".into());

@@ -3,9 +3,10 @@
 //! Owns what the coordinator and the workers must agree on: the protocol version, the gRPC
 //! service (`proto/airlift.proto`, generated code committed under `src/generated/`), typed ids,
 //! the run config, the call metadata (version + shared token) and its checks, and the Arrow
-//! schema of trajectory records. Roles depend on this crate and never on each other.
+//! schema of trajectory records, and the sharded checkpoint format. Roles depend on this crate and never on each other.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod ids;
 pub mod trajectory;

@@ -14,10 +14,8 @@ use std::path::{Path, PathBuf};
 use tch::nn::{Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
-/// Checkpoint key of the head's weight.
-pub const HEAD_WEIGHT: &str = "score.weight";
-/// Checkpoint key of the head's bias.
-pub const HEAD_BIAS: &str = "score.bias";
+/// Checkpoint keys of the head's weight and bias (shared with `coordinator export`).
+pub use airlift_proto::checkpoint::{REWARD_HEAD_BIAS as HEAD_BIAS, REWARD_HEAD_WEIGHT as HEAD_WEIGHT};
 
 /// Errors building, loading or saving a reward model.
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +103,7 @@ impl RewardModel {
     /// Writes the folder: config, weights, and the tokenizer files found in `tokenizer_from`.
     pub fn save(&self, dir: &Path, tokenizer_from: Option<&Path>) -> Result<(), RewardError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut v = serde_json::to_value(&self.raw).expect("config serialises");
-        v["architectures"] = serde_json::json!(["AirliftTokenRewardModel"]);
-        v["airlift_reward_model"] = serde_json::json!({
-            "head_weight": HEAD_WEIGHT, "head_bias": HEAD_BIAS,
-            "output": "one scalar per position: f(s_t, a_t) read at the position of a_t",
-        });
+        let v = airlift_proto::checkpoint::reward_config_json(serde_json::to_value(&self.raw).expect("config serialises"), self.raw.num_hidden_layers);
         let cfg_path = dir.join("config.json");
         std::fs::write(&cfg_path, serde_json::to_string_pretty(&v).expect("json")).map_err(io(&cfg_path))?;
         weights::save_var_store(&self.vs, &dir.join("model.safetensors"))?;

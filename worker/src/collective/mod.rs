@@ -69,7 +69,7 @@ fn all_gather_staged<C: Collective + ?Sized>(c: &mut C, t: &tch::Tensor, counts:
 
 /// Near-equal split of `n` elements into `world` segments (the first ones one larger).
 pub fn split_counts(n: usize, world: usize) -> Vec<usize> {
-    (0..world).map(|r| n / world + usize::from(r < n % world)).collect()
+    airlift_proto::checkpoint::split_counts(n, world)
 }
 
 pub(crate) fn offsets(counts: &[usize]) -> Vec<usize> {

@@ -2,7 +2,9 @@
 //! trajectories over Flight (deduplicated), builds the expert and corrupted rows for the same
 //! prompts, runs [`Learner::iteration`] with gradients all-reduced (CPU ring or NCCL) and
 //! optimizer state sharded (ZeRO-1), appends the rows to `<run>/trajectories/` as Parquet, and
-//! (rank 0) serves the new policy weights. Iteration 0 is the SFT warm start.
+//! (rank 0) serves the new policy weights. Every kind of work (warm starts, iterations,
+//! checkpoint shards) and the problems it uses come from the coordinator's tasks; a resume
+//! loads a checkpoint named by the rendezvous before the first task.
 
 use super::data::RunData;
 use super::flight::{LearnerFlight, LearnerStore};
@@ -14,12 +16,14 @@ use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
 use crate::collective::nccl::{self, Nccl};
 use crate::collective::{Collective, TcpRing};
+use crate::train::checkpoint::{self, ModelState};
 use crate::train::DataParallel;
 use crate::generate::SamplingParams;
 use crate::gsm8k;
 use crate::model;
 use crate::tokenizer::Tokenizer;
 use airlift_proto::auth::Guard;
+use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg, worker_message};
 use airlift_proto::trajectory::{self, TrajectoryRow};
@@ -119,7 +123,12 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let mut learner = Learner { policy: policy.model, policy_opt, reference: reference.map(|r| r.model), reward, reward_opt };
     let airl = airl_config(&cfg, pad);
     let mut data = RunData::new(&cfg, eos as u32);
-    if rank == 0 {
+    if !rdv.resume_checkpoint.is_empty() {
+        let version = resume(&mut learner, &policy_vs, Path::new(&rdv.resume_checkpoint))?;
+        if rank == 0 {
+            store.publish(version, flat_params(&policy_vs));
+        }
+    } else if rank == 0 {
         store.publish(0, flat_params(&policy_vs));
     }
     let traj_dir = s.run_dir.join("trajectories");
@@ -129,18 +138,23 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         match msg {
             Msg::Learner(task) => {
                 let task_id = task.task_id;
-                let result = if task.iteration == 0 {
-                    warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, rank, world, &s.progress(task_id))
-                } else {
-                    iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir)
+                let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
+                let result = match kind {
+                    pb::LearnerTaskKind::SftWarmStart => sft_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
+                    pb::LearnerTaskKind::RewardWarmStart => reward_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
+                    pb::LearnerTaskKind::Iteration => iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir),
+                    pb::LearnerTaskKind::Checkpoint => checkpoint(&mut learner, &policy_vs, &task, rank, world),
+                    pb::LearnerTaskKind::Unspecified => Err(WorkerError::Other(format!("task {task_id}: learner task of unknown kind {}", task.kind))),
                 };
                 let result = result.map(|(rows, mut metrics)| {
-                    metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&policy_vs)));
-                    metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&learner.reward.vs)));
-                    metrics["rank"] = serde_json::json!(rank);
-                    metrics["duplicates_dropped"] = serde_json::json!(store.duplicates());
-                    metrics["stale_rows_dropped"] = serde_json::json!(store.stale());
-                    if rank == 0 {
+                    if kind != pb::LearnerTaskKind::Checkpoint {
+                        metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&policy_vs)));
+                        metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&learner.reward.vs)));
+                        metrics["rank"] = serde_json::json!(rank);
+                        metrics["duplicates_dropped"] = serde_json::json!(store.duplicates());
+                        metrics["stale_rows_dropped"] = serde_json::json!(store.stale());
+                    }
+                    if rank == 0 && task.next_policy_version > 0 {
                         store.publish(task.next_policy_version, flat_params(&policy_vs));
                     }
                     (rows, metrics.to_string())
@@ -160,6 +174,33 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     Ok(())
 }
 
+/// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
+fn resume(l: &mut Learner, policy_vs: &tch::nn::VarStore, dir: &Path) -> Result<u64, WorkerError> {
+    let t = Instant::now();
+    let m = ckpt::read_manifest(dir).map_err(|e| WorkerError::Other(e.to_string()))?;
+    let mut models = [
+        ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
+        ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+    ];
+    checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
+    tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
+    Ok(m.policy_version)
+}
+
+/// Writes this rank's shard of a checkpoint and reports its file, layouts and step counts.
+fn checkpoint(l: &mut Learner, policy_vs: &tch::nn::VarStore, task: &pb::LearnerTask, rank: usize, world: usize) -> Result<(u64, serde_json::Value), WorkerError> {
+    let t = Instant::now();
+    let dir = Path::new(&task.checkpoint_dir);
+    let models = [
+        ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
+        ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+    ];
+    let w = checkpoint::save_shard(dir, rank, world, &models).map_err(|e| WorkerError::Other(e.to_string()))?;
+    let secs = t.elapsed().as_secs_f64();
+    tracing::info!(file = %dir.join(&w.file.name).display(), mb = w.file.bytes / 1_000_000, secs = format!("{secs:.2}"), "checkpoint shard written");
+    Ok((0, serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs })))
+}
+
 impl Session {
     /// A tag derived from the run token (or none), so that rings of different runs never join.
     fn stamp_tag(&self) -> u64 {
@@ -170,77 +211,87 @@ impl Session {
     }
 }
 
-/// Iteration 0: the SFT warm start of the policy on synthetic experts, then the reward warm
-/// start (discriminator steps on experts against their own corruptions), each data-parallel.
+/// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
+/// problems, `task.steps` data-parallel steps at `sft.lr`.
 #[allow(clippy::too_many_arguments)]
-fn warm_start(
+fn sft_warm_start(
     l: &mut Learner,
     dp: &mut DataParallel,
     cfg: &RunConfig,
     airl: &AirlConfig,
     tok: &Tokenizer,
     data: &mut RunData,
-    rank: usize,
-    world: usize,
+    task: &pb::LearnerTask,
     progress: &dyn Fn(u32, u32),
 ) -> Result<(u64, serde_json::Value), WorkerError> {
-    // Progress counts SFT and reward warm-start steps together.
-    let total = cfg.sft.steps + cfg.reward.warm_start_steps;
-    let steps = cfg.sft.steps as usize;
-    let b = cfg.sft.batch as usize;
+    let steps = task.steps as usize;
+    let per_step = per_step(task)?;
     let t = Instant::now();
     // The warm start uses its own learning rate on the same optimizer; restore afterwards.
     let policy_lr = l.policy_opt.config().lr;
     l.policy_opt.set_lr(cfg.sft.lr);
     let mut losses = Vec::with_capacity(steps);
-    // SFT problems come from the end of the first 100k train ids, away from the RL prompts.
-    const SFT_BASE: u64 = 50_000;
-    for step in 0..steps {
-        let ids = (0..b).map(|j| SFT_BASE + ((step * world + rank) * b + j) as u64);
-        let experts: Vec<Sample> = ids.map(|id| data.expert(tok, Split::Train, id)).collect();
+    for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+        let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect();
         let loss = l.sft_step(&experts, airl, dp);
         tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
-        progress(step as u32 + 1, total);
+        progress(step as u32 + 1, steps as u32);
         losses.push(loss);
     }
     l.policy_opt.set_lr(policy_lr);
-    let mut m = serde_json::json!({
+    Ok((0, serde_json::json!({
         "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
         "time_sft_s": t.elapsed().as_secs_f64(),
-    });
+    })))
+}
 
-    let steps = cfg.reward.warm_start_steps as usize;
-    if steps > 0 {
-        let t = Instant::now();
-        // Its own schedule (cosine over the warm start), then the iterations' optimizer afresh.
-        let main = l.reward_opt.config().clone();
-        l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
-        let counts = crate::collective::split_counts(cfg.reward.warm_start_batch as usize, world);
-        let first: usize = counts[..rank].iter().sum();
-        // Problems of their own range of train ids, away from SFT and RL prompts.
-        const REWARD_BASE: u64 = 70_000;
-        let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
-        for step in 0..steps {
-            let mut b = IterationBatch::default();
-            for j in 0..counts[rank] {
-                let id = REWARD_BASE + (step * cfg.reward.warm_start_batch as usize + first + j) as u64;
-                data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
-            }
-            let d = l.discriminator_steps(&b, airl, 1, dp);
-            if step == 0 {
-                loss_first = d.loss_first;
-            }
-            loss_last = d.loss_last;
-            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
-            progress(cfg.sft.steps + step as u32 + 1, total);
-        }
-        l.reward_opt.restart(main);
-        m["reward_warm_steps"] = serde_json::json!(steps);
-        m["reward_warm_loss_first"] = serde_json::json!(loss_first);
-        m["reward_warm_loss_last"] = serde_json::json!(loss_last);
-        m["time_reward_warm_s"] = serde_json::json!(t.elapsed().as_secs_f64());
+/// Ids per step of a warm-start task.
+fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
+    let n = task.prompt_ids.len();
+    if task.steps == 0 || n % task.steps as usize != 0 {
+        return Err(WorkerError::Other(format!("task {}: {n} prompt ids do not split into {} equal steps", task.task_id, task.steps)));
     }
-    Ok((0, m))
+    Ok(n / task.steps as usize)
+}
+
+/// The reward warm start: `task.steps` discriminator steps on the experts of the task's
+/// problems against their own corruptions, with their own schedule (cosine over the warm start
+/// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
+#[allow(clippy::too_many_arguments)]
+fn reward_warm_start(
+    l: &mut Learner,
+    dp: &mut DataParallel,
+    cfg: &RunConfig,
+    airl: &AirlConfig,
+    tok: &Tokenizer,
+    data: &mut RunData,
+    task: &pb::LearnerTask,
+    progress: &dyn Fn(u32, u32),
+) -> Result<(u64, serde_json::Value), WorkerError> {
+    let steps = task.steps as usize;
+    let per_step = per_step(task)?;
+    let t = Instant::now();
+    let main = l.reward_opt.config().clone();
+    l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
+    let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
+    for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+        let mut b = IterationBatch::default();
+        for &id in ids {
+            data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
+        }
+        let d = l.discriminator_steps(&b, airl, 1, dp);
+        if step == 0 {
+            loss_first = d.loss_first;
+        }
+        loss_last = d.loss_last;
+        tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
+        progress(step as u32 + 1, steps as u32);
+    }
+    l.reward_opt.restart(main);
+    Ok((0, serde_json::json!({
+        "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last,
+        "time_reward_warm_s": t.elapsed().as_secs_f64(),
+    })))
 }
 
 fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64, pid: u64, index: u32) -> TrajectoryRow {

@@ -6,18 +6,7 @@
 use tch::nn::VarStore;
 use tch::Tensor;
 
-/// Names, shapes and offsets of a var store's trainable variables in flat order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlatLayout {
-    /// Variable names, sorted.
-    pub names: Vec<String>,
-    /// Each variable's shape.
-    pub shapes: Vec<Vec<i64>>,
-    /// Each variable's first index in the flat vector.
-    pub offsets: Vec<i64>,
-    /// Values in the flat vector.
-    pub total: i64,
-}
+pub use airlift_proto::checkpoint::FlatLayout;
 
 /// The trainable variables of `vs`, sorted by name (the flat order).
 pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
@@ -26,30 +15,16 @@ pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
     vars
 }
 
-impl FlatLayout {
-    /// The layout of `vs`'s trainable variables.
-    pub fn of(vs: &VarStore) -> FlatLayout {
-        let vars = trainable(vs);
-        let mut offsets = Vec::with_capacity(vars.len());
-        let mut total = 0;
-        for (_, t) in &vars {
-            offsets.push(total);
-            total += t.numel() as i64;
-        }
-        FlatLayout { names: vars.iter().map(|(n, _)| n.clone()).collect(), shapes: vars.iter().map(|(_, t)| t.size()).collect(), offsets, total }
+/// The layout of `vs`'s trainable variables.
+pub fn layout_of(vs: &VarStore) -> FlatLayout {
+    let vars = trainable(vs);
+    let mut offsets = Vec::with_capacity(vars.len());
+    let mut total = 0;
+    for (_, t) in &vars {
+        offsets.push(total);
+        total += t.numel() as i64;
     }
-
-    /// Sizes of the `world` near-equal shards (the first ones one larger when it does not divide).
-    pub fn shard_counts(&self, world: usize) -> Vec<usize> {
-        crate::collective::split_counts(self.total as usize, world)
-    }
-
-    /// `[lo, hi)` of rank `rank`'s shard.
-    pub fn shard(&self, rank: usize, world: usize) -> (i64, i64) {
-        let counts = self.shard_counts(world);
-        let lo = counts[..rank].iter().sum::<usize>() as i64;
-        (lo, lo + counts[rank] as i64)
-    }
+    FlatLayout { names: vars.iter().map(|(n, _)| n.clone()).collect(), shapes: vars.iter().map(|(_, t)| t.size()).collect(), offsets, total }
 }
 
 /// Flat fp32 values of the trainable variables of `vs`, in flat order.
@@ -94,7 +69,7 @@ mod tests {
         let _ = (&root / "b").var("weight", &[3, 4], Init::Const(1.0));
         let _ = (&root / "a").var("bias", &[5], Init::Const(2.0));
         let _ = root.var("c", &[2], Init::Const(3.0));
-        let l = FlatLayout::of(&vs);
+        let l = layout_of(&vs);
         assert_eq!(l.names, ["a.bias", "b.weight", "c"]);
         assert_eq!(l.offsets, [0, 5, 17]);
         assert_eq!(l.total, 19);

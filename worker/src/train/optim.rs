@@ -99,7 +99,7 @@ impl FlatAdamW {
         assert!(world > 0 && rank < world, "rank {rank} of world {world}");
         let vars = super::flat::trainable(vs);
         assert!(!vars.is_empty(), "no trainable parameters");
-        let layout = super::flat::FlatLayout::of(vs);
+        let layout = super::flat::layout_of(vs);
         let total = layout.total;
         let device = vars[0].1.device();
         let flat = Tensor::zeros([total], (Kind::Float, device));
@@ -181,6 +181,37 @@ impl FlatAdamW {
     /// Optimizer steps taken.
     pub fn steps_taken(&self) -> u64 {
         self.step
+    }
+
+    /// This rank's slice of the first and second moments, as fp32 values (for checkpoints).
+    pub fn moments(&self) -> (Vec<f32>, Vec<f32>) {
+        let get = |t: &Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).expect("f32 moments");
+        (get(&self.m), get(&self.v))
+    }
+
+    /// Restores a saved state: the whole parameter buffer, this rank's slice of the moments and
+    /// the step count. Fails, changing nothing, when a length does not match.
+    pub fn load_state(&mut self, params: &[f32], m: &[f32], v: &[f32], step: u64) -> Result<(), String> {
+        let len = (self.hi - self.lo) as usize;
+        if params.len() as i64 != self.numel() || m.len() != len || v.len() != len {
+            return Err(format!(
+                "optimizer state: {} parameters and {}/{} moment values, expected {} and {len} (rank slice [{}, {}))",
+                params.len(),
+                m.len(),
+                v.len(),
+                self.numel(),
+                self.lo,
+                self.hi
+            ));
+        }
+        let device = self.flat.device();
+        tch::no_grad(|| {
+            self.flat.copy_(&Tensor::from_slice(params).to_device(device));
+            self.m.copy_(&Tensor::from_slice(m).to_device(device));
+            self.v.copy_(&Tensor::from_slice(v).to_device(device));
+        });
+        self.step = step;
+        Ok(())
     }
 
     /// Zeroes every parameter's gradient.

@@ -1,0 +1,309 @@
+//! Sharded checkpoints as a user meets them, with whole runs as processes on loopback (tiny
+//! model, 2 learners + 2 rollout workers, a checkpoint after every iteration):
+//! 1. a run SIGKILLed (whole process group) after iteration 2 and resumed with `--resume`
+//!    equals the uninterrupted run: fingerprints, Parquet rows, metrics apart from timings;
+//! 2. the same checkpoint resumed on 1 and on 3 learners: the loaded state is the saved state,
+//!    and the runs finish with replicas equal to each other;
+//! 3. a learner SIGKILLed in the middle of iteration 3 of a `--local` run: the learners restart
+//!    from the iteration-2 checkpoint and the run ends where the uninterrupted one does;
+//! 4. every kind of bad checkpoint is named, skipped by `--resume`, refused by `--resume PATH`;
+//! 5. export: the Hugging Face folders load back to the checkpoint's logits and rewards.
+
+use airlift_proto::checkpoint::{self as ckpt, Shards};
+use airlift_tests::*;
+use airlift_worker::airl::reward::RewardModel;
+use airlift_worker::train::checkpoint::{self as wckpt, ModelState};
+use airlift_worker::train::flat;
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tch::{Device, Kind, Tensor};
+
+const LONG: Duration = Duration::from_secs(300);
+
+/// A 4-iteration run of the tiny model with `learners` learners, 6 prompts per iteration (so
+/// that 1, 2 and 3 learners all divide them) and a checkpoint after every iteration.
+fn config(dir: &Path, run: &str, learners: u32) -> PathBuf {
+    let text = tiny_config(&dir.join("model"), &dir.join(run), "[checkpoint]\nevery = 1\nkeep = 5\n")
+        .replace("iterations = 3", "iterations = 4")
+        .replace("learner = 2", &format!("learner = {learners}"))
+        .replace("prompts_per_iteration = 4", "prompts_per_iteration = 6")
+        .replace("warm_start_batch = 2", "warm_start_batch = 6");
+    let path = dir.join(format!("{run}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn records(run: &Path) -> Vec<serde_json::Value> {
+    metrics(run).into_iter().filter(|r| r.get("iteration").is_some()).collect()
+}
+
+fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
+    rec["learners"].as_array().unwrap().iter().map(|l| (l["policy_fingerprint"].as_str().unwrap().into(), l["reward_fingerprint"].as_str().unwrap().into())).collect()
+}
+
+/// Every record's learners agree with each other.
+fn replicas_equal(run: &Path) {
+    for rec in records(run) {
+        let f = fingerprints(&rec);
+        assert!(f.windows(2).all(|w| w[0] == w[1]), "iteration {}: replicas differ: {f:?}", rec["iteration"]);
+    }
+}
+
+#[test]
+fn resume_and_learner_restart_equal_the_uninterrupted_run() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-exact");
+    tiny_model(&dir.join("model"));
+
+    // The uninterrupted run.
+    let a = dir.join("a");
+    let (ok, out, err) = coordinator(&["--config", config(&dir, "a", 2).to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("last checkpoint: ") && out.contains("step-000004"), "{out}");
+    let straight = records(&a);
+    assert_eq!(straight.len(), 5);
+
+    // 1. Killed (the whole process group) once the iteration-2 checkpoint is written, resumed.
+    let b = dir.join("b");
+    let cfg_b = config(&dir, "b", 2);
+    let (_, _, log) = coordinator_watched(&["--config", cfg_b.to_str().unwrap(), "--local"], LONG, |line, pgid| {
+        if line.contains("checkpoint written") && line.contains("iteration=2 ") {
+            kill_group(pgid);
+        }
+    });
+    assert!(log.contains("checkpoint written") && !log.contains("run complete"), "the kill did not land before the end:\n{log}");
+    let (ok, out, err) = coordinator(&["--config", cfg_b.to_str().unwrap(), "--local", "--resume"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("resuming from") && err.contains("step-000002"), "{err}");
+    let resumed = records(&b);
+    assert_eq!(resumed.len(), straight.len());
+    for (x, y) in straight.iter().zip(&resumed) {
+        assert_eq!(fingerprints(x), fingerprints(y), "iteration {}", x["iteration"]);
+        assert_eq!(without_timings(x), without_timings(y), "iteration {}", x["iteration"]);
+    }
+    let (ra, rb) = (rows_without_timings(&a), rows_without_timings(&b));
+    assert_eq!(ra.iter().map(|f| &f.0).collect::<Vec<_>>(), rb.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for (fa, fb) in ra.iter().zip(&rb) {
+        assert_eq!(fa.1, fb.1, "{}", fa.0);
+    }
+
+    // 3. Learner 1 killed while iteration 3 is being learned: restarted from the iteration-2
+    // checkpoint, the run ends with the uninterrupted run's parameters.
+    let c = dir.join("c");
+    let mut killed = false;
+    let (ok, out, log) = coordinator_watched(&["--config", config(&dir, "c", 2).to_str().unwrap(), "--local"], LONG, |line, _| {
+        if !killed && line.contains("learning") && line.contains("iteration=3") {
+            kill_worker(&c, "learner-1");
+            killed = true;
+        }
+    });
+    assert!(killed, "{log}");
+    assert!(ok, "the run did not survive the learner's death:\n{out}\n{log}");
+    assert!(out.contains("learners restarted 1 time(s)") && out.contains("from the iteration-2 checkpoint, redid iterations [3]"), "{out}");
+    let after = records(&c);
+    assert_eq!(after.len(), straight.len(), "one record per iteration, none twice");
+    assert_eq!(fingerprints(after.last().unwrap()), fingerprints(straight.last().unwrap()));
+    for (x, y) in straight.iter().zip(&after) {
+        assert_eq!(fingerprints(x), fingerprints(y), "iteration {}", x["iteration"]);
+    }
+    // Rows of the redone iteration were written once (their task ids are new ones).
+    let rc = rows_without_timings(&c);
+    assert_eq!(rc.len(), ra.len());
+    for (fa, fc) in ra.iter().zip(&rc) {
+        let strip = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| rows.iter().map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone())).collect::<Vec<_>>();
+        assert_eq!(strip(&fa.1), strip(&fc.1), "{}", fa.0);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The state a rank of `world` loads from `dir`, for both models: (full params, moments slice).
+fn loaded_state(model: &Path, dir: &Path, rank: usize, world: usize) -> Vec<(Vec<f32>, Vec<f32>, Vec<f32>, u64)> {
+    let m = ckpt::verify(dir, None).unwrap();
+    let policy = airlift_worker::model::load(model, Device::Cpu, Kind::Float).unwrap();
+    let reward = RewardModel::from_base(model, None, Device::Cpu, 0).unwrap();
+    let mut p_opt = FlatAdamW::sharded(&policy.vs, AdamWConfig::default(), rank, world);
+    let mut r_opt = FlatAdamW::sharded(&reward.vs, AdamWConfig::default(), rank, world);
+    let mut models = [ModelState { name: "policy", vs: &policy.vs, opt: &mut p_opt }, ModelState { name: "reward", vs: &reward.vs, opt: &mut r_opt }];
+    wckpt::load(dir, &m, &mut models).unwrap();
+    models
+        .iter()
+        .map(|s| {
+            let (mm, vv) = s.opt.moments();
+            (flat::values(s.vs), mm, vv, s.opt.steps_taken())
+        })
+        .collect()
+}
+
+/// A saved vector as written, read straight from the shard files (not through `Shards`).
+fn saved(dir: &Path, name: &str) -> Vec<f32> {
+    let m = ckpt::read_manifest(dir).unwrap();
+    let mut out = Vec::new();
+    for r in 0..m.world_size {
+        let bytes = std::fs::read(dir.join(ckpt::shard_name(r, m.world_size))).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        out.extend(st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    out
+}
+
+#[test]
+fn a_checkpoint_of_two_learners_resumes_on_one_and_on_three() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-reshard");
+    tiny_model(&dir.join("model"));
+    let (ok, out, err) = coordinator(&["--config", config(&dir, "a", 2).to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    let step2 = ckpt::step_dir(&dir.join("a"), 2);
+    let m = ckpt::read_manifest(&step2).unwrap();
+    assert_eq!(m.world_size, 2);
+
+    // Loaded state equals the saved state exactly, on 1 and on 3 ranks.
+    for world in [1usize, 3] {
+        let mut moments = vec![(Vec::new(), Vec::new()); 2];
+        for rank in 0..world {
+            let got = loaded_state(&dir.join("model"), &step2, rank, world);
+            for (k, model) in ["policy", "reward"].iter().enumerate() {
+                assert_eq!(got[k].0, saved(&step2, &format!("{model}.param")), "{model} parameters on rank {rank} of {world}");
+                assert_eq!(got[k].3, m.optimizer_steps[*model]);
+                moments[k].0.extend_from_slice(&got[k].1);
+                moments[k].1.extend_from_slice(&got[k].2);
+            }
+        }
+        for (k, model) in ["policy", "reward"].iter().enumerate() {
+            assert_eq!(moments[k].0, saved(&step2, &format!("{model}.adam_m")), "{model} first moments over {world} ranks");
+            assert_eq!(moments[k].1, saved(&step2, &format!("{model}.adam_v")), "{model} second moments over {world} ranks");
+        }
+    }
+
+    // And whole runs continue from it on 1 and on 3 learners, replicas equal.
+    for learners in [1u32, 3] {
+        let run = format!("r{learners}");
+        let cfg = config(&dir, &run, learners);
+        std::fs::create_dir_all(dir.join(&run)).unwrap();
+        let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume", step2.to_str().unwrap()]);
+        assert!(ok, "{learners} learners:\n{out}\n{err}");
+        let recs = records(&dir.join(&run));
+        assert_eq!(recs.iter().map(|r| r["iteration"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4], "{learners} learners");
+        assert!(recs.iter().all(|r| r["learners"].as_array().unwrap().len() == learners as usize));
+        replicas_equal(&dir.join(&run));
+        let log = std::fs::read_to_string(dir.join(&run).join("logs").join("learner-0.log")).unwrap();
+        assert!(log.contains("resumed from checkpoint") && log.contains("saved_by=2"), "{log}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_are_named_skipped_and_refused() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-bad");
+    tiny_model(&dir.join("model"));
+    let cfg = config(&dir, "a", 2);
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    let run = dir.join("a");
+    let hash = airlift_proto::config::RunConfig::load(&cfg).unwrap().resume_hash();
+    let newest = ckpt::step_dir(&run, 4);
+    let pristine = dir.join("pristine");
+    copy_dir(&newest, &pristine);
+    let shard1 = ckpt::shard_name(1, 2);
+    type Damage = fn(&Path, &str);
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        ("flipped byte", |d, s| {
+            let p = d.join(s);
+            let mut b = std::fs::read(&p).unwrap();
+            let i = b.len() / 2;
+            b[i] ^= 0x40;
+            std::fs::write(&p, b).unwrap();
+        }, "SHA-256"),
+        ("truncated file", |d, s| {
+            let p = d.join(s);
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+        }, "the manifest says"),
+        ("missing shard", |d, s| std::fs::remove_file(d.join(s)).unwrap(), "missing or unreadable"),
+        ("missing manifest (a half-written folder)", |d, _| std::fs::remove_file(d.join(ckpt::MANIFEST)).unwrap(), "no manifest.json"),
+        ("malformed manifest", |d, _| {
+            let p = d.join(ckpt::MANIFEST);
+            let t = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, &t[..t.len() / 2]).unwrap();
+        }, "not a valid manifest"),
+        ("another run's config", |d, _| {
+            let p = d.join(ckpt::MANIFEST);
+            let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            m["config_sha256"] = "0".repeat(64).into();
+            std::fs::write(&p, m.to_string()).unwrap();
+        }, "another config"),
+    ];
+    for (what, damage, expect) in cases {
+        let _ = std::fs::remove_dir_all(&newest);
+        copy_dir(&pristine, &newest);
+        damage(&newest, &shard1);
+        // Named: the checks say which file and what was expected.
+        let e = ckpt::verify(&newest, Some(&hash)).unwrap_err().to_string();
+        assert!(e.contains(expect) && e.contains(newest.to_str().unwrap()), "{what}: {e}");
+        // `--resume` skips it for the previous valid checkpoint and says so.
+        let choice = ckpt::newest_valid(&run, Some(&hash));
+        assert_eq!(choice.chosen.as_ref().map(|c| c.1.iteration), Some(3), "{what}");
+        assert!(choice.skipped.len() == 1 && choice.skipped[0].1.to_string().contains(expect), "{what}");
+        // `--resume PATH` on it is an error, before any worker starts.
+        let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume", newest.to_str().unwrap()]);
+        assert!(!ok && err.contains(expect) && err.contains("--resume"), "{what}: {out}\n{err}");
+        assert!(!err.contains("worker started"), "{what}: workers started for a bad checkpoint:\n{err}");
+    }
+    // A whole `--resume` run past a bad newest checkpoint: it takes iteration 3's and says why.
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("skipped") && err.contains("another config") && err.contains("step-000003"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn export_loads_back_to_the_checkpoints_logits_and_rewards() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-export");
+    tiny_model(&dir.join("model"));
+    let cfg = config(&dir, "a", 2).to_str().unwrap().to_string();
+    let (ok, out, err) = coordinator(&["--config", &cfg, "--local"]);
+    assert!(ok, "{out}\n{err}");
+    let step = ckpt::step_dir(&dir.join("a"), 4);
+    let out_dir = dir.join("export");
+    let (ok, out, err) = coordinator(&["export", step.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(out_dir.join("policy").join(f).exists() && out_dir.join("reward").join(f).exists(), "{f}");
+    }
+
+    // The checkpoint's policy and reward: the base models with the saved parameters.
+    let m = ckpt::verify(&step, None).unwrap();
+    let shards = Shards::open(&step, &m).unwrap();
+    let base = airlift_worker::model::load(&dir.join("model"), Device::Cpu, Kind::Float).unwrap();
+    flat::load_values(&base.vs, &shards.read("policy", "param", 0, m.layouts["policy"].total).unwrap()).unwrap();
+    let base_reward = RewardModel::from_base(&dir.join("model"), None, Device::Cpu, 0).unwrap();
+    flat::load_values(&base_reward.vs, &shards.read("reward", "param", 0, m.layouts["reward"].total).unwrap()).unwrap();
+
+    let exported = airlift_worker::model::load(&out_dir.join("policy"), Device::Cpu, Kind::Float).unwrap();
+    let exported_reward = RewardModel::load(&out_dir.join("reward"), Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 520, 3458, 314, 1782, 30, 216, 17, 15, 19]).view([1, 10]);
+    let mask = Tensor::ones([1, 10], (Kind::Int64, Device::Cpu));
+    tch::no_grad(|| {
+        let want = base.model.forward_right_padded(&ids, &mask);
+        let got = exported.model.forward_right_padded(&ids, &mask);
+        assert!(want.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(got.equal(&want), "exported policy logits differ from the checkpoint's");
+        let want = base_reward.values(&ids, &mask);
+        let got = exported_reward.values(&ids, &mask);
+        assert!(got.equal(&want), "exported reward values differ from the checkpoint's");
+    });
+    let rc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("reward").join("config.json")).unwrap()).unwrap();
+    assert_eq!(rc["airlift_reward_model"]["head_weight"], "score.weight");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

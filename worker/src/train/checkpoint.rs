@@ -1,0 +1,91 @@
+//! A learner rank's part of a sharded checkpoint ([`airlift_proto::checkpoint`] has the format):
+//! writing the slice of each flat vector the rank owns, and loading a checkpoint written by any
+//! number of ranks into this rank's optimizers (whole parameters, its own slice of the moments).
+
+use super::flat::{layout_of, FlatLayout};
+use super::optim::FlatAdamW;
+use airlift_proto::checkpoint::{self as ckpt, CheckpointError, FileEntry, Manifest, Shards, ShardWriter};
+use std::path::Path;
+use tch::nn::VarStore;
+
+/// One model's training state: its var store (for the layout) and its optimizer (which owns
+/// the flat parameter buffer and this rank's moments).
+pub struct ModelState<'a> {
+    pub name: &'static str,
+    pub vs: &'a VarStore,
+    pub opt: &'a mut FlatAdamW,
+}
+
+/// What a rank wrote.
+pub struct Written {
+    pub file: FileEntry,
+    pub layouts: std::collections::BTreeMap<String, FlatLayout>,
+    pub optimizer_steps: std::collections::BTreeMap<String, u64>,
+}
+
+/// Writes rank `rank`'s shard file into `dir` (fsynced; the manifest is the coordinator's).
+pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) -> Result<Written, CheckpointError> {
+    let name = ckpt::shard_name(rank as u32, world as u32);
+    let path = dir.join(&name);
+    let mut names = Vec::new();
+    let mut lens = Vec::new();
+    let mut meta = vec![("rank".to_string(), rank.to_string()), ("world_size".to_string(), world.to_string())];
+    for m in models {
+        let (lo, hi) = m.opt.shard();
+        meta.push((format!("{}.range", m.name), format!("{lo},{hi}")));
+        for v in ckpt::VECTORS {
+            names.push(format!("{}.{v}", m.name));
+            lens.push((hi - lo) as usize);
+        }
+    }
+    let mut w = ShardWriter::create(&path, &names, &lens, &meta)?;
+    let mut layouts = std::collections::BTreeMap::new();
+    let mut steps = std::collections::BTreeMap::new();
+    for m in models {
+        let (lo, hi) = m.opt.shard();
+        let p = Vec::<f32>::try_from(m.opt.flat().narrow(0, lo, hi - lo).to_device(tch::Device::Cpu)).expect("f32 parameters");
+        let (mm, vv) = m.opt.moments();
+        w.write(&p)?;
+        w.write(&mm)?;
+        w.write(&vv)?;
+        layouts.insert(m.name.to_string(), layout_of(m.vs));
+        steps.insert(m.name.to_string(), m.opt.steps_taken());
+    }
+    let (bytes, sha256) = w.finish()?;
+    Ok(Written { file: FileEntry { name, rank: rank as u32, bytes, sha256 }, layouts, optimizer_steps: steps })
+}
+
+/// Loads the checkpoint in `dir` (already verified) into `models`: every model's whole
+/// parameter vector, this rank's slice of its moments (re-sliced when the checkpoint was
+/// written by another number of ranks) and its step count. Checks first that the saved layouts
+/// are the models' layouts, so nothing is loaded into a model of another shape.
+pub fn load(dir: &Path, m: &Manifest, models: &mut [ModelState]) -> Result<(), String> {
+    let manifest = dir.join(ckpt::MANIFEST);
+    for s in models.iter() {
+        let ours = layout_of(s.vs);
+        let theirs = m.layouts.get(s.name).ok_or_else(|| format!("{}: no layout for `{}`", manifest.display(), s.name))?;
+        if *theirs != ours {
+            let diff = theirs
+                .names
+                .iter()
+                .zip(&theirs.shapes)
+                .zip(ours.names.iter().zip(&ours.shapes))
+                .find(|(a, b)| a != b)
+                .map(|((n, s), (n2, s2))| format!("`{n}` {s:?} where the model has `{n2}` {s2:?}"))
+                .unwrap_or_else(|| format!("{} variables where the model has {}", theirs.names.len(), ours.names.len()));
+            return Err(format!("{}: the `{}` layout is not this model's: {diff}", manifest.display(), s.name));
+        }
+    }
+    let shards = Shards::open(dir, m).map_err(|e| e.to_string())?;
+    for s in models.iter_mut() {
+        let total = s.opt.numel();
+        let (lo, hi) = s.opt.shard();
+        let err = |e: CheckpointError| e.to_string();
+        let p = shards.read(s.name, "param", 0, total).map_err(err)?;
+        let mm = shards.read(s.name, "adam_m", lo, hi).map_err(err)?;
+        let vv = shards.read(s.name, "adam_v", lo, hi).map_err(err)?;
+        let step = m.optimizer_steps.get(s.name).copied().unwrap_or(0);
+        s.opt.load_state(&p, &mm, &vv, step).map_err(|e| format!("{}: `{}`: {e}", dir.display(), s.name))?;
+    }
+    Ok(())
+}
