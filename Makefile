@@ -18,7 +18,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo gsm8k test build assets bench bench-hf bench-flight fixtures clean-assets
+.PHONY: demo gsm8k test build assets bench bench-hf bench-flight bench-checkpoint fixtures clean-assets
 
 # The embedded default run: SFT warm start + adversarial iterations on SmolLM2, one learner and
 # one rollout worker as local processes; ends with a per-iteration summary.
@@ -58,6 +58,11 @@ bench: assets
 
 bench-flight: assets
 	$(WORKER) bench-flight --model $(MODEL)
+
+# Checkpoint write / verify / load of SmolLM2's learner state with 1 and 2 learners, beside a
+# sequential write + fsync of the same bytes (runs/bench-checkpoint, deleted afterwards).
+bench-checkpoint: assets
+	$(WORKER) bench-checkpoint --model $(MODEL) --learners 1,2
 
 bench-hf: assets
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0

@@ -330,6 +330,13 @@ pub fn prune(run_dir: &Path, keep: usize) -> Vec<PathBuf> {
     deleted
 }
 
+/// The little-endian bytes of `values` (the safetensors encoding), without copying.
+pub fn f32_bytes(values: &[f32]) -> &[u8] {
+    const _: () = assert!(cfg!(target_endian = "little"), "checkpoint files are little-endian");
+    // SAFETY: f32 has no padding and any byte is a valid u8; the length covers exactly the values.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
 /// A safetensors writer of F32 vectors that streams to disk, hashing as it goes.
 pub struct ShardWriter {
     file: std::io::BufWriter<std::fs::File>,
@@ -371,17 +378,9 @@ impl ShardWriter {
         self.file.write_all(b).map_err(io_err(&self.path))
     }
 
-    /// Appends the values of the next vector.
+    /// Appends values of the current vector (call repeatedly to stream one vector in chunks).
     pub fn write(&mut self, values: &[f32]) -> Result<(), CheckpointError> {
-        let mut buf = Vec::with_capacity(1 << 20);
-        for chunk in values.chunks(1 << 18) {
-            buf.clear();
-            for v in chunk {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            self.put(&buf)?;
-        }
-        Ok(())
+        self.put(f32_bytes(values))
     }
 
     /// Flushes and fsyncs; returns (size, SHA-256).
@@ -422,9 +421,17 @@ impl Shards {
     /// Values `[lo, hi)` of `model`'s flat vector `vector` (`param`, `adam_m`, `adam_v`),
     /// gathered from whichever shards hold them.
     pub fn read(&self, model: &str, vector: &str, lo: i64, hi: i64) -> Result<Vec<f32>, CheckpointError> {
+        let mut out = vec![0f32; (hi - lo).max(0) as usize];
+        self.read_into(model, vector, lo, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fills `out` with values `[lo, lo + out.len())` of `model`'s flat vector `vector`.
+    pub fn read_into(&self, model: &str, vector: &str, lo: i64, out: &mut [f32]) -> Result<(), CheckpointError> {
         let layout = self.layouts.get(model).ok_or_else(|| CheckpointError::BadManifest { path: self.dir.join(MANIFEST), what: format!("no layout for `{model}`") })?;
+        let hi = lo + out.len() as i64;
         let name = format!("{model}.{vector}");
-        let mut out = Vec::with_capacity((hi - lo).max(0) as usize);
+        let mut filled = 0usize;
         for (r, map) in self.maps.iter().enumerate() {
             let (a, b) = layout.shard(r, self.world);
             let (from, to) = (lo.max(a), hi.min(b));
@@ -438,12 +445,16 @@ impl Shards {
                 return Err(CheckpointError::BadFile { path, what: format!("`{name}` is {:?} {:?}, expected F32 [{}]", t.dtype(), t.shape(), b - a) });
             }
             let bytes = &t.data()[4 * (from - a) as usize..4 * (to - a) as usize];
-            out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            let dst = &mut out[(from - lo) as usize..(to - lo) as usize];
+            // SAFETY: as in `f32_bytes`; every bit pattern is a valid f32.
+            let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
+            dst_bytes.copy_from_slice(bytes);
+            filled += dst.len();
         }
-        if out.len() != (hi - lo) as usize {
-            return Err(CheckpointError::BadManifest { path: self.dir.join(MANIFEST), what: format!("shards hold {} values of `{name}` [{lo}, {hi})", out.len()) });
+        if filled != out.len() {
+            return Err(CheckpointError::BadManifest { path: self.dir.join(MANIFEST), what: format!("shards hold {filled} values of `{name}` [{lo}, {hi})") });
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -465,14 +476,7 @@ pub fn write_named(path: &Path, layout: &FlatLayout, flat: &[f32], rename: impl 
     let mut put = |b: &[u8]| w.write_all(b).map_err(io_err(path));
     put(&(header.len() as u64).to_le_bytes())?;
     put(header.as_bytes())?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for chunk in flat.chunks(1 << 18) {
-        buf.clear();
-        for v in chunk {
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        put(&buf)?;
-    }
+    put(f32_bytes(flat))?;
     w.flush().map_err(io_err(path))
 }
 

@@ -57,6 +57,22 @@ pub enum Command {
         #[arg(long, default_value_t = 256)]
         response_tokens: usize,
     },
+    /// Benchmark checkpoint write, verify and load of a model's learner state with 1, 2, ...
+    /// ranks against a sequential write + fsync of the same bytes; prints numbers.
+    BenchCheckpoint {
+        /// Hugging Face model folder (the policy; the reward model is its first layers).
+        #[arg(long)]
+        model: PathBuf,
+        /// Reward trunk layers.
+        #[arg(long, default_value_t = 8)]
+        reward_layers: usize,
+        /// Rank counts to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+        learners: Vec<usize>,
+        /// Folder to write into (on the disk to measure).
+        #[arg(long, default_value = "runs/bench-checkpoint")]
+        dir: PathBuf,
+    },
     /// Check NCCL on this host: load it, make a unique id, and (with a GPU) run every collective
     /// of a one-rank communicator on CUDA memory, checking the values; prints timings.
     NcclCheck {
@@ -258,6 +274,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::runtime::bench_flight::run(model.as_deref(), rows, batch_rows, response_tokens)?;
             Ok(())
         }
+        Command::BenchCheckpoint { model, reward_layers, learners, dir } => crate::train::bench_checkpoint::run(&model, reward_layers, &learners, &dir),
         Command::Info => {
             println!("airlift worker {}", env!("CARGO_PKG_VERSION"));
             println!("{}", crate::cuda::support());

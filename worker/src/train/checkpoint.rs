@@ -8,6 +8,23 @@ use airlift_proto::checkpoint::{self as ckpt, CheckpointError, FileEntry, Manife
 use std::path::Path;
 use tch::nn::VarStore;
 
+/// Values moved between tensors and files per step (16 MiB of f32), so no whole vector is
+/// ever copied into a second buffer.
+const CHUNK: usize = 4 << 20;
+
+/// Calls `f` on consecutive chunks of the 1-D fp32 tensor `t` (on any device), through `buf`.
+fn stream(t: &tch::Tensor, buf: &mut [f32], mut f: impl FnMut(&[f32]) -> Result<(), CheckpointError>) -> Result<(), CheckpointError> {
+    let n = t.numel();
+    let mut off = 0;
+    while off < n {
+        let k = (n - off).min(buf.len());
+        t.narrow(0, off as i64, k as i64).to_device(tch::Device::Cpu).copy_data(&mut buf[..k], k);
+        f(&buf[..k])?;
+        off += k;
+    }
+    Ok(())
+}
+
 /// One model's training state: its var store (for the layout) and its optimizer (which owns
 /// the flat parameter buffer and this rank's moments).
 pub struct ModelState<'a> {
@@ -41,13 +58,13 @@ pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) 
     let mut w = ShardWriter::create(&path, &names, &lens, &meta)?;
     let mut layouts = std::collections::BTreeMap::new();
     let mut steps = std::collections::BTreeMap::new();
+    let mut buf = vec![0f32; CHUNK];
     for m in models {
         let (lo, hi) = m.opt.shard();
-        let p = Vec::<f32>::try_from(m.opt.flat().narrow(0, lo, hi - lo).to_device(tch::Device::Cpu)).expect("f32 parameters");
-        let (mm, vv) = m.opt.moments();
-        w.write(&p)?;
-        w.write(&mm)?;
-        w.write(&vv)?;
+        let (mm, vv) = m.opt.moment_tensors();
+        for t in [&m.opt.flat().narrow(0, lo, hi - lo), mm, vv] {
+            stream(t, &mut buf, |chunk| w.write(chunk))?;
+        }
         layouts.insert(m.name.to_string(), layout_of(m.vs));
         steps.insert(m.name.to_string(), m.opt.steps_taken());
     }
@@ -77,15 +94,31 @@ pub fn load(dir: &Path, m: &Manifest, models: &mut [ModelState]) -> Result<(), S
         }
     }
     let shards = Shards::open(dir, m).map_err(|e| e.to_string())?;
+    let mut buf = vec![0f32; CHUNK];
     for s in models.iter_mut() {
-        let total = s.opt.numel();
-        let (lo, hi) = s.opt.shard();
-        let err = |e: CheckpointError| e.to_string();
-        let p = shards.read(s.name, "param", 0, total).map_err(err)?;
-        let mm = shards.read(s.name, "adam_m", lo, hi).map_err(err)?;
-        let vv = shards.read(s.name, "adam_v", lo, hi).map_err(err)?;
+        let (lo, _) = s.opt.shard();
         let step = m.optimizer_steps.get(s.name).copied().unwrap_or(0);
-        s.opt.load_state(&p, &mm, &vv, step).map_err(|e| format!("{}: `{}`: {e}", dir.display(), s.name))?;
+        let name = s.name;
+        s.opt
+            .load_state_with(step, |which, t| {
+                // Parameters: the whole vector; moments: this rank's slice.
+                let (vector, first) = match which {
+                    0 => ("param", 0),
+                    1 => ("adam_m", lo),
+                    _ => ("adam_v", lo),
+                };
+                let n = t.numel();
+                let mut off = 0;
+                while off < n {
+                    let k = (n - off).min(buf.len());
+                    shards.read_into(name, vector, first + off as i64, &mut buf[..k]).map_err(|e| e.to_string())?;
+                    let src = tch::Tensor::from_slice(&buf[..k]).to_device(t.device());
+                    tch::no_grad(|| t.narrow(0, off as i64, k as i64).copy_(&src));
+                    off += k;
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("{}: `{name}`: {e}", dir.display()))?;
     }
     Ok(())
 }

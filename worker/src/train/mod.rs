@@ -4,6 +4,7 @@
 //! Layering: [`crate::airl`] uses this module; this module uses [`crate::collective`] (the
 //! transport), which uses neither.
 
+pub mod bench_checkpoint;
 pub mod checkpoint;
 pub mod data_parallel;
 pub mod flat;

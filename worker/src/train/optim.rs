@@ -183,33 +183,23 @@ impl FlatAdamW {
         self.step
     }
 
-    /// This rank's slice of the first and second moments, as fp32 values (for checkpoints).
+    /// This rank's slice of the first and second moments, as fp32 values.
     pub fn moments(&self) -> (Vec<f32>, Vec<f32>) {
         let get = |t: &Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).expect("f32 moments");
         (get(&self.m), get(&self.v))
     }
 
-    /// Restores a saved state: the whole parameter buffer, this rank's slice of the moments and
-    /// the step count. Fails, changing nothing, when a length does not match.
-    pub fn load_state(&mut self, params: &[f32], m: &[f32], v: &[f32], step: u64) -> Result<(), String> {
-        let len = (self.hi - self.lo) as usize;
-        if params.len() as i64 != self.numel() || m.len() != len || v.len() != len {
-            return Err(format!(
-                "optimizer state: {} parameters and {}/{} moment values, expected {} and {len} (rank slice [{}, {}))",
-                params.len(),
-                m.len(),
-                v.len(),
-                self.numel(),
-                self.lo,
-                self.hi
-            ));
-        }
-        let device = self.flat.device();
-        tch::no_grad(|| {
-            self.flat.copy_(&Tensor::from_slice(params).to_device(device));
-            self.m.copy_(&Tensor::from_slice(m).to_device(device));
-            self.v.copy_(&Tensor::from_slice(v).to_device(device));
-        });
+    /// This rank's slice of the first and second moments (for checkpoints).
+    pub fn moment_tensors(&self) -> (&Tensor, &Tensor) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores a saved state: `fill(0, flat)` writes the whole parameter buffer, `fill(1, m)`
+    /// and `fill(2, v)` this rank's slice of the moments; then the step count is set.
+    pub fn load_state_with(&mut self, step: u64, mut fill: impl FnMut(usize, &Tensor) -> Result<(), String>) -> Result<(), String> {
+        fill(0, &self.flat)?;
+        fill(1, &self.m)?;
+        fill(2, &self.v)?;
         self.step = step;
         Ok(())
     }
