@@ -10,7 +10,8 @@
 //!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running
 //!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
 //!           learning of i starts when its rollouts are done, i − 1 is learned and no
-//!           checkpoint is being written; a checkpoint follows iterations that are multiples of
+//!           checkpoint is being written; then (data.eval_prompts > 0) an evaluation task on
+//!           rank 0; a checkpoint follows iterations that are multiples of
 //!           checkpoint.every (and the last one): one task per rank, then the manifest;
 //!           after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
 //!  learner lost / learner task failed, `--local` with restarts left and a valid checkpoint:
@@ -129,6 +130,8 @@ struct IterationState {
     learn_started: Option<Instant>,
     /// RL prompts `..prompt_end` are used once this iteration is learned.
     prompt_end: u64,
+    /// The held-out evaluation after the learner tasks (rank 0), when `data.eval_prompts > 0`.
+    eval_task: Option<u64>,
 }
 
 /// Events of the coordinator's loop.
@@ -960,16 +963,33 @@ impl RunState {
                             self.finish_checkpoint();
                         }
                     }
+                    pb::LearnerTaskKind::Evaluation => {
+                        let st = self.iterations.get_mut(&iteration).unwrap();
+                        if let Some(m0) = st.learner_metrics.get_mut(&0) {
+                            m0["eval"] = metrics["eval"].clone();
+                            m0["time_eval_s"] = metrics["time_eval_s"].clone();
+                        }
+                        self.learned(iteration);
+                    }
                     _ => {
                         let st = self.iterations.get_mut(&iteration).unwrap();
                         st.learner_metrics.insert(rank, metrics);
                         if st.learner_tasks.iter().all(|id| self.tasks[id].done) {
                             self.policy_version = t.next_policy_version;
-                            self.learned_upto = iteration;
-                            self.learning = None;
-                            self.finish_iteration(iteration);
-                            if self.checkpoint_after(iteration) {
-                                self.start_checkpoint(iteration);
+                            if self.cfg.data.eval_prompts > 0 {
+                                // Held-out metrics of the new policy and reward, on rank 0.
+                                let lt = pb::LearnerTask {
+                                    kind: pb::LearnerTaskKind::Evaluation as i32,
+                                    iteration,
+                                    prompt_ids: (0..self.cfg.data.eval_prompts as u64).collect(),
+                                    ..Default::default()
+                                };
+                                let id = self.new_task(iteration, TaskKind::Learner(lt));
+                                self.iterations.get_mut(&iteration).unwrap().eval_task = Some(id);
+                                let rank0 = self.learners_by_rank()[0];
+                                self.start(id, rank0);
+                            } else {
+                                self.learned(iteration);
                             }
                         }
                     }
@@ -977,6 +997,16 @@ impl RunState {
             }
         }
         Ok(pb::TaskAck {})
+    }
+
+    /// Iteration `iteration` is trained (and evaluated): record it, then checkpoint if due.
+    fn learned(&mut self, iteration: u64) {
+        self.learned_upto = iteration;
+        self.learning = None;
+        self.finish_iteration(iteration);
+        if self.checkpoint_after(iteration) {
+            self.start_checkpoint(iteration);
+        }
     }
 
     fn finish_iteration(&mut self, iteration: u64) {

@@ -39,6 +39,8 @@ fn check_run(run: &std::path::Path) {
         assert_eq!(rows.iter().filter(|r| r.source == "expert").count(), 4);
         assert_eq!(rows.iter().filter(|r| r.source == "corrupted").count(), 4);
         assert!(rows.iter().filter(|r| r.source == "corrupted").all(|r| r.first_error_token.is_some()));
+        // The held-out evaluation (its own task on rank 0) landed in the iteration's record.
+        assert_eq!(m[it as usize]["learners"][0]["eval"]["problems"], 2, "{}", m[it as usize]);
     }
     assert!(run.join("config.toml").exists());
 }

@@ -142,8 +142,12 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
                 let result = match kind {
                     pb::LearnerTaskKind::SftWarmStart => sft_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
                     pb::LearnerTaskKind::RewardWarmStart => reward_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
-                    pb::LearnerTaskKind::Iteration => iteration(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &store, &task, rank, &traj_dir),
+                    pb::LearnerTaskKind::Iteration => iteration(&mut learner, &mut dp, &airl, &tok, &mut data, &store, &task, rank, &traj_dir),
                     pb::LearnerTaskKind::Checkpoint => checkpoint(&mut learner, &policy_vs, &task, rank, world),
+                    pb::LearnerTaskKind::Evaluation => {
+                        let t = Instant::now();
+                        held_out(&learner, &cfg, &airl, &tok, &mut data, &task.prompt_ids).map(|eval| (0, serde_json::json!({ "eval": eval, "time_eval_s": t.elapsed().as_secs_f64() })))
+                    }
                     pb::LearnerTaskKind::Unspecified => Err(WorkerError::Other(format!("task {task_id}: learner task of unknown kind {}", task.kind))),
                 };
                 let result = result.map(|(rows, mut metrics)| {
@@ -318,7 +322,6 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
 fn iteration(
     l: &mut Learner,
     dp: &mut DataParallel,
-    cfg: &RunConfig,
     airl: &AirlConfig,
     tok: &Tokenizer,
     data: &mut RunData,
@@ -389,12 +392,6 @@ fn iteration(
     let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
     write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
 
-    if rank == 0 && cfg.data.eval_prompts > 0 {
-        let t = Instant::now();
-        let eval = held_out(l, cfg, airl, tok, data)?;
-        metrics["eval"] = eval;
-        metrics["time_eval_s"] = serde_json::json!(t.elapsed().as_secs_f64());
-    }
     Ok((rows.len() as u64, metrics))
 }
 
@@ -409,14 +406,14 @@ fn write_parquet(path: &Path, rows: &[TrajectoryRow]) -> Result<(), Box<dyn std:
     Ok(())
 }
 
-/// Held-out metrics on `data.eval_prompts` eval-split problems: expert vs corrupted and expert
-/// vs fresh policy samples (one per problem, the run's sampling settings), and the accuracy of
-/// those samples.
-fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, data: &mut RunData) -> Result<serde_json::Value, WorkerError> {
-    let n = cfg.data.eval_prompts as u64;
+/// Held-out metrics on the eval-split problems `ids`: expert vs corrupted and expert vs fresh
+/// policy samples (one per problem, the run's sampling settings), and the accuracy of those
+/// samples.
+fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, data: &mut RunData, ids: &[u64]) -> Result<serde_json::Value, WorkerError> {
+    let n = ids.len() as u64;
     let mut batch = IterationBatch::default();
     let mut prompts = Vec::new();
-    for id in 0..n {
+    for &id in ids {
         data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id);
         prompts.push(data.prompt_tokens(tok, Split::Eval, id));
     }
@@ -431,8 +428,7 @@ fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, da
     let mut correct = 0;
     let mut gen = crate::generate::Generator::new(&l.policy, cfg.sampling.max_batch as usize);
     let out = gen.generate(&l.policy, &prompts, &eos, airl.pad_id, &params);
-    for (id, (p, c)) in prompts.iter().zip(out.completions).enumerate() {
-        let id = id as u64;
+    for ((&id, p), c) in ids.iter().zip(&prompts).zip(out.completions) {
         let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
         let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
         correct += ok as usize;
