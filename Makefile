@@ -21,9 +21,10 @@ export PATH := $(VENV)/bin:$(PATH)
 .PHONY: demo gsm8k test build assets bench bench-hf bench-flight bench-checkpoint fixtures clean-assets
 
 # The embedded default run: SFT warm start + adversarial iterations on SmolLM2, one learner and
-# one rollout worker as local processes; ends with a per-iteration summary.
+# one rollout worker as local processes; ends with a per-iteration summary. Starts afresh each
+# time (--overwrite deletes the previous run's outputs in runs/default).
 demo: assets
-	target/release/coordinator --config configs/default.toml --local
+	target/release/coordinator --config configs/default.toml --local --overwrite
 
 # SmolLM2 as it comes (no training) on 20 GSM8K test questions.
 gsm8k: assets

@@ -144,6 +144,9 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Res
             let child = cmd
                 .args(&args)
                 .env("AIRLIFT_TOKEN", token.as_deref().unwrap_or(""))
+                // Ctrl-C in the terminal reaches the whole process group: the coordinator
+                // stops the run (checkpoint, then shutdown messages), so workers ignore it.
+                .env("AIRLIFT_IGNORE_SIGINT", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(err))
@@ -235,7 +238,6 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Res
     let stop = async move {
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return "interrupted".to_string(),
                 ev = exited_rx.recv() => match ev {
                     Some((name, status, ok)) => {
                         if ok {

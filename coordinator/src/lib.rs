@@ -52,6 +52,95 @@ pub struct RunOutcome {
     pub last_checkpoint: Option<std::path::PathBuf>,
     /// Learner restarts: (checkpoint iteration, iterations redone, why).
     pub restarts: Vec<(u64, Vec<u64>, String)>,
+    /// Set when the run stopped on a signal after a checkpoint (it continues with `--resume`).
+    pub stopped: Option<String>,
+}
+
+/// The exit status of a coordinator whose run stopped on SIGTERM / SIGINT after writing a
+/// checkpoint (EX_TEMPFAIL): the Slurm script requeues the job on it.
+pub const EXIT_STOPPED: i32 = 75;
+
+/// Outputs of a run in its folder (what a fresh run must not silently mix with its own).
+const OUTPUTS: [&str; 5] = ["metrics.jsonl", "trajectories", "checkpoints", "logs", "workers.json"];
+
+/// Makes `run.dir` ready: a fresh run (`resume` = false) refuses a folder holding another run's
+/// outputs unless `overwrite`, which deletes them first.
+pub fn prepare_run_dir(cfg: &RunConfig, resume: bool, overwrite: bool) -> Result<(), CoordinatorError> {
+    let dir = cfg.run_dir();
+    if resume {
+        return Ok(());
+    }
+    let present: Vec<&str> = OUTPUTS
+        .iter()
+        .copied()
+        .filter(|name| {
+            let p = dir.join(name);
+            if p.is_dir() {
+                std::fs::read_dir(&p).map(|mut d| d.next().is_some()).unwrap_or(false)
+            } else {
+                p.exists()
+            }
+        })
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(CoordinatorError::Config(format!(
+            "run.dir {} holds another run's outputs ({}): pass --resume to continue that run, or --overwrite to delete them and start afresh (or choose another run.dir)",
+            dir.display(),
+            present.join(", ")
+        )));
+    }
+    for name in present {
+        let p = dir.join(name);
+        let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| CoordinatorError::Io { path: p.display().to_string(), what: format!("cannot delete for --overwrite: {e}") })?;
+        tracing::warn!(path = %p.display(), "deleted (--overwrite)");
+    }
+    Ok(())
+}
+
+/// `<run>/coordinator.url`: where this run's coordinator serves (written when it starts).
+pub fn url_file(run_dir: &std::path::Path) -> std::path::PathBuf {
+    run_dir.join("coordinator.url")
+}
+
+/// `<run>/token`: the run token, readable by its owner only.
+pub fn token_file(run_dir: &std::path::Path) -> std::path::PathBuf {
+    run_dir.join("token")
+}
+
+/// The address workers and `status` reach a listener bound at `addr` at: itself, or for an
+/// unspecified address (0.0.0.0) `AIRLIFT_ADVERTISE` or this host's name.
+pub fn advertised(addr: std::net::SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}");
+    }
+    let host = std::env::var("AIRLIFT_ADVERTISE").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "127.0.0.1".into())
+    });
+    format!("http://{host}:{}", addr.port())
+}
+
+/// Publishes the coordinator's URL and the run token (mode 0600) in the run folder, so that
+/// `coordinator status --run DIR` and job scripts find them.
+fn publish(run_dir: &std::path::Path, url: &str, token: Option<&str>) -> Result<(), CoordinatorError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |p: &std::path::Path, e: std::io::Error| CoordinatorError::Io { path: p.display().to_string(), what: e.to_string() };
+    if let Some(t) = token {
+        let p = token_file(run_dir);
+        let _ = std::fs::remove_file(&p);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(|e| io(&p, e))?;
+        f.write_all(t.as_bytes()).map_err(|e| io(&p, e))?;
+    }
+    // The URL last, through a rename: whoever waits for it finds the token in place.
+    let p = url_file(run_dir);
+    let tmp = p.with_extension("url.tmp");
+    std::fs::write(&tmp, format!("{url}\n")).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))?;
+    Ok(())
 }
 
 /// Which checkpoint a run starts from.
@@ -113,6 +202,9 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
     let resume = opts.resume;
     std::fs::create_dir_all(&run_dir).map_err(io)?;
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    let url = advertised(addr);
+    publish(&run_dir, &url, token.as_deref())?;
     if resume.is_none() {
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
     }
@@ -140,6 +232,21 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
             }
         }
     });
+    // SIGTERM / SIGINT: stop at the next safe point with a checkpoint; a second one at once.
+    let signals = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        loop {
+            let reason = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if signals.send(Event::Drain { reason: reason.to_string() }).await.is_err() {
+                return;
+            }
+        }
+    });
     let stopper = tx.clone();
     tokio::spawn(async move {
         let reason = shutdown.await;
@@ -161,7 +268,8 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         });
     }
     drop(tx);
-    tracing::info!(run_dir = %run_dir.display(), "coordinator up");
+    tracing::info!(run_dir = %run_dir.display(), %url, "coordinator up");
+    eprintln!("coordinator at {url}; status: coordinator status --run {}", run_dir.display());
     while let Some(ev) = rx.recv().await {
         state.handle(ev);
         if state.finished() {
@@ -180,7 +288,8 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         Err(_) => tracing::warn!("gRPC server did not stop within {} s; leaving it", SERVER_STOP_GRACE.as_secs()),
     }
     match state.phase {
-        Phase::Done => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts }),
+        Phase::Done => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts, stopped: None }),
+        Phase::Stopped(why) => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts, stopped: Some(why) }),
         Phase::Failed(why) => Err(CoordinatorError::Failed(why)),
         other => Err(CoordinatorError::Failed(format!("ended in phase {}", other.name()))),
     }

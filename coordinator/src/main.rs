@@ -21,7 +21,12 @@ struct Cli {
     /// the folder given (`--resume PATH`). Checked (sizes, SHA-256, config) before anything loads.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     resume: Option<Option<PathBuf>>,
-    /// Address to serve on when workers are started by hand or by Slurm.
+    /// Start afresh in a run.dir that holds another run's outputs, deleting them (a fresh run
+    /// refuses such a folder otherwise).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// Address to serve on when workers are started by hand or by Slurm (port 0: any free
+    /// port). The address workers should use is written to `<run>/coordinator.url`.
     #[arg(long, default_value = "0.0.0.0:50051")]
     listen: String,
     #[command(subcommand)]
@@ -32,13 +37,20 @@ struct Cli {
 enum Cmd {
     /// Show a running coordinator's workers, iteration, policy version and last metrics.
     Status {
-        /// Coordinator URL.
+        /// The run folder: its coordinator's URL and token are read from `coordinator.url`
+        /// and `token` there.
+        #[arg(long, conflicts_with = "coordinator")]
+        run: Option<PathBuf>,
+        /// Coordinator URL (without --run).
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         coordinator: String,
         /// File holding the run token (else env AIRLIFT_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Check the config (--config) and print what launch scripts need, as shell assignments:
+    /// RUN_DIR, LEARNERS, ROLLOUTS, DEVICE, HAS_CHECKPOINT (1 when run.dir has a valid one).
+    Check,
     /// Write a checkpoint's policy and reward model as Hugging Face folders (OUT/policy, OUT/reward).
     Export {
         /// The checkpoint folder (`<run>/checkpoints/step-NNNNNN`).
@@ -80,7 +92,16 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;
-    if let Some(Cmd::Status { coordinator, token_file }) = cli.command {
+    if let Some(Cmd::Status { run, coordinator, token_file }) = cli.command {
+        let (coordinator, token_file) = match run {
+            Some(dir) => {
+                let f = airlift_coordinator::url_file(&dir);
+                let url = std::fs::read_to_string(&f).with_context(|| format!("reading {} (is a coordinator running for this run?)", f.display()))?;
+                let tf = airlift_coordinator::token_file(&dir);
+                (url.trim().to_string(), if tf.exists() { Some(tf) } else { token_file })
+            }
+            None => (coordinator, token_file),
+        };
         let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
         return rt.block_on(async move {
             let ch = tonic::transport::Channel::from_shared(coordinator.clone())?.connect().await.with_context(|| format!("connecting to {coordinator}"))?;
@@ -99,12 +120,20 @@ fn main() -> anyhow::Result<()> {
     }
     let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
     let cfg = RunConfig::load(&path)?;
+    if let Some(Cmd::Check) = cli.command {
+        let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+        let has = airlift_proto::checkpoint::newest_valid(&cfg.run_dir(), Some(&cfg.resume_hash())).chosen.is_some();
+        println!("RUN_DIR={}", quote(&cfg.run_dir().display().to_string()));
+        println!("LEARNERS={}\nROLLOUTS={}\nDEVICE={}\nHAS_CHECKPOINT={}", cfg.workers.learner, cfg.workers.rollout, quote(&cfg.workers.device), has as u8);
+        return Ok(());
+    }
     let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let resume = match cli.resume {
         None => airlift_coordinator::Resume::No,
         Some(None) => airlift_coordinator::Resume::Latest,
         Some(Some(p)) => airlift_coordinator::Resume::Path(p),
     };
+    airlift_coordinator::prepare_run_dir(&cfg, resume != airlift_coordinator::Resume::No, cli.overwrite)?;
     let outcome = rt.block_on(async move {
         if cli.local {
             Ok::<_, anyhow::Error>(airlift_coordinator::launcher::run_local(cfg, token, resume).await?)
@@ -113,11 +142,8 @@ fn main() -> anyhow::Result<()> {
             let resume = airlift_coordinator::choose_checkpoint(&cfg, &resume)?;
             let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
             tracing::info!(listen = %cli.listen, "waiting for workers");
-            Ok(airlift_coordinator::serve(cfg, token, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-                "interrupted".to_string()
-            }, airlift_coordinator::ServeOptions { resume, launcher: None })
-            .await?)
+            // SIGTERM / SIGINT are handled by `serve` (stop after a checkpoint).
+            Ok(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), airlift_coordinator::ServeOptions { resume, launcher: None }).await?)
         }
     })?;
     println!("\n== airlift run summary ({}) ==", outcome.run_dir.display());
@@ -137,6 +163,10 @@ fn main() -> anyhow::Result<()> {
             c.display()
         ),
         None => println!("no checkpoint written (checkpoint.every = 0 and checkpoint.at_end = false)"),
+    }
+    if let Some(why) = &outcome.stopped {
+        println!("run stopped ({why}) after its last checkpoint; continue it with --resume (exit status {})", airlift_coordinator::EXIT_STOPPED);
+        std::process::exit(airlift_coordinator::EXIT_STOPPED);
     }
     Ok(())
 }

@@ -66,6 +66,8 @@ pub enum Phase {
     WarmStart,
     Running,
     Done,
+    /// Stopped on request (SIGTERM / SIGINT) after a checkpoint: resume continues the run.
+    Stopped(String),
     Failed(String),
 }
 
@@ -77,6 +79,7 @@ impl Phase {
             Phase::WarmStart => "warm-start".into(),
             Phase::Running => "running".into(),
             Phase::Done => "done".into(),
+            Phase::Stopped(why) => format!("stopped: {why}"),
             Phase::Failed(why) => format!("failed: {why}"),
         }
     }
@@ -144,6 +147,9 @@ pub enum Event {
     Status { reply: tokio::sync::oneshot::Sender<pb::StatusResponse> },
     Tick,
     Stop { reason: String },
+    /// Stop at the next safe point (after the iteration being learned, with a checkpoint);
+    /// a second one stops at once.
+    Drain { reason: String },
     /// The local launcher saw learner process `rank` of spawn `generation` exit.
     LearnerExited { rank: u32, generation: u32, status: String },
 }
@@ -186,6 +192,10 @@ pub struct RunState {
     learner_generation: u32,
     /// Restarts so far: (checkpoint iteration, iterations redone, why).
     pub restarts: Vec<(u64, Vec<u64>, String)>,
+    /// Why the run is stopping at the next safe point (SIGTERM / SIGINT), if it is.
+    draining: Option<String>,
+    /// The iteration of the newest checkpoint with its manifest in place.
+    checkpointed: Option<u64>,
     /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
     pub records: Vec<serde_json::Value>,
     started: Instant,
@@ -223,6 +233,8 @@ impl RunState {
             respawn: None,
             learner_generation: 0,
             restarts: Vec::new(),
+            draining: None,
+            checkpointed: None,
             records: Vec::new(),
             started: Instant::now(),
         }
@@ -249,6 +261,7 @@ impl RunState {
         self.learning = None;
         self.checkpointing = None;
         self.last_checkpoint = Some(point.dir.clone());
+        self.checkpointed = Some(m.iteration);
         // Records: keep those of iterations the checkpoint covers (read back from the file on a
         // fresh coordinator), and rewrite the file with exactly those.
         let path = self.run_dir.join("metrics.jsonl");
@@ -289,7 +302,7 @@ impl RunState {
 
     /// Whether the run has ended (done or failed).
     pub fn finished(&self) -> bool {
-        matches!(self.phase, Phase::Done | Phase::Failed(_))
+        matches!(self.phase, Phase::Done | Phase::Stopped(_) | Phase::Failed(_))
     }
 
     /// Applies one event.
@@ -333,6 +346,20 @@ impl RunState {
                                 tracing::warn!(worker_id, ?rank, "ignored an NCCL id that is not rank 0's answer to its rendezvous");
                             }
                         }
+                        Some(pb::worker_message::Kind::Fatal(f)) => {
+                            let (role, rank, host) = (w.role, w.rank, w.host.clone());
+                            tracing::error!(worker_id, ?role, host = %host, error = %f.error, "worker cannot go on");
+                            if role == pb::Role::Learner {
+                                // An error at start-up repeats on a restart: fail with it.
+                                let who = rank.map_or(format!("learner {worker_id}"), |r| format!("learner rank {r}"));
+                                self.fail(format!("{who} on {host}: {}", f.error));
+                            } else {
+                                self.lose(worker_id, &format!("it failed: {}", f.error));
+                                if !self.workers.values().any(|w| w.role == pb::Role::Rollout && !w.lost) {
+                                    self.fail(format!("no rollout worker left: worker {worker_id} on {host}: {}", f.error));
+                                }
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -353,9 +380,24 @@ impl RunState {
                     self.lose(id, "it missed its heartbeats");
                 }
                 self.expire_leases();
+                self.check_registration();
                 self.progress();
             }
             Event::Stop { reason } => self.fail(format!("stopped: {reason}")),
+            Event::Drain { reason } => {
+                if self.finished() {
+                    return;
+                }
+                if let Some(first) = &self.draining {
+                    let why = format!("{reason} while stopping after {first}: stopped at once, without a checkpoint");
+                    return self.fail(why);
+                }
+                tracing::warn!(%reason, "stopping: no new work; the iteration being learned finishes, then a checkpoint, then the workers exit (a second signal stops at once)");
+                self.draining = Some(reason);
+                // Rollouts not started yet will not be needed (they are generated again on resume).
+                self.queue.retain(|t| !matches!(self.tasks.get(t).map(|t| &t.kind), Some(TaskKind::Rollout(_))));
+                self.progress();
+            }
             Event::LearnerExited { rank, generation, status } => {
                 if generation != self.learner_generation || self.finished() {
                     return;
@@ -453,6 +495,23 @@ impl RunState {
                     tracing::info!(task_id = t, "re-queued the lost worker's task");
                 }
             }
+        }
+    }
+
+    /// Fails the run when the workers have not all registered in `workers.register_timeout_ms`.
+    fn check_registration(&mut self) {
+        if self.phase != Phase::WaitingForWorkers || self.started.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
+            return;
+        }
+        let count = |role| self.workers.values().filter(|w| w.role == role && !w.lost).count();
+        let (l, r) = (count(pb::Role::Learner), count(pb::Role::Rollout));
+        if l < self.cfg.workers.learner as usize || r == 0 {
+            self.fail(format!(
+                "{l} of {} learners and {r} of {} rollout workers registered within {} s (workers.register_timeout_ms): a worker did not start; see its log or the job output",
+                self.cfg.workers.learner,
+                self.cfg.workers.rollout,
+                self.cfg.workers.register_timeout_ms / 1000
+            ));
         }
     }
 
@@ -557,12 +616,31 @@ impl RunState {
             return;
         }
         if !self.rendezvous_sent {
+            if let Some(why) = self.draining.clone() {
+                // Nothing was trained in this attempt: nothing to save.
+                self.phase = Phase::Stopped(why.clone());
+                self.shutdown_all(&format!("run stopped: {why}"));
+                return;
+            }
             self.try_rendezvous();
             if !self.rendezvous_sent {
                 return;
             }
         }
         if self.phase == Phase::WarmStart {
+            return;
+        }
+        if let Some(why) = self.draining.clone() {
+            if self.learning.is_some() || self.checkpointing.is_some() {
+                return;
+            }
+            if self.checkpointed != Some(self.learned_upto) {
+                tracing::info!(iteration = self.learned_upto, "stopping: checkpoint before exit");
+                return self.start_checkpoint(self.learned_upto);
+            }
+            tracing::warn!(iteration = self.learned_upto, checkpoint = ?self.last_checkpoint, "stopped; continue with --resume");
+            self.phase = Phase::Stopped(why.clone());
+            self.shutdown_all(&format!("run stopped: {why}"));
             return;
         }
         if self.learned_upto >= self.cfg.run.iterations && self.learning.is_none() && self.checkpointing.is_none() {
@@ -760,6 +838,7 @@ impl RunState {
             tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {})", self.cfg.checkpoint.keep);
         }
         self.last_checkpoint = Some(p.dir);
+        self.checkpointed = Some(p.iteration);
     }
 
     fn new_task(&mut self, iteration: u64, kind: TaskKind) -> u64 {

@@ -74,6 +74,10 @@ pub struct WorkersSection {
     /// Default 900000 (15 min: far above a healthy task, so only stuck workers trigger it).
     #[serde(default = "default_lease")]
     pub task_lease_ms: u64,
+    /// The run fails when its workers have not all registered this long after the coordinator
+    /// started (a worker that cannot start, a job step that never ran). Default 600000.
+    #[serde(default = "default_register_timeout")]
+    pub register_timeout_ms: u64,
 }
 
 /// `[model]`
@@ -277,6 +281,9 @@ pub struct RunConfig {
 /// section when it has no dot). Every other key must be equal ([`RunConfig::resume_hash`]).
 pub const RESUME_MAY_DIFFER: &[&str] = &["run.dir", "run.iterations", "run.token_file", "run.max_restarts", "workers", "checkpoint"];
 
+fn default_register_timeout() -> u64 {
+    600_000
+}
 fn default_restarts() -> u32 {
     3
 }

@@ -5,7 +5,8 @@
 //! 2. the same checkpoint resumed on 1 and on 3 learners: the loaded state is the saved state,
 //!    and the runs finish with replicas equal to each other;
 //! 3. a learner SIGKILLed in the middle of iteration 3 of a `--local` run: the learners restart
-//!    from the iteration-2 checkpoint and the run ends where the uninterrupted one does;
+//!    from the iteration-2 checkpoint and the run ends where the uninterrupted one does; and
+//!    SIGTERM to the coordinator: a checkpoint, exit status 75, `--resume` ends the same;
 //! 4. every kind of bad checkpoint is named, skipped by `--resume`, refused by `--resume PATH`;
 //! 5. export: the Hugging Face folders load back to the checkpoint's logits and rewards.
 
@@ -113,6 +114,37 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
     for (fa, fc) in ra.iter().zip(&rc) {
         let strip = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| rows.iter().map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone())).collect::<Vec<_>>();
         assert_eq!(strip(&fa.1), strip(&fc.1), "{}", fa.0);
+    }
+
+    // SIGTERM to the coordinator alone (what Slurm's preemption warning does) while iteration 2
+    // is learned, in a run that checkpoints only at its end: `status --run` works while it
+    // runs; iteration 2 finishes, a checkpoint is written, the workers exit, the coordinator
+    // exits with 75; `--resume` then ends where the uninterrupted run does.
+    let d = dir.join("d");
+    let cfg_d = dir.join("d.toml");
+    std::fs::write(&cfg_d, std::fs::read_to_string(config(&dir, "d", 2)).unwrap().replace("every = 1", "every = 0")).unwrap();
+    let mut status = String::new();
+    let mut signalled = false;
+    let (ok, out, log) = coordinator_watched(&["--config", cfg_d.to_str().unwrap(), "--local"], LONG, |line, pgid| {
+        if status.is_empty() && line.contains("learning") && line.contains("iteration=1") {
+            let (_, o, e) = coordinator(&["status", "--run", d.to_str().unwrap()]);
+            status = format!("{o}{e}");
+        }
+        if !signalled && line.contains("learning") && line.contains("iteration=2") {
+            assert!(std::process::Command::new("kill").args(["-TERM", &pgid.to_string()]).status().unwrap().success());
+            signalled = true;
+        }
+    });
+    assert!(status.contains("state running") && status.contains("ROLE_LEARNER"), "{status}");
+    assert!(signalled && !ok, "{log}");
+    assert!(log.contains("stopping: checkpoint before exit") && out.contains("run stopped (SIGTERM)"), "{out}\n{log}");
+    assert!(ckpt::verify(&ckpt::step_dir(&d, 2), None).is_ok(), "{log}");
+    let (ok, out, err) = coordinator(&["--config", cfg_d.to_str().unwrap(), "--local", "--resume"]);
+    assert!(ok, "{out}\n{err}");
+    let after = records(&d);
+    assert_eq!(after.len(), straight.len());
+    for (x, y) in straight.iter().zip(&after) {
+        assert_eq!(fingerprints(x), fingerprints(y), "iteration {}", x["iteration"]);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

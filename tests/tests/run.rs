@@ -58,6 +58,12 @@ fn two_rollouts_two_learners_three_iterations() {
     println!("run took {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
     assert!(stdout.contains("airlift run summary"));
     check_run(&run);
+    // The folder now holds a run: a fresh run there is refused (nothing is touched), unless
+    // told to resume it or to overwrite it.
+    let before = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let (ok, _, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
+    assert!(!ok && stderr.contains("holds another run's outputs") && stderr.contains("--overwrite") && stderr.contains("--resume"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -4,6 +4,12 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     airlift_worker::sysmem::tune_allocator();
+    if std::env::var_os("AIRLIFT_IGNORE_SIGINT").is_some_and(|v| v == "1") {
+        // Started by `coordinator --local`: Ctrl-C is the coordinator's to handle (it stops the
+        // run and then tells this process to exit).
+        // SAFETY: installs the ignore disposition before any other thread exists.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -53,6 +53,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     });
     let req = pb::RegisterRequest { device: super::local_device_name(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
     let mut s = register(opts, req, rt)?;
+    // Errors from here on also go to the coordinator, which reports them as the reason.
+    let result = (|| -> Result<(), WorkerError> {
     let cfg = s.config.clone();
     let device = super::device(&cfg)?;
     if cfg.workers.threads > 0 {
@@ -176,6 +178,11 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         }
     }
     Ok(())
+    })();
+    if let Err(e) = &result {
+        s.fatal(e);
+    }
+    result
 }
 
 /// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.

@@ -103,6 +103,14 @@ impl Session {
         self.rt.block_on(async move { up.send(m).await }).map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
     }
 
+    /// Tells the coordinator this worker cannot go on and why (it reports the reason instead of
+    /// a lost stream), giving the message a moment to leave before the process exits.
+    pub fn fatal(&self, e: &WorkerError) {
+        if self.send_up(worker_message::Kind::Fatal(pb::Fatal { error: e.to_string() })).is_ok() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// A progress callback for task `task_id` (`done` of `total` units), sent up the stream
     /// without waiting; the coordinator shows it.
     pub fn progress(&self, task_id: u64) -> impl Fn(u32, u32) + use<> {

@@ -16,6 +16,8 @@ use tch::Kind;
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
     let mut s = register(opts, pb::RegisterRequest { device: super::local_device_name(), ..Default::default() }, rt)?;
+    // Errors from here on also go to the coordinator, which reports them as the reason.
+    let result = (|| -> Result<(), WorkerError> {
     let cfg = s.config.clone();
     if cfg.workers.threads > 0 {
         tch::set_num_threads(cfg.workers.threads as i32);
@@ -47,6 +49,11 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         }
     }
     Ok(())
+    })();
+    if let Err(e) = &result {
+        s.fatal(e);
+    }
+    result
 }
 
 /// What a rollout worker holds between tasks.
