@@ -124,6 +124,9 @@ impl LearnerFlight {
     }
 }
 
+/// How long a weights request waits for its version to be published.
+const WEIGHTS_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn weights_schema(version: u64, numel: usize) -> Arc<Schema> {
     let mut meta = std::collections::HashMap::new();
     meta.insert("policy_version".to_string(), version.to_string());
@@ -160,7 +163,20 @@ impl FlightService for LearnerFlight {
             .strip_prefix("policy:")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| Status::invalid_argument(format!("unknown ticket `{ticket}` (expected `policy:<version>`)")))?;
-        let (version, flat) = self.store.weights.lock().unwrap().clone().ok_or_else(|| Status::unavailable("no policy weights published yet"))?;
+        // A rollout task may ask for a version this learner is about to publish (it is still
+        // loading a checkpoint, or finishing the step): wait for it rather than fail the task.
+        let deadline = tokio::time::Instant::now() + WEIGHTS_WAIT;
+        let (version, flat) = loop {
+            let current = self.store.weights.lock().unwrap().clone();
+            match current {
+                Some((v, flat)) if v >= want => break (v, flat),
+                _ if tokio::time::Instant::now() >= deadline => {
+                    let have = current.map_or("none".to_string(), |(v, _)| format!("version {v}"));
+                    return Err(Status::unavailable(format!("policy version {want} was not published within {} s (this learner has {have})", WEIGHTS_WAIT.as_secs())));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
         if version != want {
             return Err(Status::failed_precondition(format!("this learner serves policy version {version}, not {want}")));
         }
