@@ -178,3 +178,27 @@ pub fn rows_without_timings(run_dir: &Path) -> Vec<(String, Vec<TrajectoryRow>)>
         .map(|(n, rows)| (n, rows.into_iter().map(|r| TrajectoryRow { generation_ms: 0, ..r }).collect()))
         .collect()
 }
+
+/// A 4-iteration run of the tiny model (in `dir/model`) into `dir/<run>` with `learners`
+/// learners, 6 prompts per iteration (so that 1, 2 and 3 learners all divide them) and a
+/// checkpoint after every iteration; returns the config file `dir/<run>.toml`.
+pub fn checkpointed_config(dir: &Path, run: &str, learners: u32) -> PathBuf {
+    let text = tiny_config(&dir.join("model"), &dir.join(run), "[checkpoint]\nevery = 1\nkeep = 5\n")
+        .replace("iterations = 3", "iterations = 4")
+        .replace("learner = 2", &format!("learner = {learners}"))
+        .replace("prompts_per_iteration = 4", "prompts_per_iteration = 6")
+        .replace("warm_start_batch = 2", "warm_start_batch = 6");
+    let path = dir.join(format!("{run}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The metrics records of iterations (not of restarts).
+pub fn records(run: &Path) -> Vec<serde_json::Value> {
+    metrics(run).into_iter().filter(|r| r.get("iteration").is_some()).collect()
+}
+
+/// (policy, reward) fingerprints of each learner in a record.
+pub fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
+    rec["learners"].as_array().unwrap().iter().map(|l| (l["policy_fingerprint"].as_str().unwrap().into(), l["reward_fingerprint"].as_str().unwrap().into())).collect()
+}

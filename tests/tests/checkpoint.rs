@@ -22,25 +22,8 @@ use tch::{Device, Kind, Tensor};
 
 const LONG: Duration = Duration::from_secs(300);
 
-/// A 4-iteration run of the tiny model with `learners` learners, 6 prompts per iteration (so
-/// that 1, 2 and 3 learners all divide them) and a checkpoint after every iteration.
 fn config(dir: &Path, run: &str, learners: u32) -> PathBuf {
-    let text = tiny_config(&dir.join("model"), &dir.join(run), "[checkpoint]\nevery = 1\nkeep = 5\n")
-        .replace("iterations = 3", "iterations = 4")
-        .replace("learner = 2", &format!("learner = {learners}"))
-        .replace("prompts_per_iteration = 4", "prompts_per_iteration = 6")
-        .replace("warm_start_batch = 2", "warm_start_batch = 6");
-    let path = dir.join(format!("{run}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn records(run: &Path) -> Vec<serde_json::Value> {
-    metrics(run).into_iter().filter(|r| r.get("iteration").is_some()).collect()
-}
-
-fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
-    rec["learners"].as_array().unwrap().iter().map(|l| (l["policy_fingerprint"].as_str().unwrap().into(), l["reward_fingerprint"].as_str().unwrap().into())).collect()
+    checkpointed_config(dir, run, learners)
 }
 
 /// Every record's learners agree with each other.
