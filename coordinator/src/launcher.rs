@@ -146,7 +146,7 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Res
                 .env("AIRLIFT_TOKEN", token.as_deref().unwrap_or(""))
                 // Ctrl-C in the terminal reaches the whole process group: the coordinator
                 // stops the run (checkpoint, then shutdown messages), so workers ignore it.
-                .env("AIRLIFT_IGNORE_SIGINT", "1")
+                .env("AIRLIFT_WORKER_SIGNALS", "coordinator")
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(err))

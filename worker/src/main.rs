@@ -4,11 +4,15 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     airlift_worker::sysmem::tune_allocator();
-    if std::env::var_os("AIRLIFT_IGNORE_SIGINT").is_some_and(|v| v == "1") {
-        // Started by `coordinator --local`: Ctrl-C is the coordinator's to handle (it stops the
-        // run and then tells this process to exit).
+    if std::env::var_os("AIRLIFT_WORKER_SIGNALS").is_some_and(|v| v == "coordinator") {
+        // Started by `coordinator --local` or the Slurm script: Ctrl-C and SIGTERM reach the
+        // whole process group or job step, and they are the coordinator's to handle (it stops
+        // the run at a checkpoint, then tells this process to exit). SIGKILL still ends it.
         // SAFETY: installs the ignore disposition before any other thread exists.
-        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
