@@ -12,6 +12,7 @@ pub mod cli;
 pub mod collective;
 pub mod convert;
 pub mod cuda;
+pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod gsm8k;
