@@ -1,0 +1,223 @@
+//! From scored samples and scored corruptions to the evaluation's numbers: per answer-choosing
+//! method its accuracy with a 95% interval, correctness prediction from the sequence reward,
+//! and error localisation. The evaluation job (not built yet) gathers the scores; this is its
+//! last step, and is the same whatever ran the sampling and scoring.
+
+use super::metrics::{auroc, best_of, chance_at, ece, hit_at, lines_by_mean, lines_by_min, majority_vote, pearson, reward_weights, weighted_vote, wilson};
+use crate::rng::SplitMix64;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One sampled trace, scored.
+#[derive(Debug, Clone)]
+pub struct SampleScore {
+    pub problem: u64,
+    /// The extracted final answer (`None`: none found).
+    pub answer: Option<String>,
+    pub correct: bool,
+    /// Behaviour log-prob of each response token.
+    pub logprobs: Vec<f64>,
+    /// Reward of each response token.
+    pub rewards: Vec<f64>,
+}
+
+/// One controlled corruption of an expert trace, scored.
+#[derive(Debug, Clone)]
+pub struct CorruptionScore {
+    pub rewards: Vec<f64>,
+    pub logprobs: Vec<f64>,
+    /// Line of each response token.
+    pub steps: Vec<usize>,
+    /// The line holding the first wrong token.
+    pub first_wrong_line: usize,
+}
+
+/// A proportion with its Wilson 95% interval.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rate {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub n: usize,
+}
+
+fn rate(k: usize, n: usize) -> Rate {
+    let (lo, hi) = wilson(k, n);
+    Rate { value: if n > 0 { k as f64 / n as f64 } else { f64::NAN }, lo, hi, n }
+}
+
+/// The evaluation's numbers (`summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub problems: usize,
+    pub samples_per_problem: f64,
+    /// Accuracy of the answer each method chooses, by method name (pass@1 and pass@N are the
+    /// mean over samples and the oracle).
+    pub methods: BTreeMap<String, Rate>,
+    /// The sequence reward used for reranking by default, and why.
+    pub default_aggregate: String,
+    /// Correctness prediction from the mean token reward: AUROC, ECE of sigmoid(mean reward) in
+    /// 10 bins, Pearson r with correctness (0/1).
+    pub correctness_auroc: f64,
+    pub correctness_ece: f64,
+    pub correctness_pearson: f64,
+    /// Localisation on the corruptions: hit@k by ranking lines with each method, and the
+    /// random-line rate.
+    pub localisation: BTreeMap<String, Rate>,
+    pub localisation_chance_at_1: f64,
+    pub localisation_chance_at_3: f64,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() { f64::NEG_INFINITY } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Sequence scores of a sample by aggregate name.
+fn aggregate(s: &SampleScore, how: &str) -> f64 {
+    match how {
+        "mean" => mean(&s.rewards),
+        "min" => if s.rewards.is_empty() { f64::NEG_INFINITY } else { min(&s.rewards) },
+        "last" => s.rewards.last().copied().unwrap_or(f64::NEG_INFINITY),
+        _ => unreachable!("aggregate {how}"),
+    }
+}
+
+/// Computes the summary. `seed` fixes the random-choice baseline.
+pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed: u64) -> Summary {
+    let mut by_problem: BTreeMap<u64, Vec<&SampleScore>> = BTreeMap::new();
+    for s in samples {
+        by_problem.entry(s.problem).or_default().push(s);
+    }
+    let problems = by_problem.len();
+    let mut rng = SplitMix64::new(seed);
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut add = |name: &str, ok: bool| *hits.entry(name.to_string()).or_default() += ok as usize;
+    for group in by_problem.values() {
+        let pick = |i: Option<usize>| i.is_some_and(|i| group[i].correct);
+        add("pass@N (oracle)", group.iter().any(|s| s.correct));
+        add("random choice", group[(rng.next_u64() % group.len() as u64) as usize].correct);
+        let lp: Vec<f64> = group.iter().map(|s| mean(&s.logprobs)).collect();
+        add("highest mean log-prob", pick(best_of(&lp)));
+        let answers: Vec<Option<String>> = group.iter().map(|s| s.answer.clone()).collect();
+        add("majority vote", pick(majority_vote(&answers)));
+        for how in ["mean", "min", "last"] {
+            let r: Vec<f64> = group.iter().map(|s| aggregate(s, how)).collect();
+            add(&format!("best-of-N by reward ({how})"), pick(best_of(&r)));
+        }
+        let r: Vec<f64> = group.iter().map(|s| aggregate(s, "mean")).collect();
+        add("reward-weighted vote", pick(weighted_vote(&answers, &reward_weights(&r))));
+    }
+    let mut methods: BTreeMap<String, Rate> = hits.into_iter().map(|(k, v)| (k, rate(v, problems))).collect();
+    methods.insert("pass@1 (mean over samples)".into(), rate(samples.iter().filter(|s| s.correct).count(), samples.len()));
+
+    let seq: Vec<f64> = samples.iter().map(|s| aggregate(s, "mean")).collect();
+    let labels: Vec<bool> = samples.iter().map(|s| s.correct).collect();
+    let pos: Vec<f64> = seq.iter().zip(&labels).filter(|(_, &c)| c).map(|(&r, _)| r).collect();
+    let neg: Vec<f64> = seq.iter().zip(&labels).filter(|(_, &c)| !c).map(|(&r, _)| r).collect();
+    let probs: Vec<f64> = seq.iter().map(|r| 1.0 / (1.0 + (-r).exp())).collect();
+    let y: Vec<f64> = labels.iter().map(|&c| c as u8 as f64).collect();
+
+    let mut loc: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut chance1, mut chance3) = (0.0, 0.0);
+    for c in corruptions {
+        let lines = c.steps.iter().max().map_or(0, |&m| m + 1);
+        chance1 += chance_at(lines, 1);
+        chance3 += chance_at(lines, 3);
+        for (name, ranked) in [
+            ("interval reward (lowest mean line)", lines_by_mean(&c.rewards, &c.steps)),
+            ("dense reward (lowest token's line)", lines_by_min(&c.rewards, &c.steps)),
+            ("log-prob (lowest mean line)", lines_by_mean(&c.logprobs, &c.steps)),
+        ] {
+            for k in [1, 3] {
+                *loc.entry(format!("{name} hit@{k}")).or_default() += hit_at(&ranked, c.first_wrong_line, k) as usize;
+            }
+        }
+    }
+    let nc = corruptions.len();
+    Summary {
+        problems,
+        samples_per_problem: if problems > 0 { samples.len() as f64 / problems as f64 } else { 0.0 },
+        methods,
+        default_aggregate: "mean: every token counts once, so neither one noisy token (min) nor only the end of the trace (last) decides; the held-out AUROCs of training runs were highest with it or with min".into(),
+        correctness_auroc: auroc(&pos, &neg),
+        correctness_ece: ece(&probs, &labels, 10),
+        correctness_pearson: pearson(&seq, &y),
+        localisation: loc.into_iter().map(|(k, v)| (k, rate(v, nc))).collect(),
+        localisation_chance_at_1: if nc > 0 { chance1 / nc as f64 } else { f64::NAN },
+        localisation_chance_at_3: if nc > 0 { chance3 / nc as f64 } else { f64::NAN },
+    }
+}
+
+/// The printed table.
+pub fn table(s: &Summary) -> String {
+    let mut out = format!("{} problems, {:.1} samples each\n", s.problems, s.samples_per_problem);
+    out.push_str(&format!("{:<42} {:>8}  {:>17}\n", "method", "accuracy", "95% interval"));
+    for (name, r) in &s.methods {
+        out.push_str(&format!("{name:<42} {:>8.3}  [{:>6.3}, {:>6.3}]\n", r.value, r.lo, r.hi));
+    }
+    out.push_str(&format!(
+        "correctness from the mean token reward: AUROC {:.3}, ECE {:.3}, Pearson r {:.3}\n",
+        s.correctness_auroc, s.correctness_ece, s.correctness_pearson
+    ));
+    out.push_str(&format!("{:<50} {:>8}  {:>17}\n", "error localisation", "rate", "95% interval"));
+    for (name, r) in &s.localisation {
+        out.push_str(&format!("{name:<50} {:>8.3}  [{:>6.3}, {:>6.3}]\n", r.value, r.lo, r.hi));
+    }
+    out.push_str(&format!("random line: hit@1 {:.3}, hit@3 {:.3}\n", s.localisation_chance_at_1, s.localisation_chance_at_3));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(problem: u64, answer: &str, correct: bool, lp: f64, rewards: &[f64]) -> SampleScore {
+        SampleScore { problem, answer: Some(answer.into()), correct, logprobs: vec![lp; rewards.len()], rewards: rewards.to_vec() }
+    }
+
+    #[test]
+    fn methods_on_two_problems_by_hand() {
+        let samples = vec![
+            // Problem 0: the majority ("4") is wrong, the single right answer has the best reward.
+            sample(0, "4", false, -0.1, &[0.0, 0.0]),
+            sample(0, "4", false, -0.2, &[0.1, -0.1]),
+            sample(0, "5", true, -0.9, &[2.0, 1.0]),
+            // Problem 1: all right.
+            sample(1, "7", true, -0.5, &[0.5, 0.5]),
+            sample(1, "7", true, -0.4, &[0.2, 0.3]),
+            sample(1, "7", true, -0.3, &[-1.0, 3.0]),
+        ];
+        let s = summarize(&samples, &[], 0);
+        let m = |k: &str| s.methods[k].value;
+        assert_eq!(s.problems, 2);
+        assert_eq!(m("pass@N (oracle)"), 1.0);
+        assert_eq!(m("pass@1 (mean over samples)"), 4.0 / 6.0);
+        assert_eq!(m("majority vote"), 0.5);
+        assert_eq!(m("highest mean log-prob"), 0.5);
+        assert_eq!(m("best-of-N by reward (mean)"), 1.0);
+        // Reward-weighted: problem 0 has "4" with e^(0 − 1.5) + e^(0 − 1.5) = 0.446, "5" with 1.
+        assert_eq!(m("reward-weighted vote"), 1.0);
+        // Sequence rewards (mean): correct 1.5, 0.5, 0.25, 1.0 against wrong 0.0, 0.0: AUROC 1.
+        assert_eq!(s.correctness_auroc, 1.0);
+        assert!(s.correctness_pearson > 0.0);
+        assert!(table(&s).contains("majority vote"));
+    }
+
+    #[test]
+    fn localisation_by_hand() {
+        // Lines 0, 1, 2; the error is on line 1. Mean rewards per line 0.5, −0.5, 0.0 (hit);
+        // minimum per line 0.0, −0.5, −1.0 (miss at 1, hit at 3); log-probs lowest on line 0.
+        let c = CorruptionScore { rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1 };
+        let s = summarize(&[], &[c], 0);
+        let l = |k: &str| s.localisation[k].value;
+        assert_eq!(l("interval reward (lowest mean line) hit@1"), 1.0);
+        assert_eq!(l("dense reward (lowest token's line) hit@1"), 0.0);
+        assert_eq!(l("dense reward (lowest token's line) hit@3"), 1.0);
+        assert_eq!(l("log-prob (lowest mean line) hit@1"), 0.0);
+        assert_eq!(s.localisation_chance_at_1, 1.0 / 3.0);
+    }
+}
