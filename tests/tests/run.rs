@@ -64,6 +64,11 @@ fn two_rollouts_two_learners_three_iterations() {
     let (ok, _, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
     assert!(!ok && stderr.contains("holds another run's outputs") && stderr.contains("--overwrite") && stderr.contains("--resume"), "{stderr}");
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
+    // --overwrite (what `make demo` passes) starts afresh: the old outputs are replaced, not mixed.
+    std::fs::write(run.join("trajectories").join("iter-000009-rank0.parquet"), b"left over").unwrap();
+    let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local", "--overwrite"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    check_run(&run);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
