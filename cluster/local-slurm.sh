@@ -8,7 +8,8 @@
 #
 # The node declares CPUS (default 8) CPUs whatever the machine has (SlurmdParameters=
 # config_overrides), so a 2-core machine can run a job of several tasks. Daemons run as root
-# (SlurmUser=root) on loopback ports chosen here.
+# (SlurmUser=root) on loopback ports chosen here. Job credentials expire after 10 s instead of
+# 120 s (`cred_expire`), which is also how long Slurm holds a requeued job before it may start.
 set -euo pipefail
 
 cmd=${1:?usage: local-slurm.sh start|stop DIR}
@@ -61,7 +62,7 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/munge/munge.socket
+AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=10
 CredType=cred/munge
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
