@@ -1,7 +1,8 @@
 //! The local launcher: `coordinator --config X --local` serves the run on loopback and starts
 //! the configured numbers of learner and rollout worker processes on this machine (the `worker`
-//! binary next to this one), forwards Ctrl-C, restarts the learners when the run asks (a
-//! learner died; they resume from the newest checkpoint), and stops them at the end.
+//! binary next to this one), restarts the learners when the run asks (a learner died; they
+//! resume from the newest checkpoint), and stops them at the end. Ctrl-C and SIGTERM are the
+//! coordinator's (`serve` stops the run at a checkpoint); the workers ignore them.
 
 use crate::{serve, CoordinatorError, RunOutcome};
 use airlift_proto::config::RunConfig;
