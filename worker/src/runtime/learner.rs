@@ -106,7 +106,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         tracing::info!(rank, world, "collective ring formed");
         Box::new(ring)
     };
-    let mut dp = DataParallel { coll };
+    let dp = DataParallel { coll };
 
     let total_iters = cfg.run.iterations.max(1);
     let policy_opt = FlatAdamW::sharded(
@@ -122,49 +122,26 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         world,
     );
     let policy_vs = policy.vs;
-    let mut learner = Learner { policy: policy.model, policy_opt, reference: reference.map(|r| r.model), reward, reward_opt };
+    let learner = Learner { policy: policy.model, policy_opt, reference: reference.map(|r| r.model), reward, reward_opt };
     let airl = airl_config(&cfg, pad);
-    let mut data = RunData::new(&cfg, eos as u32);
-    if !rdv.resume_checkpoint.is_empty() {
-        let version = resume(&mut learner, &policy_vs, Path::new(&rdv.resume_checkpoint))?;
-        if rank == 0 {
-            store.publish(version, flat_params(&policy_vs));
-        }
-    } else if rank == 0 {
-        store.publish(0, flat_params(&policy_vs));
-    }
+    let data = RunData::new(&cfg, eos as u32);
     let traj_dir = s.run_dir.join("trajectories");
     std::fs::create_dir_all(&traj_dir).map_err(|e| other(&format!("{}: {e}", traj_dir.display())))?;
+    let mut me = Rank { l: learner, policy_vs, dp, cfg, airl, tok, data, store: store.clone(), rank, world, traj_dir };
+    if !rdv.resume_checkpoint.is_empty() {
+        let version = me.resume(Path::new(&rdv.resume_checkpoint))?;
+        if rank == 0 {
+            store.publish(version, flat_params(&me.policy_vs));
+        }
+    } else if rank == 0 {
+        store.publish(0, flat_params(&me.policy_vs));
+    }
 
     while let Ok(msg) = s.inbox.recv() {
         match msg {
             Msg::Learner(task) => {
                 let task_id = task.task_id;
-                let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
-                let result = match kind {
-                    pb::LearnerTaskKind::SftWarmStart => sft_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
-                    pb::LearnerTaskKind::RewardWarmStart => reward_warm_start(&mut learner, &mut dp, &cfg, &airl, &tok, &mut data, &task, &s.progress(task_id)),
-                    pb::LearnerTaskKind::Iteration => iteration(&mut learner, &mut dp, &airl, &tok, &mut data, &store, &task, rank, &traj_dir),
-                    pb::LearnerTaskKind::Checkpoint => checkpoint(&mut learner, &policy_vs, &task, rank, world),
-                    pb::LearnerTaskKind::Evaluation => {
-                        let t = Instant::now();
-                        held_out(&learner, &cfg, &airl, &tok, &mut data, &task.prompt_ids).map(|eval| (0, serde_json::json!({ "eval": eval, "time_eval_s": t.elapsed().as_secs_f64() })))
-                    }
-                    pb::LearnerTaskKind::Unspecified => Err(WorkerError::Other(format!("task {task_id}: learner task of unknown kind {}", task.kind))),
-                };
-                let result = result.map(|(rows, mut metrics)| {
-                    if kind != pb::LearnerTaskKind::Checkpoint {
-                        metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&policy_vs)));
-                        metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&learner.reward.vs)));
-                        metrics["rank"] = serde_json::json!(rank);
-                        metrics["duplicates_dropped"] = serde_json::json!(store.duplicates());
-                        metrics["stale_rows_dropped"] = serde_json::json!(store.stale());
-                    }
-                    if rank == 0 && task.next_policy_version > 0 {
-                        store.publish(task.next_policy_version, flat_params(&policy_vs));
-                    }
-                    (rows, metrics.to_string())
-                });
+                let result = me.run_task(&task, &s.progress(task_id));
                 if let Err(e) = &result {
                     tracing::error!(task_id, error = %e, "learner task failed");
                 }
@@ -185,31 +162,258 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     result
 }
 
-/// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
-fn resume(l: &mut Learner, policy_vs: &tch::nn::VarStore, dir: &Path) -> Result<u64, WorkerError> {
-    let t = Instant::now();
-    let m = ckpt::read_manifest(dir).map_err(|e| WorkerError::Other(e.to_string()))?;
-    let mut models = [
-        ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
-        ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
-    ];
-    checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
-    tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
-    Ok(m.policy_version)
+
+
+/// A learner rank between tasks: its models and optimizers, data parallelism, the run's settings
+/// and data, and where its outputs go. Each kind of learner task is one method.
+struct Rank {
+    l: Learner,
+    policy_vs: tch::nn::VarStore,
+    dp: DataParallel,
+    cfg: RunConfig,
+    airl: AirlConfig,
+    tok: Tokenizer,
+    data: RunData,
+    store: Arc<LearnerStore>,
+    rank: usize,
+    world: usize,
+    traj_dir: std::path::PathBuf,
 }
 
-/// Writes this rank's shard of a checkpoint and reports its file, layouts and step counts.
-fn checkpoint(l: &mut Learner, policy_vs: &tch::nn::VarStore, task: &pb::LearnerTask, rank: usize, world: usize) -> Result<(u64, serde_json::Value), WorkerError> {
-    let t = Instant::now();
-    let dir = Path::new(&task.checkpoint_dir);
-    let models = [
-        ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
-        ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
-    ];
-    let w = checkpoint::save_shard(dir, rank, world, &models).map_err(|e| WorkerError::Other(e.to_string()))?;
-    let secs = t.elapsed().as_secs_f64();
-    tracing::info!(file = %dir.join(&w.file.name).display(), mb = w.file.bytes / 1_000_000, secs = format!("{secs:.2}"), "checkpoint shard written");
-    Ok((0, serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs })))
+impl Rank {
+    /// Runs one task and returns (rows, metrics JSON); rank 0 then publishes the policy version
+    /// the task produced.
+    fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, String), WorkerError> {
+        let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
+        let (rows, mut metrics) = match kind {
+            pb::LearnerTaskKind::SftWarmStart => self.sft_warm_start(task, progress)?,
+            pb::LearnerTaskKind::RewardWarmStart => self.reward_warm_start(task, progress)?,
+            pb::LearnerTaskKind::Iteration => self.iteration(task)?,
+            pb::LearnerTaskKind::Checkpoint => self.checkpoint(task)?,
+            pb::LearnerTaskKind::Evaluation => {
+                let t = Instant::now();
+                let eval = self.held_out(&task.prompt_ids)?;
+                (0, serde_json::json!({ "eval": eval, "time_eval_s": t.elapsed().as_secs_f64() }))
+            }
+            pb::LearnerTaskKind::Unspecified => return Err(WorkerError::Other(format!("task {}: learner task of unknown kind {}", task.task_id, task.kind))),
+        };
+        if kind != pb::LearnerTaskKind::Checkpoint {
+            metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.policy_vs)));
+            metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.l.reward.vs)));
+            metrics["rank"] = serde_json::json!(self.rank);
+            metrics["duplicates_dropped"] = serde_json::json!(self.store.duplicates());
+            metrics["stale_rows_dropped"] = serde_json::json!(self.store.stale());
+        }
+        if self.rank == 0 && task.next_policy_version > 0 {
+            self.store.publish(task.next_policy_version, flat_params(&self.policy_vs));
+        }
+        Ok((rows, metrics.to_string()))
+    }
+
+    /// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
+    /// problems, `task.steps` data-parallel steps at `sft.lr`.
+    fn sft_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, serde_json::Value), WorkerError> {
+        let Rank { l, dp, cfg, airl, tok, data, .. } = self;
+        let steps = task.steps as usize;
+        let per_step = per_step(task)?;
+        let t = Instant::now();
+        // The warm start uses its own learning rate on the same optimizer; restore afterwards.
+        let policy_lr = l.policy_opt.config().lr;
+        l.policy_opt.set_lr(cfg.sft.lr);
+        let mut losses = Vec::with_capacity(steps);
+        for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+            let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect();
+            let loss = l.sft_step(&experts, airl, dp);
+            tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
+            progress(step as u32 + 1, steps as u32);
+            losses.push(loss);
+        }
+        l.policy_opt.set_lr(policy_lr);
+        Ok((0, serde_json::json!({
+            "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
+            "time_sft_s": t.elapsed().as_secs_f64(),
+        })))
+}
+
+    /// The reward warm start: `task.steps` discriminator steps on the experts of the task's
+    /// problems against their own corruptions, with their own schedule (cosine over the warm start
+    /// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
+    fn reward_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, serde_json::Value), WorkerError> {
+        let Rank { l, dp, cfg, airl, tok, data, .. } = self;
+        let steps = task.steps as usize;
+        let per_step = per_step(task)?;
+        let t = Instant::now();
+        let main = l.reward_opt.config().clone();
+        l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
+        let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
+        for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+            let mut b = IterationBatch::default();
+            for &id in ids {
+                data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
+            }
+            let d = l.discriminator_steps(&b, airl, 1, dp);
+            if step == 0 {
+                loss_first = d.loss_first;
+            }
+            loss_last = d.loss_last;
+            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
+            progress(step as u32 + 1, steps as u32);
+        }
+        l.reward_opt.restart(main);
+        Ok((0, serde_json::json!({
+            "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last,
+            "time_reward_warm_s": t.elapsed().as_secs_f64(),
+        })))
+}
+
+
+    fn iteration(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+        let Rank { l, dp, airl, tok, data, store, rank, traj_dir, .. } = self;
+        let rank = *rank;
+        let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
+        let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
+        let t_wait = Instant::now();
+        let rows = store
+            .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
+            .ok_or_else(|| WorkerError::Other(format!("iteration {}: {expected} rows did not all arrive within {} s", task.iteration, ROWS_TIMEOUT.as_secs())))?;
+        let wait_s = t_wait.elapsed().as_secs_f64();
+        if rows.len() != expected {
+            return Err(WorkerError::Other(format!("iteration {}: expected {expected} rows, got {}", task.iteration, rows.len())));
+        }
+        // The rows must be the ones this task names: its iteration, its prompts, sample indices in
+        // range, each (prompt, sample) once.
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let bad = if r.iteration != task.iteration {
+                Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
+            } else if !task.prompt_ids.contains(&r.prompt_id) {
+                Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
+            } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
+                Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
+            }
+        }
+        let mut batch = IterationBatch::default();
+        let mut records = rows.clone();
+        for r in &rows {
+            batch.policy.push(Sample {
+                prompt: r.prompt_tokens.clone(),
+                response: r.response_tokens.clone(),
+                group: r.prompt_id as i64,
+                behaviour_logprobs: Some(r.behaviour_logprobs.clone()),
+                correct: r.correct,
+                first_error_token: None,
+            });
+        }
+        let version = rows.first().map_or(0, |r| r.policy_version);
+        for &pid in &task.prompt_ids {
+            let e = data.expert(tok, Split::Train, pid);
+            let text = tok.decode(&e.response).map_err(|e| other(&e))?;
+            records.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
+            batch.experts.push(e);
+            for (k, (c, text)) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
+                records.push(expert_row(&c, &text, "corrupted", task.iteration, version, pid, k as u32));
+                batch.corrupted.push(c);
+            }
+        }
+        let before = crate::sysmem::Usage::now();
+        let m = l.iteration(&batch, airl, dp);
+        let after = crate::sysmem::Usage::now();
+        let mut metrics = serde_json::to_value(&m).map_err(|e| other(&e))?;
+        metrics["learner_peak_rss_mb"] = serde_json::json!(after.peak_rss_mb);
+        metrics["learner_minor_faults"] = serde_json::json!(after.minor_faults - before.minor_faults);
+        metrics["time_wait_rows_s"] = serde_json::json!(wait_s);
+
+        // Parquet: this rank's rows of this iteration.
+        let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
+        write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
+
+        Ok((rows.len() as u64, metrics))
+}
+
+    /// Held-out metrics on the eval-split problems `ids`: expert vs corrupted and expert vs fresh
+    /// policy samples (one per problem, the run's sampling settings), and the accuracy of those
+    /// samples.
+    fn held_out(&mut self, ids: &[u64]) -> Result<serde_json::Value, WorkerError> {
+        let Rank { l, cfg, airl, tok, data, .. } = self;
+        let n = ids.len() as u64;
+        let mut batch = IterationBatch::default();
+        let mut prompts = Vec::new();
+        for &id in ids {
+            data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id);
+            prompts.push(data.prompt_tokens(tok, Split::Eval, id));
+        }
+        let eos = l.policy.config().eos_token_ids.clone();
+        let params = SamplingParams {
+            temperature: cfg.sampling.temperature,
+            top_p: cfg.sampling.top_p,
+            max_new_tokens: cfg.sampling.max_new_tokens as usize,
+            seed: cfg.run.seed ^ 0xE7A1,
+            ignore_eos: false,
+        };
+        let mut correct = 0;
+        let mut gen = crate::generate::Generator::new(&l.policy, cfg.sampling.max_batch as usize);
+        let out = gen.generate(&l.policy, &prompts, &eos, airl.pad_id, &params);
+        for ((&id, p), c) in ids.iter().zip(&prompts).zip(out.completions) {
+            let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
+            let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
+            correct += ok as usize;
+            batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
+        }
+        let rewards = l.rewards(&batch, airl);
+        let a = rewards.aurocs(&batch);
+        // Error localisation on the corrupted traces: the lowest-reward line against the line of the
+        // first wrong token.
+        let mut traces = Vec::new();
+        for (r, c) in rewards.corrupted.iter().zip(&batch.corrupted) {
+            let ends_line: Vec<bool> = c.response.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
+            if let Some(fe) = c.first_error_token {
+                traces.push((r.clone(), localize::step_ids(&ends_line), fe));
+            }
+        }
+        let (hit1, chance) = localize::hit_at_1(&traces);
+        Ok(serde_json::json!({
+            "error_step_hit1": hit1, "error_step_chance": chance,
+            "auroc_expert_policy_seq": a.expert_policy_seq, "auroc_expert_policy_tok": a.expert_policy_tok,
+            "auroc_expert_corrupted_seq": a.expert_corrupted_seq, "auroc_expert_corrupted_seq_min": a.expert_corrupted_seq_min,
+            "auroc_expert_corrupted_paired": a.expert_corrupted_paired, "auroc_expert_corrupted_tok": a.expert_corrupted_tok,
+            "policy_accuracy": correct as f64 / n as f64, "problems": n,
+        }))
+}
+
+    /// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
+    fn resume(&mut self, dir: &Path) -> Result<u64, WorkerError> {
+        let Rank { l, policy_vs, .. } = self;
+        let t = Instant::now();
+        let m = ckpt::read_manifest(dir).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let mut models = [
+            ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
+            ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+        ];
+        checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
+        tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
+        Ok(m.policy_version)
+}
+
+    /// Writes this rank's shard of a checkpoint and reports its file, layouts and step counts.
+    fn checkpoint(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+        let Rank { l, policy_vs, rank, world, .. } = self;
+        let (rank, world) = (*rank, *world);
+        let t = Instant::now();
+        let dir = Path::new(&task.checkpoint_dir);
+        let models = [
+            ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
+            ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+        ];
+        let w = checkpoint::save_shard(dir, rank, world, &models).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let secs = t.elapsed().as_secs_f64();
+        tracing::info!(file = %dir.join(&w.file.name).display(), mb = w.file.bytes / 1_000_000, secs = format!("{secs:.2}"), "checkpoint shard written");
+        Ok((0, serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs })))
+}
 }
 
 impl Session {
@@ -222,39 +426,6 @@ impl Session {
     }
 }
 
-/// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
-/// problems, `task.steps` data-parallel steps at `sft.lr`.
-#[allow(clippy::too_many_arguments)]
-fn sft_warm_start(
-    l: &mut Learner,
-    dp: &mut DataParallel,
-    cfg: &RunConfig,
-    airl: &AirlConfig,
-    tok: &Tokenizer,
-    data: &mut RunData,
-    task: &pb::LearnerTask,
-    progress: &dyn Fn(u32, u32),
-) -> Result<(u64, serde_json::Value), WorkerError> {
-    let steps = task.steps as usize;
-    let per_step = per_step(task)?;
-    let t = Instant::now();
-    // The warm start uses its own learning rate on the same optimizer; restore afterwards.
-    let policy_lr = l.policy_opt.config().lr;
-    l.policy_opt.set_lr(cfg.sft.lr);
-    let mut losses = Vec::with_capacity(steps);
-    for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
-        let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect();
-        let loss = l.sft_step(&experts, airl, dp);
-        tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
-        progress(step as u32 + 1, steps as u32);
-        losses.push(loss);
-    }
-    l.policy_opt.set_lr(policy_lr);
-    Ok((0, serde_json::json!({
-        "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
-        "time_sft_s": t.elapsed().as_secs_f64(),
-    })))
-}
 
 /// Ids per step of a warm-start task.
 fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
@@ -265,45 +436,6 @@ fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
     Ok(n / task.steps as usize)
 }
 
-/// The reward warm start: `task.steps` discriminator steps on the experts of the task's
-/// problems against their own corruptions, with their own schedule (cosine over the warm start
-/// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
-#[allow(clippy::too_many_arguments)]
-fn reward_warm_start(
-    l: &mut Learner,
-    dp: &mut DataParallel,
-    cfg: &RunConfig,
-    airl: &AirlConfig,
-    tok: &Tokenizer,
-    data: &mut RunData,
-    task: &pb::LearnerTask,
-    progress: &dyn Fn(u32, u32),
-) -> Result<(u64, serde_json::Value), WorkerError> {
-    let steps = task.steps as usize;
-    let per_step = per_step(task)?;
-    let t = Instant::now();
-    let main = l.reward_opt.config().clone();
-    l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
-    let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
-    for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
-        let mut b = IterationBatch::default();
-        for &id in ids {
-            data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
-        }
-        let d = l.discriminator_steps(&b, airl, 1, dp);
-        if step == 0 {
-            loss_first = d.loss_first;
-        }
-        loss_last = d.loss_last;
-        tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
-        progress(step as u32 + 1, steps as u32);
-    }
-    l.reward_opt.restart(main);
-    Ok((0, serde_json::json!({
-        "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last,
-        "time_reward_warm_s": t.elapsed().as_secs_f64(),
-    })))
-}
 
 fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64, pid: u64, index: u32) -> TrajectoryRow {
     TrajectoryRow {
@@ -325,82 +457,6 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn iteration(
-    l: &mut Learner,
-    dp: &mut DataParallel,
-    airl: &AirlConfig,
-    tok: &Tokenizer,
-    data: &mut RunData,
-    store: &LearnerStore,
-    task: &pb::LearnerTask,
-    rank: usize,
-    traj_dir: &Path,
-) -> Result<(u64, serde_json::Value), WorkerError> {
-    let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-    let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
-    let t_wait = Instant::now();
-    let rows = store
-        .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
-        .ok_or_else(|| WorkerError::Other(format!("iteration {}: {expected} rows did not all arrive within {} s", task.iteration, ROWS_TIMEOUT.as_secs())))?;
-    let wait_s = t_wait.elapsed().as_secs_f64();
-    if rows.len() != expected {
-        return Err(WorkerError::Other(format!("iteration {}: expected {expected} rows, got {}", task.iteration, rows.len())));
-    }
-    // The rows must be the ones this task names: its iteration, its prompts, sample indices in
-    // range, each (prompt, sample) once.
-    let mut seen = std::collections::HashSet::new();
-    for r in &rows {
-        let bad = if r.iteration != task.iteration {
-            Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
-        } else if !task.prompt_ids.contains(&r.prompt_id) {
-            Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
-        } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
-            Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
-        } else {
-            None
-        };
-        if let Some(why) = bad {
-            return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
-        }
-    }
-    let mut batch = IterationBatch::default();
-    let mut records = rows.clone();
-    for r in &rows {
-        batch.policy.push(Sample {
-            prompt: r.prompt_tokens.clone(),
-            response: r.response_tokens.clone(),
-            group: r.prompt_id as i64,
-            behaviour_logprobs: Some(r.behaviour_logprobs.clone()),
-            correct: r.correct,
-            first_error_token: None,
-        });
-    }
-    let version = rows.first().map_or(0, |r| r.policy_version);
-    for &pid in &task.prompt_ids {
-        let e = data.expert(tok, Split::Train, pid);
-        let text = tok.decode(&e.response).map_err(|e| other(&e))?;
-        records.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
-        batch.experts.push(e);
-        for (k, (c, text)) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
-            records.push(expert_row(&c, &text, "corrupted", task.iteration, version, pid, k as u32));
-            batch.corrupted.push(c);
-        }
-    }
-    let before = crate::sysmem::Usage::now();
-    let m = l.iteration(&batch, airl, dp);
-    let after = crate::sysmem::Usage::now();
-    let mut metrics = serde_json::to_value(&m).map_err(|e| other(&e))?;
-    metrics["learner_peak_rss_mb"] = serde_json::json!(after.peak_rss_mb);
-    metrics["learner_minor_faults"] = serde_json::json!(after.minor_faults - before.minor_faults);
-    metrics["time_wait_rows_s"] = serde_json::json!(wait_s);
-
-    // Parquet: this rank's rows of this iteration.
-    let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
-    write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
-
-    Ok((rows.len() as u64, metrics))
-}
 
 fn write_parquet(path: &Path, rows: &[TrajectoryRow]) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = path.with_extension("parquet.part");
@@ -413,51 +469,3 @@ fn write_parquet(path: &Path, rows: &[TrajectoryRow]) -> Result<(), Box<dyn std:
     Ok(())
 }
 
-/// Held-out metrics on the eval-split problems `ids`: expert vs corrupted and expert vs fresh
-/// policy samples (one per problem, the run's sampling settings), and the accuracy of those
-/// samples.
-fn held_out(l: &Learner, cfg: &RunConfig, airl: &AirlConfig, tok: &Tokenizer, data: &mut RunData, ids: &[u64]) -> Result<serde_json::Value, WorkerError> {
-    let n = ids.len() as u64;
-    let mut batch = IterationBatch::default();
-    let mut prompts = Vec::new();
-    for &id in ids {
-        data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id);
-        prompts.push(data.prompt_tokens(tok, Split::Eval, id));
-    }
-    let eos = l.policy.config().eos_token_ids.clone();
-    let params = SamplingParams {
-        temperature: cfg.sampling.temperature,
-        top_p: cfg.sampling.top_p,
-        max_new_tokens: cfg.sampling.max_new_tokens as usize,
-        seed: cfg.run.seed ^ 0xE7A1,
-        ignore_eos: false,
-    };
-    let mut correct = 0;
-    let mut gen = crate::generate::Generator::new(&l.policy, cfg.sampling.max_batch as usize);
-    let out = gen.generate(&l.policy, &prompts, &eos, airl.pad_id, &params);
-    for ((&id, p), c) in ids.iter().zip(&prompts).zip(out.completions) {
-        let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
-        let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
-        correct += ok as usize;
-        batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
-    }
-    let rewards = l.rewards(&batch, airl);
-    let a = rewards.aurocs(&batch);
-    // Error localisation on the corrupted traces: the lowest-reward line against the line of the
-    // first wrong token.
-    let mut traces = Vec::new();
-    for (r, c) in rewards.corrupted.iter().zip(&batch.corrupted) {
-        let ends_line: Vec<bool> = c.response.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
-        if let Some(fe) = c.first_error_token {
-            traces.push((r.clone(), localize::step_ids(&ends_line), fe));
-        }
-    }
-    let (hit1, chance) = localize::hit_at_1(&traces);
-    Ok(serde_json::json!({
-        "error_step_hit1": hit1, "error_step_chance": chance,
-        "auroc_expert_policy_seq": a.expert_policy_seq, "auroc_expert_policy_tok": a.expert_policy_tok,
-        "auroc_expert_corrupted_seq": a.expert_corrupted_seq, "auroc_expert_corrupted_seq_min": a.expert_corrupted_seq_min,
-        "auroc_expert_corrupted_paired": a.expert_corrupted_paired, "auroc_expert_corrupted_tok": a.expert_corrupted_tok,
-        "policy_accuracy": correct as f64 / n as f64, "problems": n,
-    }))
-}
