@@ -42,7 +42,7 @@ pub fn export(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf), CoordinatorE
     copy_base_files(&policy_base, &policy_dir)?;
     let flat = read_all("policy")?;
     let path = policy_dir.join("model.safetensors");
-    ckpt::write_named(&path, &m.layouts["policy"], &flat, |n| n.to_string()).map_err(|e| err(&path, e))?;
+    ckpt::write_named(&path, &m.layouts["policy"], &flat).map_err(|e| err(&path, e))?;
     drop(flat);
 
     let reward_base = cfg.model.reward.clone().unwrap_or(policy_base);
@@ -61,7 +61,7 @@ pub fn export(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf), CoordinatorE
     copy_base_files(&reward_base, &reward_dir)?;
     let flat = read_all("reward")?;
     let path = reward_dir.join("model.safetensors");
-    ckpt::write_named(&path, &m.layouts["reward"], &flat, |n| n.to_string()).map_err(|e| err(&path, e))?;
+    ckpt::write_named(&path, &m.layouts["reward"], &flat).map_err(|e| err(&path, e))?;
     Ok((policy_dir, reward_dir))
 }
 

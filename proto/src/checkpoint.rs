@@ -353,18 +353,8 @@ impl ShardWriter {
     /// Creates `path` holding vectors named `names` with `lens` values each, and string
     /// metadata; then [`ShardWriter::write`] each vector's values in the same order.
     pub fn create(path: &Path, names: &[String], lens: &[usize], metadata: &[(String, String)]) -> Result<Self, CheckpointError> {
-        let mut header = String::from("{");
-        let meta: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", json_str(k), json_str(v))).collect();
-        header.push_str(&format!("\"__metadata__\":{{{}}}", meta.join(",")));
-        let mut off = 0usize;
-        for (n, &len) in names.iter().zip(lens) {
-            header.push_str(&format!(",{}:{{\"dtype\":\"F32\",\"shape\":[{len}],\"data_offsets\":[{off},{}]}}", json_str(n), off + 4 * len));
-            off += 4 * len;
-        }
-        header.push('}');
-        while (8 + header.len()) % 8 != 0 {
-            header.push(' ');
-        }
+        let shapes: Vec<Vec<i64>> = lens.iter().map(|&l| vec![l as i64]).collect();
+        let header = f32_header(names.iter().map(String::as_str).zip(shapes.iter().map(Vec::as_slice)), metadata);
         let file = std::fs::File::create(path).map_err(io_err(path))?;
         let mut w = ShardWriter { file: std::io::BufWriter::with_capacity(4 << 20, file), hasher: Sha256::new(), path: path.to_path_buf(), bytes: 0 };
         w.put(&(header.len() as u64).to_le_bytes())?;
@@ -458,19 +448,29 @@ impl Shards {
     }
 }
 
-/// Writes a plain safetensors file of named F32 tensors (`names`/`shapes` in `layout` order)
-/// from one flat vector, e.g. an exported model.
-pub fn write_named(path: &Path, layout: &FlatLayout, flat: &[f32], rename: impl Fn(&str) -> String) -> Result<(), CheckpointError> {
-    let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
-    for ((n, s), &o) in layout.names.iter().zip(&layout.shapes).zip(&layout.offsets) {
-        let len: i64 = s.iter().product();
-        let shape: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-        header.push_str(&format!(",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{},{}]}}", json_str(&rename(n)), shape.join(","), 4 * o, 4 * (o + len)));
+/// The JSON header of a safetensors file of F32 tensors laid end to end in the given order,
+/// padded to 8 bytes.
+fn f32_header<'a>(tensors: impl Iterator<Item = (&'a str, &'a [i64])>, metadata: &[(String, String)]) -> String {
+    let meta: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", json_str(k), json_str(v))).collect();
+    let mut header = format!("{{\"__metadata__\":{{{}}}", meta.join(","));
+    let mut off = 0i64;
+    for (name, shape) in tensors {
+        let end = off + 4 * shape.iter().product::<i64>();
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        header.push_str(&format!(",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{off},{end}]}}", json_str(name), dims.join(",")));
+        off = end;
     }
     header.push('}');
     while (8 + header.len()) % 8 != 0 {
         header.push(' ');
     }
+    header
+}
+
+/// Writes a plain safetensors file of named F32 tensors (`names`/`shapes` in `layout` order)
+/// from one flat vector, e.g. an exported model.
+pub fn write_named(path: &Path, layout: &FlatLayout, flat: &[f32]) -> Result<(), CheckpointError> {
+    let header = f32_header(layout.names.iter().map(String::as_str).zip(layout.shapes.iter().map(Vec::as_slice)), &[("format".to_string(), "pt".to_string())]);
     let f = std::fs::File::create(path).map_err(io_err(path))?;
     let mut w = std::io::BufWriter::with_capacity(4 << 20, f);
     let mut put = |b: &[u8]| w.write_all(b).map_err(io_err(path));
