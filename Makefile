@@ -18,13 +18,18 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo gsm8k test build assets bench bench-hf bench-flight bench-checkpoint fixtures clean-assets
+.PHONY: demo eval gsm8k test build assets bench bench-hf bench-flight bench-checkpoint fixtures clean-assets
 
 # The embedded default run: SFT warm start + adversarial iterations on SmolLM2, one learner and
 # one rollout worker as local processes; ends with a per-iteration summary. Starts afresh each
 # time (--overwrite deletes the previous run's outputs in runs/default).
 demo: assets
 	target/release/coordinator --config configs/default.toml --local --overwrite
+
+# Evaluates the checkpoints `make demo` left (SFT-only and newest, side by side) on held-out
+# synthetic problems and 16 GSM8K test problems; prints the tables and the report.html paths.
+eval: assets
+	scripts/eval.sh
 
 # SmolLM2 as it comes (no training) on 20 GSM8K test questions.
 gsm8k: assets

@@ -115,6 +115,16 @@ async fn reap(procs: Vec<Proc>, deadline: tokio::time::Instant) {
 pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Resume) -> Result<RunOutcome, CoordinatorError> {
     // Check the checkpoint before starting anything.
     let resume = crate::choose_checkpoint(&cfg, &resume)?;
+    launch(cfg, token, resume, None).await
+}
+
+/// Runs the evaluation job `plan` (checked by [`crate::eval::prepare`]) with local worker
+/// processes; the learners load `point`.
+pub async fn eval_local(cfg: RunConfig, token: Option<String>, plan: crate::eval::EvalPlan, point: Option<crate::state::ResumePoint>) -> Result<RunOutcome, CoordinatorError> {
+    launch(cfg, token, point, Some(plan)).await
+}
+
+async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::state::ResumePoint>, eval: Option<crate::eval::EvalPlan>) -> Result<RunOutcome, CoordinatorError> {
     let token = Some(token.unwrap_or_else(make_token));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| CoordinatorError::Server(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| CoordinatorError::Server(e.to_string()))?;
@@ -259,7 +269,7 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Res
             }
         }
     };
-    let opts = crate::ServeOptions { resume, launcher: Some((events_rx, respawn_tx)) };
+    let opts = crate::ServeOptions { resume, launcher: Some((events_rx, respawn_tx)), eval };
     let outcome = serve(cfg.clone(), token, listener, stop, opts).await;
     restarter.abort();
     let deadline = tokio::time::Instant::now() + EXIT_GRACE;

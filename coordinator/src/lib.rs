@@ -10,6 +10,7 @@
 //! them as Hugging Face folders ([`export`]). `--local` runs restart lost learners from the
 //! newest checkpoint.
 
+pub mod eval;
 pub mod export;
 pub mod launcher;
 pub mod server;
@@ -161,6 +162,8 @@ pub struct ServeOptions {
     /// The local launcher: events it sends (learner processes that exited) and where learner
     /// restarts are requested (enables restarts).
     pub launcher: Option<(mpsc::UnboundedReceiver<Event>, mpsc::UnboundedSender<u32>)>,
+    /// An evaluation job instead of training (the learners load `resume`, if any).
+    pub eval: Option<eval::EvalPlan>,
 }
 
 /// Finds and verifies the checkpoint `resume` asks for, telling the user which one it took and
@@ -253,11 +256,17 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         let _ = stopper.send(Event::Stop { reason }).await;
     });
     let mut state = RunState::new(cfg, run_dir.clone());
-    if let Some(point) = resume {
-        state.resume_from(point);
+    let evaluating = opts.eval.is_some();
+    match (opts.eval, resume) {
+        (Some(plan), point) => state.evaluate(plan, point),
+        (None, Some(point)) => state.resume_from(point),
+        (None, None) => {}
     }
     if let Some((mut events, respawn)) = opts.launcher {
-        state.enable_restarts(respawn);
+        // An evaluation's learners are not restarted: a lost one ends the job.
+        if !evaluating {
+            state.enable_restarts(respawn);
+        }
         let fwd = tx.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {

@@ -59,6 +59,56 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Evaluate a checkpoint (or exported policy and reward folders) on a problem set: N samples
+    /// per problem by the rollout workers, every token scored by the learners, controlled
+    /// corruptions of the expert answers for error localisation. Writes samples.parquet,
+    /// corruptions.parquet, summary.json and report.html into <run>/eval/<name> (or --out) and
+    /// prints the table. Starts local workers unless --external.
+    Eval {
+        /// The checkpoint folder (`<run>/checkpoints/step-NNNNNN`); its manifest's config is
+        /// used unless --config is given.
+        #[arg(long, conflicts_with_all = ["policy", "reward"])]
+        checkpoint: Option<PathBuf>,
+        /// An exported policy folder (`coordinator export`); needs --reward and --config.
+        #[arg(long, requires = "reward")]
+        policy: Option<PathBuf>,
+        /// An exported reward folder; its tokenizer must be the policy's.
+        #[arg(long, requires = "policy")]
+        reward: Option<PathBuf>,
+        /// `synthetic:N` (the first N held-out synthetic problems) or a GSM8K-layout .jsonl or
+        /// .parquet file (`question`, `answer` ending in `#### <number>`).
+        #[arg(long, default_value = "synthetic:64")]
+        problems: String,
+        /// At most this many problems of a file (its first rows).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Samples per problem (N).
+        #[arg(long, default_value_t = 4)]
+        samples: u32,
+        /// The evaluation's name: its folder is <run>/eval/<name>.
+        #[arg(long, default_value = "eval")]
+        name: String,
+        /// Write into this folder instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// An earlier evaluation's folder to show beside this one in report.html (repeatable),
+        /// e.g. the SFT-only checkpoint's.
+        #[arg(long)]
+        compare: Vec<PathBuf>,
+        /// Replace an earlier evaluation of the same name.
+        #[arg(long)]
+        overwrite: bool,
+        /// Learner processes (default: the config's workers.learner).
+        #[arg(long)]
+        learners: Option<u32>,
+        /// Rollout worker processes (default: the config's workers.rollout).
+        #[arg(long)]
+        rollouts: Option<u32>,
+        /// Serve on --listen and wait for workers started elsewhere (e.g. by Slurm) instead of
+        /// starting local ones.
+        #[arg(long)]
+        external: bool,
+    },
     /// Print the summary table of a run from its `<run>/metrics.jsonl`.
     Summary {
         /// The run folder.
@@ -118,6 +168,26 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
+    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, external }) = cli.command {
+        let config = cli.config.as_deref().map(RunConfig::load).transpose()?;
+        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, overwrite, learners, rollouts };
+        let (cfg, plan, point) = airlift_coordinator::eval::prepare(&args)?;
+        let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+        let shown = plan.clone();
+        let outcome = rt.block_on(async move {
+            if external {
+                let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
+                tracing::info!(listen = %cli.listen, "evaluation: waiting for workers");
+                let opts = airlift_coordinator::ServeOptions { resume: point, launcher: None, eval: Some(plan) };
+                Ok::<_, anyhow::Error>(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), opts).await?)
+            } else {
+                Ok(airlift_coordinator::launcher::eval_local(cfg, token, plan, point).await?)
+            }
+        })?;
+        let result = outcome.records.last().cloned().unwrap_or_default();
+        print!("{}", airlift_coordinator::eval::describe(&shown, &result));
+        return Ok(());
+    }
     let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
     let cfg = RunConfig::load(&path)?;
     if let Some(Cmd::Check) = cli.command {
@@ -143,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
             tracing::info!(listen = %cli.listen, "waiting for workers");
             // SIGTERM / SIGINT are handled by `serve` (stop after a checkpoint).
-            Ok(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), airlift_coordinator::ServeOptions { resume, launcher: None }).await?)
+            Ok(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), airlift_coordinator::ServeOptions { resume, launcher: None, eval: None }).await?)
         }
     })?;
     println!("\n== airlift run summary ({}) ==", outcome.run_dir.display());

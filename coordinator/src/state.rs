@@ -22,6 +22,7 @@
 //! The coordinator owns the data frontier: which problems each warm-start step and each
 //! iteration uses is decided here and sent in the tasks.
 
+use crate::eval::EvalPlan;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
@@ -52,6 +53,9 @@ struct PendingCheckpoint {
     data: DataFrontier,
     started: Instant,
 }
+
+/// The iteration number of an evaluation job's tasks and rows.
+const EVAL_ITERATION: u64 = 1;
 
 /// Where a run restarts from: a verified checkpoint.
 #[derive(Debug, Clone)]
@@ -199,6 +203,19 @@ pub struct RunState {
     /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
     pub records: Vec<serde_json::Value>,
     started: Instant,
+    /// Set when this is an evaluation job instead of a training run.
+    eval: Option<EvalJob>,
+}
+
+/// An evaluation job's progress: rollout tasks (with the learner rank their rows go to), the
+/// score tasks they became, and the report task.
+struct EvalJob {
+    plan: EvalPlan,
+    queued: bool,
+    rollout_rank: HashMap<u64, usize>,
+    score_tasks: Vec<u64>,
+    report_task: Option<u64>,
+    scored: Vec<serde_json::Value>,
 }
 
 impl RunState {
@@ -237,7 +254,16 @@ impl RunState {
             checkpointed: None,
             records: Vec::new(),
             started: Instant::now(),
+            eval: None,
         }
+    }
+
+    /// Makes this an evaluation job: the learners load `point` (none: the configured models),
+    /// then the problems of `plan` are sampled, scored and reported instead of training.
+    pub fn evaluate(&mut self, plan: EvalPlan, point: Option<ResumePoint>) {
+        self.policy_version = point.as_ref().map_or(0, |p| p.manifest.policy_version);
+        self.resume = point;
+        self.eval = Some(EvalJob { plan, queued: false, rollout_rank: HashMap::new(), score_tasks: Vec::new(), report_task: None, scored: Vec::new() });
     }
 
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
@@ -457,7 +483,7 @@ impl RunState {
                 policy_version: 0,
             },
         );
-        tracing::info!(worker_id = id, ?role, host = %req.host, "worker registered");
+        tracing::info!(worker_id = id, ?role, host = %req.host, pid = req.pid, "worker registered");
         Ok(pb::RegisterResponse { worker_id: id, config_toml: self.config_toml.clone(), run_dir: self.run_dir.display().to_string() })
     }
 
@@ -543,6 +569,9 @@ impl RunState {
             return;
         }
         let max = self.cfg.run.max_restarts as usize;
+        if self.eval.is_some() {
+            return self.fail(format!("{why}; the evaluation stopped (run it again)"));
+        }
         if self.respawn.is_none() {
             return self.fail(format!("{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"));
         }
@@ -630,6 +659,9 @@ impl RunState {
         if self.phase == Phase::WarmStart {
             return;
         }
+        if self.eval.is_some() {
+            return self.eval_progress();
+        }
         if let Some(why) = self.draining.clone() {
             if self.learning.is_some() || self.checkpointing.is_some() {
                 return;
@@ -711,7 +743,7 @@ impl RunState {
         }
         self.rendezvous_sent = true;
         tracing::info!(learners = w, resume = %resume, "rendezvous sent");
-        if self.resume.is_some() {
+        if self.resume.is_some() || self.eval.is_some() {
             self.phase = Phase::Running;
         } else if self.cfg.sft.steps > 0 {
             self.start_warm(pb::LearnerTaskKind::SftWarmStart);
@@ -834,11 +866,118 @@ impl RunState {
         let mb = m.files.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
         let secs = p.started.elapsed().as_secs_f64();
         tracing::info!(dir = %p.dir.display(), iteration = p.iteration, mb = format!("{mb:.1}"), secs = format!("{secs:.2}"), "checkpoint written");
-        for old in ckpt::prune(&self.run_dir, self.cfg.checkpoint.keep as usize) {
+        for old in ckpt::prune(&self.run_dir, self.cfg.checkpoint.keep as usize, self.cfg.checkpoint.keep_warm_start) {
             tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {})", self.cfg.checkpoint.keep);
         }
         self.last_checkpoint = Some(p.dir);
         self.checkpointed = Some(p.iteration);
+    }
+
+    /// Evaluation job: queue the rollout tasks once (problems in chunks of
+    /// `data.prompts_per_task`, their rows going to the learners in turn), then hand them out;
+    /// done once the report task has reported.
+    fn eval_progress(&mut self) {
+        if let Some(why) = self.draining.clone() {
+            return self.fail(format!("evaluation stopped ({why}); it has nothing to resume from: run it again"));
+        }
+        let Some(job) = self.eval.as_ref() else { return };
+        if !job.queued {
+            let plan = job.plan.clone();
+            let by_rank = self.learners_by_rank();
+            let weights_addr = self.workers[&by_rank[0]].flight_addr.clone();
+            let mut ranks = HashMap::new();
+            let per_task = (self.cfg.data.prompts_per_task as usize).max(1);
+            for (k, chunk) in plan.problems.chunks(per_task).enumerate() {
+                let rank = k % by_rank.len();
+                let t = pb::RolloutTask {
+                    iteration: EVAL_ITERATION,
+                    policy_version: self.policy_version,
+                    prompt_ids: chunk.to_vec(),
+                    samples_per_prompt: plan.samples,
+                    sampling: Some(pb::SamplingParams { temperature: self.cfg.sampling.temperature, top_p: self.cfg.sampling.top_p, max_new_tokens: self.cfg.sampling.max_new_tokens }),
+                    seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(0xE7A1 + chunk[0]),
+                    learner_flight_addr: self.workers[&by_rank[rank]].flight_addr.clone(),
+                    weights_flight_addr: weights_addr.clone(),
+                    problem_set: plan.source.wire(),
+                    ..Default::default()
+                };
+                let id = self.new_task(EVAL_ITERATION, TaskKind::Rollout(t));
+                ranks.insert(id, rank);
+                self.queue.push_back(id);
+            }
+            tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
+            let job = self.eval.as_mut().unwrap();
+            job.rollout_rank = ranks;
+            job.queued = true;
+        }
+        self.dispatch();
+        if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done)) {
+            self.phase = Phase::Done;
+            self.shutdown_all("evaluation complete");
+            tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "evaluation complete");
+        }
+    }
+
+    /// Evaluation job: rollout task `t` is done; its learner scores its rows.
+    fn eval_score(&mut self, t: &pb::RolloutTask) {
+        let Some(job) = self.eval.as_ref() else { return };
+        let rank = job.rollout_rank.get(&t.task_id).copied().unwrap_or(0);
+        let lt = pb::LearnerTask {
+            kind: pb::LearnerTaskKind::EvalScore as i32,
+            iteration: EVAL_ITERATION,
+            prompt_ids: t.prompt_ids.clone(),
+            rollout_task_ids: vec![t.task_id],
+            samples_per_prompt: t.samples_per_prompt,
+            problem_set: t.problem_set.clone(),
+            output_dir: job.plan.dir.display().to_string(),
+            ..Default::default()
+        };
+        let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
+        self.eval.as_mut().unwrap().score_tasks.push(id);
+        let learner = self.learners_by_rank()[rank];
+        self.start(id, learner);
+    }
+
+    /// Evaluation job: a learner task reported. After the last score task, rank 0 reports.
+    fn eval_scored(&mut self, t: &pb::LearnerTask, task_id: u64, metrics: serde_json::Value) {
+        let kind = pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
+        let done = |s: &RunState, id: &u64| s.tasks.get(id).is_some_and(|t| t.done);
+        match kind {
+            pb::LearnerTaskKind::EvalScore => {
+                let job = self.eval.as_mut().unwrap();
+                job.scored.push(metrics);
+                let job = self.eval.as_ref().unwrap();
+                let (n, all) = (job.score_tasks.len(), job.rollout_rank.len());
+                let finished = job.score_tasks.iter().filter(|id| done(self, id)).count();
+                tracing::info!(task_id, "evaluation: {finished} of {all} score tasks done");
+                if n == all && finished == all && job.report_task.is_none() {
+                    let plan = job.plan.clone();
+                    let lt = pb::LearnerTask {
+                        kind: pb::LearnerTaskKind::EvalReport as i32,
+                        iteration: EVAL_ITERATION,
+                        prompt_ids: plan.problems.clone(),
+                        samples_per_prompt: plan.samples,
+                        problem_set: plan.source.wire(),
+                        output_dir: plan.dir.display().to_string(),
+                        compare_dirs: plan.compare.iter().map(|d| d.display().to_string()).collect(),
+                        label: plan.label.clone(),
+                        ..Default::default()
+                    };
+                    let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
+                    self.eval.as_mut().unwrap().report_task = Some(id);
+                    let rank0 = self.learners_by_rank()[0];
+                    self.start(id, rank0);
+                }
+            }
+            pb::LearnerTaskKind::EvalReport => {
+                let scored = std::mem::take(&mut self.eval.as_mut().unwrap().scored);
+                let mut rec = metrics;
+                rec["score_tasks"] = serde_json::json!(scored);
+                rec["elapsed_s"] = serde_json::json!(self.started.elapsed().as_secs_f64());
+                self.record(rec);
+            }
+            other => self.fail(format!("evaluation job: unexpected report of a {} task", other.as_str_name())),
+        }
     }
 
     fn new_task(&mut self, iteration: u64, kind: TaskKind) -> u64 {
@@ -864,7 +1003,10 @@ impl RunState {
         task.started = Some(Instant::now());
         task.attempts += 1;
         let msg = match &task.kind {
-            TaskKind::Rollout(t) => Msg::Rollout(t.clone()),
+            TaskKind::Rollout(t) => {
+                tracing::info!(task_id, worker_id, iteration = t.iteration, prompts = t.prompt_ids.len(), "rollout task started");
+                Msg::Rollout(t.clone())
+            }
             TaskKind::Learner(t) => Msg::Learner(t.clone()),
         };
         self.workers.get_mut(&worker_id).unwrap().task = Some(task_id);
@@ -900,6 +1042,7 @@ impl RunState {
                     seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(iteration * 7_919 + chunk[0]),
                     learner_flight_addr: dest.clone(),
                     weights_flight_addr: weights_addr.clone(),
+                    problem_set: String::new(),
                 };
                 let id = self.new_task(iteration, TaskKind::Rollout(t));
                 st.rollout_tasks.push(id);
@@ -997,6 +1140,13 @@ impl RunState {
         task.done = true;
         let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
         match kind {
+            TaskKind::Rollout(t) if self.eval.is_some() => {
+                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                    w.policy_version = t.policy_version;
+                }
+                self.eval_score(&t);
+            }
+            TaskKind::Learner(t) if self.eval.is_some() => self.eval_scored(&t, r.task_id, metrics),
             TaskKind::Rollout(t) => {
                 if let Some(w) = self.workers.get_mut(&r.worker_id) {
                     w.policy_version = t.policy_version;
@@ -1182,6 +1332,7 @@ mod tests {
         let req = pb::RegisterRequest {
             role: pb::Role::Learner as i32,
             host: "h".into(),
+            pid: 1,
             device: device.into(),
             flight_addr: format!("127.0.0.1:{}", 7000 + rank),
             collective_addr: format!("127.0.0.1:{}", 8000 + rank),

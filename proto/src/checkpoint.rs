@@ -313,12 +313,16 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
 }
 
 /// Deletes checkpoints older than the newest `keep` valid ones (manifest present and parsable;
-/// the files are not re-hashed). Folders newer than the newest valid one are left alone.
+/// the files are not re-hashed). Folders newer than the newest valid one are left alone, and
+/// with `keep_warm_start` so is `step-000000` (it does not count towards `keep`).
 /// Returns the folders deleted.
-pub fn prune(run_dir: &Path, keep: usize) -> Vec<PathBuf> {
+pub fn prune(run_dir: &Path, keep: usize, keep_warm_start: bool) -> Vec<PathBuf> {
     let mut kept = 0;
     let mut deleted = Vec::new();
-    for (_, dir) in step_dirs(run_dir) {
+    for (step, dir) in step_dirs(run_dir) {
+        if keep_warm_start && step == 0 {
+            continue;
+        }
         if kept >= keep {
             if std::fs::remove_dir_all(&dir).is_ok() {
                 deleted.push(dir);

@@ -89,6 +89,10 @@ pub struct ModelSection {
     /// Base folder of the reward model (default: the policy's).
     #[serde(default)]
     pub reward: Option<PathBuf>,
+    /// A trained reward model folder (the `reward` folder `coordinator export` writes) to load
+    /// instead of a fresh head on `reward`'s backbone (evaluations of exported models).
+    #[serde(default)]
+    pub reward_weights: Option<PathBuf>,
     /// Parameter / compute precision of generation: `fp32` or `bf16`. Default `fp32`.
     #[serde(default = "default_dtype")]
     pub rollout_dtype: String,
@@ -252,6 +256,10 @@ pub struct CheckpointSection {
     /// Write one at the end of the run. Default true.
     #[serde(default = "yes")]
     pub at_end: bool,
+    /// Never delete the checkpoint after the warm start (`step-000000`), so that the SFT-only
+    /// policy can be evaluated beside the trained one (`coordinator eval --compare`). Default false.
+    #[serde(default)]
+    pub keep_warm_start: bool,
 }
 
 /// The whole run config.
@@ -291,7 +299,7 @@ fn default_keep() -> u32 {
     2
 }
 fn default_checkpoint() -> CheckpointSection {
-    CheckpointSection { every: 0, keep: default_keep(), at_end: true }
+    CheckpointSection { every: 0, keep: default_keep(), at_end: true, keep_warm_start: false }
 }
 
 fn default_name() -> String {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod checkpoint;
 pub mod config;
+pub mod gsm8k;
 pub mod ids;
 pub mod trajectory;
 

@@ -15,7 +15,8 @@ pub mod cuda;
 pub mod eval;
 pub mod generate;
 pub mod gguf;
-pub mod gsm8k;
+/// GSM8K-style problem files and answer grading (shared with the coordinator, which checks problem files up front).
+pub use airlift_proto::gsm8k;
 pub mod model;
 pub mod rng;
 pub mod runtime;

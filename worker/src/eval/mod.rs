@@ -1,7 +1,11 @@
-//! Evaluation of a learned reward (issue "Evaluation: reranking, correctness prediction and
-//! error localisation"). Built so far: the metrics ([`metrics`]) and the summary of scored
-//! samples and corruptions with its printed table ([`summary`]). Not built yet: the evaluation
-//! job that samples and scores, its Parquet outputs, `report.html`, `make eval`.
+//! Evaluation of a learned reward and its policy (`coordinator eval`): the metrics
+//! ([`metrics`]), the summary of scored samples and corruptions with its printed table
+//! ([`summary`]), the job's Parquet files ([`records`]), the report task's merge and outputs
+//! ([`job`]) and `report.html` ([`report`]). Sampling is done by rollout workers and scoring by
+//! learners (`runtime::learner`), as tasks of the coordinator.
 
+pub mod job;
 pub mod metrics;
+pub mod records;
+pub mod report;
 pub mod summary;

@@ -1,6 +1,6 @@
 //! From scored samples and scored corruptions to the evaluation's numbers: per answer-choosing
 //! method its accuracy with a 95% interval, correctness prediction from the sequence reward,
-//! and error localisation. The evaluation job (not built yet) gathers the scores; this is its
+//! and error localisation. The evaluation job gathers the scores; this is its
 //! last step, and is the same whatever ran the sampling and scoring.
 
 use super::metrics::{auroc, best_of, chance_at, ece, hit_at, lines_by_mean, lines_by_min, majority_vote, pearson, reward_weights, weighted_vote, wilson};

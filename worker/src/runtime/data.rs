@@ -1,11 +1,14 @@
-//! The run's data as every worker sees it: prompt id → synthetic problem, its chat prompt
-//! tokens, its expert trace and its corruptions. Deterministic from the run config, so rollout
-//! workers and learners agree without shipping problems around.
+//! The run's data as every worker sees it: prompt id → problem (synthetic, or a row of a problem
+//! file for evaluations), its chat prompt tokens, its expert trace and its corruptions.
+//! Deterministic from the run config, so rollout workers and learners agree without shipping
+//! problems around.
 
-use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations, KINDS};
+use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations, CorruptionKind, KINDS};
 use crate::airl::iteration::{IterationBatch, Sample};
 use crate::airl::synth::{self, Split, SynthConfig, SynthProblem};
-use crate::gsm8k;
+use crate::gsm8k::{self, Problem, ProblemSource};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use crate::rng::SplitMix64;
 use crate::tokenizer::Tokenizer;
 use airlift_proto::config::RunConfig;
@@ -18,6 +21,8 @@ pub struct RunData {
     eval: Vec<SynthProblem>,
     eos: u32,
     corruptions_per_expert: usize,
+    /// Problem files read so far, by path.
+    files: HashMap<PathBuf, Vec<Problem>>,
 }
 
 impl RunData {
@@ -29,7 +34,7 @@ impl RunData {
             start_range: (2, cfg.data.max_start),
             ..SynthConfig::default()
         };
-        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize }
+        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize, files: HashMap::new() }
     }
 
     fn ensure(&mut self, split: Split, n: usize) {
@@ -56,49 +61,100 @@ impl RunData {
         }
     }
 
+    /// Problem `id` of `source` (a file is read on first use and kept).
+    pub fn problem_of(&mut self, source: &ProblemSource, id: u64) -> Result<&Problem, String> {
+        match source {
+            ProblemSource::SyntheticTrain => Ok(&self.problem(Split::Train, id).problem),
+            ProblemSource::SyntheticEval => Ok(&self.problem(Split::Eval, id).problem),
+            ProblemSource::File(path) => {
+                if !self.files.contains_key(path) {
+                    let problems = gsm8k::load(path).map_err(|e| e.to_string())?;
+                    self.files.insert(path.clone(), problems);
+                }
+                let v = &self.files[path];
+                v.get(id as usize).ok_or_else(|| format!("{}: problem {id} asked for, the file has {} rows", path.display(), v.len()))
+            }
+        }
+    }
+
     /// Chat prompt tokens of a problem.
     pub fn prompt_tokens(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Vec<u32> {
-        let q = gsm8k::prompt_for(&self.problem(split, id).problem.question);
-        tok.encode(&tok.chat_prompt(&q)).expect("tokenizer encodes prompts")
+        self.prompt_tokens_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    }
+
+    /// Chat prompt tokens of problem `id` of `source`.
+    pub fn prompt_tokens_of(&mut self, tok: &Tokenizer, source: &ProblemSource, id: u64) -> Result<Vec<u32>, String> {
+        let q = gsm8k::prompt_for(&self.problem_of(source, id)?.question);
+        tok.encode(&tok.chat_prompt(&q)).map_err(|e| e.to_string())
     }
 
     /// The expert sample of a problem (group = prompt id).
     pub fn expert(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Sample {
-        let prompt = self.prompt_tokens(tok, split, id);
-        let answer = strip_calculator_annotations(&self.problem(split, id).problem.answer);
-        let mut response = tok.encode(&answer).expect("tokenizer encodes answers");
+        self.expert_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    }
+
+    /// The expert sample of problem `id` of `source`: its worked answer without calculator
+    /// annotations, then end of sequence.
+    pub fn expert_of(&mut self, tok: &Tokenizer, source: &ProblemSource, id: u64) -> Result<Sample, String> {
+        let prompt = self.prompt_tokens_of(tok, source, id)?;
+        let answer = strip_calculator_annotations(&self.problem_of(source, id)?.answer);
+        let mut response = tok.encode(&answer).map_err(|e| e.to_string())?;
         response.push(self.eos);
-        Sample { prompt, response, group: id as i64, correct: Some(true), ..Default::default() }
+        Ok(Sample { prompt, response, group: id as i64, correct: Some(true), ..Default::default() })
     }
 
     /// Adds problem `id`'s expert trace and its corruptions to `batch` (for discriminator steps
     /// and evaluation, where the texts are not needed).
     pub fn add_expert_and_corruptions(&mut self, batch: &mut IterationBatch, tok: &Tokenizer, split: Split, id: u64) {
         batch.experts.push(self.expert(tok, split, id));
-        batch.corrupted.extend(self.corruptions(tok, split, id).into_iter().map(|c| c.0));
+        batch.corrupted.extend(self.corruptions(tok, split, id).into_iter().map(|c| c.sample));
     }
 
     /// `reward.corruptions_per_expert` corrupted copies of a problem's expert trace, with the
     /// text of each (kinds cycle; the seed depends on the prompt id only).
-    pub fn corruptions(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Vec<(Sample, String)> {
-        let prompt = self.prompt_tokens(tok, split, id);
-        let answer = strip_calculator_annotations(&self.problem(split, id).problem.answer);
+    pub fn corruptions(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Vec<Corrupted> {
+        self.corruptions_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    }
+
+    /// [`RunData::corruptions`] of problem `id` of `source`. An answer none of the kinds can
+    /// corrupt has none.
+    pub fn corruptions_of(&mut self, tok: &Tokenizer, source: &ProblemSource, id: u64) -> Result<Vec<Corrupted>, String> {
+        let prompt = self.prompt_tokens_of(tok, source, id)?;
+        let answer = strip_calculator_annotations(&self.problem_of(source, id)?.answer);
         let mut rng = SplitMix64::for_stream(self.seed ^ 0xC0AA, id);
         let mut out = Vec::new();
         for k in 0..self.corruptions_per_expert {
             for attempt in 0..KINDS.len() {
                 if let Some(c) = corrupt::corrupt(&answer, KINDS[(k + attempt) % KINDS.len()], &mut rng) {
-                    let (mut ids, offsets) = tok.encode_with_offsets(&c.text).expect("tokenizer encodes");
+                    let (mut ids, offsets) = tok.encode_with_offsets(&c.text).map_err(|e| e.to_string())?;
                     let fe = first_error_token(&offsets, c.first_error_byte);
                     ids.push(self.eos);
-                    out.push((
-                        Sample { prompt: prompt.clone(), response: ids, group: id as i64, first_error_token: Some(fe), correct: Some(false), ..Default::default() },
-                        c.text,
-                    ));
+                    out.push(Corrupted {
+                        sample: Sample { prompt: prompt.clone(), response: ids, group: id as i64, first_error_token: Some(fe), correct: Some(false), ..Default::default() },
+                        text: c.text,
+                        kind: c.kind,
+                    });
                     break;
                 }
             }
         }
-        out
+        Ok(out)
+    }
+}
+
+/// A corrupted copy of an expert trace: the sample (its first wrong token marked), its text and
+/// the kind of corruption.
+pub struct Corrupted {
+    pub sample: Sample,
+    pub text: String,
+    pub kind: CorruptionKind,
+}
+
+impl From<Split> for ProblemSource {
+    fn from(s: Split) -> Self {
+        match s {
+            Split::Train => ProblemSource::SyntheticTrain,
+            Split::Eval => ProblemSource::SyntheticEval,
+        }
     }
 }

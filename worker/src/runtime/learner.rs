@@ -11,6 +11,9 @@ use super::flight::{LearnerFlight, LearnerStore};
 use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::airl::localize;
+use crate::eval::job;
+use crate::eval::records::{self, CorruptionRecord, SampleRecord};
+use airlift_proto::gsm8k::ProblemSource;
 use crate::train::optim::{AdamWConfig, FlatAdamW};
 use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
@@ -73,8 +76,10 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         None
     };
     let reward_base = cfg.model.reward.clone().unwrap_or_else(|| cfg.model.policy.clone());
-    let mut reward = RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED)
-        .map_err(|e| other(&e))?;
+    let mut reward = match &cfg.model.reward_weights {
+        Some(dir) => RewardModel::load(dir, device).map_err(|e| other(&format!("model.reward_weights {}: {e}", dir.display())))?,
+        None => RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED).map_err(|e| other(&e))?,
+    };
     reward.set_compute_kind(compute);
     let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
     let pad = policy.model.config().pad_token_id.unwrap_or(eos);
@@ -126,7 +131,6 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let airl = airl_config(&cfg, pad);
     let data = RunData::new(&cfg, eos as u32);
     let traj_dir = s.run_dir.join("trajectories");
-    std::fs::create_dir_all(&traj_dir).map_err(|e| other(&format!("{}: {e}", traj_dir.display())))?;
     let mut me = Rank { l: learner, policy_vs, dp, cfg, airl, tok, data, store: store.clone(), rank, world, traj_dir };
     if !rdv.resume_checkpoint.is_empty() {
         let version = me.resume(Path::new(&rdv.resume_checkpoint))?;
@@ -195,6 +199,8 @@ impl Rank {
                 let eval = self.held_out(&task.prompt_ids)?;
                 (0, serde_json::json!({ "eval": eval, "time_eval_s": t.elapsed().as_secs_f64() }))
             }
+            pb::LearnerTaskKind::EvalScore => self.eval_score(task)?,
+            pb::LearnerTaskKind::EvalReport => self.eval_report(task)?,
             pb::LearnerTaskKind::Unspecified => return Err(WorkerError::Other(format!("task {}: learner task of unknown kind {}", task.task_id, task.kind))),
         };
         if kind != pb::LearnerTaskKind::Checkpoint {
@@ -271,32 +277,10 @@ impl Rank {
         let Rank { l, dp, airl, tok, data, store, rank, traj_dir, .. } = self;
         let rank = *rank;
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-        let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
         let t_wait = Instant::now();
-        let rows = store
-            .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
-            .ok_or_else(|| WorkerError::Other(format!("iteration {}: {expected} rows did not all arrive within {} s", task.iteration, ROWS_TIMEOUT.as_secs())))?;
+        let rows = take_rows(store, task)?;
         let wait_s = t_wait.elapsed().as_secs_f64();
-        if rows.len() != expected {
-            return Err(WorkerError::Other(format!("iteration {}: expected {expected} rows, got {}", task.iteration, rows.len())));
-        }
-        // The rows must be the ones this task names: its iteration, its prompts, sample indices in
-        // range, each (prompt, sample) once.
-        let mut seen = std::collections::HashSet::new();
-        for r in &rows {
-            let bad = if r.iteration != task.iteration {
-                Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
-            } else if !task.prompt_ids.contains(&r.prompt_id) {
-                Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
-            } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
-                Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
-            } else {
-                None
-            };
-            if let Some(why) = bad {
-                return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
-            }
-        }
+        check_rows(task, &rows)?;
         let mut batch = IterationBatch::default();
         let mut records = rows.clone();
         for r in &rows {
@@ -315,9 +299,9 @@ impl Rank {
             let text = tok.decode(&e.response).map_err(|e| other(&e))?;
             records.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
             batch.experts.push(e);
-            for (k, (c, text)) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
-                records.push(expert_row(&c, &text, "corrupted", task.iteration, version, pid, k as u32));
-                batch.corrupted.push(c);
+            for (k, c) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
+                records.push(expert_row(&c.sample, &c.text, "corrupted", task.iteration, version, pid, k as u32));
+                batch.corrupted.push(c.sample);
             }
         }
         let before = crate::sysmem::Usage::now();
@@ -329,6 +313,7 @@ impl Rank {
         metrics["time_wait_rows_s"] = serde_json::json!(wait_s);
 
         // Parquet: this rank's rows of this iteration.
+        std::fs::create_dir_all(&*traj_dir).map_err(|e| other(&format!("{}: {e}", traj_dir.display())))?;
         let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
         write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
 
@@ -385,6 +370,94 @@ impl Rank {
         }))
 }
 
+    /// Evaluation job: scores every token of the samples of the task's rollout tasks and of the
+    /// controlled corruptions of its problems' expert answers (with the policy's log-probs), and
+    /// writes both as Parquet parts of the evaluation in `task.output_dir`.
+    fn eval_score(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+        let Rank { l, airl, tok, data, store, .. } = self;
+        let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
+        let t = Instant::now();
+        let source = ProblemSource::parse(&task.problem_set);
+        let rows = take_rows(store, task)?;
+        check_rows(task, &rows)?;
+        let mut batch = IterationBatch::default();
+        for r in &rows {
+            batch.policy.push(Sample { prompt: r.prompt_tokens.clone(), response: r.response_tokens.clone(), group: r.prompt_id as i64, ..Default::default() });
+        }
+        let mut kinds = Vec::new();
+        for &pid in &task.prompt_ids {
+            for (k, c) in data.corruptions_of(tok, &source, pid).map_err(WorkerError::Other)?.into_iter().enumerate() {
+                kinds.push((pid, k as u32, c.kind, c.text));
+                batch.corrupted.push(c.sample);
+            }
+        }
+        let rewards = l.rewards(&batch, airl);
+        let corrupted_lp = if batch.corrupted.is_empty() { Vec::new() } else { l.response_token_logprobs(&batch.corrupted, airl.pad_id) };
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let mut samples = Vec::with_capacity(rows.len());
+        for (r, rw) in rows.iter().zip(&rewards.policy) {
+            let p = data.problem_of(&source, r.prompt_id).map_err(WorkerError::Other)?;
+            samples.push(SampleRecord {
+                problem_id: r.prompt_id,
+                sample_index: r.sample_index % task.samples_per_prompt.max(1),
+                task_id: r.task_id,
+                policy_version: r.policy_version,
+                question: p.question.clone(),
+                reference_answer: p.reference(),
+                text: r.response_text.clone(),
+                response_tokens: r.response_tokens.clone(),
+                behaviour_logprobs: r.behaviour_logprobs.clone(),
+                token_rewards: f32s(rw),
+                token_lines: token_lines(tok, &r.response_tokens),
+                predicted_answer: r.predicted_answer.clone(),
+                correct: r.correct == Some(true),
+                finish_reason: r.finish_reason.clone(),
+            });
+        }
+        let mut corruptions = Vec::with_capacity(kinds.len());
+        for (((pid, k, kind, text), c), (rw, lp)) in kinds.into_iter().zip(&batch.corrupted).zip(rewards.corrupted.iter().zip(&corrupted_lp)) {
+            let lines = token_lines(tok, &c.response);
+            let fe = c.first_error_token.unwrap_or(0).min(c.response.len().saturating_sub(1));
+            corruptions.push(CorruptionRecord {
+                problem_id: pid,
+                corruption_index: k,
+                kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                text,
+                response_tokens: c.response.clone(),
+                policy_logprobs: f32s(lp),
+                token_rewards: f32s(rw),
+                first_error_line: lines.get(fe).copied().unwrap_or(0),
+                token_lines: lines,
+                first_error_token: fe as u32,
+            });
+        }
+        let dir = Path::new(&task.output_dir);
+        let parts = job::parts_dir(dir);
+        std::fs::create_dir_all(&parts).map_err(|e| other(&format!("{}: {e}", parts.display())))?;
+        records::write_parquet(&job::samples_part(dir, task.task_id), &records::samples_batch(&samples)).map_err(|e| other(&e))?;
+        records::write_parquet(&job::corruptions_part(dir, task.task_id), &records::corruptions_batch(&corruptions)).map_err(|e| other(&e))?;
+        let correct = samples.iter().filter(|s| s.correct).count();
+        Ok((samples.len() as u64, serde_json::json!({ "samples": samples.len(), "corruptions": corruptions.len(), "correct": correct, "time_score_s": t.elapsed().as_secs_f64() })))
+    }
+
+    /// Evaluation job, rank 0 after every score task: merge the parts, write the Parquet files,
+    /// `summary.json` and `report.html`; the metrics carry the summary and its table.
+    fn eval_report(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+        let t = Instant::now();
+        let tok = &self.tok;
+        let compare: Vec<std::path::PathBuf> = task.compare_dirs.iter().map(std::path::PathBuf::from).collect();
+        let j = job::Job {
+            dir: Path::new(&task.output_dir),
+            label: &task.label,
+            problem_set: &task.problem_set,
+            problems: &task.prompt_ids,
+            samples_per_problem: task.samples_per_prompt,
+            compare: &compare,
+        };
+        let (summary, table) = job::finish(&j, &|t| tok.decode(&[t]).unwrap_or_default()).map_err(WorkerError::Other)?;
+        Ok((0, serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() })))
+    }
+
     /// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
     fn resume(&mut self, dir: &Path) -> Result<u64, WorkerError> {
         let Rank { l, policy_vs, .. } = self;
@@ -426,6 +499,45 @@ impl Session {
     }
 }
 
+
+/// The rows of the rollout tasks `task` names, all of them (or an error after [`ROWS_TIMEOUT`]).
+fn take_rows(store: &LearnerStore, task: &pb::LearnerTask) -> Result<Vec<TrajectoryRow>, WorkerError> {
+    let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
+    let rows = store
+        .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
+        .ok_or_else(|| WorkerError::Other(format!("task {} (iteration {}): {expected} rows did not all arrive within {} s", task.task_id, task.iteration, ROWS_TIMEOUT.as_secs())))?;
+    if rows.len() != expected {
+        return Err(WorkerError::Other(format!("task {} (iteration {}): expected {expected} rows, got {}", task.task_id, task.iteration, rows.len())));
+    }
+    Ok(rows)
+}
+
+/// The rows must be the ones `task` names: its iteration, its prompts, sample indices in range,
+/// each (prompt, sample) once.
+fn check_rows(task: &pb::LearnerTask, rows: &[TrajectoryRow]) -> Result<(), WorkerError> {
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        let bad = if r.iteration != task.iteration {
+            Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
+        } else if !task.prompt_ids.contains(&r.prompt_id) {
+            Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
+        } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
+            Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
+        }
+    }
+    Ok(())
+}
+
+/// Line (0-based) of each token of `tokens`: a token whose text holds a newline ends its line.
+fn token_lines(tok: &Tokenizer, tokens: &[u32]) -> Vec<u32> {
+    let ends: Vec<bool> = tokens.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
+    localize::step_ids(&ends).into_iter().map(|l| l as u32).collect()
+}
 
 /// Ids per step of a warm-start task.
 fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {

@@ -142,6 +142,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
         Role::Learner => pb::Role::Learner as i32,
     };
     req.host = opts.host.clone();
+    req.pid = std::process::id();
     let client = rt.block_on(connect(&opts.coordinator, stamp.clone()))?;
     let resp = rt.block_on({
         let mut c = client.clone();

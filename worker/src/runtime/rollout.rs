@@ -4,9 +4,8 @@
 
 use super::data::RunData;
 use super::{flight, load_flat_params, register, Session, WorkerError, WorkerOptions};
-use crate::airl::synth::Split;
 use crate::generate::{Generator, SamplingParams};
-use crate::gsm8k;
+use crate::gsm8k::{self, ProblemSource};
 use crate::model;
 use crate::tokenizer::Tokenizer;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
@@ -89,9 +88,10 @@ impl Rollout {
         }
         let sp = task.sampling.clone().unwrap_or_default();
         let g = task.samples_per_prompt as usize;
+        let source = ProblemSource::parse(&task.problem_set);
         let mut jobs = Vec::new();
         for (pos, &pid) in task.prompt_ids.iter().enumerate() {
-            let prompt = data.prompt_tokens(tok, Split::Train, pid);
+            let prompt = data.prompt_tokens_of(tok, &source, pid).map_err(WorkerError::Other)?;
             for k in 0..g {
                 jobs.push((pid, (pos * g + k) as u32, prompt.clone()));
             }
@@ -112,7 +112,7 @@ impl Rollout {
         for ((pid, sample_index, prompt), comp) in jobs.into_iter().zip(out.completions) {
             tokens += comp.tokens.len();
             let text = tok.decode(&comp.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
-            let problem = data.problem(Split::Train, pid).problem.clone();
+            let problem = data.problem_of(&source, pid).map_err(WorkerError::Other)?;
             let (predicted, correct) = gsm8k::grade(&text, &problem);
             rows.push(TrajectoryRow {
                 iteration: task.iteration,

@@ -36,6 +36,36 @@ pub enum DataError {
     File { path: PathBuf, what: String },
 }
 
+/// Which problems a task's problem ids index: the run's synthetic generator (its training or
+/// its held-out split) or a GSM8K-layout file, row `id` (0-based).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProblemSource {
+    SyntheticTrain,
+    SyntheticEval,
+    File(PathBuf),
+}
+
+impl ProblemSource {
+    /// Parses the wire form: `synthetic:train` (also the empty string), `synthetic:eval`, or a
+    /// file path.
+    pub fn parse(s: &str) -> ProblemSource {
+        match s {
+            "" | "synthetic:train" => ProblemSource::SyntheticTrain,
+            "synthetic:eval" => ProblemSource::SyntheticEval,
+            path => ProblemSource::File(PathBuf::from(path)),
+        }
+    }
+
+    /// The wire form ([`ProblemSource::parse`] reads it back).
+    pub fn wire(&self) -> String {
+        match self {
+            ProblemSource::SyntheticTrain => "synthetic:train".into(),
+            ProblemSource::SyntheticEval => "synthetic:eval".into(),
+            ProblemSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// Loads problems from a `.jsonl` (one JSON object per line) or `.parquet` file.
 pub fn load(path: &Path) -> Result<Vec<Problem>, DataError> {
     let name = path.to_string_lossy();

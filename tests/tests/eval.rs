@@ -1,0 +1,175 @@
+//! The evaluation job as a user meets it (`coordinator eval`, tiny model, processes on
+//! loopback), on checkpoints of a one-iteration run that keeps its warm-start checkpoint:
+//! 1. the SFT-only checkpoint is evaluated; then the trained one with 2 rollout workers, one of
+//!    them SIGKILLed while it samples, and `--compare` with the first: every (problem, sample)
+//!    is in `samples.parquet` exactly once, `report.html` parses as HTML and holds the numbers
+//!    of `summary.json` and both evaluations;
+//! 2. a GSM8K-layout problem file is evaluated, and exported model folders are;
+//! 3. bad input is refused up front, naming what is wrong: a malformed problem row, a
+//!    checkpoint that fails its checks, a reward folder whose tokenizer is not the policy's.
+
+use airlift_tests::*;
+use airlift_worker::eval::records;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A one-iteration run with checkpoints after the warm start and the iteration; returns its
+/// folder.
+fn trained(dir: &Path) -> PathBuf {
+    tiny_model(&dir.join("model"));
+    let cfg = tiny_config(&dir.join("model"), &dir.join("run"), "[checkpoint]\nevery = 1\nkeep = 1\nkeep_warm_start = true\n")
+        .replace("iterations = 3", "iterations = 1")
+        .replace("learner = 2", "learner = 1")
+        // Longer samples: a rollout task lasts long enough to be caught in flight.
+        .replace("max_new_tokens = 24", "max_new_tokens = 64");
+    let path = dir.join("run.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let (ok, out, err) = coordinator(&["--config", path.to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    let run = dir.join("run");
+    assert!(run.join("checkpoints/step-000000/manifest.json").exists(), "keep_warm_start kept step 0");
+    assert!(run.join("checkpoints/step-000001/manifest.json").exists());
+    run
+}
+
+/// (problem, sample) → how many rows of `samples.parquet` have it.
+fn sample_counts(eval: &Path) -> BTreeMap<(u64, u32), usize> {
+    let mut m = BTreeMap::new();
+    for s in records::read_samples(&eval.join("samples.parquet")).unwrap() {
+        assert_eq!(s.token_rewards.len(), s.response_tokens.len(), "a reward per token");
+        assert_eq!(s.behaviour_logprobs.len(), s.response_tokens.len(), "a log-prob per token");
+        *m.entry((s.problem_id, s.sample_index)).or_default() += 1;
+    }
+    m
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+/// The text of every element of `dom` matching `selector`.
+fn texts(dom: &tl::VDom, selector: &str) -> Vec<String> {
+    let p = dom.parser();
+    dom.query_selector(selector).map(|q| q.filter_map(|h| h.get(p)).map(|n| n.inner_text(p).into_owned()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn eval_jobs_sigkill_compare_files_and_exports() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("eval");
+    let run = trained(&dir);
+    let ckpt = |s: u64| run.join(format!("checkpoints/step-{s:06}"));
+
+    // 1a. The SFT-only checkpoint.
+    let sft = dir.join("sft");
+    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(0).to_str().unwrap(), "--problems", "synthetic:6", "--samples", "2", "--out", sft.to_str().unwrap(), "--rollouts", "1"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("majority vote") && out.contains("report.html"), "{out}");
+    assert_eq!(sample_counts(&sft).len(), 12);
+
+    // 1b. The trained checkpoint, 2 rollout workers, one SIGKILLed once it holds a task.
+    let airl = dir.join("airl");
+    let trained_ckpt = ckpt(1);
+    let args = ["eval", "--checkpoint", trained_ckpt.to_str().unwrap(), "--problems", "synthetic:6", "--samples", "2", "--out", airl.to_str().unwrap(), "--rollouts", "2", "--compare", sft.to_str().unwrap()];
+    // The first rollout worker to attach is stopped (SIGSTOP) at once, so that the task it is
+    // handed stays in flight; it is SIGKILLed once the coordinator has handed it a task.
+    let (mut pids, mut stopped, mut killed) = (BTreeMap::<String, u32>::new(), None::<String>, false);
+    let field = |line: &str, key: &str| line.split(&format!(" {key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
+    let (ok, out, log) = coordinator_watched(&args, Duration::from_secs(300), |line, _| {
+        if line.contains("worker registered") && line.contains("role=Rollout") {
+            pids.insert(field(line, "worker_id").unwrap(), field(line, "pid").unwrap().parse().unwrap());
+        } else if stopped.is_none() && line.contains("worker attached") && line.contains("role=Rollout") {
+            let id = field(line, "worker_id").unwrap();
+            signal(pids[&id], "-STOP");
+            stopped = Some(id);
+        } else if !killed && line.contains("rollout task started") && field(line, "worker_id") == stopped {
+            signal(pids[stopped.as_ref().unwrap()], "-KILL");
+            killed = true;
+        }
+    });
+    assert!(ok, "{out}\n{log}");
+    assert!(killed && log.contains("worker lost") && log.contains("re-queued the lost worker's task"), "the kill did not hit a task:\n{log}");
+    let counts = sample_counts(&airl);
+    let want: Vec<(u64, u32)> = (0..6).flat_map(|p| (0..2).map(move |k| (p, k))).collect();
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), want, "every (problem, sample) of the job");
+    assert!(counts.values().all(|&n| n == 1), "none twice: {counts:?}");
+    let corruptions = records::read_corruptions(&airl.join("corruptions.parquet")).unwrap();
+    assert!(!corruptions.is_empty());
+    for c in &corruptions {
+        assert_eq!(c.token_lines[c.first_error_token as usize], c.first_error_line);
+        assert_eq!(c.token_rewards.len(), c.response_tokens.len());
+    }
+
+    // The report: HTML with the summary's numbers, both evaluations, charts.
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(airl.join("summary.json")).unwrap()).unwrap();
+    let html = std::fs::read_to_string(airl.join("report.html")).unwrap();
+    let dom = tl::parse(&html, tl::ParserOptions::default()).expect("report.html parses as HTML");
+    assert!(dom.query_selector("svg").map_or(0, |q| q.count()) >= 4, "ROC, reliability and two histograms");
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src=\"http"), "self-contained");
+    let cells = texts(&dom, "td").join("|");
+    for (name, r) in summary["summary"]["methods"].as_object().unwrap() {
+        assert!(cells.contains(name.as_str()), "method {name} in the report");
+        assert!(cells.contains(&format!("{:.3}", r["value"].as_f64().unwrap())), "{name} = {} in the report", r["value"]);
+    }
+    for key in ["correctness_auroc", "correctness_ece"] {
+        if let Some(v) = summary["summary"][key].as_f64() {
+            assert!(cells.contains(&format!("{v:.3}")), "{key} = {v} in the report");
+        }
+    }
+    let heads = texts(&dom, "th").join("|");
+    assert!(heads.contains("step-000001") && heads.contains("step-000000"), "both evaluations side by side: {heads}");
+
+    // 2. A GSM8K-layout file, and the exported folders of the trained checkpoint.
+    let file = dir.join("problems.jsonl");
+    std::fs::write(&file, "{\"question\": \"Tom has 3 apples and buys 4 more. How many apples does he have?\", \"answer\": \"He has 3 + 4 = <<3+4=7>>7 apples.\\n#### 7\"}\n{\"question\": \"A box holds 6 eggs. How many eggs are in 2 boxes?\", \"answer\": \"2 * 6 = <<2*6=12>>12 eggs.\\n#### 12\"}\n").unwrap();
+    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", file.to_str().unwrap(), "--samples", "1", "--out", dir.join("file").to_str().unwrap(), "--rollouts", "1"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(sample_counts(&dir.join("file")).len(), 2);
+    let exported = dir.join("exported");
+    let (ok, out, err) = coordinator(&["export", ckpt(1).to_str().unwrap(), "--out", exported.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    let cfg = dir.join("run.toml");
+    let (p, r) = (exported.join("policy"), exported.join("reward"));
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "eval", "--policy", p.to_str().unwrap(), "--reward", r.to_str().unwrap(), "--problems", "synthetic:2", "--samples", "1", "--out", dir.join("exp").to_str().unwrap(), "--rollouts", "1"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(sample_counts(&dir.join("exp")).len(), 2);
+
+    // 3. Bad input, each refused before any worker starts.
+    let refused = |args: &[&str], want: &[&str]| {
+        let t = Instant::now();
+        let (ok, out, err) = coordinator(args);
+        assert!(!ok, "accepted: {args:?}\n{out}");
+        for w in want {
+            assert!(err.contains(w), "{args:?}: the error should name {w}:\n{err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20) && !err.contains("worker started"), "refused up front:\n{err}");
+    };
+    let bad_file = dir.join("bad.jsonl");
+    std::fs::write(&bad_file, "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q2\", \"answer\": \"no final line\"}\n").unwrap();
+    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", bad_file.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()], &["bad.jsonl", "row 2", "answer"]);
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for e in std::fs::read_dir(ckpt(1)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), broken.join(e.file_name())).unwrap();
+    }
+    let shard = std::fs::read_dir(&broken).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "safetensors")).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&shard).unwrap();
+    f.set_len(f.metadata().unwrap().len() - 8).unwrap();
+    refused(&["eval", "--checkpoint", broken.to_str().unwrap(), "--out", dir.join("y").to_str().unwrap()], &["--checkpoint", "broken", shard.file_name().unwrap().to_str().unwrap()]);
+    let other_tok = dir.join("reward-other-tokenizer");
+    std::fs::create_dir_all(&other_tok).unwrap();
+    for e in std::fs::read_dir(&r).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), other_tok.join(e.file_name())).unwrap();
+    }
+    let tj = other_tok.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tj).unwrap();
+    std::fs::write(&tj, text.replacen("\"<|im_end|>\"", "\"<|end|>\"", 1)).unwrap();
+    refused(
+        &["--config", cfg.to_str().unwrap(), "eval", "--policy", p.to_str().unwrap(), "--reward", other_tok.to_str().unwrap(), "--out", dir.join("z").to_str().unwrap()],
+        &["reward-other-tokenizer", "tokenizer.json differs"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
