@@ -38,6 +38,8 @@ pub struct EvalArgs {
     pub overwrite: bool,
     pub learners: Option<u32>,
     pub rollouts: Option<u32>,
+    /// Check only: touch no folder (the launch scripts ask before submitting).
+    pub check: bool,
 }
 
 /// A checked evaluation job.
@@ -125,15 +127,19 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         }
     }
     let dir = args.out.clone().unwrap_or_else(|| cfg.run_dir().join("eval").join(&args.name));
+    let dir = if dir.is_absolute() { dir } else { std::env::current_dir().map(|d| d.join(&dir)).unwrap_or(dir) };
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         if !args.overwrite {
             return Err(bad(format!("{} holds an earlier evaluation: pass --overwrite to replace it, or choose another --name", dir.display())));
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: format!("cannot delete for --overwrite: {e}") })?;
-        tracing::warn!(dir = %dir.display(), "deleted the earlier evaluation (--overwrite)");
+        if !args.check {
+            std::fs::remove_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: format!("cannot delete for --overwrite: {e}") })?;
+            tracing::warn!(dir = %dir.display(), "deleted the earlier evaluation (--overwrite)");
+        }
     }
-    std::fs::create_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: e.to_string() })?;
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    if !args.check {
+        std::fs::create_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: e.to_string() })?;
+    }
     cfg.run.dir = Some(dir.clone());
     if let Some(n) = args.learners {
         cfg.workers.learner = n;

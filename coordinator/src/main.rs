@@ -108,12 +108,29 @@ enum Cmd {
         /// starting local ones.
         #[arg(long)]
         external: bool,
+        /// Check everything and print what launch scripts need (RUN_DIR = the evaluation's
+        /// folder, LEARNERS, ROLLOUTS, DEVICE, HAS_CHECKPOINT=0) as shell assignments; start nothing.
+        #[arg(long)]
+        check: bool,
     },
     /// Print the summary table of a run from its `<run>/metrics.jsonl`.
     Summary {
         /// The run folder.
         run: PathBuf,
     },
+}
+
+/// What launch scripts need, as shell assignments (`check`, `eval --check`).
+fn shell_vars(run_dir: &std::path::Path, cfg: &RunConfig, has_checkpoint: bool) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+    format!(
+        "RUN_DIR={}\nLEARNERS={}\nROLLOUTS={}\nDEVICE={}\nHAS_CHECKPOINT={}\n",
+        quote(&run_dir.display().to_string()),
+        cfg.workers.learner,
+        cfg.workers.rollout,
+        quote(&cfg.workers.device),
+        has_checkpoint as u8
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -168,10 +185,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, external }) = cli.command {
+    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, external, check }) = cli.command {
         let config = cli.config.as_deref().map(RunConfig::load).transpose()?;
-        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, overwrite, learners, rollouts };
+        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, check };
         let (cfg, plan, point) = airlift_coordinator::eval::prepare(&args)?;
+        if check {
+            print!("{}", shell_vars(&cfg.run_dir(), &cfg, false));
+            return Ok(());
+        }
         let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
         let shown = plan.clone();
         let outcome = rt.block_on(async move {
@@ -191,10 +212,8 @@ fn main() -> anyhow::Result<()> {
     let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
     let cfg = RunConfig::load(&path)?;
     if let Some(Cmd::Check) = cli.command {
-        let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
         let has = airlift_proto::checkpoint::newest_valid(&cfg.run_dir(), Some(&cfg.resume_hash())).chosen.is_some();
-        println!("RUN_DIR={}", quote(&cfg.run_dir().display().to_string()));
-        println!("LEARNERS={}\nROLLOUTS={}\nDEVICE={}\nHAS_CHECKPOINT={}", cfg.workers.learner, cfg.workers.rollout, quote(&cfg.workers.device), has as u8);
+        print!("{}", shell_vars(&cfg.run_dir(), &cfg, has));
         return Ok(());
     }
     let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;

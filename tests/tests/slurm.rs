@@ -6,7 +6,9 @@
 //!    with the uninterrupted run's fingerprints and Parquet rows;
 //! 3. `scontrol requeue` mid-run (no warning): restarts from the newest checkpoint, same checks;
 //! 4. a wrong model path fails the job within seconds, the path in the job's output;
-//! 5. too few tasks, and LEARNERS disagreeing with the config: clear errors, no hang.
+//! 5. too few tasks, and LEARNERS disagreeing with the config: clear errors, no hang;
+//! 6. `cluster/submit-eval` evaluates the first run's last checkpoint with 2 learners and 2
+//!    rollout workers as Slurm job steps; a bad problem file is refused before anything is queued.
 //!
 //! Slurm holds a requeued job until its old job credentials expire (`cred_expire`, 120 s by
 //! default); `cluster/local-slurm.sh` sets 10 s. (Moving the start time forward instead makes
@@ -184,6 +186,25 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     assert!(text.contains("this job has 2 tasks") && text.contains("= 4"), "{text}");
     let (ok, text) = slurm.run(slurm.cmd("cluster/submit").arg(&cfg).env("LEARNERS", "3"));
     assert!(!ok && text.contains("LEARNERS=3 but") && text.contains("workers.learner = 2"), "{text}");
+
+    // 6. An evaluation job of run a's last checkpoint.
+    let out = dir.join("evals").join("last");
+    let ckpt = a.join("checkpoints").join("step-000004");
+    let flags = ["--checkpoint", ckpt.to_str().unwrap(), "--problems", "synthetic:4", "--samples", "2", "--out", out.to_str().unwrap(), "--learners", "2", "--rollouts", "2"];
+    let (ok, text) = slurm.run(slurm.cmd("cluster/submit-eval").args(flags));
+    assert!(ok, "{text}");
+    let id: u64 = text.lines().find_map(|l| l.strip_prefix("Submitted batch job ")).unwrap_or_else(|| panic!("{text}")).trim().parse().unwrap();
+    let job_file = dir.join("evals").join(format!("slurm-last-{id}.out"));
+    let j = slurm.wait(id, &job_file, long, |_| {});
+    let text = std::fs::read_to_string(&job_file).unwrap();
+    assert_eq!((j["JobState"].as_str(), j["ExitCode"].as_str()), ("COMPLETED", "0:0"), "{text}");
+    assert!(text.contains("evaluation complete") && text.contains("report.html"), "{text}");
+    let samples = airlift_worker::eval::records::read_samples(&out.join("samples.parquet")).unwrap();
+    assert_eq!(samples.len(), 8, "4 problems x 2 samples");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"q\"}\n").unwrap();
+    let (ok, text) = slurm.run(slurm.cmd("cluster/submit-eval").args(["--checkpoint", ckpt.to_str().unwrap(), "--problems", bad.to_str().unwrap(), "--out", dir.join("evals/bad").to_str().unwrap()]));
+    assert!(!ok && text.contains("bad.jsonl") && text.contains("row 1") && !text.contains("Submitted"), "{text}");
     drop(slurm);
     std::fs::remove_dir_all(&dir).unwrap();
 }

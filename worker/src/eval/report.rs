@@ -30,6 +30,14 @@ pub fn num(v: &serde_json::Value) -> String {
     v.as_f64().map_or("–".into(), |x| format!("{x:.3}"))
 }
 
+/// A label short enough for a chart legend: the last folder name of the first path, and what
+/// follows in parentheses (`step-000005 (iteration 5, policy v6)`).
+pub fn short(label: &str) -> String {
+    let (path, rest) = label.split_once(" (").map_or((label, ""), |(p, r)| (p, r));
+    let path = path.split(" + ").map(|p| std::path::Path::new(p).file_name().map_or(p.to_string(), |n| n.to_string_lossy().into_owned())).collect::<Vec<_>>().join(" + ");
+    if rest.is_empty() { path } else { format!("{path} ({rest}") }
+}
+
 fn mean(v: &[f32]) -> f64 {
     if v.is_empty() { 0.0 } else { v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 }
 }
@@ -104,8 +112,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     h.push_str("<h2>Charts</h2>\n<div class=\"charts\">\n");
     h.push_str(&roc_chart(evals));
     h.push_str(&reliability_chart(evals));
-    for (i, e) in evals.iter().enumerate() {
-        h.push_str(&histogram(e, i));
+    for e in evals {
+        h.push_str(&histogram(e));
     }
     h.push_str("</div>\n");
 
@@ -185,7 +193,7 @@ fn roc_points(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
 fn svg(draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), Box<dyn std::error::Error + '_>>) -> String {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (360, 300)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (440, 320)).into_drawing_area();
         if let Err(e) = draw(root) {
             return format!("<p>chart failed: {}</p>", escape(&e.to_string()));
         }
@@ -197,11 +205,11 @@ fn roc_chart(evals: &[Evaluation]) -> String {
     svg(|root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root).caption("ROC: correct vs wrong samples", ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart.configure_mesh().x_desc("false positive rate").y_desc("true positive rate").draw()?;
+        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("false positive rate").y_desc("true positive rate").draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], &RGBColor(180, 180, 180)))?;
         for (i, e) in evals.iter().enumerate() {
             let c = COLOURS[i % COLOURS.len()];
-            chart.draw_series(LineSeries::new(roc_points(&scored(e)), c.stroke_width(2)))?.label(format!("{} (AUROC {})", e.label, num(&e.summary["correctness_auroc"]))).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart.draw_series(LineSeries::new(roc_points(&scored(e)), c.stroke_width(2)))?.label(format!("{} (AUROC {})", short(e.label), num(&e.summary["correctness_auroc"]))).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
         }
         chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         root.present()?;
@@ -213,7 +221,7 @@ fn reliability_chart(evals: &[Evaluation]) -> String {
     svg(|root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root).caption("Reliability: sigmoid(mean reward)", ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart.configure_mesh().x_desc("predicted P(correct)").y_desc("fraction correct").draw()?;
+        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("predicted P(correct)").y_desc("fraction correct").draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], &RGBColor(180, 180, 180)))?;
         for (i, e) in evals.iter().enumerate() {
             let c = COLOURS[i % COLOURS.len()];
@@ -226,7 +234,7 @@ fn reliability_chart(evals: &[Evaluation]) -> String {
                 bins[b].2 += 1;
             }
             let pts: Vec<(f64, f64)> = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 / b.2 as f64, b.1 / b.2 as f64)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(e.label.to_string()).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(short(e.label)).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
         chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
@@ -235,7 +243,7 @@ fn reliability_chart(evals: &[Evaluation]) -> String {
     })
 }
 
-fn histogram(e: &Evaluation, i: usize) -> String {
+fn histogram(e: &Evaluation) -> String {
     let s = scored(e);
     let (lo, hi) = s.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x.0), b.max(x.0)));
     let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0) - 1.0, hi.max(0.0) + 1.0) };
@@ -247,12 +255,11 @@ fn histogram(e: &Evaluation, i: usize) -> String {
         counts[*ok as usize][b] += 1;
     }
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    let caption = format!("Mean reward per sample: {}", e.label);
-    let _ = i;
+    let caption = format!("Mean reward: {}", short(e.label));
     svg(|root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root).caption(caption, ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(lo..hi, 0f64..top * 1.1)?;
-        chart.configure_mesh().x_desc("mean token reward").y_desc("samples").draw()?;
+        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("mean token reward").y_desc("samples").draw()?;
         for (k, (name, c)) in [("wrong", RGBColor(214, 39, 40)), ("correct", RGBColor(44, 160, 44))].into_iter().enumerate() {
             let idx = if name == "correct" { 1 } else { 0 };
             let bars: Vec<Rectangle<(f64, f64)>> = (0..BINS)
@@ -268,4 +275,19 @@ fn histogram(e: &Evaluation, i: usize) -> String {
         root.present()?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_escapes_and_roc_points() {
+        assert_eq!(short("runs/a/checkpoints/step-000005 (iteration 5, policy v6)"), "step-000005 (iteration 5, policy v6)");
+        assert_eq!(short("x/policy + x/reward"), "policy + reward");
+        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        // Scores 3 (correct), 2 (wrong), 2 (correct), 1 (wrong): the tie at 2 is one step.
+        let pts = roc_points(&[(3.0, true), (2.0, false), (2.0, true), (1.0, false)]);
+        assert_eq!(pts, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+    }
 }
