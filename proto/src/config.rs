@@ -176,6 +176,11 @@ pub struct RewardSection {
     /// (they are identical to the expert's). Default false (all its tokens are labelled 0).
     #[serde(default)]
     pub ignore_corrupted_prefix: bool,
+    /// Leave a corrupted trace's tokens after the line of its first error out of the
+    /// discriminator loss (they follow from the error and are often right by themselves), so
+    /// that the reward marks the wrong line rather than everything after it. Default false.
+    #[serde(default)]
+    pub ignore_corrupted_suffix: bool,
     /// Reward temperature. Default 1.
     #[serde(default = "one_f")]
     pub temperature: f64,

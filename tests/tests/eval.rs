@@ -173,3 +173,30 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The span a corrupted trace's loss keeps with `ignore_corrupted_suffix`: from its first wrong
+/// token to the end of that token's line (the newline included), or to the end.
+#[test]
+fn the_error_line_ends_at_its_newline() {
+    let dir = temp_dir("error-line");
+    let cfg = airlift_proto::config::RunConfig::from_toml(&tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", "warm_start_steps = 1\ncorruptions_per_expert = 3")).unwrap();
+    let tok = airlift_worker::tokenizer::Tokenizer::from_dir(&cache().join("models").join("SmolLM2-135M-Instruct")).unwrap();
+    let mut data = airlift_worker::runtime::data::RunData::new(&cfg, 2);
+    let mut seen = 0;
+    for id in 0..20 {
+        for c in data.corruptions(&tok, airlift_worker::airl::synth::Split::Eval, id) {
+            let r = &c.sample.response;
+            let (fe, end) = (c.sample.first_error_token.unwrap(), c.sample.error_line_end.unwrap());
+            assert!(fe < end && end <= r.len(), "{fe}..{end} of {}", r.len());
+            let line = tok.decode(&r[fe..end]).unwrap();
+            if end < r.len() {
+                assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line:?} in {:?}", c.text);
+            } else {
+                assert!(!line.contains('\n'), "the last line: {line:?}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 40);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,9 @@ pub struct Sample {
     pub correct: Option<bool>,
     /// Index into `response` of the first wrong token (corrupted traces only).
     pub first_error_token: Option<usize>,
+    /// Index into `response` just past the line that holds the first wrong token (corrupted
+    /// traces only; the response's length when that line is the last).
+    pub error_line_end: Option<usize>,
 }
 
 /// The three kinds of rows of one iteration. Experts and corruptions are for the same prompts
@@ -82,6 +85,10 @@ pub struct AirlConfig {
     /// out of the discriminator loss (they equal the expert's, which are labelled 1). Default
     /// false: every response token of a corrupted trace is labelled 0, as design §1 states.
     pub ignore_corrupted_prefix: bool,
+    /// `reward.ignore_corrupted_suffix`: leave a corrupted trace's tokens after the line of its
+    /// first error out of the discriminator loss (they follow from the error and are often
+    /// right by themselves). Default false.
+    pub ignore_corrupted_suffix: bool,
 }
 
 impl Default for AirlConfig {
@@ -102,6 +109,7 @@ impl Default for AirlConfig {
             micro_batch: 8,
             pad_id: 0,
             ignore_corrupted_prefix: false,
+            ignore_corrupted_suffix: false,
         }
     }
 }
@@ -177,16 +185,18 @@ impl Padded {
         self.resp_all.narrow(0, start, len)
     }
 
-    /// Removes from the response mask the tokens before each corrupted row's first error (rows
-    /// `first..` of this batch are `corrupted`, in order).
-    fn mask_prefixes(&mut self, first: usize, corrupted: &[Sample]) {
+    /// Removes from the response mask the tokens before each corrupted row's first error
+    /// (`prefix`) and after the line that holds it (`suffix`); rows `first..` of this batch are
+    /// `corrupted`, in order.
+    fn mask_corrupted(&mut self, first: usize, corrupted: &[Sample], prefix: bool, suffix: bool) {
         let l1 = self.resp_mask.size()[1];
         let mut m = Vec::<f32>::try_from(self.resp_mask.to_device(Device::Cpu).reshape([-1])).expect("f32 mask");
         for (k, s) in corrupted.iter().enumerate() {
             let row = first + k;
             let (p, len) = self.spans[row];
-            let cut = s.first_error_token.unwrap_or(0).min(len);
-            for j in 0..cut {
+            let cut = if prefix { s.first_error_token.unwrap_or(0).min(len) } else { 0 };
+            let end = if suffix { s.error_line_end.unwrap_or(len).min(len) } else { len };
+            for j in (0..cut).chain(end..len) {
                 m[row * l1 as usize + p - 1 + j] = 0.0;
             }
         }
@@ -428,9 +438,9 @@ impl Learner {
         let micro = cfg.micro_batch.max(1) as i64;
         let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
         let mut x_all = pad(&all, cfg.pad_id, dev);
-        if cfg.ignore_corrupted_prefix {
+        if cfg.ignore_corrupted_prefix || cfg.ignore_corrupted_suffix {
             let first_corrupted = batch.experts.len() + batch.policy.len();
-            x_all.mask_prefixes(first_corrupted, &batch.corrupted);
+            x_all.mask_corrupted(first_corrupted, &batch.corrupted, cfg.ignore_corrupted_prefix, cfg.ignore_corrupted_suffix);
         }
         let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
@@ -662,10 +672,20 @@ mod tests {
         let expert = Sample { prompt: vec![1, 2], response: vec![3, 4, 5], ..Default::default() };
         let corrupted = Sample { prompt: vec![1, 2, 9], response: vec![3, 6, 5, 7], first_error_token: Some(1), ..Default::default() };
         let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
-        x.mask_prefixes(1, std::slice::from_ref(&corrupted));
+        x.mask_corrupted(1, std::slice::from_ref(&corrupted), true, false);
         let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
         // L = 7, shifted width 6. Expert: response at shifted 1..4. Corrupted: response at
         // shifted 2..6, its first token (before the error) removed.
         assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1.]);
+        // The error's line ends after response token 2: token 3 leaves too.
+        let corrupted = Sample { error_line_end: Some(3), ..corrupted };
+        let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
+        x.mask_corrupted(1, std::slice::from_ref(&corrupted), true, true);
+        let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
+        assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 0.]);
+        let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
+        x.mask_corrupted(1, std::slice::from_ref(&corrupted), false, true);
+        let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
+        assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 1., 1., 1., 0.]);
     }
 }

@@ -128,9 +128,11 @@ impl RunData {
                 if let Some(c) = corrupt::corrupt(&answer, KINDS[(k + attempt) % KINDS.len()], &mut rng) {
                     let (mut ids, offsets) = tok.encode_with_offsets(&c.text).map_err(|e| e.to_string())?;
                     let fe = first_error_token(&offsets, c.first_error_byte);
+                    // Past the token that holds the newline ending the error's line (or all).
+                    let end = c.text[c.first_error_byte..].find('\n').map_or(ids.len() + 1, |i| first_error_token(&offsets, c.first_error_byte + i) + 1);
                     ids.push(self.eos);
                     out.push(Corrupted {
-                        sample: Sample { prompt: prompt.clone(), response: ids, group: id as i64, first_error_token: Some(fe), correct: Some(false), ..Default::default() },
+                        sample: Sample { prompt: prompt.clone(), response: ids, group: id as i64, first_error_token: Some(fe), error_line_end: Some(end), correct: Some(false), ..Default::default() },
                         text: c.text,
                         kind: c.kind,
                     });

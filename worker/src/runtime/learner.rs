@@ -290,7 +290,7 @@ impl Rank {
                 group: r.prompt_id as i64,
                 behaviour_logprobs: Some(r.behaviour_logprobs.clone()),
                 correct: r.correct,
-                first_error_token: None,
+                ..Default::default()
             });
         }
         let version = rows.first().map_or(0, |r| r.policy_version);

@@ -235,6 +235,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         micro_batch: cfg.policy.micro_batch as usize,
         pad_id,
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
+        ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
     }
 }
 
