@@ -15,7 +15,8 @@
 #   4. training steps, airlift and transformers: SmolLM2 shape 8 x 256 (fp32, bf16 compute) and
 #      Qwen2.5-0.5B shape 16 x 1024 (bf16 compute);
 #   5. configs/default.toml on CUDA (random SmolLM2-shaped weights, 2 iterations) with its
-#      phase times.
+#      phase times;
+#   6. an evaluation job (`coordinator eval`) of 5's last checkpoint on CUDA, with its wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=target/release/worker
@@ -37,7 +38,7 @@ JSON
   ;;
 run)
   # Optional second argument: the sections to run, e.g. `run 4,5` (default: all).
-  SECTIONS=",${2:-1,2,3,4,5},"
+  SECTIONS=",${2:-1,2,3,4,5,6},"
   want() { [[ "$SECTIONS" == *",$1,"* ]]; }
   SITE=$(python3 -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
   LINKS=$(mktemp -d)
@@ -80,6 +81,13 @@ run)
   CUDA_VISIBLE_DEVICES=0 $C --config configs/default.toml --local 2>"$RUN/coordinator.log" || { tail -n 20 "$RUN/coordinator.log"; tail -n 20 "$RUN"/run/logs/*.log; exit 1; }
   echo "default config on CUDA: $(( $(date +%s) - start )) s wall"
   grep -h "NCCL communicator\|cuda_graphs" "$RUN"/run/logs/*.log | head -n 4 || true
+  fi
+  if want 6 && [ -n "${RUN:-}" ] && [ -d "$RUN/run/checkpoints" ]; then
+  echo "== 6. evaluation job on CUDA: the last checkpoint of 5, 32 synthetic problems x 4 samples"
+  unset AIRLIFT__MODEL__POLICY AIRLIFT__WORKERS__DEVICE AIRLIFT__RUN__DIR AIRLIFT__RUN__ITERATIONS
+  start=$(date +%s)
+  CUDA_VISIBLE_DEVICES=0 $C eval --checkpoint "$(ls -d "$RUN"/run/checkpoints/step-* | tail -n 1)" --problems synthetic:32 --samples 4 --out "$RUN/eval" 2>"$RUN/eval.log" | tail -n 24 || { tail -n 20 "$RUN/eval.log"; exit 1; }
+  echo "evaluation on CUDA: $(( $(date +%s) - start )) s wall"
   fi
   ;;
 *)
