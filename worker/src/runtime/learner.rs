@@ -282,7 +282,7 @@ impl Rank {
         let wait_s = t_wait.elapsed().as_secs_f64();
         check_rows(task, &rows)?;
         let mut batch = IterationBatch::default();
-        let mut records = rows.clone();
+        let mut rows_out = rows.clone();
         for r in &rows {
             batch.policy.push(Sample {
                 prompt: r.prompt_tokens.clone(),
@@ -297,10 +297,10 @@ impl Rank {
         for &pid in &task.prompt_ids {
             let e = data.expert(tok, Split::Train, pid);
             let text = tok.decode(&e.response).map_err(|e| other(&e))?;
-            records.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
+            rows_out.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
             batch.experts.push(e);
             for (k, c) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
-                records.push(expert_row(&c.sample, &c.text, "corrupted", task.iteration, version, pid, k as u32));
+                rows_out.push(expert_row(&c.sample, &c.text, "corrupted", task.iteration, version, pid, k as u32));
                 batch.corrupted.push(c.sample);
             }
         }
@@ -315,7 +315,7 @@ impl Rank {
         // Parquet: this rank's rows of this iteration.
         std::fs::create_dir_all(&*traj_dir).map_err(|e| other(&format!("{}: {e}", traj_dir.display())))?;
         let path = traj_dir.join(format!("iter-{:06}-rank{rank}.parquet", task.iteration));
-        write_parquet(&path, &records).map_err(|e| other(&format!("{}: {e}", path.display())))?;
+        records::write_parquet(&path, &trajectory::to_batch(&rows_out)).map_err(|e| other(&e))?;
 
         Ok((rows.len() as u64, metrics))
 }
@@ -355,9 +355,8 @@ impl Rank {
         // first wrong token.
         let mut traces = Vec::new();
         for (r, c) in rewards.corrupted.iter().zip(&batch.corrupted) {
-            let ends_line: Vec<bool> = c.response.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
             if let Some(fe) = c.first_error_token {
-                traces.push((r.clone(), localize::step_ids(&ends_line), fe));
+                traces.push((r.clone(), token_lines(tok, &c.response).into_iter().map(|l| l as usize).collect(), fe));
             }
         }
         let (hit1, chance) = localize::hit_at_1(&traces);
@@ -570,14 +569,4 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
 }
 
 
-fn write_parquet(path: &Path, rows: &[TrajectoryRow]) -> Result<(), Box<dyn std::error::Error>> {
-    let tmp = path.with_extension("parquet.part");
-    let file = std::fs::File::create(&tmp)?;
-    let batch = trajectory::to_batch(rows);
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
-    w.write(&batch)?;
-    w.close()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
 
