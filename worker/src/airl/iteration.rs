@@ -9,8 +9,10 @@
 //! Sequences are `prompt ++ response`, right-padded; every per-token tensor lives in "shifted"
 //! space of length `L − 1`, where index `i` stands for the token at position `i + 1` (see
 //! [`super::losses`] for why the reward is read at `p` and `log π` at `p − 1`). Work is split into
-//! micro-batches of `micro_batch` rows with losses scaled so that the accumulated gradient equals
-//! the full-batch gradient.
+//! micro-batches of about `micro_batch` rows' worth of positions with losses scaled so that the
+//! accumulated gradient equals the full-batch gradient. The rows of one prompt are computed as
+//! one prefix tree ([`crate::model::packed`]): the shared prompt, and whatever else the rows
+//! share (an expert and its corruptions up to the first error), once.
 
 use super::losses::{self, DiscriminatorForm};
 use super::metrics::{auroc, IterationMetrics};
@@ -18,6 +20,7 @@ use crate::train::optim::FlatAdamW;
 pub use crate::train::{GradReducer, NoReduce};
 use super::reward::RewardModel;
 use crate::model::llama::Llama;
+use crate::model::packed::{self, Packed};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -76,8 +79,9 @@ pub struct AirlConfig {
     pub kl_coef: f64,
     /// `policy.steps`: policy steps per iteration. Default 1.
     pub policy_steps: usize,
-    /// Rows per micro-batch for forward/backward (memory knob; results do not depend on it
-    /// beyond rounding).
+    /// Rows per micro-batch for forward/backward: a micro-batch holds at most this many rows'
+    /// worth of positions, as prefix trees (memory knob; results do not depend on it beyond
+    /// rounding).
     pub micro_batch: usize,
     /// Token id used to pad batches (any valid id; padding is masked).
     pub pad_id: i64,
@@ -116,8 +120,9 @@ impl Default for AirlConfig {
 
 /// Right-padded rows in shifted space.
 struct Padded {
+    /// Each row's tokens, prompt then response.
+    tokens: Vec<Vec<u32>>,
     ids: Tensor,
-    attention: Tensor,
     /// [N, L−1] float: 1 where the shifted index is a response token that the losses count.
     resp_mask: Tensor,
     /// [N, L−1] float: 1 at every response token (`resp_mask` before `mask_prefixes`): where
@@ -133,14 +138,12 @@ fn pad(rows: &[&Sample], pad_id: i64, device: Device) -> Padded {
     let l = rows.iter().map(|s| s.prompt.len() + s.response.len()).max().unwrap_or(1).max(2);
     let n = rows.len();
     let mut ids = vec![pad_id; n * l];
-    let mut att = vec![0i64; n * l];
     let mut rm = vec![0f32; n * (l - 1)];
     let mut spans = Vec::with_capacity(n);
     for (r, s) in rows.iter().enumerate() {
         assert!(!s.prompt.is_empty(), "a training sequence needs a non-empty prompt");
         for (j, &t) in s.prompt.iter().chain(&s.response).enumerate() {
             ids[r * l + j] = t as i64;
-            att[r * l + j] = 1;
         }
         for j in 0..s.response.len() {
             rm[r * (l - 1) + s.prompt.len() + j - 1] = 1.0;
@@ -150,9 +153,9 @@ fn pad(rows: &[&Sample], pad_id: i64, device: Device) -> Padded {
     let ids = Tensor::from_slice(&ids).view([n as i64, l as i64]).to_device(device);
     let resp_mask = Tensor::from_slice(&rm).view([n as i64, l as i64 - 1]).to_device(device);
     Padded {
+        tokens: rows.iter().map(|s| [s.prompt.as_slice(), &s.response].concat()).collect(),
         targets: ids.narrow(1, 1, l as i64 - 1),
         ids,
-        attention: Tensor::from_slice(&att).view([n as i64, l as i64]).to_device(device),
         resp_all: resp_mask.shallow_clone(),
         resp_mask,
         spans,
@@ -164,25 +167,20 @@ impl Padded {
         self.ids.size()[0]
     }
 
-    /// `(start, len)` of consecutive row chunks of at most `micro` rows.
-    fn chunk_ranges(&self, micro: i64) -> impl Iterator<Item = (i64, i64)> {
-        let n = self.rows();
-        let micro = micro.max(1);
-        (0..n).step_by(micro as usize).map(move |s| (s, micro.min(n - s)))
-    }
-
-    fn chunk(&self, start: i64, len: i64) -> (Tensor, Tensor, Tensor, Tensor) {
-        (
-            self.ids.narrow(0, start, len),
-            self.attention.narrow(0, start, len),
-            self.resp_mask.narrow(0, start, len),
-            self.targets.narrow(0, start, len),
-        )
-    }
-
-    /// Rows `start..start + len` of `resp_all`.
-    fn chunk_resp_all(&self, start: i64, len: i64) -> Tensor {
-        self.resp_all.narrow(0, start, len)
+    /// The rows in micro-batches of about `micro` rows' worth of positions, rows of one prompt
+    /// packed as one prefix tree ([`packed::micro_batches`]).
+    fn micro_batches(&self, micro: i64) -> Vec<Micro> {
+        let prompts: Vec<&[u32]> = self.tokens.iter().zip(&self.spans).map(|(t, &(p, _))| &t[..p]).collect();
+        let lens: Vec<usize> = self.tokens.iter().map(Vec::len).collect();
+        let (width, dev) = (self.ids.size()[1] as usize, self.ids.device());
+        packed::micro_batches(&prompts, &lens, micro.max(1) as usize, width)
+            .into_iter()
+            .map(|trees| {
+                let rows: Vec<i64> = trees.iter().flatten().map(|&r| r as i64).collect();
+                let tokens: Vec<Vec<&[u32]>> = trees.iter().map(|t| t.iter().map(|&r| self.tokens[r].as_slice()).collect()).collect();
+                Micro { rows: Tensor::from_slice(&rows).to_device(dev), packed: Packed::new(&tokens, width, dev) }
+            })
+            .collect()
     }
 
     /// Removes from the response mask the tokens before each corrupted row's first error
@@ -223,15 +221,28 @@ impl Padded {
     }
 }
 
-/// Runs `f` on consecutive row chunks of at most `micro` rows (no grad) and concatenates.
-fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Tensor {
+/// One micro-batch: its rows (indices into the batch, in the packed rows' order) and their
+/// prefix trees.
+struct Micro {
+    rows: Tensor,
+    packed: Packed,
+}
+
+impl Micro {
+    /// This micro-batch's rows of a per-row tensor [N, ...].
+    fn take(&self, t: &Tensor) -> Tensor {
+        t.index_select(0, &self.rows)
+    }
+}
+
+/// Runs `f` on each micro-batch (no grad) and puts its [rows, L−1] results back in batch order.
+fn map_micro_no_grad(x: &Padded, micro: i64, f: impl Fn(&Micro) -> Tensor) -> Tensor {
     tch::no_grad(|| {
-        let mut parts = Vec::new();
-        for (s, len) in x.chunk_ranges(micro) {
-            let (ids, att, _, tgt) = x.chunk(s, len);
-            parts.push(f(&ids, &att, &tgt));
+        let out = Tensor::zeros([x.rows(), x.targets.size()[1]], (Kind::Float, x.ids.device()));
+        for m in x.micro_batches(micro) {
+            let _ = out.shallow_clone().index_copy_(0, &m.rows, &f(&m).to_kind(Kind::Float));
         }
-        Tensor::cat(&parts, 0)
+        out
     })
 }
 
@@ -239,19 +250,19 @@ fn map_chunks_no_grad(x: &Padded, micro: i64, f: impl Fn(&Tensor, &Tensor, &Tens
 /// SmolLM2's vocabulary are 200 MB of fp32 log-probs.
 const HEAD_CHUNK: i64 = 1024;
 
-/// Token log-probs [n, L−1] of `tgt` under `model` for right-padded `ids` / `att`, at the
+/// Token log-probs [n, L−1] of `tgt` under `model` for the rows of `packed`, at the
 /// positions `sel` [n, L−1] selects (0 elsewhere), and the mean entropy of those positions'
 /// distributions when `entropy` is asked for (no grad). Only the selected positions (response
 /// tokens) go through the LM head, so the prompt and the padding never become vocabulary-sized
 /// logits; without grad the head runs in chunks of [`HEAD_CHUNK`] positions, so the full
 /// [positions, V] log-probs never exist at once.
-fn selected_logprobs(model: &Llama, ids: &Tensor, att: &Tensor, tgt: &Tensor, sel: &Tensor, entropy: bool) -> (Tensor, Option<f64>) {
-    selected_logprobs_chunked(model, ids, att, tgt, sel, entropy, HEAD_CHUNK)
+fn selected_logprobs(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor, entropy: bool) -> (Tensor, Option<f64>) {
+    selected_logprobs_chunked(model, packed, tgt, sel, entropy, HEAD_CHUNK)
 }
 
-fn selected_logprobs_chunked(model: &Llama, ids: &Tensor, att: &Tensor, tgt: &Tensor, sel: &Tensor, entropy: bool, head_chunk: i64) -> (Tensor, Option<f64>) {
+fn selected_logprobs_chunked(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor, entropy: bool, head_chunk: i64) -> (Tensor, Option<f64>) {
     let (n, l1) = (tgt.size()[0], tgt.size()[1]);
-    let h = model.hidden_states_right_padded(ids, att);
+    let h = model.hidden_states_packed(packed);
     let hs = h.size()[2];
     let h = h.narrow(1, 0, l1).reshape([n * l1, hs]);
     let idx = sel.reshape([-1]).nonzero().squeeze_dim(1);
@@ -279,22 +290,18 @@ fn selected_logprobs_chunked(model: &Llama, ids: &Tensor, att: &Tensor, tgt: &Te
 /// Token log-probs [N, L−1] of the padded rows' response tokens under `model` (no grad; 0 at
 /// other positions), micro-batched.
 fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
-    tch::no_grad(|| {
-        let mut parts = Vec::new();
-        for (s, len) in x.chunk_ranges(micro) {
-            let (ids, att, _, tgt) = x.chunk(s, len);
-            parts.push(selected_logprobs(model, &ids, &att, &tgt, &x.chunk_resp_all(s, len), false).0);
-        }
-        Tensor::cat(&parts, 0)
-    })
+    map_micro_no_grad(x, micro, |m| selected_logprobs(model, &m.packed, &m.take(&x.targets), &m.take(&x.resp_all), false).0)
 }
 
 /// Reward-model values in shifted space [N, L−1] (no grad), micro-batched.
 fn values_no_grad(rm: &RewardModel, x: &Padded, micro: i64) -> Tensor {
-    map_chunks_no_grad(x, micro, |ids, att, _| {
-        let f = rm.values(ids, att);
-        f.narrow(1, 1, f.size()[1] - 1)
-    })
+    map_micro_no_grad(x, micro, |m| shifted_values(rm, &m.packed))
+}
+
+/// The reward model's values of `packed`'s rows in shifted space [n, L−1].
+fn shifted_values(rm: &RewardModel, packed: &Packed) -> Tensor {
+    let f = rm.values_packed(packed);
+    f.narrow(1, 1, f.size()[1] - 1)
 }
 
 /// Per-token rewards of a batch's rows (scores of design §1), for metrics and reranking.
@@ -409,18 +416,15 @@ impl Learner {
     }
 
     /// One discriminator step on all rows (experts labelled 1, the rest 0); returns the loss.
-    fn disc_step(&mut self, x: &Padded, labels: &Tensor, policy_lp: Option<&Tensor>, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> (f64, f64) {
-        let micro = cfg.micro_batch.max(1) as i64;
+    fn disc_step(&mut self, x: &Padded, micros: &[Micro], labels: &Tensor, policy_lp: Option<&Tensor>, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> (f64, f64) {
         let weights = losses::sequence_weights(labels, cfg.class_balance);
         self.reward_opt.zero_grad();
         let mut total = 0.0;
-        for (s, len) in x.chunk_ranges(micro) {
-            let (ids, att, mask, _) = x.chunk(s, len);
-            let f = self.reward.values(&ids, &att);
-            let f = f.narrow(1, 1, f.size()[1] - 1);
-            let lp = policy_lp.map(|t| t.narrow(0, s, len));
+        for m in micros {
+            let f = shifted_values(&self.reward, &m.packed);
+            let lp = policy_lp.map(|t| m.take(t));
             let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
-            let loss = losses::discriminator_loss_weighted(&d, &mask, &labels.narrow(0, s, len), &weights.narrow(0, s, len), cfg.label_smoothing);
+            let loss = losses::discriminator_loss_weighted(&d, &m.take(&x.resp_mask), &m.take(labels), &m.take(&weights), cfg.label_smoothing);
             loss.backward();
             total += loss.double_value(&[]);
         }
@@ -445,9 +449,10 @@ impl Learner {
         let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
         let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
+        let micros = x_all.micro_batches(micro);
         let mut out = DiscSteps::default();
         for k in 0..steps {
-            let (loss, gn) = self.disc_step(&x_all, &labels, lp_all.as_ref(), cfg, reducer);
+            let (loss, gn) = self.disc_step(&x_all, &micros, &labels, lp_all.as_ref(), cfg, reducer);
             if k == 0 {
                 out.loss_first = loss;
             }
@@ -563,17 +568,18 @@ impl Learner {
         };
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         let steps = cfg.policy_steps.max(1);
+        let micros = x.micro_batches(micro);
         let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
-            for (s, len) in x.chunk_ranges(micro) {
-                let (ids, att, mask, tgt) = x.chunk(s, len);
-                let (lp, entropy) = selected_logprobs(&self.policy, &ids, &att, &tgt, &mask, k == 0);
+            for mb in &micros {
+                let mask = mb.take(&x.resp_mask);
+                let (lp, entropy) = selected_logprobs(&self.policy, &mb.packed, &mb.take(&x.targets), &mask, k == 0);
                 let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
-                let ppo = losses::ppo_loss(&lp, &behaviour.narrow(0, s, len), &adv.narrow(0, s, len), &mask, cfg.clip_eps);
+                let ppo = losses::ppo_loss(&lp, &mb.take(&behaviour), &mb.take(adv), &mask, cfg.clip_eps);
                 let mut loss = &ppo.loss * share;
                 if let Some(r) = &ref_lp {
-                    let kl = losses::kl_penalty(&lp, &r.narrow(0, s, len), &mask);
+                    let kl = losses::kl_penalty(&lp, &mb.take(r), &mask);
                     klref_sum += kl.double_value(&[]) * share;
                     loss = loss + kl * (cfg.kl_coef * share);
                 }
@@ -606,9 +612,9 @@ impl Learner {
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         self.policy_opt.zero_grad();
         let mut total = 0.0;
-        for (s, len) in x.chunk_ranges(micro) {
-            let (ids, att, mask, tgt) = x.chunk(s, len);
-            let (lp, _) = selected_logprobs(&self.policy, &ids, &att, &tgt, &mask, false);
+        for m in x.micro_batches(micro) {
+            let mask = m.take(&x.resp_mask);
+            let (lp, _) = selected_logprobs(&self.policy, &m.packed, &m.take(&x.targets), &mask, false);
             let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
             let loss = losses::masked_mean(&-lp, &mask) * share;
             loss.backward();
@@ -647,20 +653,32 @@ mod tests {
         let m = Llama::new(&vs.root(), &raw.into_config().unwrap());
         let a = Sample { prompt: vec![1, 2, 3], response: vec![4, 5, 6, 7], ..Default::default() };
         let b = Sample { prompt: vec![9], response: vec![10, 11], ..Default::default() };
-        let x = pad(&[&a, &b], 0, Device::Cpu);
-        let (ids, att, mask, tgt) = x.chunk(0, 2);
+        // a and c share their prompt and first response token: one tree of 8 nodes.
+        let c = Sample { prompt: vec![1, 2, 3], response: vec![4, 8], ..Default::default() };
+        let x = pad(&[&a, &b, &c], 0, Device::Cpu);
+        let micros = x.micro_batches(8);
+        assert_eq!(micros.len(), 1);
+        let mb = &micros[0];
+        assert_eq!(Vec::<i64>::try_from(&mb.rows).unwrap(), [0, 2, 1]);
+        assert_eq!(mb.packed.nodes, 8 + 3);
+        let (mask, tgt) = (mb.take(&x.resp_mask), mb.take(&x.targets));
+        let ids = mb.take(&x.ids);
+        let att = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0]).view([3, 7]);
         let logits = tch::no_grad(|| m.forward_right_padded(&ids, &att));
         let logits = logits.narrow(1, 0, logits.size()[1] - 1);
         let want = losses::token_logprobs(&logits, &tgt) * &mask;
         let want_ent = losses::token_entropy(&logits, &mask).double_value(&[]);
         for chunk in [1, 2, 1024] {
-            let (lp, ent) = tch::no_grad(|| selected_logprobs_chunked(&m, &ids, &att, &tgt, &mask, true, chunk));
+            let (lp, ent) = tch::no_grad(|| selected_logprobs_chunked(&m, &mb.packed, &tgt, &mask, true, chunk));
             let err = (&lp - &want).abs().max().double_value(&[]);
             assert!(err < 1e-5, "chunk {chunk}: {err}");
             assert!((ent.unwrap() - want_ent).abs() < 1e-5, "chunk {chunk}: entropy {ent:?} vs {want_ent}");
         }
+        // Back in batch order through the no-grad map.
+        let all = logprobs_no_grad(&m, &x, 8);
+        assert!((all.index_select(0, &mb.rows) - &want).abs().max().double_value(&[]) < 1e-5);
         // With grad: the same values, and a gradient reaches the parameters.
-        let (lp, _) = selected_logprobs(&m, &ids, &att, &tgt, &mask, false);
+        let (lp, _) = selected_logprobs(&m, &mb.packed, &tgt, &mask, false);
         assert!((&lp - &want).abs().max().double_value(&[]) < 1e-5);
         lp.sum(Kind::Float).backward();
         let g = vs.variables()["model.embed_tokens.weight"].grad();

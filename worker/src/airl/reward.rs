@@ -8,6 +8,7 @@
 //! and the tokenizer files are copied from the base.
 
 use crate::model::llama::{Config, ConfigError, Llama, RawConfig};
+use crate::model::packed::Packed;
 use crate::rng::SplitMix64;
 use crate::weights::{self, WeightsError};
 use std::path::{Path, PathBuf};
@@ -130,8 +131,17 @@ impl RewardModel {
     /// Values `f` [B, T] (fp32) at every position of right-padded `input_ids` [B, T] with
     /// `attention_mask` [B, T] (1 = token, 0 = padding).
     pub fn values(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
-        let h = self.trunk.hidden_states_right_padded(input_ids, attention_mask);
-        h.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b)).squeeze_dim(-1)
+        self.head(&self.trunk.hidden_states_right_padded(input_ids, attention_mask))
+    }
+
+    /// Values `f` [rows, width] (fp32) of the rows of `packed` (prefix trees, see
+    /// [`crate::model::packed`]), in the rows' own layout.
+    pub fn values_packed(&self, packed: &Packed) -> Tensor {
+        self.head(&self.trunk.hidden_states_packed(packed))
+    }
+
+    fn head(&self, hidden: &Tensor) -> Tensor {
+        hidden.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b)).squeeze_dim(-1)
     }
 }
 

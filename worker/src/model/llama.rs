@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use super::packed::Packed;
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
@@ -555,7 +556,7 @@ impl Llama {
         self.hidden_states_masked(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None, true)
     }
 
-    fn hidden_states_masked(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>, causal_only: bool) -> Tensor {
+    fn hidden_states_masked(&self, input: &ForwardInput, cache: Option<&mut KvCache>, causal_only: bool) -> Tensor {
         let (b, t) = (input.input_ids.size()[0], input.input_ids.size()[1]);
         let start = cache.as_ref().map_or(0, |c| c.len);
         let s = start + t;
@@ -563,14 +564,6 @@ impl Llama {
         if let Some(c) = &cache {
             assert!(s <= c.capacity, "kv cache overflow: {s} positions, capacity {}", c.capacity);
         }
-        let kind = self.compute_kind;
-        let mut x = Tensor::embedding(&self.embed_tokens, input.input_ids, -1, false, false).to_kind(kind);
-
-        // Rotary tables for these positions, computed in fp32 as transformers does.
-        let freqs = input.positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
-
         // Causal mask over absolute cache positions, restricted to real keys. A position may always
         // see itself, so padded rows never have an empty softmax (which would produce NaN).
         let dev = self.device();
@@ -580,6 +573,27 @@ impl Llama {
         let diag = k_pos.eq_tensor(&q_pos).view([1, 1, t, s]);
         let mask = causal.logical_and(&input.key_mask.view([b, 1, 1, s])).logical_or(&diag);
         let mask = (!causal_only || cache.is_some()).then_some(mask);
+        self.run_layers(input.input_ids, input.positions, mask.as_ref(), cache)
+    }
+
+    /// Final hidden states [rows, width, H] of the rows of `packed`, in their own layout
+    /// (columns past a row's end hold values nobody should read); see [`super::packed`].
+    pub fn hidden_states_packed(&self, packed: &Packed) -> Tensor {
+        packed.unpack(&self.run_layers(&packed.ids, &packed.positions, Some(&packed.mask), None))
+    }
+
+    /// The embedding, the blocks and the final norm for `input_ids` at `positions` ([B, T]),
+    /// with attention `mask` ([B, 1, T, S] bool, true = attend; `None` = causal over the T
+    /// positions), extending `cache` if one is given.
+    fn run_layers(&self, input_ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Tensor {
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let kind = self.compute_kind;
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false).to_kind(kind);
+
+        // Rotary tables for these positions, computed in fp32 as transformers does.
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
 
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x);
@@ -588,13 +602,13 @@ impl Llama {
                 let (k, v) = (&mut c.keys[i], &mut c.values[i]);
                 (k, v, start)
             });
-            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv);
+            let h = layer.self_attn.forward(&h, &cos, &sin, mask, kv);
             x = x + h;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
             x = x + h;
         }
         if let Some(c) = cache {
-            c.len = s;
+            c.len = start + input_ids.size()[1];
         }
         self.norm.forward(&x)
     }

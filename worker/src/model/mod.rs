@@ -1,6 +1,7 @@
 //! Model architectures and a loader that builds one from a Hugging Face folder.
 
 pub mod llama;
+pub mod packed;
 
 use crate::weights::{self, WeightsError};
 use llama::{Config, ConfigError, Llama};
