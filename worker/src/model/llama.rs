@@ -739,6 +739,19 @@ fn cat_opt(a: &Option<Tensor>, b: &Option<Tensor>, c: Option<&Option<Tensor>>, k
 }
 
 impl Llama {
+    /// The precision of the slot cache and of decode attention: the compute precision, except
+    /// bf16 on the CPU, which attends in fp32. libtorch's CPU batched matmul converts bf16
+    /// operands to fp32 on every call, so the per-step products with the whole cache cost more
+    /// in bf16 than in fp32 (`perf`: 15% of a bf16 decode step in bf16/fp32 copies); q, the new
+    /// keys and values and the attention output are a few KB per step to convert instead.
+    pub fn decode_attention_kind(&self) -> Kind {
+        if self.device() == Device::Cpu && self.compute_kind == Kind::BFloat16 {
+            Kind::Float
+        } else {
+            self.compute_kind
+        }
+    }
+
     /// Fused decode weights (see [`DecodeWeights`]) in the compute precision.
     pub fn decode_weights(&self) -> DecodeWeights {
         let kind = self.compute_kind;
@@ -777,12 +790,15 @@ impl Llama {
         });
     }
 
-    /// A slot cache of `slots` rows of `capacity` columns, in the compute precision.
+    /// A slot cache of `slots` rows of `capacity` columns, in the precision decode attention
+    /// runs in ([`Llama::decode_attention_kind`]).
     pub fn new_slot_cache(&self, slots: i64, capacity: i64) -> SlotCache {
-        let (keys, values) = self.kv_buffers(slots, capacity);
+        let shape = [slots, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
+        let opts = (self.decode_attention_kind(), self.device());
+        let n = self.cfg.num_layers;
         SlotCache {
-            keys,
-            values,
+            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
             key_mask: Tensor::zeros([slots, capacity], (Kind::Bool, self.device())),
             slots,
             capacity,
@@ -831,7 +847,8 @@ impl Llama {
         let take = Tensor::from_slice(&take).to_device(dev);
         let rows_t = Tensor::from_slice(rows).to_device(dev);
         for i in 0..self.layers.len() {
-            let (k, v) = (tmp.keys[i].index_select(0, &take), tmp.values[i].index_select(0, &take));
+            let ck = cache.keys[i].kind();
+            let (k, v) = (tmp.keys[i].index_select(0, &take).to_kind(ck), tmp.values[i].index_select(0, &take).to_kind(ck));
             let _ = cache.keys[i].narrow(2, 0, l).index_copy_(0, &rows_t, &k);
             let _ = cache.values[i].narrow(2, 0, l).index_copy_(0, &rows_t, &v);
         }
@@ -849,6 +866,7 @@ impl Llama {
     pub fn decode_step(&self, w: &DecodeWeights, cache: &SlotCache, input_ids: &Tensor, positions: &Tensor, attend: i64) -> Tensor {
         let cfg = &self.cfg;
         let (b, kind) = (cache.slots, w.kind);
+        let akind = cache.keys[0].kind();
         let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let g = h / kvh;
         let mut x = Tensor::embedding(&self.embed_tokens, &input_ids.view([b]), -1, false, false).to_kind(kind);
@@ -861,7 +879,7 @@ impl Llama {
         let col = positions.view([b, 1]);
         let _ = cache.key_mask.shallow_clone().scatter_value_(1, &col, 1);
         let keys_seen = cache.key_mask.narrow(1, 0, attend).view([b, 1, 1, attend]);
-        let bias = Tensor::zeros([1], (kind, self.device())).masked_fill(&keys_seen.logical_not(), f64::NEG_INFINITY);
+        let bias = Tensor::zeros([1], (akind, self.device())).masked_fill(&keys_seen.logical_not(), f64::NEG_INFINITY);
         let idx = positions.view([b, 1, 1, 1]).expand([b, kvh, 1, d], false);
         let scale = 1.0 / (d as f64).sqrt();
         for (i, (layer, fw)) in self.layers.iter().zip(&w.layers).enumerate() {
@@ -869,16 +887,16 @@ impl Llama {
             let qkv = decode_linear(&hn, &fw.qkv_w, fw.qkv_b.as_ref()).view([b, h + 2 * kvh, d]);
             let qk = qkv.narrow(1, 0, h + kvh);
             let qk = &qk * &cos + qk.roll([d / 2], [-1]) * &sin;
-            let q = qk.narrow(1, 0, h).view([b, kvh, g, d]) * scale;
-            let k = qk.narrow(1, h, kvh).unsqueeze(2);
-            let v = qkv.narrow(1, h + kvh, kvh).unsqueeze(2);
+            let q = qk.narrow(1, 0, h).view([b, kvh, g, d]).to_kind(akind) * scale;
+            let k = qk.narrow(1, h, kvh).unsqueeze(2).to_kind(akind);
+            let v = qkv.narrow(1, h + kvh, kvh).unsqueeze(2).to_kind(akind);
             let _ = cache.keys[i].shallow_clone().scatter_(2, &idx, &k);
             let _ = cache.values[i].shallow_clone().scatter_(2, &idx, &v);
             let kc = cache.keys[i].narrow(2, 0, attend);
             let vc = cache.values[i].narrow(2, 0, attend);
             let scores = q.matmul(&kc.transpose(-1, -2)) + &bias; // [B, KVH, G, A]
-            let probs = scores.softmax(-1, Kind::Float).to_kind(kind);
-            let y = probs.matmul(&vc).reshape([b, h * d]);
+            let probs = scores.softmax(-1, Kind::Float).to_kind(akind);
+            let y = probs.matmul(&vc).reshape([b, h * d]).to_kind(kind);
             x = x + layer.self_attn.o_proj.decode(&y);
             let hn = layer.post_attention_layernorm.forward(&x);
             let gu = decode_linear(&hn, &fw.gate_up_w, fw.gate_up_b.as_ref());
