@@ -235,12 +235,13 @@ impl Micro {
     }
 }
 
-/// Runs `f` on each micro-batch (no grad) and puts its [rows, L−1] results back in batch order.
-fn map_micro_no_grad(x: &Padded, micro: i64, f: impl Fn(&Micro) -> Tensor) -> Tensor {
+/// Runs `f` on each of `x`'s micro-batches (no grad) and puts its [rows, L−1] results back in
+/// batch order.
+fn map_micro_no_grad(x: &Padded, micros: &[Micro], f: impl Fn(&Micro) -> Tensor) -> Tensor {
     tch::no_grad(|| {
         let out = Tensor::zeros([x.rows(), x.targets.size()[1]], (Kind::Float, x.ids.device()));
-        for m in x.micro_batches(micro) {
-            let _ = out.shallow_clone().index_copy_(0, &m.rows, &f(&m).to_kind(Kind::Float));
+        for m in micros {
+            let _ = out.shallow_clone().index_copy_(0, &m.rows, &f(m).to_kind(Kind::Float));
         }
         out
     })
@@ -289,13 +290,13 @@ fn selected_logprobs_chunked(model: &Llama, packed: &Packed, tgt: &Tensor, sel: 
 
 /// Token log-probs [N, L−1] of the padded rows' response tokens under `model` (no grad; 0 at
 /// other positions), micro-batched.
-fn logprobs_no_grad(model: &Llama, x: &Padded, micro: i64) -> Tensor {
-    map_micro_no_grad(x, micro, |m| selected_logprobs(model, &m.packed, &m.take(&x.targets), &m.take(&x.resp_all), false).0)
+fn logprobs_no_grad(model: &Llama, x: &Padded, micros: &[Micro]) -> Tensor {
+    map_micro_no_grad(x, micros, |m| selected_logprobs(model, &m.packed, &m.take(&x.targets), &m.take(&x.resp_all), false).0)
 }
 
 /// Reward-model values in shifted space [N, L−1] (no grad), micro-batched.
-fn values_no_grad(rm: &RewardModel, x: &Padded, micro: i64) -> Tensor {
-    map_micro_no_grad(x, micro, |m| shifted_values(rm, &m.packed))
+fn values_no_grad(rm: &RewardModel, x: &Padded, micros: &[Micro]) -> Tensor {
+    map_micro_no_grad(x, micros, |m| shifted_values(rm, &m.packed))
 }
 
 /// The reward model's values of `packed`'s rows in shifted space [n, L−1].
@@ -407,8 +408,9 @@ impl Learner {
             }
             let refs: Vec<&Sample> = rows.iter().collect();
             let x = pad(&refs, cfg.pad_id, self.device());
-            let f = values_no_grad(&self.reward, &x, micro);
-            let lp = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x, micro));
+            let micros = x.micro_batches(micro);
+            let f = values_no_grad(&self.reward, &x, &micros);
+            let lp = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x, &micros));
             let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
             x.gather(&losses::token_rewards(&d, &x.resp_mask, cfg.reward_temperature, cfg.reward_clip))
         };
@@ -448,8 +450,8 @@ impl Learner {
         }
         let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
-        let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, micro));
         let micros = x_all.micro_batches(micro);
+        let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, &micros));
         let mut out = DiscSteps::default();
         for k in 0..steps {
             let (loss, gn) = self.disc_step(&x_all, &micros, &labels, lp_all.as_ref(), cfg, reducer);
@@ -562,13 +564,13 @@ impl Learner {
             .map(|s| s.behaviour_logprobs.as_deref().expect("policy samples carry behaviour log-probs"))
             .collect();
         let behaviour = x.scatter(&behaviour, dev);
+        let micros = x.micro_batches(micro);
         let ref_lp = match (&self.reference, cfg.kl_coef > 0.0) {
-            (Some(r), true) => Some(logprobs_no_grad(r, x, micro)),
+            (Some(r), true) => Some(logprobs_no_grad(r, x, &micros)),
             _ => None,
         };
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         let steps = cfg.policy_steps.max(1);
-        let micros = x.micro_batches(micro);
         let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
@@ -631,7 +633,7 @@ impl Learner {
     pub fn response_token_logprobs(&self, samples: &[Sample], pad_id: i64) -> Vec<Vec<f64>> {
         let rows: Vec<&Sample> = samples.iter().collect();
         let x = pad(&rows, pad_id, self.device());
-        x.gather(&logprobs_no_grad(&self.policy, &x, 8))
+        x.gather(&logprobs_no_grad(&self.policy, &x, &x.micro_batches(8)))
     }
 }
 
@@ -675,7 +677,7 @@ mod tests {
             assert!((ent.unwrap() - want_ent).abs() < 1e-5, "chunk {chunk}: entropy {ent:?} vs {want_ent}");
         }
         // Back in batch order through the no-grad map.
-        let all = logprobs_no_grad(&m, &x, 8);
+        let all = logprobs_no_grad(&m, &x, &micros);
         assert!((all.index_select(0, &mb.rows) - &want).abs().max().double_value(&[]) < 1e-5);
         // With grad: the same values, and a gradient reaches the parameters.
         let (lp, _) = selected_logprobs(&m, &mb.packed, &tgt, &mask, false);

@@ -299,14 +299,18 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let k = x.kind();
-        x.linear(&self.weight.to_kind(k), self.bias.as_ref().map(|b| b.to_kind(k)))
+        self.apply(x, |x, w, b| x.linear(w, b))
     }
 
     /// [`Linear::forward`] for a decode step's [B, in] rows ([`decode_linear`]).
     fn decode(&self, x: &Tensor) -> Tensor {
+        self.apply(x, decode_linear)
+    }
+
+    /// `f(x, weight, bias)` with the parameters in `x`'s precision.
+    fn apply(&self, x: &Tensor, f: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor) -> Tensor {
         let k = x.kind();
-        decode_linear(x, &self.weight.to_kind(k), self.bias.as_ref().map(|b| b.to_kind(k)).as_ref())
+        f(x, &self.weight.to_kind(k), self.bias.as_ref().map(|b| b.to_kind(k)).as_ref())
     }
 }
 
@@ -558,18 +562,17 @@ impl Llama {
         self.compute_kind = kind;
     }
 
-    /// Zeroed per-layer keys and values for `rows` rows of `capacity` positions, in the compute
-    /// precision.
-    fn kv_buffers(&self, rows: i64, capacity: i64) -> (Vec<Tensor>, Vec<Tensor>) {
+    /// Zeroed per-layer keys and values for `rows` rows of `capacity` positions, in `kind`.
+    fn kv_buffers(&self, rows: i64, capacity: i64, kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
         let shape = [rows, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
-        let opts = (self.compute_kind, self.device());
+        let opts = (kind, self.device());
         let n = self.cfg.num_layers as usize;
         ((0..n).map(|_| Tensor::zeros(shape, opts)).collect(), (0..n).map(|_| Tensor::zeros(shape, opts)).collect())
     }
 
     /// A cache for `batch` sequences of up to `capacity` positions.
     pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        let (keys, values) = self.kv_buffers(batch, capacity);
+        let (keys, values) = self.kv_buffers(batch, capacity, self.compute_kind);
         KvCache {
             keys,
             values,
@@ -652,10 +655,14 @@ impl Llama {
 
     /// Projects hidden states [.., H] to vocabulary logits [.., V].
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let kind = hidden.kind();
+        self.head(hidden, |x, w, b| x.linear(w, b))
+    }
+
+    /// `f(hidden, head weight, head bias)`: the LM head through `f` (a plain or a decode linear).
+    fn head(&self, hidden: &Tensor, f: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor) -> Tensor {
         match &self.lm_head {
-            Head::Untied(head) => head.forward(hidden),
-            Head::Tied => hidden.linear(&self.embed_tokens.to_kind(kind), None::<Tensor>),
+            Head::Untied(head) => head.apply(hidden, f),
+            Head::Tied => f(hidden, &self.embed_tokens.to_kind(hidden.kind()), None),
             Head::None => panic!("this model was built as a backbone without an LM head"),
         }
     }
@@ -793,12 +800,10 @@ impl Llama {
     /// A slot cache of `slots` rows of `capacity` columns, in the precision decode attention
     /// runs in ([`Llama::decode_attention_kind`]).
     pub fn new_slot_cache(&self, slots: i64, capacity: i64) -> SlotCache {
-        let shape = [slots, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
-        let opts = (self.decode_attention_kind(), self.device());
-        let n = self.cfg.num_layers;
+        let (keys, values) = self.kv_buffers(slots, capacity, self.decode_attention_kind());
         SlotCache {
-            keys: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
-            values: (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            keys,
+            values,
             key_mask: Tensor::zeros([slots, capacity], (Kind::Bool, self.device())),
             slots,
             capacity,
@@ -904,12 +909,7 @@ impl Llama {
             let act = gu.narrow(1, 0, i_size).silu() * gu.narrow(1, i_size, i_size);
             x = x + layer.mlp.down_proj.decode(&act);
         }
-        let hn = self.norm.forward(&x);
-        match &self.lm_head {
-            Head::Untied(head) => head.decode(&hn),
-            Head::Tied => decode_linear(&hn, &self.embed_tokens.to_kind(kind), None),
-            Head::None => panic!("this model was built as a backbone without an LM head"),
-        }
+        self.head(&self.norm.forward(&x), decode_linear)
     }
 }
 

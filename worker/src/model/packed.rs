@@ -112,11 +112,6 @@ impl Packed {
         }
     }
 
-    /// Batch rows × columns of the packed layout (the positions the forward computes).
-    pub fn packed_positions(&self) -> i64 {
-        self.ids.size().iter().product()
-    }
-
     /// Per-node values [B, T, ...] back in the rows' layout [rows, width, ...].
     pub fn unpack(&self, packed: &Tensor) -> Tensor {
         let size = packed.size();
