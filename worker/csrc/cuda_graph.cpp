@@ -10,6 +10,7 @@
 // Every function returns 0 on success; on failure it writes the C++ exception's message into
 // `err` (NUL-terminated, truncated to `err_len`) and returns 1.
 
+#include <ATen/ATen.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -116,6 +117,28 @@ int airlift_graph_capture_end(void* g, char* err, size_t err_len) {
 
 int airlift_graph_replay(void* g, char* err, size_t err_len) {
   return guarded([g] { graph(g)->replay(); }, err, err_len);
+}
+
+// One AdamW step over `n` (parameter, gradient, first moment, second moment) tensors with
+// libtorch's fused kernel (one pass over the four buffers; CUDA and CPU), all at step count
+// `step` (a one-element fp32 tensor on their device). Gradients are read, never written.
+int airlift_fused_adamw(const at::Tensor* const* params, const at::Tensor* const* grads, const at::Tensor* const* exp_avgs,
+                        const at::Tensor* const* exp_avg_sqs, size_t n, const at::Tensor* step, double lr, double beta1,
+                        double beta2, double weight_decay, double eps, char* err, size_t err_len) {
+  return guarded(
+      [&] {
+        std::vector<at::Tensor> p, g, m, v, steps;
+        for (size_t i = 0; i < n; ++i) {
+          p.push_back(*params[i]);
+          g.push_back(*grads[i]);
+          m.push_back(*exp_avgs[i]);
+          v.push_back(*exp_avg_sqs[i]);
+          steps.push_back(*step);
+        }
+        at::_fused_adamw_(p, g, m, v, {}, steps, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false,
+                          /*maximize=*/false);
+      },
+      err, err_len);
 }
 
 }  // extern "C"

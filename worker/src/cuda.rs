@@ -7,6 +7,8 @@
 //! a build that lost it is caught on hosts with no GPU too (`worker info`, the `cuda_support`
 //! test).
 
+use tch::Tensor;
+
 /// CUDA support of this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Support {
@@ -42,10 +44,10 @@ pub fn support() -> Support {
     Support { loaded: library_loaded("libtorch_cuda.so"), devices: tch::Cuda::device_count() }
 }
 
-/// A CUDA-graph call that failed.
+/// A call into the C++ shim (CUDA graphs, fused AdamW) that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
-    #[error("CUDA graphs are not built into this binary (libtorch without CUDA, or no CUDA headers at build time)")]
+    #[error("the C++ shim (CUDA graphs, fused AdamW) is not built into this binary (libtorch without CUDA, or no CUDA headers at build time)")]
     NotBuilt,
     #[error("CUDA graph {call} failed: {what}")]
     Call { call: &'static str, what: String },
@@ -67,6 +69,21 @@ mod shim {
         pub fn airlift_graph_capture_begin(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn airlift_graph_capture_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn airlift_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+        pub fn airlift_fused_adamw(
+            params: *const *const c_void,
+            grads: *const *const c_void,
+            exp_avgs: *const *const c_void,
+            exp_avg_sqs: *const *const c_void,
+            n: usize,
+            step: *const c_void,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
     }
 
     /// Calls a shim function that reports errors through a message buffer.
@@ -96,6 +113,61 @@ pub fn on_side_stream<T>(f: impl FnOnce() -> T) -> Result<T, GraphError> {
     #[cfg(not(airlift_cuda_graphs))]
     {
         let _ = f;
+        Err(GraphError::NotBuilt)
+    }
+}
+
+/// Whether libtorch's fused AdamW kernel ([`fused_adamw`]) is reachable from this binary: it
+/// comes through the same C++ shim as the CUDA graphs.
+pub fn fused_adamw_built() -> bool {
+    cfg!(airlift_cuda_graphs)
+}
+
+/// The hyper-parameters of one [`fused_adamw`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// One AdamW step with libtorch's fused kernel (`_fused_adamw_`, CUDA or CPU): for each `i`,
+/// `params[i]` is decayed by `lr · weight_decay` and moved by Adam's update from `grads[i]`,
+/// updating the moments `exp_avgs[i]`, `exp_avg_sqs[i]` in place; `step` (a one-element fp32
+/// tensor on the same device) holds the step count the bias corrections use. One pass over the
+/// four buffers, where the same update in separate tensor ops makes about ten. Gradients are only
+/// read. All tensors: fp32, one device, `params[i]`, `grads[i]` and the moments the same size.
+pub fn fused_adamw(params: &[Tensor], grads: &[Tensor], exp_avgs: &[Tensor], exp_avg_sqs: &[Tensor], step: &Tensor, h: AdamWStep) -> Result<(), GraphError> {
+    let n = params.len();
+    assert!(grads.len() == n && exp_avgs.len() == n && exp_avg_sqs.len() == n, "fused AdamW: lists of different lengths");
+    #[cfg(airlift_cuda_graphs)]
+    {
+        let ptrs = |ts: &[Tensor]| ts.iter().map(|t| t.as_ptr() as *const std::ffi::c_void).collect::<Vec<_>>();
+        let (p, g, m, v) = (ptrs(params), ptrs(grads), ptrs(exp_avgs), ptrs(exp_avg_sqs));
+        // SAFETY: every pointer is a live tensor borrowed for the call; the lists have length n.
+        shim::call("fused AdamW", |e, len| unsafe {
+            shim::airlift_fused_adamw(
+                p.as_ptr(),
+                g.as_ptr(),
+                m.as_ptr(),
+                v.as_ptr(),
+                n,
+                step.as_ptr() as *const std::ffi::c_void,
+                h.lr,
+                h.beta1,
+                h.beta2,
+                h.weight_decay,
+                h.eps,
+                e,
+                len,
+            )
+        })
+    }
+    #[cfg(not(airlift_cuda_graphs))]
+    {
+        let _ = (step, h);
         Err(GraphError::NotBuilt)
     }
 }

@@ -7,6 +7,10 @@
 //! are that long): that is the ZeRO-1 layout of the distributed learner, where each rank steps
 //! its slice and the slices are then all-gathered. With one rank the slice is the whole buffer.
 //!
+//! The update runs as libtorch's fused AdamW kernel (one pass over parameters, gradients and
+//! moments) where the C++ shim is built ([`crate::cuda::fused_adamw`]; `AIRLIFT_FUSED_ADAMW=0`
+//! turns it off), and as separate in-place tensor ops otherwise.
+//!
 //! Parameters must be fp32 (the master weights; compute may be bf16) and their var store must
 //! not be cast afterwards, which would replace the views.
 
@@ -78,6 +82,11 @@ pub struct FlatAdamW {
     params: Vec<Tensor>,
     flat: Tensor,
     decay_mask: Tensor,
+    /// Runs of the owned slice, `(start in the buffer, length, decayed)`, for the fused kernel;
+    /// `None` when the update runs as separate tensor ops.
+    fused: Option<Vec<(i64, i64, bool)>>,
+    /// The step count as a one-element tensor on the buffer's device (the fused kernel reads it).
+    step_t: Tensor,
     m: Tensor,
     v: Tensor,
     lo: i64,
@@ -104,6 +113,8 @@ impl FlatAdamW {
         let device = vars[0].1.device();
         let flat = Tensor::zeros([total], (Kind::Float, device));
         let mut decay = Vec::with_capacity(vars.len());
+        let mut runs: Vec<(i64, i64, bool)> = Vec::new();
+        let (lo, hi) = layout.shard(rank, world);
         let mut off = 0;
         tch::no_grad(|| {
             for (name, t) in &vars {
@@ -114,16 +125,25 @@ impl FlatAdamW {
                 let mut p = t.shallow_clone();
                 p.set_data(&view.view(t.size().as_slice()));
                 decay.push(Tensor::full([n], if t.dim() >= 2 { 1.0 } else { 0.0 }, (Kind::Float, device)));
+                let (a, b) = (off.max(lo), (off + n).min(hi));
+                if a < b {
+                    match runs.last_mut() {
+                        Some(r) if r.0 + r.1 == a && r.2 == (t.dim() >= 2) => r.1 += b - a,
+                        _ => runs.push((a, b - a, t.dim() >= 2)),
+                    }
+                }
                 off += n;
             }
         });
-        let (lo, hi) = layout.shard(rank, world);
         let len = hi - lo;
+        let fused = (crate::cuda::fused_adamw_built() && std::env::var("AIRLIFT_FUSED_ADAMW").as_deref() != Ok("0")).then_some(runs);
         FlatAdamW {
             names: vars.iter().map(|(n, _)| n.clone()).collect(),
             params: vars.into_iter().map(|(_, t)| t).collect(),
             flat,
             decay_mask: Tensor::cat(&decay, 0),
+            fused,
+            step_t: Tensor::from(0f32).to_device(device),
             m: Tensor::zeros([len], (Kind::Float, device)),
             v: Tensor::zeros([len], (Kind::Float, device)),
             lo,
@@ -231,10 +251,11 @@ impl FlatAdamW {
     /// One AdamW step on the owned slice using `grad` (a full flat gradient, e.g. already
     /// all-reduced across ranks). Clipping uses the norm of the whole `grad`.
     pub fn step_with(&mut self, grad: &Tensor) -> StepStats {
-        let c = &self.cfg;
-        let lr = c.lr_at(self.step);
+        let lr = self.cfg.lr_at(self.step);
         self.step += 1;
-        tch::no_grad(|| {
+        let fused = self.fused.take();
+        let stats = tch::no_grad(|| {
+            let c = &self.cfg;
             let grad_norm = grad.norm().double_value(&[]);
             let scale = match c.max_grad_norm {
                 Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
@@ -242,10 +263,14 @@ impl FlatAdamW {
             };
             let len = self.hi - self.lo;
             if len > 0 {
-                // In place, in torch's order (`torch.optim.AdamW`, single-tensor path): two
-                // temporaries of the slice's size instead of ten, which matters for a 0.5B model.
                 let g = grad.narrow(0, self.lo, len);
                 let g = if scale != 1.0 { g * scale } else { g };
+                if let Some(runs) = &fused {
+                    self.fused_step(runs, &g, lr);
+                    return StepStats { grad_norm, lr };
+                }
+                // In place, in torch's order (`torch.optim.AdamW`, single-tensor path): two
+                // temporaries of the slice's size instead of ten, which matters for a 0.5B model.
                 let mut p = self.flat.narrow(0, self.lo, len);
                 if c.weight_decay > 0.0 {
                     let decay = self.decay_mask.narrow(0, self.lo, len);
@@ -264,7 +289,32 @@ impl FlatAdamW {
                 let _ = p.addcdiv_(&self.m, &denom);
             }
             StepStats { grad_norm, lr }
-        })
+        });
+        self.fused = fused;
+        stats
+    }
+
+    /// The update of [`FlatAdamW::step_with`] with libtorch's fused kernel: one call for the
+    /// decayed runs of the owned slice and one for the others. `g` is the owned slice's gradient.
+    fn fused_step(&self, runs: &[(i64, i64, bool)], g: &Tensor, lr: f64) {
+        let c = &self.cfg;
+        let _ = self.step_t.shallow_clone().fill_(self.step as f64);
+        for decayed in [true, false] {
+            let (mut p, mut gs, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for &(start, len, _) in runs.iter().filter(|r| r.2 == decayed) {
+                let local = start - self.lo;
+                p.push(self.flat.narrow(0, start, len));
+                gs.push(g.narrow(0, local, len));
+                m.push(self.m.narrow(0, local, len));
+                v.push(self.v.narrow(0, local, len));
+            }
+            if p.is_empty() {
+                continue;
+            }
+            let weight_decay = if decayed { c.weight_decay } else { 0.0 };
+            let h = crate::cuda::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, weight_decay, eps: c.eps };
+            crate::cuda::fused_adamw(&p, &gs, &m, &v, &self.step_t, h).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     /// Gathers this rank's gradients and steps (single-process training).
