@@ -4,7 +4,7 @@
 //! computes in bf16 (weights are cast on the fly; gradients land on the fp32 masters).
 
 use crate::generate::{Generator, SamplingParams};
-use crate::model;
+use crate::model::{self, head};
 use crate::rng::SplitMix64;
 use std::path::Path;
 use std::time::Instant;
@@ -104,7 +104,9 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
 /// Mean seconds of one training step (next-token cross-entropy, backward, AdamW) after one
 /// untimed warm-up step, as the learner trains: fp32 parameters and optimizer state in the
 /// learner's flat AdamW ([`FlatAdamW`], no clipping here, as in the transformers script), `compute`
-/// the activation precision, log-softmax taken in fp32 straight from the compute-precision logits.
+/// the activation precision, the LM head and the log-softmax in fp32 fused and chunked as the
+/// learner runs them ([`head::logprob_loss`]; `AIRLIFT_FUSED_HEAD=0`: through autograd over the
+/// full logits instead, log-softmax in fp32 straight from the compute-precision logits).
 pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow::Result<f64> {
     let mut m = model::load(dir, spec.device, Kind::Float)?;
     m.model.set_compute_kind(compute);
@@ -115,13 +117,20 @@ pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow
     let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();
     let ids = Tensor::from_slice(&ids).view([b, t]).to_device(spec.device);
     let mask = Tensor::ones([b, t], (Kind::Int64, spec.device));
+    let targets = ids.narrow(1, 1, t - 1).reshape([-1]);
+    let fused_head = std::env::var("AIRLIFT_FUSED_HEAD").as_deref() != Ok("0");
     let mut step = || {
-        let logits = m.model.forward_right_padded(&ids, &mask);
-        let logp = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).log_softmax(-1, Kind::Float);
-        let targets = ids.narrow(1, 1, t - 1).reshape([-1]);
-        let loss = logp.nll_loss(&targets);
         opt.zero_grad();
-        loss.backward();
+        if fused_head {
+            let h = m.model.hidden_states_right_padded(&ids, &mask);
+            let h = h.narrow(1, 0, t - 1).reshape([-1, h.size()[2]]);
+            let tokens = (b * (t - 1)) as f64;
+            head::logprob_loss(&h, m.model.head_weight(), &targets, false, |lp, _| -lp.sum(Kind::Float) / tokens).backward();
+        } else {
+            let logits = m.model.forward_right_padded(&ids, &mask);
+            let logp = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).log_softmax(-1, Kind::Float);
+            logp.nll_loss(&targets).backward();
+        }
         opt.step();
     };
     step();

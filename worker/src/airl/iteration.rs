@@ -19,6 +19,7 @@ use super::metrics::{auroc, IterationMetrics};
 use crate::train::optim::FlatAdamW;
 pub use crate::train::{GradReducer, NoReduce};
 use super::reward::RewardModel;
+use crate::model::head;
 use crate::model::llama::Llama;
 use crate::model::packed::{self, Packed};
 use std::time::Instant;
@@ -253,39 +254,68 @@ const HEAD_CHUNK: i64 = 1024;
 
 /// Token log-probs [n, L−1] of `tgt` under `model` for the rows of `packed`, at the
 /// positions `sel` [n, L−1] selects (0 elsewhere), and the mean entropy of those positions'
-/// distributions when `entropy` is asked for (no grad). Only the selected positions (response
-/// tokens) go through the LM head, so the prompt and the padding never become vocabulary-sized
-/// logits; without grad the head runs in chunks of [`HEAD_CHUNK`] positions, so the full
-/// [positions, V] log-probs never exist at once.
+/// distributions when `entropy` is asked for; no grad. Only the selected positions (response
+/// tokens) go through the LM head, in chunks of [`HEAD_CHUNK`] positions, so the prompt and the
+/// padding never become vocabulary-sized logits and the full [positions, V] log-probs never exist
+/// at once.
 fn selected_logprobs(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor, entropy: bool) -> (Tensor, Option<f64>) {
     selected_logprobs_chunked(model, packed, tgt, sel, entropy, HEAD_CHUNK)
 }
 
 fn selected_logprobs_chunked(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor, entropy: bool, head_chunk: i64) -> (Tensor, Option<f64>) {
+    tch::no_grad(|| {
+        let (h, tgt, idx) = selected_hidden(model, packed, tgt, sel);
+        let total = idx.size()[0];
+        let (mut parts, mut ent_sum) = (Vec::new(), 0.0);
+        let mut s = 0;
+        while s < total {
+            let len = head_chunk.min(total - s);
+            let logp = model.logits(&h.narrow(0, s, len)).log_softmax(-1, Kind::Float);
+            parts.push(logp.gather(1, &tgt.narrow(0, s, len).unsqueeze(1), false).squeeze_dim(1));
+            if entropy {
+                ent_sum += -(logp.exp() * &logp).sum(Kind::Double).double_value(&[]);
+            }
+            s += len;
+        }
+        let lp_sel = if parts.is_empty() { Tensor::zeros([0], (Kind::Float, h.device())) } else { Tensor::cat(&parts, 0) };
+        (scatter_selected(&lp_sel, &idx, sel), entropy.then(|| ent_sum / total.max(1) as f64))
+    })
+}
+
+/// The final hidden states [k, H] of `model` at the k positions `sel` [n, L−1] selects, their
+/// targets [k] there and their flat indices [k] into [n·(L−1)].
+fn selected_hidden(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor) -> (Tensor, Tensor, Tensor) {
     let (n, l1) = (tgt.size()[0], tgt.size()[1]);
     let h = model.hidden_states_packed(packed);
     let hs = h.size()[2];
     let h = h.narrow(1, 0, l1).reshape([n * l1, hs]);
     let idx = sel.reshape([-1]).nonzero().squeeze_dim(1);
-    let tgt = tgt.reshape([-1]).index_select(0, &idx);
-    let total = idx.size()[0];
-    // With grad every chunk is kept for backward anyway, so one chunk does the same work.
-    let chunk = if h.requires_grad() { total.max(1) } else { head_chunk };
-    let (mut parts, mut ent_sum) = (Vec::new(), 0.0);
-    let mut s = 0;
-    while s < total {
-        let len = chunk.min(total - s);
-        let rows = idx.narrow(0, s, len);
-        let logp = model.logits(&h.index_select(0, &rows)).log_softmax(-1, Kind::Float);
-        parts.push(logp.gather(1, &tgt.narrow(0, s, len).unsqueeze(1), false).squeeze_dim(1));
-        if entropy {
-            ent_sum += tch::no_grad(|| -(logp.exp() * &logp).sum(Kind::Double)).double_value(&[]);
-        }
-        s += len;
-    }
-    let lp_sel = if parts.is_empty() { Tensor::zeros([0], (Kind::Float, h.device())) } else { Tensor::cat(&parts, 0) };
-    let lp = Tensor::zeros([n * l1], (Kind::Float, h.device())).index_add(0, &idx, &lp_sel).view([n, l1]);
-    (lp, entropy.then(|| ent_sum / total.max(1) as f64))
+    (h.index_select(0, &idx), tgt.reshape([-1]).index_select(0, &idx), idx)
+}
+
+/// Values [k] at flat indices `idx` back into the shape of `sel` [n, L−1] (0 elsewhere).
+fn scatter_selected(values: &Tensor, idx: &Tensor, sel: &Tensor) -> Tensor {
+    Tensor::zeros([sel.numel() as i64], (Kind::Float, values.device())).index_add(0, idx, values).view(sel.size().as_slice())
+}
+
+/// A token-level loss on the policy's log-probs at the positions `sel` selects, with its
+/// gradients accumulated into the policy's parameters through the fused LM head
+/// ([`crate::model::head`]: chunked, no vocabulary-sized tensor through autograd). `loss(lp,
+/// idx)` is one chunk's part of the loss, from the chunk's log-probs [c] at flat positions `idx`
+/// [c] of [n·(L−1)]. Returns the log-probs [n, L−1] (0 at other positions; no grad), the loss
+/// (0-dim, no grad) and the mean entropy if asked for.
+fn selected_logprob_loss(
+    model: &Llama,
+    packed: &Packed,
+    tgt: &Tensor,
+    sel: &Tensor,
+    entropy: bool,
+    mut loss: impl FnMut(&Tensor, &Tensor) -> Tensor,
+) -> (Tensor, Tensor, Option<f64>) {
+    let (h, tgt, idx) = selected_hidden(model, packed, tgt, sel);
+    let pass = head::logprob_loss(&h, model.head_weight(), &tgt, entropy, |lp, s| loss(lp, &idx.narrow(0, s, lp.size()[0])));
+    pass.backward();
+    (scatter_selected(&pass.logprobs, &idx, sel), pass.loss, pass.entropy)
 }
 
 /// Token log-probs [N, L−1] of the padded rows' response tokens under `model` (no grad; 0 at
@@ -576,19 +606,28 @@ impl Learner {
             self.policy_opt.zero_grad();
             for mb in &micros {
                 let mask = mb.take(&x.resp_mask);
-                let (lp, entropy) = selected_logprobs(&self.policy, &mb.packed, &mb.take(&x.targets), &mask, k == 0);
+                let (beh, a) = (mb.take(&behaviour), mb.take(adv));
+                let (beh_flat, a_flat) = (beh.reshape([-1]), a.reshape([-1]));
+                let ref_mb = ref_lp.as_ref().map(|r| mb.take(r));
+                let ref_flat = ref_mb.as_ref().map(|r| r.reshape([-1]));
+                // Token sums over the whole batch's response tokens: each micro-batch's gradient
+                // is its share of the batch's token mean.
+                let (lp, _, entropy) = selected_logprob_loss(&self.policy, &mb.packed, &mb.take(&x.targets), &mask, k == 0, |lp, idx| {
+                    let terms = losses::ppo_token_terms(lp, &beh_flat.index_select(0, idx), &a_flat.index_select(0, idx), cfg.clip_eps);
+                    let mut l = terms.sum(Kind::Float) / total_tokens;
+                    if let Some(r) = &ref_flat {
+                        l = l + losses::kl_token_terms(lp, &r.index_select(0, idx)).sum(Kind::Float) * (cfg.kl_coef / total_tokens);
+                    }
+                    l
+                });
                 let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
-                let ppo = losses::ppo_loss(&lp, &mb.take(&behaviour), &mb.take(adv), &mask, cfg.clip_eps);
-                let mut loss = &ppo.loss * share;
-                if let Some(r) = &ref_lp {
-                    let kl = losses::kl_penalty(&lp, &mb.take(r), &mask);
-                    klref_sum += kl.double_value(&[]) * share;
-                    loss = loss + kl * (cfg.kl_coef * share);
+                let ppo = losses::ppo_loss(&lp, &beh, &a, &mask, cfg.clip_eps);
+                if let Some(r) = &ref_mb {
+                    klref_sum += losses::kl_penalty(&lp, r, &mask).double_value(&[]) * share;
                 }
                 if let Some(e) = entropy {
                     m.entropy += e * share;
                 }
-                loss.backward();
                 loss_sum += ppo.loss.double_value(&[]) * share;
                 clip_sum += ppo.clip_fraction * share;
                 kl_sum += ppo.approx_kl * share;
@@ -616,10 +655,7 @@ impl Learner {
         let mut total = 0.0;
         for m in x.micro_batches(micro) {
             let mask = m.take(&x.resp_mask);
-            let (lp, _) = selected_logprobs(&self.policy, &m.packed, &m.take(&x.targets), &mask, false);
-            let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
-            let loss = losses::masked_mean(&-lp, &mask) * share;
-            loss.backward();
+            let (_, loss, _) = selected_logprob_loss(&self.policy, &m.packed, &m.take(&x.targets), &mask, false, |lp, _| -lp.sum(Kind::Float) / total_tokens);
             total += loss.double_value(&[]);
         }
         let mut g = self.policy_opt.flat_grad();
@@ -679,12 +715,31 @@ mod tests {
         // Back in batch order through the no-grad map.
         let all = logprobs_no_grad(&m, &x, &micros);
         assert!((all.index_select(0, &mb.rows) - &want).abs().max().double_value(&[]) < 1e-5);
-        // With grad: the same values, and a gradient reaches the parameters.
-        let (lp, _) = selected_logprobs(&m, &mb.packed, &tgt, &mask, false);
+        // With grad, through the fused head: the same values, and the gradients of autograd
+        // through the full logits (a nonlinear token-level loss, split over chunks).
+        let coef = Tensor::randn(tgt.size().as_slice(), (Kind::Float, Device::Cpu));
+        let (lp, loss, _) = selected_logprob_loss(&m, &mb.packed, &tgt, &mask, false, |lp, idx| {
+            (lp.exp() * coef.reshape([-1]).index_select(0, idx)).sum(Kind::Float)
+        });
         assert!((&lp - &want).abs().max().double_value(&[]) < 1e-5);
-        lp.sum(Kind::Float).backward();
-        let g = vs.variables()["model.embed_tokens.weight"].grad();
-        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        let grads = |vs: &tch::nn::VarStore| -> Vec<(String, Tensor)> {
+            let mut v: Vec<_> = vs.variables().into_iter().map(|(k, t)| (k, t.grad().copy())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let fused = grads(&vs);
+        for (_, t) in vs.variables() {
+            let _ = t.grad().zero_();
+        }
+        let logits = m.forward_right_padded(&ids, &att);
+        let lp_full = losses::token_logprobs(&logits.narrow(1, 0, logits.size()[1] - 1), &tgt) * &mask;
+        let want_loss = (lp_full.exp() * &coef * &mask).sum(Kind::Float);
+        assert!((loss.double_value(&[]) - want_loss.double_value(&[])).abs() < 1e-5);
+        want_loss.backward();
+        for ((name, a), (_, b)) in fused.iter().zip(grads(&vs)) {
+            let err = (a - &b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-12);
+            assert!(err < 1e-5, "{name}: {err:e}");
+        }
     }
 
     #[test]

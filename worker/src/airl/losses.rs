@@ -148,9 +148,7 @@ pub struct PpoOutput {
 /// PPO clipped surrogate with token-level advantages against behaviour log-probs.
 pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mask: &Tensor, clip_eps: f64) -> PpoOutput {
     let log_ratio = logp - behaviour_logp;
-    let ratio = log_ratio.exp();
-    let pg1 = -advantages * &ratio;
-    let pg2 = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps);
+    let (pg1, pg2) = ppo_terms(&log_ratio, advantages, clip_eps);
     let loss = masked_mean(&pg1.maximum(&pg2), mask);
     let clipped = pg2.gt_tensor(&pg1).to_kind(Kind::Float);
     let clip_fraction = masked_mean(&clipped, mask).double_value(&[]);
@@ -159,11 +157,30 @@ pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mas
     PpoOutput { loss, clip_fraction, approx_kl }
 }
 
+/// The unclipped and clipped policy-gradient terms `−A·ρ` and `−A·clip(ρ, 1−ε, 1+ε)`.
+fn ppo_terms(log_ratio: &Tensor, advantages: &Tensor, clip_eps: f64) -> (Tensor, Tensor) {
+    let ratio = log_ratio.exp();
+    (-advantages * &ratio, -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps))
+}
+
+/// The per-token PPO clipped surrogate `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))` (what [`ppo_loss`]
+/// averages), for losses summed chunk by chunk.
+pub fn ppo_token_terms(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, clip_eps: f64) -> Tensor {
+    let (pg1, pg2) = ppo_terms(&(logp - behaviour_logp), advantages, clip_eps);
+    pg1.maximum(&pg2)
+}
+
+/// The per-token k3 KL estimate `exp(log π_ref − log π) − (log π_ref − log π) − 1` (what
+/// [`kl_penalty`] averages).
+pub fn kl_token_terms(logp: &Tensor, ref_logp: &Tensor) -> Tensor {
+    let d = ref_logp.detach() - logp;
+    d.exp() - &d - 1.0
+}
+
 /// KL penalty to a frozen reference policy: token-mean of the k3 estimator
 /// `exp(log π_ref − log π) − (log π_ref − log π) − 1` (non-negative, unbiased for KL(π ‖ π_ref)).
 pub fn kl_penalty(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor) -> Tensor {
-    let d = ref_logp.detach() - logp;
-    masked_mean(&(d.exp() - &d - 1.0), mask)
+    masked_mean(&kl_token_terms(logp, ref_logp), mask)
 }
 
 /// Behaviour-cloning loss: token-mean negative log-likelihood of `targets` under `logits`.

@@ -658,6 +658,19 @@ impl Llama {
         self.head(hidden, |x, w, b| x.linear(w, b))
     }
 
+    /// The LM head's weight [V, H]: the parameter itself (the token embedding when tied), for
+    /// [`super::head::logprob_loss`]. Heads with a bias are not supported there.
+    pub fn head_weight(&self) -> &Tensor {
+        match &self.lm_head {
+            Head::Untied(head) => {
+                assert!(head.bias.is_none(), "the fused LM head takes heads without a bias");
+                &head.weight
+            }
+            Head::Tied => &self.embed_tokens,
+            Head::None => panic!("this model was built as a backbone without an LM head"),
+        }
+    }
+
     /// `f(hidden, head weight, head bias)`: the LM head through `f` (a plain or a decode linear).
     fn head(&self, hidden: &Tensor, f: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor) -> Tensor {
         match &self.lm_head {

@@ -1,5 +1,6 @@
 //! Model architectures and a loader that builds one from a Hugging Face folder.
 
+pub mod head;
 pub mod llama;
 pub mod packed;
 
