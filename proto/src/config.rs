@@ -229,6 +229,14 @@ pub struct PolicySection {
     /// Rows per micro-batch. Default 8.
     #[serde(default = "default_micro")]
     pub micro_batch: u32,
+    /// true: the learner computes rows with the same prompt as one prefix tree, each shared
+    /// token once (reward and policy passes alike); false: every row alone, with no attention
+    /// mask (flash attention on GPUs). Same results up to rounding. Default: true with
+    /// `workers.device = "cpu"` (the embedded default's learner: 19.5 -> 12 min), false with
+    /// `"cuda"` (where the masked attention and the packing cost more than the shared tokens
+    /// save: the default config's run on an H200 took 83 s packed, 65 s not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_prefixes: Option<bool>,
 }
 
 /// `[sft]`: the behaviour-cloning warm start, run by the learners before iteration 1.

@@ -84,6 +84,9 @@ pub struct AirlConfig {
     /// worth of positions, as prefix trees (memory knob; results do not depend on it beyond
     /// rounding).
     pub micro_batch: usize,
+    /// `policy.pack_prefixes`: rows with the same prompt share their common prefix in one tree
+    /// ([`packed`]); false packs every row alone (no attention mask: flash attention on GPUs).
+    pub pack_prefixes: bool,
     /// Token id used to pad batches (any valid id; padding is masked).
     pub pad_id: i64,
     /// `reward.ignore_corrupted_prefix`: leave a corrupted trace's tokens before its first error
@@ -112,6 +115,7 @@ impl Default for AirlConfig {
             kl_coef: 0.0,
             policy_steps: 1,
             micro_batch: 8,
+            pack_prefixes: true,
             pad_id: 0,
             ignore_corrupted_prefix: false,
             ignore_corrupted_suffix: false,
@@ -170,11 +174,11 @@ impl Padded {
 
     /// The rows in micro-batches of about `micro` rows' worth of positions, rows of one prompt
     /// packed as one prefix tree ([`packed::micro_batches`]).
-    fn micro_batches(&self, micro: i64) -> Vec<Micro> {
+    fn micro_batches(&self, micro: i64, share: bool) -> Vec<Micro> {
         let prompts: Vec<&[u32]> = self.tokens.iter().zip(&self.spans).map(|(t, &(p, _))| &t[..p]).collect();
         let lens: Vec<usize> = self.tokens.iter().map(Vec::len).collect();
         let (width, dev) = (self.ids.size()[1] as usize, self.ids.device());
-        packed::micro_batches(&prompts, &lens, micro.max(1) as usize, width)
+        packed::micro_batches(&prompts, &lens, micro.max(1) as usize, width, share)
             .into_iter()
             .map(|trees| {
                 let rows: Vec<i64> = trees.iter().flatten().map(|&r| r as i64).collect();
@@ -438,7 +442,7 @@ impl Learner {
             }
             let refs: Vec<&Sample> = rows.iter().collect();
             let x = pad(&refs, cfg.pad_id, self.device());
-            let micros = x.micro_batches(micro);
+            let micros = x.micro_batches(micro, cfg.pack_prefixes);
             let f = values_no_grad(&self.reward, &x, &micros);
             let lp = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x, &micros));
             let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
@@ -480,7 +484,7 @@ impl Learner {
         }
         let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
-        let micros = x_all.micro_batches(micro);
+        let micros = x_all.micro_batches(micro, cfg.pack_prefixes);
         let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, &micros));
         let mut out = DiscSteps::default();
         for k in 0..steps {
@@ -594,7 +598,7 @@ impl Learner {
             .map(|s| s.behaviour_logprobs.as_deref().expect("policy samples carry behaviour log-probs"))
             .collect();
         let behaviour = x.scatter(&behaviour, dev);
-        let micros = x.micro_batches(micro);
+        let micros = x.micro_batches(micro, cfg.pack_prefixes);
         let ref_lp = match (&self.reference, cfg.kl_coef > 0.0) {
             (Some(r), true) => Some(logprobs_no_grad(r, x, &micros)),
             _ => None,
@@ -653,7 +657,7 @@ impl Learner {
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         self.policy_opt.zero_grad();
         let mut total = 0.0;
-        for m in x.micro_batches(micro) {
+        for m in x.micro_batches(micro, cfg.pack_prefixes) {
             let mask = m.take(&x.resp_mask);
             let (_, loss, _) = selected_logprob_loss(&self.policy, &m.packed, &m.take(&x.targets), &mask, false, |lp, _| -lp.sum(Kind::Float) / total_tokens);
             total += loss.double_value(&[]);
@@ -669,7 +673,7 @@ impl Learner {
     pub fn response_token_logprobs(&self, samples: &[Sample], pad_id: i64) -> Vec<Vec<f64>> {
         let rows: Vec<&Sample> = samples.iter().collect();
         let x = pad(&rows, pad_id, self.device());
-        x.gather(&logprobs_no_grad(&self.policy, &x, &x.micro_batches(8)))
+        x.gather(&logprobs_no_grad(&self.policy, &x, &x.micro_batches(8, true)))
     }
 }
 
@@ -694,7 +698,7 @@ mod tests {
         // a and c share their prompt and first response token: one tree of 8 nodes.
         let c = Sample { prompt: vec![1, 2, 3], response: vec![4, 8], ..Default::default() };
         let x = pad(&[&a, &b, &c], 0, Device::Cpu);
-        let micros = x.micro_batches(8);
+        let micros = x.micro_batches(8, true);
         assert_eq!(micros.len(), 1);
         let mb = &micros[0];
         assert_eq!(Vec::<i64>::try_from(&mb.rows).unwrap(), [0, 2, 1]);

@@ -23,8 +23,11 @@
 
 use tch::{Kind, Tensor};
 
-/// Elements of one chunk's [positions, V] logits: 2^27 (512 MB as fp32 log-probs).
-const CHUNK_ELEMENTS: i64 = 1 << 27;
+/// Elements of one chunk's [positions, V] logits on the CPU: 2^27 (512 MB as fp32 log-probs).
+const CHUNK_ELEMENTS_CPU: i64 = 1 << 27;
+/// The same on a GPU, 2^29 (2 GB as fp32 log-probs): every chunk reads and writes the fp32
+/// head gradient [V, H] once, so fewer chunks move less memory.
+const CHUNK_ELEMENTS_GPU: i64 = 1 << 29;
 
 /// What [`logprob_loss`] computed. Call [`HeadPass::backward`] to send the gradients into the
 /// model (the hidden states' graph and the head weight).
@@ -52,7 +55,8 @@ impl HeadPass {
 /// see the module docs. `entropy` also returns the mean entropy of the n distributions.
 pub fn logprob_loss(hidden: &Tensor, weight: &Tensor, targets: &Tensor, entropy: bool, loss: impl FnMut(&Tensor, i64) -> Tensor) -> HeadPass {
     let vocab = weight.size()[0];
-    logprob_loss_chunked(hidden, weight, targets, entropy, (CHUNK_ELEMENTS / vocab).max(1), loss)
+    let budget = if hidden.device().is_cuda() { CHUNK_ELEMENTS_GPU } else { CHUNK_ELEMENTS_CPU };
+    logprob_loss_chunked(hidden, weight, targets, entropy, (budget / vocab).max(1), loss)
 }
 
 /// [`logprob_loss`] with `chunk` positions per chunk.
@@ -99,10 +103,16 @@ pub fn logprob_loss_chunked(
             // ∂L/∂h = g · (W[t] − P·W)
             let pw = p.mm(&w);
             let _ = grad_h.narrow(0, s, len).copy_(&((w.index_select(0, &tc) - pw) * &g));
-            // ∂L/∂W = Σ g·h into rows t − Pᵀ·(g·h)
+            // ∂L/∂W = Σ g·h into rows t − Pᵀ·(g·h), the GEMM accumulating into the fp32 gradient
+            // (in its epilogue where the device can: bf16 inputs, fp32 output).
             let gh = &hc * &g;
             let _ = grad_w.shallow_clone().index_add_(0, &tc, &gh);
-            let _ = grad_w.shallow_clone().g_sub_(&p.tr().mm(&gh.to_kind(kind)));
+            let minus_gh = -gh.to_kind(kind);
+            if kind == Kind::Float {
+                let _ = grad_w.shallow_clone().addmm_(&p.tr(), &minus_gh);
+            } else if grad_w.f_addmm_dtype_out(&grad_w, &p.tr(), &minus_gh, Kind::Float).is_err() {
+                let _ = grad_w.shallow_clone().g_add_(&p.tr().mm(&minus_gh));
+            }
             s += len;
         }
         (grad_h, grad_w, logprobs, total, ent_sum)

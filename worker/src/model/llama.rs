@@ -619,7 +619,7 @@ impl Llama {
     /// Final hidden states [rows, width, H] of the rows of `packed`, in their own layout
     /// (columns past a row's end hold values nobody should read); see [`super::packed`].
     pub fn hidden_states_packed(&self, packed: &Packed) -> Tensor {
-        packed.unpack(&self.run_layers(&packed.ids, &packed.positions, Some(&packed.mask), None))
+        packed.unpack(&self.run_layers(&packed.ids, &packed.positions, packed.mask.as_ref(), None))
     }
 
     /// The embedding, the blocks and the final norm for `input_ids` at `positions` ([B, T]),

@@ -19,8 +19,10 @@ pub struct Packed {
     /// [B, T] int64 rotary positions (each node's depth).
     pub positions: Tensor,
     /// [B, 1, T, T] bool: true where the query node may attend to the key node (its ancestors
-    /// and itself; padding nodes see only themselves).
-    pub mask: Tensor,
+    /// and itself; padding nodes see only themselves). `None` when every tree is a chain (no
+    /// row shares a prefix with another that then differs): plain causal attention then computes
+    /// the same, without a mask, so that SDPA can take its flash kernel.
+    pub mask: Option<Tensor>,
     /// [rows × width] int64: for each input row and column, the flat index (b × T + node) of the
     /// node that holds it; columns past a row's end point at its last node.
     pub gather: Tensor,
@@ -100,11 +102,12 @@ impl Packed {
             }
         }
         let rows = tries.iter().map(|x| x.paths.len()).sum::<usize>() as i64;
+        let chains = tries.iter().all(|x| x.parent.iter().enumerate().all(|(n, p)| *p == n.checked_sub(1)));
         let (b, t) = (b as i64, t as i64);
         Packed {
             ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
             positions: Tensor::from_slice(&pos).view([b, t]).to_device(device),
-            mask: Tensor::from_slice(&mask).view([b, 1, t, t]).to_device(device),
+            mask: (!chains).then(|| Tensor::from_slice(&mask).view([b, 1, t, t]).to_device(device)),
             gather: Tensor::from_slice(&gather).to_device(device),
             rows,
             width: width as i64,
@@ -122,16 +125,20 @@ impl Packed {
     }
 }
 
-/// Groups row indices by equal prompts (in order of first appearance), splits groups of more
-/// than `micro` rows, and packs the groups into micro-batches: whole groups while the packed
+/// Groups row indices by equal prompts (in order of first appearance; with `share` false, every
+/// row is a group of its own, so every tree is a chain), splits groups of more than `micro` rows, and packs the groups into micro-batches: whole groups while the packed
 /// positions (trees × the longest tree's upper bound) stay within `micro × width`, at least one
 /// group each. `prompts[i]` and `lens[i]` are row i's prompt and full length. Returns each
 /// micro-batch as its trees, each tree as its rows.
-pub fn micro_batches(prompts: &[&[u32]], lens: &[usize], micro: usize, width: usize) -> Vec<Vec<Vec<usize>>> {
+pub fn micro_batches(prompts: &[&[u32]], lens: &[usize], micro: usize, width: usize, share: bool) -> Vec<Vec<Vec<usize>>> {
     let micro = micro.max(1);
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut by_prompt: HashMap<&[u32], usize> = HashMap::new();
     for (i, p) in prompts.iter().enumerate() {
+        if !share {
+            groups.push(vec![i]);
+            continue;
+        }
         let g = *by_prompt.entry(p).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
@@ -174,10 +181,10 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(p.ids.get(0)).unwrap(), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(Vec::<i64>::try_from(p.positions.get(0)).unwrap(), [0, 1, 2, 3, 3, 4, 2]);
         // Node 5 (token 6) sees 1 2 3 5 6, not 4 or 7.
-        let row5: Vec<bool> = Vec::<bool>::try_from(p.mask.get(0).get(0).get(5)).unwrap();
+        let row5: Vec<bool> = Vec::<bool>::try_from(p.mask.as_ref().unwrap().get(0).get(0).get(5)).unwrap();
         assert_eq!(row5, [true, true, true, false, true, true, false]);
         // Padding nodes of tree 1 see only themselves.
-        let row6: Vec<bool> = Vec::<bool>::try_from(p.mask.get(1).get(0).get(6)).unwrap();
+        let row6: Vec<bool> = Vec::<bool>::try_from(p.mask.as_ref().unwrap().get(1).get(0).get(6)).unwrap();
         assert_eq!(row6, [false, false, false, false, false, false, true]);
         // Rows back: b's columns are nodes 0 1 2 4 5; c (row 2) ends at node 6, repeated after.
         let g = Vec::<i64>::try_from(&p.gather).unwrap();
@@ -187,6 +194,10 @@ mod tests {
         let unpacked = p.unpack(&p.ids.unsqueeze(-1));
         assert_eq!(unpacked.size(), [4, 5, 1]);
         assert_eq!(Vec::<i64>::try_from(unpacked.get(1).squeeze_dim(-1)).unwrap(), [1, 2, 3, 5, 6]);
+        // Chains only (each row alone, or rows equal up to one's end): no mask, causal.
+        assert!(Packed::new(&[vec![a], vec![b], vec![c]], 5, Device::Cpu).mask.is_none());
+        assert!(Packed::new(&[vec![c, &b[..2]]], 5, Device::Cpu).mask.is_none());
+        assert!(Packed::new(&[vec![c, a]], 5, Device::Cpu).mask.is_some());
     }
 
     #[test]
@@ -195,14 +206,17 @@ mod tests {
         let prompts = [p1, p2, p1, p3, p2, p1];
         let lens = [14, 12, 13, 20, 12, 11];
         // Groups: p1 {0, 2, 5} bound 10+4+3+1 = 18; p2 {1, 4} 14; p3 {3} 20.
-        assert_eq!(micro_batches(&prompts, &lens, 8, 20), vec![vec![vec![0, 2, 5], vec![1, 4], vec![3]]]);
+        assert_eq!(micro_batches(&prompts, &lens, 8, 20, true), vec![vec![vec![0, 2, 5], vec![1, 4], vec![3]]]);
         // micro 2: p1 splits into [0, 2] (17) and [5] (11); budget 2 × 20 = 40 holds two trees
         // of up to 20 (or three of up to 13).
-        assert_eq!(micro_batches(&prompts, &lens, 2, 20), vec![vec![vec![0, 2], vec![5]], vec![vec![1, 4], vec![3]]]);
+        assert_eq!(micro_batches(&prompts, &lens, 2, 20, true), vec![vec![vec![0, 2], vec![5]], vec![vec![1, 4], vec![3]]]);
         // micro 1: every row its own tree, one tree per micro-batch when rows are long.
-        let one = micro_batches(&prompts, &lens, 1, 20);
+        let one = micro_batches(&prompts, &lens, 1, 20, true);
         assert!(one.iter().all(|m| m.iter().all(|t| t.len() == 1)));
         assert_eq!(one.iter().flatten().flatten().count(), 6);
+        // Without sharing: every row its own tree, rows packed within the same budget.
+        let alone = micro_batches(&prompts, &lens, 8, 20, false);
+        assert_eq!(alone, vec![vec![vec![0], vec![1], vec![2], vec![3], vec![4], vec![5]]]);
     }
 
     /// The packed forward against the right-padded one (which the transformers fixtures check):

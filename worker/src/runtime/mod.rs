@@ -233,6 +233,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         kl_coef: cfg.policy.kl_coef,
         policy_steps: cfg.policy.steps as usize,
         micro_batch: cfg.policy.micro_batch as usize,
+        pack_prefixes: cfg.policy.pack_prefixes.unwrap_or(cfg.workers.device != "cuda"),
         pad_id,
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
