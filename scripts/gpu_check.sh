@@ -17,7 +17,9 @@
 #      fused AdamW turned off, one and both);
 #   5. configs/default.toml on CUDA (random SmolLM2-shaped weights, 2 iterations) with its
 #      phase times;
-#   6. an evaluation job (`coordinator eval`) of 5's last checkpoint on CUDA, with its wall time.
+#   6. an evaluation job (`coordinator eval`) of 5's last checkpoint on CUDA, with its wall time;
+#   7. (not in the default list) the Qwen-shaped training step alone, airlift before and after
+#      transformers: a quick second sitting of 4's headline row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=target/release/worker
@@ -77,6 +79,16 @@ run)
     done
     python3 scripts/bench_hf.py --device cuda --model /tmp/qwen-random --batches "" --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 5
   }
+  section7() {
+    [ -d /tmp/qwen-random ] || $W random-model --tokenizer-from .cache/gpu/smol --config-from .cache/gpu/qwen --out /tmp/qwen-random
+    for who in airlift transformers airlift; do
+      if [ $who = airlift ]; then
+        $W bench --device cuda --model /tmp/qwen-random --skip-generate --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 5 | grep train
+      else
+        python3 scripts/bench_hf.py --device cuda --model /tmp/qwen-random --batches "" --dtypes bf16 --train-batch 16 --train-seq 1024 --train-steps 5 2>&1 | grep train
+      fi
+    done
+  }
   section5() {
     RUN=$(mktemp -d)
     local start=$(date +%s)
@@ -104,7 +116,8 @@ PY
   }
   titles=("" "1. NCCL" "2. generation, SmolLM2 shape, random weights" "3. one transformers decode step profiled"
     "4. training steps" "5. configs/default.toml on CUDA (random weights, 2 iterations)"
-    "6. evaluation job on CUDA: the last checkpoint of 5, 32 synthetic problems x 4 samples")
+    "6. evaluation job on CUDA: the last checkpoint of 5, 32 synthetic problems x 4 samples"
+    "7. the Qwen2.5-0.5B-shaped training step only: airlift, transformers, airlift")
   status=0
   for n in ${SECTIONS//,/ }; do
     echo "== ${titles[$n]}  ($(date +%T))"
