@@ -269,20 +269,8 @@ fn selected_logprobs(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor,
 fn selected_logprobs_chunked(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor, entropy: bool, head_chunk: i64) -> (Tensor, Option<f64>) {
     tch::no_grad(|| {
         let (h, tgt, idx) = selected_hidden(model, packed, tgt, sel);
-        let total = idx.size()[0];
-        let (mut parts, mut ent_sum) = (Vec::new(), 0.0);
-        let mut s = 0;
-        while s < total {
-            let len = head_chunk.min(total - s);
-            let logp = model.logits(&h.narrow(0, s, len)).log_softmax(-1, Kind::Float);
-            parts.push(logp.gather(1, &tgt.narrow(0, s, len).unsqueeze(1), false).squeeze_dim(1));
-            if entropy {
-                ent_sum += -(logp.exp() * &logp).sum(Kind::Double).double_value(&[]);
-            }
-            s += len;
-        }
-        let lp_sel = if parts.is_empty() { Tensor::zeros([0], (Kind::Float, h.device())) } else { Tensor::cat(&parts, 0) };
-        (scatter_selected(&lp_sel, &idx, sel), entropy.then(|| ent_sum / total.max(1) as f64))
+        let (lp, ent) = head::logprobs(&h, model.head_weight(), &tgt, entropy, head_chunk);
+        (scatter_selected(&lp, &idx, sel), ent)
     })
 }
 

@@ -59,6 +59,43 @@ pub fn logprob_loss(hidden: &Tensor, weight: &Tensor, targets: &Tensor, entropy:
     logprob_loss_chunked(hidden, weight, targets, entropy, (budget / vocab).max(1), loss)
 }
 
+/// One chunk's logits [c, V] in the compute precision, their fp32 log-softmax, and the
+/// log-probs [c] of the chunk's targets `tc`.
+fn chunk_logprobs(hc: &Tensor, w: &Tensor, tc: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let z = hc.linear::<Tensor>(w, None);
+    let logp = z.log_softmax(-1, Kind::Float);
+    let lp = logp.gather(1, &tc.unsqueeze(1), false).squeeze_dim(1);
+    (z, logp, lp)
+}
+
+/// `Σ −p·log p` over the rows of fp32 log-probs `logp` (0-dim, fp64).
+fn entropy_sum(logp: &Tensor) -> Tensor {
+    -(logp.exp() * logp).sum(Kind::Double)
+}
+
+/// The log-probs [n] of `targets` under the head `weight` applied to `hidden` [n, H], and the
+/// mean entropy of the n distributions when asked for; no grad, `chunk` positions at a time, so
+/// the full [n, V] log-probs never exist at once.
+pub fn logprobs(hidden: &Tensor, weight: &Tensor, targets: &Tensor, entropy: bool, chunk: i64) -> (Tensor, Option<f64>) {
+    tch::no_grad(|| {
+        let n = hidden.size()[0];
+        let w = weight.to_kind(hidden.kind());
+        let out = Tensor::zeros([n], (Kind::Float, hidden.device()));
+        let mut ent_sum = Tensor::zeros([], (Kind::Double, hidden.device()));
+        let mut s = 0;
+        while s < n {
+            let len = chunk.min(n - s);
+            let (_, logp, lp) = chunk_logprobs(&hidden.narrow(0, s, len), &w, &targets.narrow(0, s, len));
+            let _ = out.narrow(0, s, len).copy_(&lp);
+            if entropy {
+                ent_sum += entropy_sum(&logp);
+            }
+            s += len;
+        }
+        (out, entropy.then(|| ent_sum.double_value(&[]) / n.max(1) as f64))
+    })
+}
+
 /// [`logprob_loss`] with `chunk` positions per chunk.
 pub fn logprob_loss_chunked(
     hidden: &Tensor,
@@ -83,11 +120,9 @@ pub fn logprob_loss_chunked(
         while s < n {
             let len = chunk.min(n - s);
             let (hc, tc) = (h.narrow(0, s, len), targets.narrow(0, s, len));
-            let z = hc.linear::<Tensor>(&w, None);
-            let mut logp = z.log_softmax(-1, Kind::Float);
-            let lp = logp.gather(1, &tc.unsqueeze(1), false).squeeze_dim(1);
+            let (z, mut logp, lp) = chunk_logprobs(&hc, &w, &tc);
             if entropy {
-                ent_sum += -(logp.exp() * &logp).sum(Kind::Double);
+                ent_sum += entropy_sum(&logp);
             }
             // The softmax: from the fp32 log-probs in place when computing in fp32, else from
             // the logits straight into the compute precision (one pass, fp32 inside).
