@@ -25,7 +25,8 @@ pub struct EvalArgs {
     /// A run config: required with `policy`/`reward`; with a checkpoint it must match the
     /// checkpoint's run (as for a resume) and replaces its config.
     pub config: Option<RunConfig>,
-    /// `synthetic:N` (the first N held-out synthetic problems) or a GSM8K-layout file.
+    /// `synthetic:N` (the first N held-out synthetic problems), a GSM8K-layout file, or
+    /// `processbench:FILE` (human-labelled first wrong steps; scored as written, no sampling).
     pub problems: String,
     /// At most this many problems of a file.
     pub limit: Option<usize>,
@@ -98,7 +99,14 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         _ => return Err(bad("give either --checkpoint DIR, or --policy DIR and --reward DIR".into())),
     };
 
-    let (source, problems) = match args.problems.strip_prefix("synthetic:") {
+    let (source, problems) = if let Some(file) = args.problems.strip_prefix("processbench:") {
+        let path = PathBuf::from(file);
+        let items = airlift_proto::processbench::load(&path).map_err(|e| bad(format!("--problems processbench:{e}")))?;
+        let n = args.limit.unwrap_or(items.len()).min(items.len()) as u64;
+        let abs = std::fs::canonicalize(&path).map_err(|e| bad(format!("--problems processbench:{}: {e}", path.display())))?;
+        (ProblemSource::ProcessBench(abs), (0..n).collect())
+    } else {
+        match args.problems.strip_prefix("synthetic:") {
         Some(n) => {
             let n: u64 = n.parse().map_err(|_| bad(format!("--problems {}: expected synthetic:N with N a number of problems", args.problems)))?;
             if n == 0 {
@@ -116,6 +124,7 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
             // Workers read the file themselves: give them a path that works from any folder.
             let abs = std::fs::canonicalize(&path).map_err(|e| bad(format!("--problems {}: {e}", path.display())))?;
             (ProblemSource::File(abs), (0..n).collect())
+        }
         }
     };
 
@@ -158,7 +167,8 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
 pub fn describe(plan: &EvalPlan, result: &serde_json::Value) -> String {
     let mut out = format!("\n== airlift evaluation: {} ==\nproblems: {} ({} samples each)\n", plan.label, plan.source.wire(), plan.samples);
     out.push_str(result["table"].as_str().unwrap_or("(no table)\n"));
-    for f in ["samples.parquet", "corruptions.parquet", "summary.json", "report.html"] {
+    let files: &[&str] = if matches!(plan.source, ProblemSource::ProcessBench(_)) { &["processbench.jsonl", "summary.json", "report.html"] } else { &["samples.parquet", "corruptions.parquet", "summary.json", "report.html"] };
+    for f in files {
         out.push_str(&format!("{f}: {}\n", plan.dir.join(f).display()));
     }
     out

@@ -67,6 +67,15 @@ const OUTPUTS: [&str; 5] = ["metrics.jsonl", "trajectories", "checkpoints", "log
 /// Makes `run.dir` ready: a fresh run (`resume` = false) refuses a folder holding another run's
 /// outputs unless `overwrite`, which deletes them first.
 pub fn prepare_run_dir(cfg: &RunConfig, resume: bool, overwrite: bool) -> Result<(), CoordinatorError> {
+    // The expert demonstrations are read here first, so a bad row is refused before any worker
+    // starts (workers read the same file again).
+    if let Some(f) = &cfg.data.train {
+        let rows = airlift_proto::gsm8k::load(f).map_err(|e| CoordinatorError::Config(format!("data.train: {e}")))?;
+        if rows.is_empty() {
+            return Err(CoordinatorError::Config(format!("data.train: {}: no problems in the file", f.display())));
+        }
+        tracing::info!(file = %f.display(), rows = rows.len(), "training on expert demonstrations from a file");
+    }
     let dir = cfg.run_dir();
     if resume {
         return Ok(());

@@ -23,6 +23,7 @@
 //! iteration uses is decided here and sent in the tasks.
 
 use crate::eval::EvalPlan;
+use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
@@ -213,6 +214,8 @@ struct EvalJob {
     plan: EvalPlan,
     queued: bool,
     rollout_rank: HashMap<u64, usize>,
+    /// Score tasks the job will have: one per rollout task, or per chunk of fixed traces.
+    expected_scores: usize,
     score_tasks: Vec<u64>,
     report_task: Option<u64>,
     scored: Vec<serde_json::Value>,
@@ -263,7 +266,7 @@ impl RunState {
     pub fn evaluate(&mut self, plan: EvalPlan, point: Option<ResumePoint>) {
         self.policy_version = point.as_ref().map_or(0, |p| p.manifest.policy_version);
         self.resume = point;
-        self.eval = Some(EvalJob { plan, queued: false, rollout_rank: HashMap::new(), score_tasks: Vec::new(), report_task: None, scored: Vec::new() });
+        self.eval = Some(EvalJob { plan, queued: false, rollout_rank: HashMap::new(), expected_scores: 0, score_tasks: Vec::new(), report_task: None, scored: Vec::new() });
     }
 
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
@@ -885,6 +888,19 @@ impl RunState {
             let plan = job.plan.clone();
             let by_rank = self.learners_by_rank();
             let weights_addr = self.workers[&by_rank[0]].flight_addr.clone();
+            if let ProblemSource::ProcessBench(_) = plan.source {
+                // Fixed traces: no sampling; one score task per learner straight away (a worker
+                // holds one task at a time), which reads its items itself.
+                let mut n = 0;
+                for (k, chunk) in plan.problems.chunks(plan.problems.len().div_ceil(by_rank.len()).max(1)).enumerate() {
+                    self.eval_score_items(chunk.to_vec(), k % by_rank.len());
+                    n += 1;
+                }
+                tracing::info!(items = plan.problems.len(), tasks = n, problem_set = %plan.source.wire(), "evaluation: score tasks queued");
+                let job = self.eval.as_mut().unwrap();
+                job.expected_scores = n;
+                job.queued = true;
+            } else {
             let mut ranks = HashMap::new();
             let per_task = (self.cfg.data.prompts_per_task as usize).max(1);
             for (k, chunk) in plan.problems.chunks(per_task).enumerate() {
@@ -907,8 +923,10 @@ impl RunState {
             }
             tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
             let job = self.eval.as_mut().unwrap();
+            job.expected_scores = ranks.len();
             job.rollout_rank = ranks;
             job.queued = true;
+            }
         }
         self.dispatch();
         if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done)) {
@@ -916,6 +934,24 @@ impl RunState {
             self.shutdown_all("evaluation complete");
             tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "evaluation complete");
         }
+    }
+
+    /// Evaluation job on fixed traces (ProcessBench): learner `rank` scores items `ids`.
+    fn eval_score_items(&mut self, ids: Vec<u64>, rank: usize) {
+        let Some(job) = self.eval.as_ref() else { return };
+        let lt = pb::LearnerTask {
+            kind: pb::LearnerTaskKind::EvalScore as i32,
+            iteration: EVAL_ITERATION,
+            prompt_ids: ids,
+            samples_per_prompt: 1,
+            problem_set: job.plan.source.wire(),
+            output_dir: job.plan.dir.display().to_string(),
+            ..Default::default()
+        };
+        let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
+        self.eval.as_mut().unwrap().score_tasks.push(id);
+        let learner = self.learners_by_rank()[rank];
+        self.start(id, learner);
     }
 
     /// Evaluation job: rollout task `t` is done; its learner scores its rows.
@@ -947,7 +983,7 @@ impl RunState {
                 let job = self.eval.as_mut().unwrap();
                 job.scored.push(metrics);
                 let job = self.eval.as_ref().unwrap();
-                let (n, all) = (job.score_tasks.len(), job.rollout_rank.len());
+                let (n, all) = (job.score_tasks.len(), job.expected_scores);
                 let finished = job.score_tasks.iter().filter(|id| done(self, id)).count();
                 tracing::info!(task_id, "evaluation: {finished} of {all} score tasks done");
                 if n == all && finished == all && job.report_task.is_none() {

@@ -125,6 +125,14 @@ pub struct DataSection {
     /// Largest starting number. Default 30.
     #[serde(default = "default_max_start")]
     pub max_start: i64,
+    /// Expert demonstrations to train on instead of the synthetic generator: a GSM8K-layout file
+    /// (`.jsonl` or `.parquet` with `question` and `answer` ending in `#### <n>`, e.g. the GSM8K
+    /// train split `make assets-gsm8k` fetches to `.cache/data/gsm8k/train.jsonl`). Training
+    /// prompt id `i` is row `i mod rows` (0-based), so a long run goes round the file again; the
+    /// SFT warm start, reward warm start, corruptions and iterations all draw from it. Default:
+    /// none (synthetic problems; `min_steps` / `max_steps` / `max_start` apply to those only).
+    #[serde(default)]
+    pub train: Option<PathBuf>,
 }
 
 /// `[sampling]`

@@ -36,23 +36,28 @@ pub enum DataError {
     File { path: PathBuf, what: String },
 }
 
-/// Which problems a task's problem ids index: the run's synthetic generator (its training or
-/// its held-out split) or a GSM8K-layout file, row `id` (0-based).
+/// Which problems a task's problem ids index: the run's training problems (synthetic, or the
+/// `data.train` file when one is set), the synthetic held-out split, a GSM8K-layout file (row
+/// `id`, 0-based), or a ProcessBench file (item `id`, 0-based; scored as written, not sampled).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ProblemSource {
     SyntheticTrain,
     SyntheticEval,
     File(PathBuf),
+    ProcessBench(PathBuf),
 }
 
 impl ProblemSource {
-    /// Parses the wire form: `synthetic:train` (also the empty string), `synthetic:eval`, or a
-    /// file path.
+    /// Parses the wire form: `synthetic:train` (also the empty string), `synthetic:eval`,
+    /// `processbench:PATH`, or a file path.
     pub fn parse(s: &str) -> ProblemSource {
         match s {
             "" | "synthetic:train" => ProblemSource::SyntheticTrain,
             "synthetic:eval" => ProblemSource::SyntheticEval,
-            path => ProblemSource::File(PathBuf::from(path)),
+            path => match path.strip_prefix("processbench:") {
+                Some(p) => ProblemSource::ProcessBench(PathBuf::from(p)),
+                None => ProblemSource::File(PathBuf::from(path)),
+            },
         }
     }
 
@@ -62,6 +67,7 @@ impl ProblemSource {
             ProblemSource::SyntheticTrain => "synthetic:train".into(),
             ProblemSource::SyntheticEval => "synthetic:eval".into(),
             ProblemSource::File(p) => p.display().to_string(),
+            ProblemSource::ProcessBench(p) => format!("processbench:{}", p.display()),
         }
     }
 }

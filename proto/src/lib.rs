@@ -9,6 +9,7 @@ pub mod auth;
 pub mod checkpoint;
 pub mod config;
 pub mod gsm8k;
+pub mod processbench;
 pub mod ids;
 pub mod trajectory;
 

@@ -184,7 +184,7 @@ fn the_error_line_ends_at_its_newline() {
     let mut data = airlift_worker::runtime::data::RunData::new(&cfg, 2);
     let mut seen = 0;
     for id in 0..20 {
-        for c in data.corruptions(&tok, airlift_worker::airl::synth::Split::Eval, id) {
+        for c in data.corruptions(&tok, airlift_worker::airl::synth::Split::Eval, id).unwrap() {
             let r = &c.sample.response;
             let (fe, end) = (c.sample.first_error_token.unwrap(), c.sample.error_line_end.unwrap());
             assert!(fe < end && end <= r.len(), "{fe}..{end} of {}", r.len());

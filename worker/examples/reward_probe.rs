@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let mut data = RunData::new(&cfg, eos as u32);
     let mut eval = IterationBatch::default();
     for id in 0..48 {
-        data.add_expert_and_corruptions(&mut eval, &tok, Split::Eval, id);
+        data.add_expert_and_corruptions(&mut eval, &tok, Split::Eval, id).unwrap();
     }
     let report = |l: &Learner, step: usize, loss: f64, t: f64| {
         let s = l.rewards(&eval, &airl).aurocs(&eval);
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         let mut b = IterationBatch::default();
         for k in 0..batch_n {
             let id = (step as u64 - 1) * batch_n + k;
-            data.add_expert_and_corruptions(&mut b, &tok, Split::Train, id);
+            data.add_expert_and_corruptions(&mut b, &tok, Split::Train, id).unwrap();
         }
         let d = l.discriminator_steps(&b, &airl, 1, &mut NoReduce);
         if step % every == 0 {

@@ -9,7 +9,8 @@
 //!   Qwen2 GGUFs are not permuted.
 //! * GGUF carries the BPE vocabulary and merges but no `tokenizer.json`; one is rebuilt as a
 //!   byte-level BPE. For the `smollm` pre-tokenizer, digits are split one per token before the
-//!   GPT-2 pattern (as SmolLM2's own tokenizer does); for `qwen2` likewise one digit per token.
+//!   GPT-2 pattern (as SmolLM2's own tokenizer does); for `qwen2`, NFC and Qwen2's own split
+//!   pattern (checked against transformers' reading of the same GGUF, `tests/fixtures/qwen2_tokenizer`).
 
 use crate::gguf::{Gguf, GgufError, Value};
 use crate::weights::{self, RawTensor, WeightsError};
@@ -219,6 +220,37 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<Converted, ConvertErr
     Ok(Converted { dir: out_dir.into(), tensors: g.tensors.len(), parameters, architecture: arch })
 }
 
+/// The `normalizer` and `pre_tokenizer` of the `tokenizer.json` rebuilt for GGUF pre-tokenizer
+/// type `pre` (`tokenizer.ggml.pre`).
+pub fn pre_tokenizer_json(pre: &str) -> Result<(Json, Json), String> {
+    let byte_level = json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true });
+    let mut normalizer = Json::Null;
+    let pre_tokenizer = match pre {
+        // Qwen2's own split (NFC first): a letter run may take one leading non-letter, digits go
+        // one per piece, punctuation runs keep trailing newlines; then bytes without the GPT-2 regex.
+        "qwen2" => {
+            normalizer = json!({ "type": "NFC" });
+            json!({
+                "type": "Sequence",
+                "pretokenizers": [
+                    { "type": "Split", "pattern": { "Regex": QWEN2_SPLIT }, "behavior": "Isolated", "invert": false },
+                    { "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false }
+                ]
+            })
+        }
+        "smollm" | "starcoder" => json!({
+            "type": "Sequence",
+            "pretokenizers": [ { "type": "Digits", "individual_digits": true }, byte_level ]
+        }),
+        "gpt-2" | "default" => byte_level,
+        other => return Err(format!("tokenizer.ggml.pre = `{other}`: airlift rebuilds only the smollm, qwen2, starcoder and gpt-2 pre-tokenizers")),
+    };
+    Ok((normalizer, pre_tokenizer))
+}
+
+/// The pre-tokenizer pattern of Qwen2's `tokenizer.json` (llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Rebuilds a Hugging Face `tokenizer.json` (byte-level BPE) from the GGUF vocabulary.
 fn tokenizer_json(g: &Gguf, tokens: &[&str]) -> Result<Json, ConvertError> {
     let model = g.get_str("tokenizer.ggml.model")?;
@@ -245,26 +277,13 @@ fn tokenizer_json(g: &Gguf, tokens: &[&str]) -> Result<Json, ConvertError> {
                     "normalized": t != 3, "special": t == 3 })
         })
         .collect();
-    let byte_level = json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true });
-    let pre_tokenizer = match pre {
-        "smollm" | "qwen2" | "starcoder" => json!({
-            "type": "Sequence",
-            "pretokenizers": [ { "type": "Digits", "individual_digits": true }, byte_level ]
-        }),
-        "gpt-2" | "default" => byte_level,
-        other => {
-            return Err(ConvertError::Unsupported {
-                path: g.path().into(),
-                what: format!("tokenizer.ggml.pre = `{other}`: airlift rebuilds only the smollm, qwen2, starcoder and gpt-2 pre-tokenizers"),
-            })
-        }
-    };
+    let (normalizer, pre_tokenizer) = pre_tokenizer_json(pre).map_err(|what| ConvertError::Unsupported { path: g.path().into(), what })?;
     Ok(json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": null,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": { "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true },
         "decoder": { "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true },

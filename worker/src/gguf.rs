@@ -1,8 +1,12 @@
 //! A reader for GGUF v2/v3 files (the llama.cpp format): metadata, tensor directory, and
-//! dequantisation of F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 tensors to `f32`.
+//! dequantisation of F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K
+//! and Q6_K to `f32`.
 //!
-//! Block layouts follow ggml's `ggml-common.h` (32 values per block). Shapes are returned in
-//! PyTorch order (outermost first), i.e. GGUF's `ne` reversed.
+//! Block layouts follow ggml's `ggml-common.h` (32 values per block; 256 per K-quant super-block,
+//! with 6-bit sub-block scales and mins packed into 12 bytes for Q4_K / Q5_K and signed 8-bit
+//! scales for Q6_K). Every type is tested against the `gguf` Python package's numpy reference
+//! (`worker/tests/fixtures/gguf_blocks.json`, made by `scripts/make_gguf_fixtures.py`).
+//! Shapes are returned in PyTorch order (outermost first), i.e. GGUF's `ne` reversed.
 
 use half::{bf16, f16};
 use memmap2::Mmap;
@@ -23,7 +27,7 @@ pub enum GgufError {
     Corrupt { path: PathBuf, offset: usize, what: String },
     #[error("{path}: metadata key `{key}`: {what}")]
     Metadata { path: PathBuf, key: String, what: String },
-    #[error("{path}: tensor `{name}` has ggml type {ggml_type}, which this reader does not dequantise (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)")]
+    #[error("{path}: tensor `{name}` has ggml type {ggml_type}, which this reader does not dequantise (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)")]
     UnsupportedType { path: PathBuf, name: String, ggml_type: u32 },
     #[error("{path}: no tensor named `{name}`")]
     MissingTensor { path: PathBuf, name: String },
@@ -93,8 +97,14 @@ pub mod ggml_type {
     pub const Q5_0: u32 = 6;
     pub const Q5_1: u32 = 7;
     pub const Q8_0: u32 = 8;
+    pub const Q4_K: u32 = 12;
+    pub const Q5_K: u32 = 13;
+    pub const Q6_K: u32 = 14;
     pub const BF16: u32 = 30;
 }
+
+/// Values per K-quant super-block.
+const QK_K: usize = 256;
 
 /// (values per block, bytes per block) of a supported ggml type.
 fn block_layout(t: u32) -> Option<(usize, usize)> {
@@ -107,6 +117,9 @@ fn block_layout(t: u32) -> Option<(usize, usize)> {
         Q5_0 => (32, 22),
         Q5_1 => (32, 24),
         Q8_0 => (32, 34),
+        Q4_K => (QK_K, 144),
+        Q5_K => (QK_K, 176),
+        Q6_K => (QK_K, 210),
         _ => return None,
     })
 }
@@ -388,9 +401,65 @@ pub fn dequantize_blocks(t: u32, data: &[u8], n: usize) -> Vec<f32> {
                 out.extend(b[2..34].iter().map(|&q| (q as i8) as f32 * d));
             }
         }
+        Q4_K | Q5_K => {
+            let stride = if t == Q4_K { 144 } else { 176 };
+            for b in data.chunks_exact(stride) {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let scales = &b[4..16];
+                let (qh, qs) = if t == Q5_K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+                // Four groups of 64 values: 32 low nibbles then 32 high nibbles of 32 bytes, each
+                // half with its own 6-bit scale and min; Q5_K adds one high bit per value from qh.
+                for g in 0..4 {
+                    let q = &qs[g * 32..g * 32 + 32];
+                    for half in 0..2 {
+                        let (sc, m) = scale_min_k4(2 * g + half, scales);
+                        let (dl, ml) = (d * sc as f32, dmin * m as f32);
+                        let bit = 1u8 << (2 * g + half);
+                        out.extend((0..32).map(|l| {
+                            let lo = if half == 0 { q[l] & 0x0f } else { q[l] >> 4 };
+                            let hi = if t == Q5_K && qh[l] & bit != 0 { 16 } else { 0 };
+                            dl * (lo + hi) as f32 - ml
+                        }));
+                    }
+                }
+            }
+        }
+        Q6_K => {
+            for b in data.chunks_exact(210) {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                let d = f16_at(b, 208);
+                // Two halves of 128 values; each value has 4 low bits in ql and 2 high bits in qh,
+                // and a signed 8-bit scale per 16 values.
+                for n in 0..2 {
+                    let (ql, qh, sc) = (&ql[n * 64..n * 64 + 64], &qh[n * 32..n * 32 + 32], &sc[n * 8..n * 8 + 8]);
+                    let mut y = [0f32; 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q = |lo: u8, shift: u32| ((lo as i32) | ((((qh[l] >> shift) & 3) as i32) << 4)) - 32;
+                        let s = |k: usize| d * (sc[is + k] as i8) as f32;
+                        y[l] = s(0) * q(ql[l] & 0x0f, 0) as f32;
+                        y[l + 32] = s(2) * q(ql[l + 32] & 0x0f, 2) as f32;
+                        y[l + 64] = s(4) * q(ql[l] >> 4, 4) as f32;
+                        y[l + 96] = s(6) * q(ql[l + 32] >> 4, 6) as f32;
+                    }
+                    out.extend_from_slice(&y);
+                }
+            }
+        }
         _ => unreachable!("block_layout admitted type {t}"),
     }
     out
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block, packed in 12
+/// bytes: sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7, sub-blocks 4-7 split between the
+/// nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod job;
 pub mod metrics;
+pub mod processbench;
 pub mod records;
 pub mod report;
 pub mod summary;

@@ -1,5 +1,6 @@
-//! The run's data as every worker sees it: prompt id → problem (synthetic, or a row of a problem
-//! file for evaluations), its chat prompt tokens, its expert trace and its corruptions.
+//! The run's data as every worker sees it: prompt id → problem (synthetic, a row of the
+//! `data.train` file of expert demonstrations, or a row of a problem file for evaluations), its
+//! chat prompt tokens, its expert trace and its corruptions.
 //! Deterministic from the run config, so rollout workers and learners agree without shipping
 //! problems around.
 
@@ -23,6 +24,8 @@ pub struct RunData {
     corruptions_per_expert: usize,
     /// Problem files read so far, by path.
     files: HashMap<PathBuf, Vec<Problem>>,
+    /// `data.train`: training prompt id `i` is row `i mod rows` of this file.
+    train_file: Option<PathBuf>,
 }
 
 impl RunData {
@@ -34,7 +37,25 @@ impl RunData {
             start_range: (2, cfg.data.max_start),
             ..SynthConfig::default()
         };
-        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize, files: HashMap::new() }
+        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize, files: HashMap::new(), train_file: cfg.data.train.clone() }
+    }
+
+    /// The number of rows of the `data.train` file (read on first use), if one is configured.
+    pub fn train_rows(&mut self) -> Result<Option<usize>, String> {
+        let Some(f) = self.train_file.clone() else { return Ok(None) };
+        self.load_file(&f)?;
+        Ok(Some(self.files[&f].len()))
+    }
+
+    fn load_file(&mut self, path: &PathBuf) -> Result<(), String> {
+        if !self.files.contains_key(path) {
+            let problems = gsm8k::load(path).map_err(|e| e.to_string())?;
+            if problems.is_empty() {
+                return Err(format!("{}: no problems in the file", path.display()));
+            }
+            self.files.insert(path.clone(), problems);
+        }
+        Ok(())
     }
 
     fn ensure(&mut self, split: Split, n: usize) {
@@ -63,23 +84,29 @@ impl RunData {
 
     /// Problem `id` of `source` (a file is read on first use and kept).
     pub fn problem_of(&mut self, source: &ProblemSource, id: u64) -> Result<&Problem, String> {
+        // A training task's problem set is `synthetic:train` on the wire whatever the run trains
+        // on; with `data.train` set it means that file.
+        if let (ProblemSource::SyntheticTrain, Some(f)) = (source, self.train_file.clone()) {
+            return self.problem_of(&ProblemSource::File(f), id);
+        }
         match source {
             ProblemSource::SyntheticTrain => Ok(&self.problem(Split::Train, id).problem),
             ProblemSource::SyntheticEval => Ok(&self.problem(Split::Eval, id).problem),
+            ProblemSource::ProcessBench(path) => Err(format!("{}: ProcessBench items are scored as written; they are not problems to sample", path.display())),
             ProblemSource::File(path) => {
-                if !self.files.contains_key(path) {
-                    let problems = gsm8k::load(path).map_err(|e| e.to_string())?;
-                    self.files.insert(path.clone(), problems);
-                }
+                self.load_file(path)?;
                 let v = &self.files[path];
-                v.get(id as usize).ok_or_else(|| format!("{}: problem {id} asked for, the file has {} rows", path.display(), v.len()))
+                // Training ids run on past the end of `data.train` (epochs); evaluation ids never do.
+                let row = if self.train_file.as_ref() == Some(path) { id as usize % v.len() } else { id as usize };
+                v.get(row).ok_or_else(|| format!("{}: problem {id} asked for, the file has {} rows", path.display(), v.len()))
             }
         }
     }
 
     /// Chat prompt tokens of a problem.
-    pub fn prompt_tokens(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Vec<u32> {
-        self.prompt_tokens_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    pub fn prompt_tokens(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Result<Vec<u32>, String> {
+        let source: ProblemSource = split.into();
+        self.prompt_tokens_of(tok, &source, id)
     }
 
     /// Chat prompt tokens of problem `id` of `source`.
@@ -89,8 +116,9 @@ impl RunData {
     }
 
     /// The expert sample of a problem (group = prompt id).
-    pub fn expert(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Sample {
-        self.expert_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    pub fn expert(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Result<Sample, String> {
+        let source: ProblemSource = split.into();
+        self.expert_of(tok, &source, id)
     }
 
     /// The expert sample of problem `id` of `source`: its worked answer without calculator
@@ -105,15 +133,17 @@ impl RunData {
 
     /// Adds problem `id`'s expert trace and its corruptions to `batch` (for discriminator steps
     /// and evaluation, where the texts are not needed).
-    pub fn add_expert_and_corruptions(&mut self, batch: &mut IterationBatch, tok: &Tokenizer, split: Split, id: u64) {
-        batch.experts.push(self.expert(tok, split, id));
-        batch.corrupted.extend(self.corruptions(tok, split, id).into_iter().map(|c| c.sample));
+    pub fn add_expert_and_corruptions(&mut self, batch: &mut IterationBatch, tok: &Tokenizer, split: Split, id: u64) -> Result<(), String> {
+        batch.experts.push(self.expert(tok, split, id)?);
+        batch.corrupted.extend(self.corruptions(tok, split, id)?.into_iter().map(|c| c.sample));
+        Ok(())
     }
 
     /// `reward.corruptions_per_expert` corrupted copies of a problem's expert trace, with the
     /// text of each (kinds cycle; the seed depends on the prompt id only).
-    pub fn corruptions(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Vec<Corrupted> {
-        self.corruptions_of(tok, &split.into(), id).expect("synthetic problems always exist")
+    pub fn corruptions(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Result<Vec<Corrupted>, String> {
+        let source: ProblemSource = split.into();
+        self.corruptions_of(tok, &source, id)
     }
 
     /// [`RunData::corruptions`] of problem `id` of `source`. An answer none of the kinds can

@@ -11,7 +11,7 @@ use super::flight::{LearnerFlight, LearnerStore};
 use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::airl::localize;
-use crate::eval::job;
+use crate::eval::{job, processbench};
 use crate::eval::records::{self, CorruptionRecord, SampleRecord};
 use airlift_proto::gsm8k::ProblemSource;
 use crate::train::optim::{AdamWConfig, FlatAdamW};
@@ -228,7 +228,7 @@ impl Rank {
         l.policy_opt.set_lr(cfg.sft.lr);
         let mut losses = Vec::with_capacity(steps);
         for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
-            let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect();
+            let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect::<Result<_, _>>().map_err(WorkerError::Other)?;
             let loss = l.sft_step(&experts, airl, dp);
             tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
             progress(step as u32 + 1, steps as u32);
@@ -255,7 +255,7 @@ impl Rank {
         for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
             let mut b = IterationBatch::default();
             for &id in ids {
-                data.add_expert_and_corruptions(&mut b, tok, Split::Train, id);
+                data.add_expert_and_corruptions(&mut b, tok, Split::Train, id).map_err(WorkerError::Other)?;
             }
             let d = l.discriminator_steps(&b, airl, 1, dp);
             if step == 0 {
@@ -295,11 +295,11 @@ impl Rank {
         }
         let version = rows.first().map_or(0, |r| r.policy_version);
         for &pid in &task.prompt_ids {
-            let e = data.expert(tok, Split::Train, pid);
+            let e = data.expert(tok, Split::Train, pid).map_err(WorkerError::Other)?;
             let text = tok.decode(&e.response).map_err(|e| other(&e))?;
             rows_out.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
             batch.experts.push(e);
-            for (k, c) in data.corruptions(tok, Split::Train, pid).into_iter().enumerate() {
+            for (k, c) in data.corruptions(tok, Split::Train, pid).map_err(WorkerError::Other)?.into_iter().enumerate() {
                 rows_out.push(expert_row(&c.sample, &c.text, "corrupted", task.iteration, version, pid, k as u32));
                 batch.corrupted.push(c.sample);
             }
@@ -329,8 +329,8 @@ impl Rank {
         let mut batch = IterationBatch::default();
         let mut prompts = Vec::new();
         for &id in ids {
-            data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id);
-            prompts.push(data.prompt_tokens(tok, Split::Eval, id));
+            data.add_expert_and_corruptions(&mut batch, tok, Split::Eval, id).map_err(WorkerError::Other)?;
+            prompts.push(data.prompt_tokens(tok, Split::Eval, id).map_err(WorkerError::Other)?);
         }
         let eos = l.policy.config().eos_token_ids.clone();
         let params = SamplingParams {
@@ -377,6 +377,11 @@ impl Rank {
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
         let t = Instant::now();
         let source = ProblemSource::parse(&task.problem_set);
+        if let ProblemSource::ProcessBench(file) = &source {
+            let part = processbench::part_path(Path::new(&task.output_dir), task.task_id);
+            let n = processbench::score_items(l, airl, tok, file, &task.prompt_ids, &part).map_err(WorkerError::Other)?;
+            return Ok((n as u64, serde_json::json!({ "items": n, "time_score_s": t.elapsed().as_secs_f64() })));
+        }
         let rows = take_rows(store, task)?;
         check_rows(task, &rows)?;
         let mut batch = IterationBatch::default();
@@ -444,6 +449,10 @@ impl Rank {
     fn eval_report(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
         let t = Instant::now();
         let tok = &self.tok;
+        if let ProblemSource::ProcessBench(file) = ProblemSource::parse(&task.problem_set) {
+            let (summary, table) = processbench::finish(Path::new(&task.output_dir), &task.label, &task.problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
+            return Ok((0, serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() })));
+        }
         let compare: Vec<std::path::PathBuf> = task.compare_dirs.iter().map(std::path::PathBuf::from).collect();
         let j = job::Job {
             dir: Path::new(&task.output_dir),
