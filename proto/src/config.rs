@@ -228,7 +228,8 @@ pub struct PolicySection {
     /// KL coefficient to the frozen reference. Default 0.
     #[serde(default)]
     pub kl_coef: f64,
-    /// Policy steps per iteration. Default 1.
+    /// Policy steps per iteration; 0 keeps the policy frozen (only the reward is learned, e.g.
+    /// a recipe that samples from a policy too large to train on the machine). Default 1.
     #[serde(default = "one")]
     pub steps: u32,
     /// Experts join their group's statistics. Default false.

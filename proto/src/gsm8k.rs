@@ -233,12 +233,22 @@ pub fn reference_answer(answer: &str) -> Option<String> {
     normalize_number(&answer[idx + 4..])
 }
 
-/// A model's final answer: the number after its first `####`, else the last number in the text.
+/// A model's final answer: the number after its first `####`, else the first number inside its
+/// last `\boxed{…}`, else the last number in the text.
 pub fn extract_answer(text: &str) -> Option<String> {
     if let Some(idx) = text.find("####") {
         let after = &text[idx + 4..];
         let line = after.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let cleaned: String = line.chars().filter(|c| *c != '$').collect();
+        if let Some(n) = first_number(&cleaned) {
+            return normalize_number(&n);
+        }
+    }
+    // The LaTeX convention of instruction-tuned math models (Qwen2.5 among them).
+    if let Some(idx) = text.rfind("\\boxed{") {
+        let inside = &text[idx + 7..];
+        let inside = &inside[..inside.find('}').unwrap_or(inside.len())];
+        let cleaned: String = inside.chars().filter(|c| *c != '$').collect();
         if let Some(n) = first_number(&cleaned) {
             return normalize_number(&n);
         }
@@ -296,6 +306,8 @@ mod tests {
         assert_eq!(extract_answer("#### -3").as_deref(), Some("-3"));
         assert_eq!(extract_answer("The total is $2.50.").as_deref(), Some("2.5"));
         assert_eq!(extract_answer("She pays $18.").as_deref(), Some("18"));
+        assert_eq!(extract_answer("so \\[ 48 + 24 = 72 \\] \\boxed{72} (not 5)").as_deref(), Some("72"));
+        assert_eq!(extract_answer("\\boxed{\\$1,250} then 7").as_deref(), Some("1250"));
         // Missing ####: the last number wins.
         assert_eq!(extract_answer("First 3 apples, then 4 more, so 7").as_deref(), Some("7"));
         // Text after the answer: the #### line wins over later numbers.

@@ -4,9 +4,11 @@
 //!    them SIGKILLed while it samples, and `--compare` with the first: every (problem, sample)
 //!    is in `samples.parquet` exactly once, `report.html` parses as HTML and holds the numbers
 //!    of `summary.json` and both evaluations;
-//! 2. a GSM8K-layout problem file is evaluated, and exported model folders are;
+//! 2. ProcessBench items are scored (every item once, tokens mapped to steps, the metric's table
+//!    and report); a GSM8K-layout problem file is evaluated, and exported model folders are;
 //! 3. bad input is refused up front, naming what is wrong: a malformed problem row, a
-//!    checkpoint that fails its checks, a reward folder whose tokenizer is not the policy's.
+//!    checkpoint that fails its checks, a reward folder whose tokenizer is not the policy's, a
+//!    ProcessBench row with a label past its steps, a `data.train` file with a bad row.
 
 use airlift_tests::*;
 use airlift_worker::eval::records;
@@ -14,11 +16,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A one-iteration run with checkpoints after the warm start and the iteration; returns its
-/// folder.
+/// A one-iteration run on a GSM8K-layout file of experts (`data.train`), with checkpoints after
+/// the warm start and the iteration; returns its folder.
+/// The run trains on a GSM8K-layout file of expert demonstrations (`data.train`) rather than on
+/// synthetic problems.
+const TRAIN_ROWS: [(&str, &str); 3] = [
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"),
+    ("A box holds 6 eggs. How many eggs are in 2 boxes?", "2 boxes hold 2 * 6 = <<2*6=12>>12 eggs.\n#### 12"),
+    ("Ann had 10 coins and spent 4. How many are left?", "She has 10 - 4 = <<10-4=6>>6 coins left.\n#### 6"),
+];
+
 fn trained(dir: &Path) -> PathBuf {
     tiny_model(&dir.join("model"));
+    std::fs::create_dir_all(dir).unwrap();
+    let train = dir.join("train.jsonl");
+    let rows: String = TRAIN_ROWS.iter().map(|(q, a)| serde_json::json!({ "question": q, "answer": a }).to_string() + "\n").collect();
+    std::fs::write(&train, rows).unwrap();
     let cfg = tiny_config(&dir.join("model"), &dir.join("run"), "[checkpoint]\nevery = 1\nkeep = 1\nkeep_warm_start = true\n")
+        .replace("[data]\n", &format!("[data]\ntrain = \"{}\"\n", train.display()))
         .replace("iterations = 3", "iterations = 1")
         .replace("learner = 2", "learner = 1")
         // Longer samples: a rollout task lasts long enough to be caught in flight.
@@ -30,6 +45,21 @@ fn trained(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     assert!(run.join("checkpoints/step-000000/manifest.json").exists(), "keep_warm_start kept step 0");
     assert!(run.join("checkpoints/step-000001/manifest.json").exists());
+    // Every expert row is one of the file's answers (calculator annotations stripped), for the
+    // prompt id's row (ids past the end go round the file), and the policy sampled its questions.
+    let mut experts = 0;
+    for (_, rows) in trajectories(&run) {
+        for r in rows {
+            let (q, a) = TRAIN_ROWS[r.prompt_id as usize % TRAIN_ROWS.len()];
+            if r.source == "expert" {
+                let want = airlift_worker::airl::corrupt::strip_calculator_annotations(a);
+                assert_eq!(r.response_text, want, "expert row of prompt {}", r.prompt_id);
+                experts += 1;
+            }
+            let _ = q;
+        }
+    }
+    assert!(experts >= 4, "one expert row per prompt of the iteration: {experts}");
     run
 }
 
@@ -120,7 +150,43 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     let heads = texts(&dom, "th").join("|");
     assert!(heads.contains("step-000001") && heads.contains("step-000000"), "both evaluations side by side: {heads}");
 
-    // 2. A GSM8K-layout file, and the exported folders of the trained checkpoint.
+    // 2a. ProcessBench items (scored as written, no sampling): every item once, a reward and a
+    // log-prob per token, steps mapped, the metric's table with its baselines.
+    let pb = dir.join("processbench.jsonl");
+    let item = |id: u32, steps: &[&str], label: i64| serde_json::json!({ "id": format!("gsm8k-{id}"), "generator": "hand", "problem": "Tom has 3 apples and buys 4 more. How many apples does he have?", "steps": steps, "final_answer_correct": label < 0, "label": label }).to_string() + "\n";
+    let items: String = [
+        item(0, &["Tom starts with 3 apples.", "He buys 4 more: 3 + 4 = 7.", "#### 7"], -1),
+        item(2, &["Tom starts with 3 apples.", "He buys 4 more: 3 + 4 = 8.", "#### 8"], 1),
+        item(4, &["He buys 4 more, so 3 * 4 = 12.", "#### 12"], 0),
+        item(6, &["3 + 4 = 7", "#### 7"], -1),
+        item(8, &["Tom has 3.", "Then 4 more.", "3 - 4 = -1", "#### -1"], 2),
+        item(10, &["3 + 4 = 7 apples in all.", "#### 7"], -1),
+    ]
+    .concat();
+    std::fs::write(&pb, items).unwrap();
+    let pb_out = dir.join("pb");
+    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", &format!("processbench:{}", pb.display()), "--out", pb_out.to_str().unwrap(), "--rollouts", "1"]);
+    assert!(ok, "{out}\n{err}");
+    for m in ["random", "same step every time", "oracle final-answer", "policy log-prob", "interval reward", "dense reward", "F1"] {
+        assert!(out.contains(m), "the ProcessBench table shows {m}:\n{out}");
+    }
+    let scored: Vec<serde_json::Value> = std::fs::read_to_string(pb_out.join("processbench.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(scored.iter().map(|r| r["item_index"].as_u64().unwrap()).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "every item once");
+    for r in &scored {
+        let n = r["response_tokens"].as_array().unwrap().len();
+        assert!(n > 0);
+        assert_eq!(r["token_rewards"].as_array().unwrap().len(), n);
+        assert_eq!(r["policy_logprobs"].as_array().unwrap().len(), n);
+        let steps: Vec<u64> = r["token_steps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(steps.len(), n);
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]) && steps[0] == 0 && *steps.last().unwrap() + 1 == r["n_steps"].as_u64().unwrap(), "tokens cover the steps in order: {steps:?}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pb_out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["summary"]["n_error"].as_u64(), summary["summary"]["n_correct"].as_u64()), (Some(3), Some(3)));
+    let html = std::fs::read_to_string(pb_out.join("report.html")).unwrap();
+    assert!(tl::parse(&html, tl::ParserOptions::default()).is_ok() && html.contains("gsm8k-2") && html.contains("3 + 4 = 8."), "the report draws items step by step");
+
+    // 2b. A GSM8K-layout file, and the exported folders of the trained checkpoint.
     let file = dir.join("problems.jsonl");
     std::fs::write(&file, "{\"question\": \"Tom has 3 apples and buys 4 more. How many apples does he have?\", \"answer\": \"He has 3 + 4 = <<3+4=7>>7 apples.\\n#### 7\"}\n{\"question\": \"A box holds 6 eggs. How many eggs are in 2 boxes?\", \"answer\": \"2 * 6 = <<2*6=12>>12 eggs.\\n#### 12\"}\n").unwrap();
     let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", file.to_str().unwrap(), "--samples", "1", "--out", dir.join("file").to_str().unwrap(), "--rollouts", "1"]);
@@ -148,6 +214,12 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     let bad_file = dir.join("bad.jsonl");
     std::fs::write(&bad_file, "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q2\", \"answer\": \"no final line\"}\n").unwrap();
     refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", bad_file.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()], &["bad.jsonl", "row 2", "answer"]);
+    let bad_pb = dir.join("bad-pb.jsonl");
+    std::fs::write(&bad_pb, item(0, &["a", "b"], -1) + &item(2, &["a", "b"], 2)).unwrap();
+    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", &format!("processbench:{}", bad_pb.display()), "--out", dir.join("w").to_str().unwrap()], &["bad-pb.jsonl", "row 2", "label"]);
+    let bad_train = dir.join("bad-train.toml");
+    std::fs::write(&bad_train, std::fs::read_to_string(dir.join("run.toml")).unwrap().replace("train.jsonl", "bad.jsonl").replace(&dir.join("run").display().to_string(), &dir.join("run-bad").display().to_string())).unwrap();
+    refused(&["--config", bad_train.to_str().unwrap(), "--local"], &["data.train", "bad.jsonl", "row 2"]);
     let broken = dir.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     for e in std::fs::read_dir(ckpt(1)).unwrap() {

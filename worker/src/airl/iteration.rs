@@ -78,7 +78,7 @@ pub struct AirlConfig {
     pub clip_eps: f64,
     /// `policy.kl_coef`: weight of the KL to the frozen reference. Default 0.
     pub kl_coef: f64,
-    /// `policy.steps`: policy steps per iteration. Default 1.
+    /// `policy.steps`: policy steps per iteration (0: the policy stays frozen). Default 1.
     pub policy_steps: usize,
     /// Rows per micro-batch for forward/backward: a micro-batch holds at most this many rows'
     /// worth of positions, as prefix trees (memory knob; results do not depend on it beyond
@@ -592,7 +592,11 @@ impl Learner {
             _ => None,
         };
         let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
-        let steps = cfg.policy_steps.max(1);
+        // `policy.steps = 0`: a frozen policy (the reward alone is learned).
+        let steps = cfg.policy_steps;
+        if steps == 0 {
+            return;
+        }
         let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
