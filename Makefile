@@ -70,7 +70,7 @@ assets-gsm8k: assets
 
 # Tests that need the real-data assets: the converted Qwen2 tokenizer's ids against transformers'.
 test-gsm8k: assets-gsm8k
-	cargo test --release -p airlift-worker --test qwen2_tokenizer -- --include-ignored
+	cargo test --release -p airlift-worker --test qwen2_gguf -- --include-ignored
 
 # The real-data recipe (about an hour on 2 cores), then its evaluation on GSM8K test problems and
 # on ProcessBench's human-labelled errors; prints both tables. RECIPE=0 skips the training run and

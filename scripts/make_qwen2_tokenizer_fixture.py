@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Reference token ids for airlift's rebuilt Qwen2 tokenizer, from an independent reading of the
-same GGUF file: transformers' own GGUF tokenizer conversion (`AutoTokenizer.from_pretrained(...,
-gguf_file=...)`, transformers==5.24.0, gguf==0.19.0).
+"""Reference token ids for airlift's rebuilt Qwen2 tokenizer, and reference logits for its
+converted Qwen2 model (K-quants dequantised, q/k/v biases, untied head), from an independent
+reading of the same GGUF file: transformers' own GGUF conversion (`from_pretrained(...,
+gguf_file=...)`, transformers==5.24.0, gguf==0.19.0, its own numpy dequantisation).
 
-Writes tests/fixtures/qwen2_tokenizer/cases.json: for each test string, transformers' token ids
-(no special tokens added) and its pre-tokenizer's pieces. `worker/tests/qwen2_tokenizer.rs` checks
+Also writes tests/fixtures/qwen2/gguf_logits.safetensors: the fp32 logits of the last
+position of two chat prompts (`worker/tests/qwen2_gguf.rs`, `make test-gsm8k`).
+
+Writes tests/fixtures/qwen2/cases.json: for each test string, transformers' token ids
+(no special tokens added) and its pre-tokenizer's pieces. `worker/tests/qwen2_gguf.rs` checks
 the pieces on every `make test` (no model needed) and the ids against the converted model folder
 (`make test-gsm8k`, which needs `make assets-gsm8k`).
 
@@ -46,7 +50,22 @@ def main() -> None:
         ids = tok.encode(normalized, add_special_tokens=False)
         pieces = [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]
         out["cases"].append({"text": text, "ids": ids, "pieces": pieces})
-    path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "qwen2_tokenizer", "cases.json")
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf) or ".", gguf_file=os.path.basename(gguf), dtype=torch.float32).eval()
+    tensors = {}
+    out["logit_prompts"] = []
+    for i, q in enumerate(["What is 12 * 7?", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her friends in May. How many clips did Natalia sell altogether in April and May?"]):
+        text = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        ids = tok.encode(text, add_special_tokens=False)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        tensors[f"last_logits_{i}"] = logits.float().contiguous()
+        out["logit_prompts"].append({"text": text, "ids": ids})
+    fix = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "qwen2")
+    save_file(tensors, os.path.join(fix, "gguf_logits.safetensors"))
+    path = os.path.join(fix, "cases.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     print(f"wrote {os.path.normpath(path)}: {len(out['cases'])} cases")

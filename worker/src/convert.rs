@@ -10,7 +10,7 @@
 //! * GGUF carries the BPE vocabulary and merges but no `tokenizer.json`; one is rebuilt as a
 //!   byte-level BPE. For the `smollm` pre-tokenizer, digits are split one per token before the
 //!   GPT-2 pattern (as SmolLM2's own tokenizer does); for `qwen2`, NFC and Qwen2's own split
-//!   pattern (checked against transformers' reading of the same GGUF, `tests/fixtures/qwen2_tokenizer`).
+//!   pattern (checked against transformers' reading of the same GGUF, `tests/fixtures/qwen2`).
 
 use crate::gguf::{Gguf, GgufError, Value};
 use crate::weights::{self, RawTensor, WeightsError};

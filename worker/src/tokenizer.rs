@@ -59,7 +59,10 @@ impl ChatTemplate {
                     let rest = &template[i + m.len()..];
                     let end = rest.find("<|im_end|>")?;
                     let text = &rest[..end];
-                    (!text.contains("{{") && !text.contains("{%") && !text.is_empty()).then(|| text.to_string())
+                    // Not a Jinja expression, nor a string concatenation inside one (Qwen2.5's
+                    // `'<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>'`).
+                    let expression = ["{{", "{%", "messages[", "' +", "+ '"].iter().any(|m| text.contains(m));
+                    (!expression && !text.is_empty()).then(|| text.to_string())
                 })
             });
             Some(ChatTemplate::ChatMl { default_system })
@@ -191,6 +194,15 @@ mod tests {
             t.render(&[(Role::System, "S"), (Role::User, "Hi")]),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    /// Qwen2.5's template concatenates the system message in one branch before it writes its
+    /// literal default in the other; the literal is the default.
+    #[test]
+    fn qwen25_template_default_system_prompt_is_the_literal() {
+        let jinja = "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- else %}{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- endif %}";
+        let t = ChatTemplate::from_jinja(jinja).unwrap();
+        assert_eq!(t, ChatTemplate::ChatMl { default_system: Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into()) });
     }
 
     #[test]
