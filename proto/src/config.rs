@@ -561,8 +561,11 @@ impl RunConfig {
         if self.policy.clip_eps <= 0.0 {
             return bad("policy.clip_eps", "must be > 0".into());
         }
-        if self.policy.steps == 0 || self.policy.micro_batch == 0 {
-            return bad("policy.steps", "policy.steps and policy.micro_batch must be at least 1".into());
+        if self.policy.micro_batch == 0 {
+            return bad("policy.micro_batch", "must be at least 1".into());
+        }
+        if self.policy.steps == 0 && (self.policy.lr != 0.0 || self.sft.steps > 0 || self.policy.kl_coef != 0.0) {
+            return bad("policy.steps", format!("0 (a frozen policy) needs policy.lr = 0, policy.kl_coef = 0 and sft.steps = 0 (they are {}, {} and {})", self.policy.lr, self.policy.kl_coef, self.sft.steps));
         }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1 (the newest checkpoint is what a resume loads)".into());

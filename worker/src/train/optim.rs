@@ -81,10 +81,12 @@ pub struct FlatAdamW {
     names: Vec<String>,
     params: Vec<Tensor>,
     flat: Tensor,
-    decay_mask: Tensor,
-    /// Runs of the owned slice, `(start in the buffer, length, decayed)`, for the fused kernel;
-    /// `None` when the update runs as separate tensor ops.
-    fused: Option<Vec<(i64, i64, bool)>>,
+    /// Runs of the owned slice, `(start in the buffer, length, decayed)`: what the fused kernel
+    /// updates, and where weight decay applies (no buffer-sized decay mask: for a 0.5B policy
+    /// that was 2.5 GB, and twice that while it was built).
+    runs: Vec<(i64, i64, bool)>,
+    /// Whether the update runs as libtorch's fused kernel (else as separate tensor ops).
+    fused: bool,
     /// The step count as a one-element tensor on the buffer's device (the fused kernel reads it).
     step_t: Tensor,
     m: Tensor,
@@ -112,7 +114,6 @@ impl FlatAdamW {
         let total = layout.total;
         let device = vars[0].1.device();
         let flat = Tensor::zeros([total], (Kind::Float, device));
-        let mut decay = Vec::with_capacity(vars.len());
         let mut runs: Vec<(i64, i64, bool)> = Vec::new();
         let (lo, hi) = layout.shard(rank, world);
         let mut off = 0;
@@ -124,7 +125,6 @@ impl FlatAdamW {
                 view.shallow_clone().copy_(&t.reshape([-1]));
                 let mut p = t.shallow_clone();
                 p.set_data(&view.view(t.size().as_slice()));
-                decay.push(Tensor::full([n], if t.dim() >= 2 { 1.0 } else { 0.0 }, (Kind::Float, device)));
                 let (a, b) = (off.max(lo), (off + n).min(hi));
                 if a < b {
                     match runs.last_mut() {
@@ -136,12 +136,12 @@ impl FlatAdamW {
             }
         });
         let len = hi - lo;
-        let fused = (crate::cuda::fused_adamw_built() && std::env::var("AIRLIFT_FUSED_ADAMW").as_deref() != Ok("0")).then_some(runs);
+        let fused = crate::cuda::fused_adamw_built() && std::env::var("AIRLIFT_FUSED_ADAMW").as_deref() != Ok("0");
         FlatAdamW {
             names: vars.iter().map(|(n, _)| n.clone()).collect(),
             params: vars.into_iter().map(|(_, t)| t).collect(),
             flat,
-            decay_mask: Tensor::cat(&decay, 0),
+            runs,
             fused,
             step_t: Tensor::from(0f32).to_device(device),
             m: Tensor::zeros([len], (Kind::Float, device)),
@@ -253,7 +253,6 @@ impl FlatAdamW {
     pub fn step_with(&mut self, grad: &Tensor) -> StepStats {
         let lr = self.cfg.lr_at(self.step);
         self.step += 1;
-        let fused = self.fused.take();
         let stats = tch::no_grad(|| {
             let c = &self.cfg;
             let grad_norm = grad.norm().double_value(&[]);
@@ -265,16 +264,18 @@ impl FlatAdamW {
             if len > 0 {
                 let g = grad.narrow(0, self.lo, len);
                 let g = if scale != 1.0 { g * scale } else { g };
-                if let Some(runs) = &fused {
-                    self.fused_step(runs, &g, lr);
+                if self.fused {
+                    self.fused_step(&self.runs, &g, lr);
                     return StepStats { grad_norm, lr };
                 }
                 // In place, in torch's order (`torch.optim.AdamW`, single-tensor path): two
                 // temporaries of the slice's size instead of ten, which matters for a 0.5B model.
                 let mut p = self.flat.narrow(0, self.lo, len);
                 if c.weight_decay > 0.0 {
-                    let decay = self.decay_mask.narrow(0, self.lo, len);
-                    p *= decay * (-lr * c.weight_decay) + 1.0;
+                    for &(start, n, _) in self.runs.iter().filter(|r| r.2) {
+                        let mut run = self.flat.narrow(0, start, n);
+                        run *= 1.0 - lr * c.weight_decay;
+                    }
                 }
                 let _ = self.m.lerp_(&g, 1.0 - c.beta1);
                 let _ = self.v.lerp_(&g.square(), 1.0 - c.beta2);
@@ -290,7 +291,6 @@ impl FlatAdamW {
             }
             StepStats { grad_norm, lr }
         });
-        self.fused = fused;
         stats
     }
 
