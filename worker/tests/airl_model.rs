@@ -92,6 +92,25 @@ fn warmup_then_cosine_schedule() {
     assert!((c.lr_at(14) - 0.1).abs() < 1e-12 && (c.lr_at(100) - 0.1).abs() < 1e-12);
 }
 
+/// A frozen model (`policy.steps = 0`) keeps its parameters in the flat buffer but holds no
+/// moments and refuses a step (checkpoints write its moments as zeros: `train::checkpoint`).
+#[test]
+fn frozen_optimizer_holds_no_moments_and_refuses_a_step() {
+    let m = model::load(&tiny("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();
+    let o = FlatAdamW::frozen(&m.vs, AdamWConfig::default(), 0, 1);
+    assert!(o.is_frozen() && o.moment_tensors().is_none());
+    let name = "model.norm.weight";
+    let vars = m.vs.variables();
+    let off: i64 = o.names().iter().take_while(|n| *n != name).map(|n| vars[n].numel() as i64).sum();
+    assert!(o.flat().narrow(0, off, vars[name].numel() as i64).equal(&vars[name].reshape([-1])), "parameters are views of the buffer");
+    let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut o = FlatAdamW::frozen(&m.vs, AdamWConfig::default(), 0, 1);
+        let g = Tensor::zeros([o.numel()], (Kind::Float, Device::Cpu));
+        o.step_with(&g);
+    }));
+    assert!(stepped.is_err(), "a frozen optimizer refuses a step");
+}
+
 #[test]
 fn sharded_optimizers_together_equal_one() {
     let one = model::load(&tiny("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();

@@ -114,12 +114,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let dp = DataParallel { coll };
 
     let total_iters = cfg.run.iterations.max(1);
-    let policy_opt = FlatAdamW::sharded(
-        &policy.vs,
-        AdamWConfig { lr: cfg.policy.lr, warmup_steps: 0, total_steps: 0, ..Default::default() },
-        rank,
-        world,
-    );
+    let policy_cfg = AdamWConfig { lr: cfg.policy.lr, warmup_steps: 0, total_steps: 0, ..Default::default() };
+    let policy_opt = if cfg.policy.steps == 0 { FlatAdamW::frozen(&policy.vs, policy_cfg, rank, world) } else { FlatAdamW::sharded(&policy.vs, policy_cfg, rank, world) };
     let reward_opt = FlatAdamW::sharded(
         &reward.vs,
         AdamWConfig { lr: cfg.reward.lr, total_steps: total_iters * cfg.reward.disc_steps as u64, ..Default::default() },

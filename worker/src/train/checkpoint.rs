@@ -61,9 +61,25 @@ pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) 
     let mut buf = vec![0f32; CHUNK];
     for m in models {
         let (lo, hi) = m.opt.shard();
-        let (mm, vv) = m.opt.moment_tensors();
-        for t in [&m.opt.flat().narrow(0, lo, hi - lo), mm, vv] {
-            stream(t, &mut buf, |chunk| w.write(chunk))?;
+        stream(&m.opt.flat().narrow(0, lo, hi - lo), &mut buf, |chunk| w.write(chunk))?;
+        match m.opt.moment_tensors() {
+            Some((mm, vv)) => {
+                for t in [mm, vv] {
+                    stream(t, &mut buf, |chunk| w.write(chunk))?;
+                }
+            }
+            // A frozen model's moments are zeros, written without holding them.
+            None => {
+                let zeros = vec![0f32; CHUNK];
+                for _ in 0..2 {
+                    let mut left = (hi - lo) as usize;
+                    while left > 0 {
+                        let k = left.min(CHUNK);
+                        w.write(&zeros[..k])?;
+                        left -= k;
+                    }
+                }
+            }
         }
         layouts.insert(m.name.to_string(), layout_of(m.vs));
         steps.insert(m.name.to_string(), m.opt.steps_taken());

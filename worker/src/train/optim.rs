@@ -91,6 +91,8 @@ pub struct FlatAdamW {
     step_t: Tensor,
     m: Tensor,
     v: Tensor,
+    /// No moments are held and no step may be taken (a frozen model: `policy.steps = 0`).
+    frozen: bool,
     lo: i64,
     hi: i64,
     step: u64,
@@ -107,6 +109,10 @@ impl FlatAdamW {
     /// slice `rank` of the buffer split into `world` near-equal parts
     /// ([`super::flat::FlatLayout::shard`]).
     pub fn sharded(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize) -> Self {
+        Self::sharded_with(vs, cfg, rank, world, true)
+    }
+
+    fn sharded_with(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize, moments: bool) -> Self {
         assert!(world > 0 && rank < world, "rank {rank} of world {world}");
         let vars = super::flat::trainable(vs);
         assert!(!vars.is_empty(), "no trainable parameters");
@@ -144,13 +150,28 @@ impl FlatAdamW {
             runs,
             fused,
             step_t: Tensor::from(0f32).to_device(device),
-            m: Tensor::zeros([len], (Kind::Float, device)),
-            v: Tensor::zeros([len], (Kind::Float, device)),
+            m: Tensor::zeros([if moments { len } else { 0 }], (Kind::Float, device)),
+            v: Tensor::zeros([if moments { len } else { 0 }], (Kind::Float, device)),
+            frozen: false,
             lo,
             hi,
             step: 0,
             cfg,
         }
+    }
+
+    /// [`FlatAdamW::sharded`] for a model that is never stepped: the flat buffer and its layout
+    /// (for checkpoints and weight publishing) without moments, which for a 0.5B policy are 5 GB.
+    /// Checkpoints still carry the moment vectors, as zeros.
+    pub fn frozen(vs: &VarStore, cfg: AdamWConfig, rank: usize, world: usize) -> Self {
+        let mut o = Self::sharded_with(vs, cfg, rank, world, false);
+        o.frozen = true;
+        o
+    }
+
+    /// Whether this optimizer holds no moments and takes no steps.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     /// The flat parameter buffer (views of it are the model's parameters).
@@ -209,17 +230,20 @@ impl FlatAdamW {
         (get(&self.m), get(&self.v))
     }
 
-    /// This rank's slice of the first and second moments (for checkpoints).
-    pub fn moment_tensors(&self) -> (&Tensor, &Tensor) {
-        (&self.m, &self.v)
+    /// This rank's slice of the first and second moments (for checkpoints); `None` when frozen
+    /// (the moments are zeros).
+    pub fn moment_tensors(&self) -> Option<(&Tensor, &Tensor)> {
+        (!self.frozen).then_some((&self.m, &self.v))
     }
 
     /// Restores a saved state: `fill(0, flat)` writes the whole parameter buffer, `fill(1, m)`
     /// and `fill(2, v)` this rank's slice of the moments; then the step count is set.
     pub fn load_state_with(&mut self, step: u64, mut fill: impl FnMut(usize, &Tensor) -> Result<(), String>) -> Result<(), String> {
         fill(0, &self.flat)?;
-        fill(1, &self.m)?;
-        fill(2, &self.v)?;
+        if !self.frozen {
+            fill(1, &self.m)?;
+            fill(2, &self.v)?;
+        }
         self.step = step;
         Ok(())
     }
@@ -251,6 +275,7 @@ impl FlatAdamW {
     /// One AdamW step on the owned slice using `grad` (a full flat gradient, e.g. already
     /// all-reduced across ranks). Clipping uses the norm of the whole `grad`.
     pub fn step_with(&mut self, grad: &Tensor) -> StepStats {
+        assert!(!self.frozen, "a frozen optimizer takes no steps");
         let lr = self.cfg.lr_at(self.step);
         self.step += 1;
         let stats = tch::no_grad(|| {
