@@ -939,32 +939,27 @@ impl RunState {
     /// Evaluation job on fixed traces (ProcessBench): learner `rank` scores items `ids`.
     fn eval_score_items(&mut self, ids: Vec<u64>, rank: usize) {
         let Some(job) = self.eval.as_ref() else { return };
-        let lt = pb::LearnerTask {
-            kind: pb::LearnerTaskKind::EvalScore as i32,
-            iteration: EVAL_ITERATION,
-            prompt_ids: ids,
-            samples_per_prompt: 1,
-            problem_set: job.plan.source.wire(),
-            output_dir: job.plan.dir.display().to_string(),
-            ..Default::default()
-        };
-        let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
-        self.eval.as_mut().unwrap().score_tasks.push(id);
-        let learner = self.learners_by_rank()[rank];
-        self.start(id, learner);
+        let problem_set = job.plan.source.wire();
+        self.start_score_task(ids, Vec::new(), 1, problem_set, rank);
     }
 
     /// Evaluation job: rollout task `t` is done; its learner scores its rows.
     fn eval_score(&mut self, t: &pb::RolloutTask) {
         let Some(job) = self.eval.as_ref() else { return };
         let rank = job.rollout_rank.get(&t.task_id).copied().unwrap_or(0);
+        self.start_score_task(t.prompt_ids.clone(), vec![t.task_id], t.samples_per_prompt, t.problem_set.clone(), rank);
+    }
+
+    /// Starts a score task of the evaluation job on learner `rank`.
+    fn start_score_task(&mut self, prompt_ids: Vec<u64>, rollout_task_ids: Vec<u64>, samples_per_prompt: u32, problem_set: String, rank: usize) {
+        let Some(job) = self.eval.as_ref() else { return };
         let lt = pb::LearnerTask {
             kind: pb::LearnerTaskKind::EvalScore as i32,
             iteration: EVAL_ITERATION,
-            prompt_ids: t.prompt_ids.clone(),
-            rollout_task_ids: vec![t.task_id],
-            samples_per_prompt: t.samples_per_prompt,
-            problem_set: t.problem_set.clone(),
+            prompt_ids,
+            rollout_task_ids,
+            samples_per_prompt,
+            problem_set,
             output_dir: job.plan.dir.display().to_string(),
             ..Default::default()
         };

@@ -66,6 +66,48 @@ pub struct Summary {
     pub localisation: BTreeMap<String, Rate>,
     pub localisation_chance_at_1: f64,
     pub localisation_chance_at_3: f64,
+    /// Paired comparisons of methods on the same problems.
+    pub paired: Vec<PairedDiff>,
+}
+
+/// Method `a` minus method `b` on the same problems: the difference of their accuracies, its
+/// 95% interval by bootstrap over problems, and the problems only `a` / only `b` got right.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PairedDiff {
+    pub a: String,
+    pub b: String,
+    pub diff: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub only_a: usize,
+    pub only_b: usize,
+    pub n: usize,
+}
+
+/// Bootstrap resamples of the paired differences.
+const PAIRED_RESAMPLES: usize = 2000;
+
+/// [`PairedDiff`] of per-problem scores `a` and `b` (0/1, or a fraction for pass@1).
+pub fn paired_diff(name_a: &str, a: &[f64], name_b: &str, b: &[f64], seed: u64) -> PairedDiff {
+    let n = a.len().min(b.len());
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let diff = if n > 0 { d.iter().sum::<f64>() / n as f64 } else { f64::NAN };
+    let mut rng = SplitMix64::new(seed);
+    let mut boots: Vec<f64> = (0..if n > 0 { PAIRED_RESAMPLES } else { 0 })
+        .map(|_| (0..n).map(|_| d[(rng.next_u64() % n as u64) as usize]).sum::<f64>() / n as f64)
+        .collect();
+    boots.sort_by(f64::total_cmp);
+    let q = |p: f64| if boots.is_empty() { f64::NAN } else { boots[((boots.len() - 1) as f64 * p).round() as usize] };
+    PairedDiff {
+        a: name_a.into(),
+        b: name_b.into(),
+        diff,
+        lo: q(0.025),
+        hi: q(0.975),
+        only_a: a.iter().zip(b).filter(|(x, y)| **x > **y).count(),
+        only_b: a.iter().zip(b).filter(|(x, y)| **x < **y).count(),
+        n,
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -95,8 +137,14 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
     let problems = by_problem.len();
     let mut rng = SplitMix64::new(seed);
     let mut hits: BTreeMap<String, usize> = BTreeMap::new();
-    let mut add = |name: &str, ok: bool| *hits.entry(name.to_string()).or_default() += ok as usize;
+    let mut per_problem: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut add = |name: &str, ok: bool| {
+        *hits.entry(name.to_string()).or_default() += ok as usize;
+        per_problem.entry(name.to_string()).or_default().push(ok as u8 as f64);
+    };
+    let mut pass1 = Vec::with_capacity(problems);
     for group in by_problem.values() {
+        pass1.push(group.iter().filter(|s| s.correct).count() as f64 / group.len() as f64);
         let pick = |i: Option<usize>| i.is_some_and(|i| group[i].correct);
         add("pass@N (oracle)", group.iter().any(|s| s.correct));
         add("random choice", group[(rng.next_u64() % group.len() as u64) as usize].correct);
@@ -138,6 +186,17 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         }
     }
     let nc = corruptions.len();
+    per_problem.insert("pass@1 (mean over samples)".into(), pass1);
+    let paired = [
+        ("reward-weighted vote", "majority vote"),
+        ("best-of-N by reward (mean)", "majority vote"),
+        ("best-of-N by reward (mean)", "pass@1 (mean over samples)"),
+        ("best-of-N by reward (mean)", "highest mean log-prob"),
+        ("reward-weighted vote", "pass@1 (mean over samples)"),
+    ]
+    .iter()
+    .filter_map(|(a, b)| Some(paired_diff(a, per_problem.get(*a)?, b, per_problem.get(*b)?, seed ^ 0xD1FF)))
+    .collect();
     Summary {
         problems,
         samples_per_problem: if problems > 0 { samples.len() as f64 / problems as f64 } else { 0.0 },
@@ -149,6 +208,7 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         localisation: loc.into_iter().map(|(k, v)| (k, rate(v, nc))).collect(),
         localisation_chance_at_1: if nc > 0 { chance1 / nc as f64 } else { f64::NAN },
         localisation_chance_at_3: if nc > 0 { chance3 / nc as f64 } else { f64::NAN },
+        paired,
     }
 }
 
@@ -168,6 +228,10 @@ pub fn table(s: &Summary) -> String {
         out.push_str(&format!("{name:<50} {:>8.3}  [{:>6.3}, {:>6.3}]\n", r.value, r.lo, r.hi));
     }
     out.push_str(&format!("random line: hit@1 {:.3}, hit@3 {:.3}\n", s.localisation_chance_at_1, s.localisation_chance_at_3));
+    out.push_str("paired on the same problems (difference, 95% bootstrap interval over problems, problems only a / only b got right):\n");
+    for p in &s.paired {
+        out.push_str(&format!("  {} - {}: {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.b, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
+    }
     out
 }
 
@@ -205,6 +269,17 @@ mod tests {
         assert_eq!(s.correctness_auroc, 1.0);
         assert!(s.correctness_pearson > 0.0);
         assert!(table(&s).contains("majority vote"));
+    }
+
+    #[test]
+    fn paired_difference_by_hand() {
+        // 4 problems: a right on 0, 1, 2; b right on 1, 3: difference (3 - 2) / 4.
+        let p = paired_diff("a", &[1.0, 1.0, 1.0, 0.0], "b", &[0.0, 1.0, 0.0, 1.0], 7);
+        assert_eq!((p.diff, p.only_a, p.only_b, p.n), (0.25, 2, 1, 4));
+        assert!(p.lo <= p.diff && p.diff <= p.hi && p.lo >= -1.0 && p.hi <= 1.0);
+        // Identical methods: a zero difference with a zero-width interval.
+        let same = paired_diff("a", &[1.0, 0.0], "b", &[1.0, 0.0], 7);
+        assert_eq!((same.diff, same.lo, same.hi), (0.0, 0.0, 0.0));
     }
 
     #[test]
