@@ -7,12 +7,12 @@
 #   * GSM8K test (the first $GSM8K problems, $SAMPLES samples each; newest checkpoint): pass@1,
 #     majority vote, best-of-N and reward-weighted vote, correctness AUROC.
 # Environment: RECIPE=0 skips the training run (evaluates what runs/gsm8k-qwen-coder holds);
-# GSM8K (problems, default 32), SAMPLES (default 8), PROCESSBENCH (file).
+# GSM8K (problems, default 24), SAMPLES (default 8), PROCESSBENCH (file).
 set -euo pipefail
 CONFIG=${CONFIG:-configs/gsm8k-qwen-coder.toml}
 RUN=${RUN:-runs/gsm8k-qwen-coder}
 RECIPE=${RECIPE:-1}
-GSM8K=${GSM8K:-32}
+GSM8K=${GSM8K:-24}
 SAMPLES=${SAMPLES:-8}
 GSM8K_FILE=${GSM8K_FILE:-.cache/data/gsm8k/test.jsonl}
 PROCESSBENCH=${PROCESSBENCH:-data/processbench/gsm8k-dev.jsonl}

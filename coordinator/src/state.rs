@@ -901,31 +901,31 @@ impl RunState {
                 job.expected_scores = n;
                 job.queued = true;
             } else {
-            let mut ranks = HashMap::new();
-            let per_task = (self.cfg.data.prompts_per_task as usize).max(1);
-            for (k, chunk) in plan.problems.chunks(per_task).enumerate() {
-                let rank = k % by_rank.len();
-                let t = pb::RolloutTask {
-                    iteration: EVAL_ITERATION,
-                    policy_version: self.policy_version,
-                    prompt_ids: chunk.to_vec(),
-                    samples_per_prompt: plan.samples,
-                    sampling: Some(pb::SamplingParams { temperature: self.cfg.sampling.temperature, top_p: self.cfg.sampling.top_p, max_new_tokens: self.cfg.sampling.max_new_tokens }),
-                    seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(0xE7A1 + chunk[0]),
-                    learner_flight_addr: self.workers[&by_rank[rank]].flight_addr.clone(),
-                    weights_flight_addr: weights_addr.clone(),
-                    problem_set: plan.source.wire(),
-                    ..Default::default()
-                };
-                let id = self.new_task(EVAL_ITERATION, TaskKind::Rollout(t));
-                ranks.insert(id, rank);
-                self.queue.push_back(id);
-            }
-            tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
-            let job = self.eval.as_mut().unwrap();
-            job.expected_scores = ranks.len();
-            job.rollout_rank = ranks;
-            job.queued = true;
+                let mut ranks = HashMap::new();
+                let per_task = (self.cfg.data.prompts_per_task as usize).max(1);
+                for (k, chunk) in plan.problems.chunks(per_task).enumerate() {
+                    let rank = k % by_rank.len();
+                    let t = pb::RolloutTask {
+                        iteration: EVAL_ITERATION,
+                        policy_version: self.policy_version,
+                        prompt_ids: chunk.to_vec(),
+                        samples_per_prompt: plan.samples,
+                        sampling: Some(pb::SamplingParams { temperature: self.cfg.sampling.temperature, top_p: self.cfg.sampling.top_p, max_new_tokens: self.cfg.sampling.max_new_tokens }),
+                        seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(0xE7A1 + chunk[0]),
+                        learner_flight_addr: self.workers[&by_rank[rank]].flight_addr.clone(),
+                        weights_flight_addr: weights_addr.clone(),
+                        problem_set: plan.source.wire(),
+                        ..Default::default()
+                    };
+                    let id = self.new_task(EVAL_ITERATION, TaskKind::Rollout(t));
+                    ranks.insert(id, rank);
+                    self.queue.push_back(id);
+                }
+                tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
+                let job = self.eval.as_mut().unwrap();
+                job.expected_scores = ranks.len();
+                job.rollout_rank = ranks;
+                job.queued = true;
             }
         }
         self.dispatch();
