@@ -165,7 +165,8 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
 
 /// The printed end of an evaluation: its table and where the files are.
 pub fn describe(plan: &EvalPlan, result: &serde_json::Value) -> String {
-    let mut out = format!("\n== airlift evaluation: {} ==\nproblems: {} ({} samples each)\n", plan.label, plan.source.wire(), plan.samples);
+    let each = if matches!(plan.source, ProblemSource::ProcessBench(_)) { "scored as written".to_string() } else { format!("{} samples each", plan.samples) };
+    let mut out = format!("\n== airlift evaluation: {} ==\nproblems: {} ({each})\n", plan.label, plan.source.wire());
     out.push_str(result["table"].as_str().unwrap_or("(no table)\n"));
     let files: &[&str] = if matches!(plan.source, ProblemSource::ProcessBench(_)) { &["processbench.jsonl", "summary.json", "report.html"] } else { &["samples.parquet", "corruptions.parquet", "summary.json", "report.html"] };
     for f in files {
