@@ -258,7 +258,7 @@ impl Rank {
                 loss_first = d.loss_first;
             }
             loss_last = d.loss_last;
-            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), "reward warm start");
+            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), rss_mb = crate::sysmem::rss_now_mb().round(), "reward warm start");
             progress(step as u32 + 1, steps as u32);
         }
         l.reward_opt.restart(main);
