@@ -180,6 +180,12 @@ pub struct RewardSection {
     /// Rule-corrupted copies per expert trace. Default 1.
     #[serde(default = "one")]
     pub corruptions_per_expert: u32,
+    /// Corruption kinds, cycled through per expert (see [`CORRUPTION_KINDS`]): `operator_flip`,
+    /// `answer_nudge`, `number_alter` leave a line arithmetically false; `wrong_operation`,
+    /// `wrong_quantity` make a consistent error (right arithmetic on the wrong operation or
+    /// quantity, carried to the final answer). Default the first three.
+    #[serde(default = "default_corruption_kinds")]
+    pub corruption_kinds: Vec<String>,
     /// Leave a corrupted trace's tokens before its first error out of the discriminator loss
     /// (they are identical to the expert's). Default false (all its tokens are labelled 0).
     #[serde(default)]
@@ -382,6 +388,13 @@ fn default_max_start() -> i64 {
 fn default_max_new() -> u32 {
     128
 }
+/// Every corruption kind `reward.corruption_kinds` accepts.
+pub const CORRUPTION_KINDS: [&str; 5] = ["operator_flip", "answer_nudge", "number_alter", "wrong_operation", "wrong_quantity"];
+
+fn default_corruption_kinds() -> Vec<String> {
+    CORRUPTION_KINDS[..3].iter().map(|k| k.to_string()).collect()
+}
+
 fn default_disc() -> String {
     "airl".into()
 }
@@ -542,6 +555,12 @@ impl RunConfig {
         }
         if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
             return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
+        }
+        if self.reward.corruption_kinds.is_empty() {
+            return bad("reward.corruption_kinds", format!("is empty: expected some of {CORRUPTION_KINDS:?}"));
+        }
+        if let Some(k) = self.reward.corruption_kinds.iter().find(|k| !CORRUPTION_KINDS.contains(&k.as_str())) {
+            return bad("reward.corruption_kinds", format!("`{k}`: expected one of {CORRUPTION_KINDS:?}"));
         }
         if self.reward.backbone_layers == Some(0) {
             return bad("reward.backbone_layers", "must be at least 1".into());

@@ -2,7 +2,7 @@
 
 mod common;
 
-use airlift_worker::airl::corrupt::{self, all_steps_true, first_error_token, strip_calculator_annotations, CorruptionKind, KINDS};
+use airlift_worker::airl::corrupt::{self, all_steps_true, first_error_token, strip_calculator_annotations, CorruptionKind, CONSISTENT_KINDS, KINDS};
 use airlift_worker::airl::synth::{self, split_of, Split, SynthConfig, TEMPLATES};
 use airlift_worker::gsm8k;
 use airlift_worker::rng::SplitMix64;
@@ -115,4 +115,52 @@ fn corruptions_of_real_gsm8k_answers_are_wrong_and_located() {
     // The nudge kind names its kind.
     let c = corrupt::corrupt("2 + 3 = 5\n#### 5", CorruptionKind::AnswerNudge, &mut rng).unwrap();
     assert!(c.text == "2 + 3 = 5\n#### 6" || c.text == "2 + 3 = 5\n#### 4");
+}
+
+/// A consistent corruption: every line still holds, the final answer is wrong, and the first
+/// wrong token is on the changed line ([`check`]).
+fn check_consistent(tok: &Tokenizer, original: &str, c: &corrupt::Corruption) {
+    check(tok, original, c);
+    assert!(all_steps_true(&c.text), "{:?} left a false line:\n{}", c.kind, c.text);
+    let p = gsm8k::Problem { question: "q".into(), answer: original.to_string() };
+    assert!(!gsm8k::grade(&c.text, &p).1, "{:?} kept the final answer:\n{}", c.kind, c.text);
+}
+
+#[test]
+fn consistent_corruptions_keep_every_line_true_and_change_the_answer() {
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let mut rng = SplitMix64::new(5);
+    let mut made = [0usize; 2];
+    for p in synth::dataset(&hard(), 9, 300, Split::Train) {
+        for (i, kind) in CONSISTENT_KINDS.iter().enumerate() {
+            if let Some(c) = corrupt::corrupt_in(&p.problem.question, &p.problem.answer, *kind, &mut rng) {
+                check_consistent(&tok, &p.problem.answer, &c);
+                made[i] += 1;
+            }
+        }
+    }
+    println!("synthetic consistent corruptions made (operation, quantity): {made:?} of 300 each");
+    assert!(made.iter().all(|&m| m >= 250), "{made:?}");
+    let rows = gsm8k::load(&common::cache().join("data").join("gsm8k").join("test.jsonl")).unwrap();
+    let mut made = [0usize; 2];
+    let mut shown = 0;
+    for r in rows.iter().take(300) {
+        let clean = strip_calculator_annotations(&r.answer);
+        for (i, kind) in CONSISTENT_KINDS.iter().enumerate() {
+            if let Some(c) = corrupt::corrupt_in(&r.question, &clean, *kind, &mut rng) {
+                check_consistent(&tok, &clean, &c);
+                made[i] += 1;
+                if shown < 2 {
+                    println!("--- {:?}\n{clean}\n--- becomes\n{}", c.kind, c.text);
+                    shown += 1;
+                }
+            }
+        }
+    }
+    println!("real GSM8K consistent corruptions made (operation, quantity): {made:?} of 300 each");
+    assert!(made.iter().all(|&m| m >= 150), "{made:?}");
+    for k in KINDS.iter().chain(&CONSISTENT_KINDS) {
+        assert_eq!(CorruptionKind::from_name(k.name()), Some(*k));
+        assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.name()));
+    }
 }

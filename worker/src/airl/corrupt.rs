@@ -8,6 +8,22 @@
 //! * `answer_nudge`: the final `#### n` becomes `n ± 1`. The error starts at the number.
 //! * `number_alter`: change one operand of one equation by 1–3; the written result stays.
 //!
+//! Those three make a line arithmetically false, which a language model's log-probabilities
+//! already notice. Real reasoning errors are mostly **consistent**: right arithmetic on the wrong
+//! quantity or with the wrong operation. Two kinds make such errors; every line of the result
+//! stays arithmetically true:
+//!
+//! * `wrong_operation`: one operator of one equation becomes another (`+`→`-`/`*`, `-`→`+`,
+//!   `*`→`+`/`/`, `/`→`*`/`-`), its result is recomputed, and the new value is carried through
+//!   every later equation that uses the old one, the prose numbers equal to it and the final
+//!   `####`. The error starts at the operator.
+//! * `wrong_quantity`: one operand of one equation becomes another number of the question (or
+//!   of the solution before it), recomputed and carried the same way. The error starts at the
+//!   operand.
+//!
+//! Both are refused (`None`) when a recomputed value is negative, not finite, has more than two
+//! decimals, or the final answer does not change.
+//!
 //! Works on synthetic and real GSM8K answers. Real GSM8K calculator annotations `<<48/2=24>>`
 //! are **stripped** first ([`strip_calculator_annotations`]); airlift strips them from every
 //! expert trace (training and corruption alike), so the policy never learns to write them.
@@ -21,10 +37,34 @@ pub enum CorruptionKind {
     OperatorFlip,
     AnswerNudge,
     NumberAlter,
+    WrongOperation,
+    WrongQuantity,
 }
 
-/// All kinds, in the order they are cycled through.
+/// The kinds that leave the written arithmetic false, in the order they are cycled through
+/// (`reward.corruption_kinds`' default).
 pub const KINDS: [CorruptionKind; 3] = [CorruptionKind::OperatorFlip, CorruptionKind::AnswerNudge, CorruptionKind::NumberAlter];
+
+/// The kinds whose every line stays arithmetically true.
+pub const CONSISTENT_KINDS: [CorruptionKind; 2] = [CorruptionKind::WrongOperation, CorruptionKind::WrongQuantity];
+
+impl CorruptionKind {
+    /// The snake_case name used in configs and evaluation records.
+    pub fn name(self) -> &'static str {
+        match self {
+            CorruptionKind::OperatorFlip => "operator_flip",
+            CorruptionKind::AnswerNudge => "answer_nudge",
+            CorruptionKind::NumberAlter => "number_alter",
+            CorruptionKind::WrongOperation => "wrong_operation",
+            CorruptionKind::WrongQuantity => "wrong_quantity",
+        }
+    }
+
+    /// The kind named `name` (see [`CorruptionKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        KINDS.into_iter().chain(CONSISTENT_KINDS).find(|k| k.name() == name)
+    }
+}
 
 /// A corrupted copy of a solution.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,8 +228,15 @@ fn format_like(v: f64) -> String {
 
 /// Applies corruption `kind` to `answer` (already stripped of annotations), choosing the
 /// equation / operand with `rng`. `None` if the text offers nothing to corrupt for that kind.
+/// `wrong_quantity` draws its numbers from the solution only; [`corrupt_in`] adds the question's.
 pub fn corrupt(answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Option<Corruption> {
+    corrupt_in("", answer, kind, rng)
+}
+
+/// [`corrupt`] of the solution `answer` to `question`.
+pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Option<Corruption> {
     match kind {
+        CorruptionKind::WrongOperation | CorruptionKind::WrongQuantity => consistent(question, answer, kind, rng),
         CorruptionKind::AnswerNudge => {
             let idx = answer.rfind("####")?;
             let b = answer.as_bytes();
@@ -262,6 +309,181 @@ pub fn corrupt(answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Opti
     }
 }
 
+/// Every number of `text` at a word boundary (as the equation scanner reads them).
+fn numbers(text: &str) -> Vec<Num> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let at_boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.' || b[i - 1] == b',');
+        if at_boundary && (b[i].is_ascii_digit() || b[i] == b'$') {
+            if let Some(n) = parse_number(b, i) {
+                out.push(n);
+                i = n.end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A value a consistent corruption may write: finite, not negative, below 10⁹, at most two
+/// decimals; rounded to them.
+fn tidy(v: f64) -> Option<f64> {
+    let r = (v * 100.0).round() / 100.0;
+    (v.is_finite() && v >= 0.0 && v < 1e9 && (v - r).abs() < 1e-9 * v.abs().max(1.0)).then_some(r)
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9 * a.abs().max(1.0)
+}
+
+/// A number's new text: the old one's `$` kept, the value as [`format_like`] writes it.
+fn rewrite(answer: &str, n: &Num, v: f64) -> String {
+    let prefix = if answer[n.start..n.end].starts_with('$') { "$" } else { "" };
+    format!("{prefix}{}", format_like(v))
+}
+
+/// Edits equation `k` of `answer` (operand values `vals`, operators `ops`; the first changed
+/// byte range is `first`, replaced by `first_text`), recomputes its result and carries every
+/// changed value forward. `None` if a value is not [`tidy`], nothing downstream of the final
+/// answer changes, or a line would not hold.
+fn carry(answer: &str, eqs: &[Equation], k: usize, vals: &[f64], ops: &[char], first: (usize, usize, String)) -> Option<(String, usize)> {
+    let e = &eqs[k];
+    let r = tidy(eval(vals, ops))?;
+    if same(r, e.result.value) {
+        return None;
+    }
+    // (start, end, replacement), non-overlapping.
+    let mut edits: Vec<(usize, usize, String)> = vec![first.clone(), (e.result.start, e.result.end, rewrite(answer, &e.result, r))];
+    let mut changed: Vec<(f64, f64)> = vec![(e.result.value, r)];
+    let mapped = |changed: &[(f64, f64)], v: f64| changed.iter().rev().find(|(old, _)| same(*old, v)).map(|c| c.1);
+    let mut in_equations: Vec<(usize, usize)> = eqs.iter().map(|q| (q.operands[0].start, q.result.end)).collect();
+    in_equations.sort();
+    for q in &eqs[k + 1..] {
+        let mut vals: Vec<f64> = q.operands.iter().map(|n| n.value).collect();
+        let mut any = false;
+        for (i, n) in q.operands.iter().enumerate() {
+            if let Some(new) = mapped(&changed, n.value) {
+                vals[i] = new;
+                edits.push((n.start, n.end, rewrite(answer, n, new)));
+                any = true;
+            }
+        }
+        if any {
+            let qops: Vec<char> = q.ops.iter().map(|o| o.1).collect();
+            let s = tidy(eval(&vals, &qops))?;
+            if !same(s, q.result.value) {
+                edits.push((q.result.start, q.result.end, rewrite(answer, &q.result, s)));
+                changed.push((q.result.value, s));
+            }
+        }
+    }
+    // Prose numbers after the edited equation (the final `####` among them).
+    let after = e.result.end;
+    let final_at = answer.rfind("####");
+    let mut final_changed = false;
+    for n in numbers(answer) {
+        let inside = in_equations.iter().any(|&(a, b)| n.start >= a && n.end <= b);
+        if n.start < after || inside {
+            continue;
+        }
+        if let Some(new) = mapped(&changed, n.value) {
+            edits.push((n.start, n.end, rewrite(answer, &n, new)));
+            if final_at.is_some_and(|f| n.start > f) {
+                final_changed = true;
+            }
+        }
+    }
+    if final_at.is_some() && !final_changed {
+        return None;
+    }
+    edits.sort_by_key(|x| x.0);
+    let mut text = String::with_capacity(answer.len() + 16);
+    let mut at = 0;
+    for (a, b, t) in &edits {
+        if *a < at {
+            return None;
+        }
+        text.push_str(&answer[at..*a]);
+        text.push_str(t);
+        at = *b;
+    }
+    text.push_str(&answer[at..]);
+    let first_error = first.0 + common_prefix(&answer[first.0..first.1], &first.2);
+    (all_steps_true(&text) && text != answer).then_some((text, first_error))
+}
+
+/// The two consistent kinds (see the module docs).
+fn consistent(question: &str, answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Option<Corruption> {
+    let eqs = equations(answer);
+    // Only equations that hold as written: an expert's own slip is not ours to carry.
+    let usable: Vec<usize> = (0..eqs.len())
+        .filter(|&k| {
+            let vals: Vec<f64> = eqs[k].operands.iter().map(|n| n.value).collect();
+            let ops: Vec<char> = eqs[k].ops.iter().map(|o| o.1).collect();
+            holds(&vals, &ops, eqs[k].result.value)
+        })
+        .collect();
+    let mut candidates: Vec<(usize, usize, f64)> = Vec::new(); // (equation, operator or operand index, new value / operator code)
+    for &k in &usable {
+        let e = &eqs[k];
+        match kind {
+            CorruptionKind::WrongOperation => {
+                for (i, &(_, op)) in e.ops.iter().enumerate() {
+                    let alts: &[char] = match op {
+                        '+' => &['-', '*'],
+                        '-' => &['+'],
+                        '/' => &['*', '-'],
+                        _ => &['+', '/'],
+                    };
+                    for &a in alts {
+                        candidates.push((k, i, a as u32 as f64));
+                    }
+                }
+            }
+            _ => {
+                let mut pool: Vec<f64> = numbers(question).iter().map(|n| n.value).collect();
+                pool.extend(numbers(&answer[..e.operands[0].start]).iter().map(|n| n.value));
+                for (i, n) in e.operands.iter().enumerate() {
+                    let mut seen: Vec<f64> = Vec::new();
+                    for &v in &pool {
+                        if !same(v, n.value) && !seen.iter().any(|&s| same(s, v)) {
+                            seen.push(v);
+                            candidates.push((k, i, v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for _ in 0..16 {
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = rng.range(0, candidates.len() as i64 - 1) as usize;
+        let (k, i, x) = candidates.swap_remove(pick);
+        let e = &eqs[k];
+        let mut vals: Vec<f64> = e.operands.iter().map(|n| n.value).collect();
+        let mut ops: Vec<char> = e.ops.iter().map(|o| o.1).collect();
+        let first = if kind == CorruptionKind::WrongOperation {
+            let new = char::from_u32(x as u32).expect("an operator");
+            let (pos, old) = e.ops[i];
+            ops[i] = new;
+            (pos, pos + old.len_utf8(), new.to_string())
+        } else {
+            vals[i] = x;
+            let n = &e.operands[i];
+            (n.start, n.end, rewrite(answer, n, x))
+        };
+        if let Some((text, first_error_byte)) = carry(answer, &eqs, k, &vals, &ops, first) {
+            return Some(Corruption { kind, text, first_error_byte });
+        }
+    }
+    None
+}
+
 fn common_prefix(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
 }
@@ -290,5 +512,35 @@ mod tests {
         assert_eq!(eqs[1].result.value, 18.0);
         assert!(all_steps_true(&t));
         assert!(!all_steps_true("so 2 + 2 = 5"));
+    }
+
+    #[test]
+    fn a_wrong_operation_is_carried_to_the_final_answer() {
+        let a = "Janet keeps 16 - 3 = 13 eggs.\nShe sells 13 * 2 = $26 of them, so $26 a day.\n#### 26";
+        // `-` has one alternative (`+`); the multiplication's alternatives give 15 or 6.5, so
+        // some seed picks the subtraction; find it.
+        let c = (0..64).find_map(|seed| {
+            let c = corrupt(a, CorruptionKind::WrongOperation, &mut SplitMix64::new(seed))?;
+            c.text.starts_with("Janet keeps 16 + 3").then_some(c)
+        });
+        let c = c.expect("a seed that flips the subtraction");
+        assert_eq!(c.text, "Janet keeps 16 + 3 = 19 eggs.\nShe sells 19 * 2 = $38 of them, so $38 a day.\n#### 38");
+        assert_eq!(&a[..c.first_error_byte], "Janet keeps 16 ");
+        assert!(all_steps_true(&c.text));
+    }
+
+    #[test]
+    fn a_wrong_quantity_comes_from_the_question() {
+        let q = "A box holds 12 pens. Tom has 3 boxes and gives away 5 pens. How many are left?";
+        let a = "Tom has 12 * 3 = 36 pens.\nHe keeps 36 - 5 = 31 pens.\n#### 31";
+        for seed in 0..32 {
+            let c = corrupt_in(q, a, CorruptionKind::WrongQuantity, &mut SplitMix64::new(seed)).expect("a quantity to swap");
+            assert!(all_steps_true(&c.text), "{}", c.text);
+            assert_eq!(&c.text[..c.first_error_byte], &a[..c.first_error_byte]);
+            assert!(!c.text.ends_with("#### 31"), "{}", c.text);
+        }
+        // A result that would be negative is refused: `5 - 12` has nowhere else to go.
+        assert!(corrupt_in("", "It has 12 - 5 = 7 left.\n#### 7", CorruptionKind::WrongOperation, &mut SplitMix64::new(0)).is_some());
+        assert!(corrupt_in("", "It has 5 = 5 left.\n#### 5", CorruptionKind::WrongOperation, &mut SplitMix64::new(0)).is_none());
     }
 }

@@ -4,7 +4,7 @@
 //! Deterministic from the run config, so rollout workers and learners agree without shipping
 //! problems around.
 
-use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations, CorruptionKind, KINDS};
+use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations, CorruptionKind};
 use crate::airl::iteration::{IterationBatch, Sample};
 use crate::airl::synth::{self, Split, SynthConfig, SynthProblem};
 use crate::gsm8k::{self, Problem, ProblemSource};
@@ -22,6 +22,8 @@ pub struct RunData {
     eval: Vec<SynthProblem>,
     eos: u32,
     corruptions_per_expert: usize,
+    /// `reward.corruption_kinds`, cycled through.
+    kinds: Vec<CorruptionKind>,
     /// Problem files read so far, by path.
     files: HashMap<PathBuf, Vec<Problem>>,
     /// `data.train`: training prompt id `i` is row `i mod rows` of this file.
@@ -37,7 +39,10 @@ impl RunData {
             start_range: (2, cfg.data.max_start),
             ..SynthConfig::default()
         };
-        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize, files: HashMap::new(), train_file: cfg.data.train.clone() }
+        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize,
+            // The config's validation admits only known names.
+            kinds: cfg.reward.corruption_kinds.iter().filter_map(|k| CorruptionKind::from_name(k)).collect(),
+            files: HashMap::new(), train_file: cfg.data.train.clone() }
     }
 
     /// The number of rows of the `data.train` file (read on first use), if one is configured.
@@ -150,12 +155,14 @@ impl RunData {
     /// corrupt has none.
     pub fn corruptions_of(&mut self, tok: &Tokenizer, source: &ProblemSource, id: u64) -> Result<Vec<Corrupted>, String> {
         let prompt = self.prompt_tokens_of(tok, source, id)?;
-        let answer = strip_calculator_annotations(&self.problem_of(source, id)?.answer);
+        let problem = self.problem_of(source, id)?;
+        let (question, answer) = (problem.question.clone(), strip_calculator_annotations(&problem.answer));
         let mut rng = SplitMix64::for_stream(self.seed ^ 0xC0AA, id);
         let mut out = Vec::new();
+        let kinds = &self.kinds;
         for k in 0..self.corruptions_per_expert {
-            for attempt in 0..KINDS.len() {
-                if let Some(c) = corrupt::corrupt(&answer, KINDS[(k + attempt) % KINDS.len()], &mut rng) {
+            for attempt in 0..kinds.len() {
+                if let Some(c) = corrupt::corrupt_in(&question, &answer, kinds[(k + attempt) % kinds.len()], &mut rng) {
                     let (mut ids, offsets) = tok.encode_with_offsets(&c.text).map_err(|e| e.to_string())?;
                     let fe = first_error_token(&offsets, c.first_error_byte);
                     // Past the token that holds the newline ending the error's line (or all).
