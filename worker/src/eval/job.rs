@@ -58,6 +58,7 @@ pub fn scores(samples: &[SampleRecord], corruptions: &[CorruptionRecord]) -> (Ve
             logprobs: f(&r.policy_logprobs),
             steps: r.token_lines.iter().map(|&l| l as usize).collect(),
             first_wrong_line: r.first_error_line as usize,
+            kind: r.kind.clone(),
         })
         .collect();
     (s, c)

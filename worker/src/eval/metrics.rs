@@ -77,6 +77,36 @@ pub fn weighted_vote(answers: &[Option<String>], weights: &[f64]) -> Option<usiz
     .map(|t| t.1)
 }
 
+/// The expected correctness of [`weighted_vote`] when a tie for the largest total is broken
+/// uniformly at random (rather than by sample order): the share of correct answers among those
+/// tied at the top. `correct[i]` says whether sample i's answer is right; 0 when no sample has an
+/// answer. Majority vote is every weight 1.
+pub fn vote_expected(answers: &[Option<String>], weights: &[f64], correct: &[bool]) -> f64 {
+    assert!(answers.len() == weights.len() && answers.len() == correct.len());
+    let mut totals: Vec<(&str, bool, f64)> = Vec::new();
+    for ((a, &w), &c) in answers.iter().zip(weights).zip(correct) {
+        let Some(a) = a else { continue };
+        match totals.iter_mut().find(|t| t.0 == a) {
+            Some(t) => t.2 += w,
+            None => totals.push((a, c, w)),
+        }
+    }
+    top_share(totals.iter().map(|t| (t.2, t.1)))
+}
+
+/// The expected correctness of [`best_of`] with ties for the best score broken at random.
+pub fn best_of_expected(scores: &[f64], correct: &[bool]) -> f64 {
+    top_share(scores.iter().copied().zip(correct.iter().copied()))
+}
+
+/// The share of `true` among the items with the largest score (equal to 1e-12 relative).
+fn top_share(items: impl Iterator<Item = (f64, bool)> + Clone) -> f64 {
+    let Some(top) = items.clone().map(|x| x.0).reduce(f64::max) else { return 0.0 };
+    let tied = |v: f64| v == top || (v - top).abs() <= 1e-12 * top.abs().max(1e-300);
+    let (n, k) = items.filter(|x| tied(x.0)).fold((0usize, 0usize), |(n, k), x| (n + 1, k + x.1 as usize));
+    if n == 0 { 0.0 } else { k as f64 / n as f64 }
+}
+
 /// Majority vote ([`weighted_vote`] with weight 1 each).
 pub fn majority_vote(answers: &[Option<String>]) -> Option<usize> {
     weighted_vote(answers, &vec![1.0; answers.len()])
@@ -133,6 +163,20 @@ mod tests {
 
     fn s(v: &[Option<&str>]) -> Vec<Option<String>> {
         v.iter().map(|a| a.map(String::from)).collect()
+    }
+
+    #[test]
+    fn ties_are_split_by_hand() {
+        // Two answers tied 2–2, one right: majority vote is right half the time whatever the
+        // sample order; with weights the right one wins.
+        let a = s(&[Some("4"), Some("5"), Some("4"), Some("5"), None]);
+        let c = [false, true, false, true, false];
+        assert_eq!(vote_expected(&a, &[1.0; 5], &c), 0.5);
+        assert_eq!(vote_expected(&a, &[1.0, 2.0, 1.0, 1.0, 9.0], &c), 1.0);
+        assert_eq!(vote_expected(&s(&[None, None]), &[1.0; 2], &[false; 2]), 0.0);
+        // Three samples tied on score, one right: 1/3; a clear best: its own correctness.
+        assert!((best_of_expected(&[0.5, 0.5, 0.5], &[true, false, false]) - 1.0 / 3.0).abs() < 1e-15);
+        assert_eq!(best_of_expected(&[0.1, 0.7, 0.5], &[true, false, true]), 0.0);
     }
 
     #[test]

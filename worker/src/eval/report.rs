@@ -79,10 +79,15 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     }
     let _ = writeln!(h, "</table><p class=\"note\">Default sequence reward for reranking: {}</p>", escape(evals[0].summary["default_aggregate"].as_str().unwrap_or("")));
 
-    h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>AUROC</th><th>ECE (10 bins)</th><th>Pearson r</th></tr>\n");
+    h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>right / wrong samples</th><th>AUROC</th><th>95% interval (problems)</th><th>ECE (10 bins)</th><th>Pearson r</th></tr>\n");
     for e in evals {
         let s = e.summary;
-        let _ = writeln!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(e.label), num(&s["correctness_auroc"]), num(&s["correctness_ece"]), num(&s["correctness_pearson"]));
+        let auroc = if s["correctness_auroc"].is_f64() { num(&s["correctness_auroc"]) } else { "undefined (too few of a class)".into() };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{} / {}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td></tr>",
+            escape(e.label), s["correct_samples"], s["wrong_samples"], auroc, num(&s["correctness_auroc_lo"]), num(&s["correctness_auroc_hi"]), num(&s["correctness_ece"]), num(&s["correctness_pearson"])
+        );
     }
     h.push_str("</table>\n");
 
@@ -108,6 +113,23 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         h.push_str("</tr>\n");
     }
     let _ = writeln!(h, "</table><p class=\"note\">{} corruptions.</p>", evals.iter().map(|e| format!("{}: {}", escape(e.label), e.corruptions.len())).collect::<Vec<_>>().join(", "));
+    for e in evals {
+        let Some(kinds) = e.summary["localisation_by_kind"].as_object().filter(|k| !k.is_empty()) else { continue };
+        let methods: Vec<String> = kinds.values().next().and_then(|k| k["hit_at_1"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let _ = write!(h, "<h3>hit@1 by corruption kind: {}</h3>\n<table><tr><th>kind</th><th>traces</th><th>random line</th>", escape(e.label));
+        for m in &methods {
+            let _ = write!(h, "<th>{}</th>", escape(m));
+        }
+        h.push_str("</tr>\n");
+        for (kind, k) in kinds {
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", escape(kind), k["traces"], num(&k["random_line"]));
+            for m in &methods {
+                let _ = write!(h, "<td>{}</td>", num(&k["hit_at_1"][m]["value"]));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+    }
 
     h.push_str("<h2>Charts</h2>\n<div class=\"charts\">\n");
     h.push_str(&roc_chart(evals));
@@ -207,7 +229,8 @@ fn roc_chart(evals: &[Evaluation]) -> String {
         let mut chart = ChartBuilder::on(&root).caption("ROC: correct vs wrong samples", ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
         chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("false positive rate").y_desc("true positive rate").draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], &RGBColor(180, 180, 180)))?;
-        for (i, e) in evals.iter().enumerate() {
+        // An evaluation whose AUROC is undefined (too few right or wrong samples) gets no curve.
+        for (i, e) in evals.iter().enumerate().filter(|(_, e)| e.summary["correctness_auroc"].is_f64()) {
             let c = COLOURS[i % COLOURS.len()];
             chart.draw_series(LineSeries::new(roc_points(&scored(e)), c.stroke_width(2)))?.label(format!("{} (AUROC {})", short(e.label), num(&e.summary["correctness_auroc"]))).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
         }

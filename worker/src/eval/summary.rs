@@ -3,7 +3,7 @@
 //! and error localisation. The evaluation job gathers the scores; this is its
 //! last step, and is the same whatever ran the sampling and scoring.
 
-use super::metrics::{auroc, best_of, chance_at, ece, hit_at, lines_by_mean, lines_by_min, majority_vote, pearson, reward_weights, weighted_vote, wilson};
+use super::metrics::{auroc, best_of_expected, chance_at, ece, hit_at, lines_by_mean, lines_by_min, pearson, reward_weights, vote_expected, wilson};
 use crate::rng::SplitMix64;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct CorruptionScore {
     pub steps: Vec<usize>,
     /// The line holding the first wrong token.
     pub first_wrong_line: usize,
+    /// The corruption kind (`operator_flip`, `wrong_quantity`, …).
+    pub kind: String,
 }
 
 /// A proportion with its Wilson 95% interval.
@@ -46,6 +48,52 @@ fn rate(k: usize, n: usize) -> Rate {
     Rate { value: if n > 0 { k as f64 / n as f64 } else { f64::NAN }, lo, hi, n }
 }
 
+/// The mean of per-problem scores with its 95% bootstrap interval over problems (`n` problems):
+/// samples of one problem are not independent, so problems are what is resampled.
+fn problem_rate(scores: &[f64], seed: u64) -> Rate {
+    let n = scores.len();
+    let value = if n > 0 { scores.iter().sum::<f64>() / n as f64 } else { f64::NAN };
+    let (lo, hi) = bootstrap_interval(n, seed, |idx| idx.iter().map(|&i| scores[i]).sum::<f64>() / n as f64);
+    Rate { value, lo, hi, n }
+}
+
+/// The 2.5% and 97.5% quantiles of `stat` over [`PAIRED_RESAMPLES`] resamples (with
+/// replacement) of the indices `0..n`; NaN for n = 0 and for a statistic that is NaN throughout.
+fn bootstrap_interval(n: usize, seed: u64, stat: impl Fn(&[usize]) -> f64) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut idx = vec![0usize; n];
+    let mut boots: Vec<f64> = (0..PAIRED_RESAMPLES)
+        .filter_map(|_| {
+            for i in idx.iter_mut() {
+                *i = (rng.next_u64() % n as u64) as usize;
+            }
+            Some(stat(&idx)).filter(|v| !v.is_nan())
+        })
+        .collect();
+    if boots.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    boots.sort_by(f64::total_cmp);
+    let q = |p: f64| boots[((boots.len() - 1) as f64 * p).round() as usize];
+    (q(0.025), q(0.975))
+}
+
+/// Fewer correct (or wrong) samples than this and the correctness AUROC and Pearson r are
+/// reported as undefined (null), not as a number.
+pub const MIN_PER_CLASS: usize = 5;
+
+/// Localisation on one corruption kind: hit@1 of each method and baseline, and its traces.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindLocalisation {
+    pub traces: usize,
+    /// Expected hit@1 of a uniformly random line.
+    pub random_line: f64,
+    pub hit_at_1: BTreeMap<String, Rate>,
+}
+
 /// The evaluation's numbers (`summary.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -56,9 +104,15 @@ pub struct Summary {
     pub methods: BTreeMap<String, Rate>,
     /// The sequence reward used for reranking by default, and why.
     pub default_aggregate: String,
-    /// Correctness prediction from the mean token reward: AUROC, ECE of sigmoid(mean reward) in
-    /// 10 bins, Pearson r with correctness (0/1).
+    /// Samples graded right and wrong (the two classes of correctness prediction).
+    pub correct_samples: usize,
+    pub wrong_samples: usize,
+    /// Correctness prediction from the mean token reward: AUROC (with its 95% bootstrap interval
+    /// over problems), ECE of sigmoid(mean reward) in 10 bins, Pearson r with correctness (0/1).
+    /// AUROC and r are null with fewer than [`MIN_PER_CLASS`] samples of either class.
     pub correctness_auroc: f64,
+    pub correctness_auroc_lo: f64,
+    pub correctness_auroc_hi: f64,
     pub correctness_ece: f64,
     pub correctness_pearson: f64,
     /// Localisation on the corruptions: hit@k by ranking lines with each method, and the
@@ -66,6 +120,8 @@ pub struct Summary {
     pub localisation: BTreeMap<String, Rate>,
     pub localisation_chance_at_1: f64,
     pub localisation_chance_at_3: f64,
+    /// hit@1 per corruption kind, with the first-line, last-line and random-line baselines.
+    pub localisation_by_kind: BTreeMap<String, KindLocalisation>,
     /// Paired comparisons of methods on the same problems.
     pub paired: Vec<PairedDiff>,
 }
@@ -92,18 +148,13 @@ pub fn paired_diff(name_a: &str, a: &[f64], name_b: &str, b: &[f64], seed: u64) 
     let n = a.len().min(b.len());
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let diff = if n > 0 { d.iter().sum::<f64>() / n as f64 } else { f64::NAN };
-    let mut rng = SplitMix64::new(seed);
-    let mut boots: Vec<f64> = (0..if n > 0 { PAIRED_RESAMPLES } else { 0 })
-        .map(|_| (0..n).map(|_| d[(rng.next_u64() % n as u64) as usize]).sum::<f64>() / n as f64)
-        .collect();
-    boots.sort_by(f64::total_cmp);
-    let q = |p: f64| if boots.is_empty() { f64::NAN } else { boots[((boots.len() - 1) as f64 * p).round() as usize] };
+    let (lo, hi) = bootstrap_interval(n, seed, |idx| idx.iter().map(|&i| d[i]).sum::<f64>() / n as f64);
     PairedDiff {
         a: name_a.into(),
         b: name_b.into(),
         diff,
-        lo: q(0.025),
-        hi: q(0.975),
+        lo,
+        hi,
         only_a: a.iter().zip(b).filter(|(x, y)| **x > **y).count(),
         only_b: a.iter().zip(b).filter(|(x, y)| **x < **y).count(),
         n,
@@ -128,107 +179,151 @@ fn aggregate(s: &SampleScore, how: &str) -> f64 {
     }
 }
 
-/// Computes the summary. `seed` fixes the random-choice baseline.
+/// Computes the summary. `seed` fixes the bootstrap resamples. Every choosing method is scored
+/// by its expected correctness per problem: random choice is the share of right samples, and
+/// ties (of votes or scores) are split evenly among the tied answers instead of going to the
+/// first sample.
 pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed: u64) -> Summary {
     let mut by_problem: BTreeMap<u64, Vec<&SampleScore>> = BTreeMap::new();
     for s in samples {
         by_problem.entry(s.problem).or_default().push(s);
     }
     let problems = by_problem.len();
-    let mut rng = SplitMix64::new(seed);
-    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_problem: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut add = |name: &str, ok: bool| {
-        *hits.entry(name.to_string()).or_default() += ok as usize;
-        per_problem.entry(name.to_string()).or_default().push(ok as u8 as f64);
-    };
-    let mut pass1 = Vec::with_capacity(problems);
+    let mut add = |name: &str, score: f64| per_problem.entry(name.to_string()).or_default().push(score);
     for group in by_problem.values() {
-        pass1.push(group.iter().filter(|s| s.correct).count() as f64 / group.len() as f64);
-        let pick = |i: Option<usize>| i.is_some_and(|i| group[i].correct);
-        add("pass@N (oracle)", group.iter().any(|s| s.correct));
-        add("random choice", group[(rng.next_u64() % group.len() as u64) as usize].correct);
+        let correct: Vec<bool> = group.iter().map(|s| s.correct).collect();
+        let right = correct.iter().filter(|&&c| c).count() as f64 / group.len() as f64;
+        add("pass@1 (mean over samples)", right);
+        add("random choice", right);
+        add("pass@N (oracle)", if right > 0.0 { 1.0 } else { 0.0 });
         let lp: Vec<f64> = group.iter().map(|s| mean(&s.logprobs)).collect();
-        add("highest mean log-prob", pick(best_of(&lp)));
+        add("highest mean log-prob", best_of_expected(&lp, &correct));
         let answers: Vec<Option<String>> = group.iter().map(|s| s.answer.clone()).collect();
-        add("majority vote", pick(majority_vote(&answers)));
+        add("majority vote", vote_expected(&answers, &vec![1.0; group.len()], &correct));
         for how in ["mean", "min", "last"] {
             let r: Vec<f64> = group.iter().map(|s| aggregate(s, how)).collect();
-            add(&format!("best-of-N by reward ({how})"), pick(best_of(&r)));
+            add(&format!("best-of-N by reward ({how})"), best_of_expected(&r, &correct));
         }
         let r: Vec<f64> = group.iter().map(|s| aggregate(s, "mean")).collect();
-        add("reward-weighted vote", pick(weighted_vote(&answers, &reward_weights(&r))));
+        add("reward-weighted vote", vote_expected(&answers, &reward_weights(&r), &correct));
     }
-    let mut methods: BTreeMap<String, Rate> = hits.into_iter().map(|(k, v)| (k, rate(v, problems))).collect();
-    methods.insert("pass@1 (mean over samples)".into(), rate(samples.iter().filter(|s| s.correct).count(), samples.len()));
+    let methods: BTreeMap<String, Rate> = per_problem.iter().map(|(k, v)| (k.clone(), problem_rate(v, seed ^ 0xB007))).collect();
 
     let seq: Vec<f64> = samples.iter().map(|s| aggregate(s, "mean")).collect();
     let labels: Vec<bool> = samples.iter().map(|s| s.correct).collect();
-    let pos: Vec<f64> = seq.iter().zip(&labels).filter(|(_, &c)| c).map(|(&r, _)| r).collect();
-    let neg: Vec<f64> = seq.iter().zip(&labels).filter(|(_, &c)| !c).map(|(&r, _)| r).collect();
+    let split = |seq: &[f64], labels: &[bool]| -> (Vec<f64>, Vec<f64>) {
+        let pos = seq.iter().zip(labels).filter(|(_, &c)| c).map(|(&r, _)| r).collect();
+        let neg = seq.iter().zip(labels).filter(|(_, &c)| !c).map(|(&r, _)| r).collect();
+        (pos, neg)
+    };
+    let (pos, neg) = split(&seq, &labels);
+    let defined = pos.len() >= MIN_PER_CLASS && neg.len() >= MIN_PER_CLASS;
     let probs: Vec<f64> = seq.iter().map(|r| 1.0 / (1.0 + (-r).exp())).collect();
     let y: Vec<f64> = labels.iter().map(|&c| c as u8 as f64).collect();
+    // AUROC's interval: resample problems, each with all its samples.
+    let groups: Vec<Vec<(f64, bool)>> = by_problem.values().map(|g| g.iter().map(|s| (aggregate(s, "mean"), s.correct)).collect()).collect();
+    let (auroc_lo, auroc_hi) = if defined {
+        bootstrap_interval(groups.len(), seed ^ 0xA0C, |idx| {
+            let (seq, labels): (Vec<f64>, Vec<bool>) = idx.iter().flat_map(|&i| groups[i].iter().copied()).unzip();
+            let (p, n) = split(&seq, &labels);
+            if p.is_empty() || n.is_empty() { f64::NAN } else { auroc(&p, &n) }
+        })
+    } else {
+        (f64::NAN, f64::NAN)
+    };
 
     let mut loc: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_kind: BTreeMap<String, (usize, f64, BTreeMap<String, usize>)> = BTreeMap::new();
     let (mut chance1, mut chance3) = (0.0, 0.0);
     for c in corruptions {
         let lines = c.steps.iter().max().map_or(0, |&m| m + 1);
         chance1 += chance_at(lines, 1);
         chance3 += chance_at(lines, 3);
+        let kind = by_kind.entry(c.kind.clone()).or_default();
+        kind.0 += 1;
+        kind.1 += chance_at(lines, 1);
+        let first_line: Vec<usize> = (0..lines).collect();
+        let last_line: Vec<usize> = (0..lines).rev().collect();
         for (name, ranked) in [
             ("interval reward (lowest mean line)", lines_by_mean(&c.rewards, &c.steps)),
             ("dense reward (lowest token's line)", lines_by_min(&c.rewards, &c.steps)),
             ("log-prob (lowest mean line)", lines_by_mean(&c.logprobs, &c.steps)),
+            ("first line", first_line),
+            ("last line", last_line),
         ] {
             for k in [1, 3] {
                 *loc.entry(format!("{name} hit@{k}")).or_default() += hit_at(&ranked, c.first_wrong_line, k) as usize;
             }
+            *kind.2.entry(name.to_string()).or_default() += hit_at(&ranked, c.first_wrong_line, 1) as usize;
         }
     }
     let nc = corruptions.len();
-    per_problem.insert("pass@1 (mean over samples)".into(), pass1);
     let paired = [
         ("reward-weighted vote", "majority vote"),
         ("best-of-N by reward (mean)", "majority vote"),
-        ("best-of-N by reward (mean)", "pass@1 (mean over samples)"),
+        ("best-of-N by reward (mean)", "random choice"),
         ("best-of-N by reward (mean)", "highest mean log-prob"),
         ("reward-weighted vote", "pass@1 (mean over samples)"),
     ]
     .iter()
     .filter_map(|(a, b)| Some(paired_diff(a, per_problem.get(*a)?, b, per_problem.get(*b)?, seed ^ 0xD1FF)))
     .collect();
+    let undefined = |v: f64| if defined { v } else { f64::NAN };
     Summary {
         problems,
         samples_per_problem: if problems > 0 { samples.len() as f64 / problems as f64 } else { 0.0 },
         methods,
         default_aggregate: "mean: every token counts once, so neither one noisy token (min) nor only the end of the trace (last) decides; the held-out AUROCs of training runs were highest with it or with min".into(),
-        correctness_auroc: auroc(&pos, &neg),
+        correct_samples: pos.len(),
+        wrong_samples: neg.len(),
+        correctness_auroc: undefined(auroc(&pos, &neg)),
+        correctness_auroc_lo: auroc_lo,
+        correctness_auroc_hi: auroc_hi,
         correctness_ece: ece(&probs, &labels, 10),
-        correctness_pearson: pearson(&seq, &y),
+        correctness_pearson: undefined(pearson(&seq, &y)),
         localisation: loc.into_iter().map(|(k, v)| (k, rate(v, nc))).collect(),
         localisation_chance_at_1: if nc > 0 { chance1 / nc as f64 } else { f64::NAN },
         localisation_chance_at_3: if nc > 0 { chance3 / nc as f64 } else { f64::NAN },
+        localisation_by_kind: by_kind
+            .into_iter()
+            .map(|(kind, (n, chance, hits))| (kind, KindLocalisation { traces: n, random_line: chance / n as f64, hit_at_1: hits.into_iter().map(|(m, k)| (m, rate(k, n))).collect() }))
+            .collect(),
         paired,
     }
 }
 
 /// The printed table.
 pub fn table(s: &Summary) -> String {
-    let mut out = format!("{} problems, {:.1} samples each\n", s.problems, s.samples_per_problem);
-    out.push_str(&format!("{:<42} {:>8}  {:>17}\n", "method", "accuracy", "95% interval"));
+    let mut out = format!("{} problems, {:.1} samples each ({} right, {} wrong)\n", s.problems, s.samples_per_problem, s.correct_samples, s.wrong_samples);
+    out.push_str(&format!("{:<42} {:>8}  {:>17}  {:>5}\n", "method (expected value, ties split)", "accuracy", "95% interval", "n"));
     for (name, r) in &s.methods {
-        out.push_str(&format!("{name:<42} {:>8.3}  [{:>6.3}, {:>6.3}]\n", r.value, r.lo, r.hi));
+        out.push_str(&format!("{name:<42} {:>8.3}  [{:>6.3}, {:>6.3}]  {:>5}\n", r.value, r.lo, r.hi, r.n));
     }
-    out.push_str(&format!(
-        "correctness from the mean token reward: AUROC {:.3}, ECE {:.3}, Pearson r {:.3}\n",
-        s.correctness_auroc, s.correctness_ece, s.correctness_pearson
-    ));
-    out.push_str(&format!("{:<50} {:>8}  {:>17}\n", "error localisation", "rate", "95% interval"));
-    for (name, r) in &s.localisation {
-        out.push_str(&format!("{name:<50} {:>8.3}  [{:>6.3}, {:>6.3}]\n", r.value, r.lo, r.hi));
+    if s.correctness_auroc.is_nan() {
+        out.push_str(&format!(
+            "correctness from the mean token reward: AUROC undefined (fewer than {MIN_PER_CLASS} right or wrong samples), ECE {:.3}\n",
+            s.correctness_ece
+        ));
+    } else {
+        out.push_str(&format!(
+            "correctness from the mean token reward: AUROC {:.3} [{:.3}, {:.3}], ECE {:.3}, Pearson r {:.3}\n",
+            s.correctness_auroc, s.correctness_auroc_lo, s.correctness_auroc_hi, s.correctness_ece, s.correctness_pearson
+        ));
     }
-    out.push_str(&format!("random line: hit@1 {:.3}, hit@3 {:.3}\n", s.localisation_chance_at_1, s.localisation_chance_at_3));
-    out.push_str("paired on the same problems (difference, 95% bootstrap interval over problems, problems only a / only b got right):\n");
+    if !s.localisation.is_empty() {
+        out.push_str(&format!("{:<50} {:>8}  {:>17}  {:>5}\n", "error localisation", "rate", "95% interval", "n"));
+        for (name, r) in &s.localisation {
+            out.push_str(&format!("{name:<50} {:>8.3}  [{:>6.3}, {:>6.3}]  {:>5}\n", r.value, r.lo, r.hi, r.n));
+        }
+        out.push_str(&format!("random line: hit@1 {:.3}, hit@3 {:.3}\n", s.localisation_chance_at_1, s.localisation_chance_at_3));
+        out.push_str("hit@1 by corruption kind (n traces; random line):\n");
+        for (kind, k) in &s.localisation_by_kind {
+            let cells: Vec<String> = k.hit_at_1.iter().map(|(m, r)| format!("{} {:.3}", m.split(" (").next().unwrap_or(m), r.value)).collect();
+            out.push_str(&format!("  {kind:<16} n={:<4} random {:.3}; {}\n", k.traces, k.random_line, cells.join(", ")));
+        }
+    }
+    out.push_str("paired on the same problems (difference, 95% bootstrap interval over problems, problems where a / b did better):\n");
     for p in &s.paired {
         out.push_str(&format!("  {} - {}: {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.b, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
     }
@@ -265,10 +360,44 @@ mod tests {
         assert_eq!(m("best-of-N by reward (mean)"), 1.0);
         // Reward-weighted: problem 0 has "4" with e^(0 − 1.5) + e^(0 − 1.5) = 0.446, "5" with 1.
         assert_eq!(m("reward-weighted vote"), 1.0);
-        // Sequence rewards (mean): correct 1.5, 0.5, 0.25, 1.0 against wrong 0.0, 0.0: AUROC 1.
+        // 4 right and 2 wrong samples: too few of each for an AUROC.
+        assert_eq!((s.correct_samples, s.wrong_samples), (4, 2));
+        assert!(s.correctness_auroc.is_nan() && s.correctness_pearson.is_nan());
+        assert!(table(&s).contains("majority vote") && table(&s).contains("AUROC undefined"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["correctness_auroc"].is_null());
+    }
+
+    #[test]
+    fn ties_random_choice_and_auroc_by_hand() {
+        // Problem 0: "4" ×2 (wrong) against "5" ×2 (right): majority vote 0.5 whatever the order.
+        // Problem 1: 1 right of 4. Random choice is the share of right samples: (0.5 + 0.25) / 2.
+        let mut samples = vec![
+            sample(0, "4", false, -0.1, &[0.0]),
+            sample(0, "5", true, -0.1, &[1.0]),
+            sample(0, "4", false, -0.1, &[0.0]),
+            sample(0, "5", true, -0.1, &[1.0]),
+            sample(1, "1", false, -0.1, &[-1.0]),
+            sample(1, "2", false, -0.2, &[-1.0]),
+            sample(1, "3", true, -0.3, &[2.0]),
+            sample(1, "2", false, -0.4, &[-1.0]),
+        ];
+        let s = summarize(&samples, &[], 0);
+        let m = |k: &str| s.methods[k].value;
+        assert_eq!(m("majority vote"), 0.25); // 0.5 and 0 ("2" wins problem 1)
+        assert_eq!(m("random choice"), 0.375);
+        assert_eq!(m("pass@1 (mean over samples)"), 0.375);
+        // Equal log-probs on problem 0: a 4-way tie, 2 right.
+        assert_eq!(m("highest mean log-prob"), 0.25);
+        assert_eq!(m("best-of-N by reward (mean)"), 1.0);
+        assert!(s.methods.values().all(|r| r.n == 2 && r.lo <= r.value && r.value <= r.hi));
+        // Five of each class: AUROC defined (rewards separate them), with an interval.
+        samples.extend((0..4).map(|i| sample(2 + i, "9", i % 2 == 0, -0.1, &[if i % 2 == 0 { 3.0 } else { -3.0 }])));
+        samples.push(sample(6, "9", true, -0.1, &[3.0]));
+        let s = summarize(&samples, &[], 0);
+        assert_eq!((s.correct_samples, s.wrong_samples), (6, 7));
         assert_eq!(s.correctness_auroc, 1.0);
-        assert!(s.correctness_pearson > 0.0);
-        assert!(table(&s).contains("majority vote"));
+        assert!(s.correctness_auroc_lo <= 1.0 && s.correctness_auroc_hi == 1.0);
     }
 
     #[test]
@@ -286,7 +415,7 @@ mod tests {
     fn localisation_by_hand() {
         // Lines 0, 1, 2; the error is on line 1. Mean rewards per line 0.5, −0.5, 0.0 (hit);
         // minimum per line 0.0, −0.5, −1.0 (miss at 1, hit at 3); log-probs lowest on line 0.
-        let c = CorruptionScore { rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1 };
+        let c = CorruptionScore { rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1, kind: "wrong_quantity".into() };
         let s = summarize(&[], &[c], 0);
         let l = |k: &str| s.localisation[k].value;
         assert_eq!(l("interval reward (lowest mean line) hit@1"), 1.0);
@@ -294,5 +423,8 @@ mod tests {
         assert_eq!(l("dense reward (lowest token's line) hit@3"), 1.0);
         assert_eq!(l("log-prob (lowest mean line) hit@1"), 0.0);
         assert_eq!(s.localisation_chance_at_1, 1.0 / 3.0);
+        assert_eq!((l("first line hit@1"), l("last line hit@1"), l("last line hit@3")), (0.0, 0.0, 1.0));
+        let k = &s.localisation_by_kind["wrong_quantity"];
+        assert_eq!((k.traces, k.random_line, k.hit_at_1["interval reward (lowest mean line)"].value), (1, 1.0 / 3.0, 1.0));
     }
 }
