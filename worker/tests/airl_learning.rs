@@ -8,6 +8,8 @@ mod common;
 use airlift_worker::airl::corrupt::{self, first_error_token, KINDS};
 use airlift_worker::airl::losses::DiscriminatorForm;
 use airlift_worker::airl::iteration::{AirlConfig, IterationBatch, Learner, NoReduce, Sample};
+use airlift_worker::collective::local_rings;
+use airlift_worker::train::data_parallel::{DataParallel, GradReducer};
 use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::{self, Split, SynthConfig};
@@ -16,7 +18,7 @@ use airlift_worker::model;
 use airlift_worker::rng::SplitMix64;
 use airlift_worker::tokenizer::Tokenizer;
 use std::path::PathBuf;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 const EOS: u32 = 2;
 
@@ -142,5 +144,101 @@ fn sft_steps_raise_the_likelihood_of_expert_traces() {
     let losses: Vec<f64> = (0..5).map(|_| l.sft_step(&experts, &cfg, &mut NoReduce)).collect();
     println!("sft loss by step: {losses:?}");
     assert!(losses[4] < losses[0] - 0.5, "{losses:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A reducer that keeps a copy of every gradient it hands to the optimizer.
+struct Recording<R: GradReducer> {
+    inner: R,
+    grads: Vec<Tensor>,
+}
+
+impl<R: GradReducer> GradReducer for Recording<R> {
+    fn all_reduce_mean(&mut self, grad: &mut Tensor) {
+        self.inner.all_reduce_mean(grad);
+        self.grads.push(grad.copy());
+    }
+    fn mean_scalar(&mut self, x: f64) -> f64 {
+        self.inner.mean_scalar(x)
+    }
+    fn gather_params(&mut self, opt: &FlatAdamW) {
+        self.inner.gather_params(opt)
+    }
+}
+
+/// A learner as rank `rank` of `world` holds it (ZeRO-1: its optimizer steps its own shard).
+fn sharded_learner(dir: &PathBuf, rank: usize, world: usize) -> Learner {
+    let p = model::load(dir, Device::Cpu, Kind::Float).unwrap();
+    let policy_opt = FlatAdamW::sharded(&p.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, rank, world);
+    let reward = RewardModel::from_base(dir, None, Device::Cpu, 1).unwrap();
+    let reward_opt = FlatAdamW::sharded(&reward.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, rank, world);
+    Learner { policy: p.model, policy_opt, reference: None, reward, reward_opt }
+}
+
+/// Two learners, each on half the rows, take the step one learner takes on all of them: the
+/// gradient they apply is the whole batch's (averaged over replicas and normalised by the token
+/// count of all rows, not summed, not each half's own token mean), and the parameters after the
+/// sharded step and all-gather are the one learner's. Checked for an SFT step and a PPO step,
+/// on rows of different lengths.
+#[test]
+fn two_learners_step_like_one_on_the_same_rows() {
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let dir = tiny_policy_dir("dp");
+    let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 2, ..Default::default() };
+    let rows: Vec<Sample> = synth::dataset(&SynthConfig { min_steps: 1, max_steps: 5, ..Default::default() }, 4, 4, Split::Train)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut response = tok.encode(&p.problem.answer).unwrap();
+            response.push(EOS);
+            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
+        })
+        .collect();
+    let lens: Vec<usize> = rows.iter().map(|r| r.response.len()).collect();
+    assert_ne!(lens[0] + lens[1], lens[2] + lens[3], "the halves must differ in tokens: {lens:?}");
+    // PPO rows: the same traces with their own log-probs as behaviour, advantages of both signs.
+    let behaviour = learner(&dir, 0.0, 0.0).response_token_logprobs(&rows, cfg.pad_id);
+    let ppo_rows: Vec<Sample> = rows.iter().zip(&behaviour).map(|(r, b)| Sample { behaviour_logprobs: Some(b.iter().map(|&x| x as f32).collect()), ..r.clone() }).collect();
+    let adv: Vec<Vec<f32>> = ppo_rows.iter().enumerate().map(|(i, r)| vec![if i % 2 == 0 { 1.0 } else { -0.5 }; r.response.len()]).collect();
+
+    let step = |l: &mut Learner, red: &mut dyn GradReducer, idx: std::ops::Range<usize>| {
+        l.sft_step(&rows[idx.clone()], &cfg, red);
+        l.policy_update(&ppo_rows[idx.clone()], &adv[idx], &cfg, red);
+    };
+    let mut one = learner(&dir, 1e-3, 1e-3);
+    let mut rec = Recording { inner: airlift_worker::airl::iteration::NoReduce, grads: Vec::new() };
+    step(&mut one, &mut rec, 0..4);
+    let want_params = one.policy_opt.flat().copy();
+
+    let rings = local_rings(2).unwrap();
+    let handles: Vec<_> = rings
+        .into_iter()
+        .enumerate()
+        .map(|(rank, ring)| {
+            let (dir, step_rows) = (dir.clone(), (rows.clone(), ppo_rows.clone(), adv.clone()));
+            std::thread::spawn(move || {
+                let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 2, ..Default::default() };
+                let mut l = sharded_learner(&dir, rank, 2);
+                let mut red = Recording { inner: DataParallel { coll: Box::new(ring) }, grads: Vec::new() };
+                let half = rank * 2..rank * 2 + 2;
+                l.sft_step(&step_rows.0[half.clone()], &cfg, &mut red);
+                l.policy_update(&step_rows.1[half.clone()], &step_rows.2[half], &cfg, &mut red);
+                (red.grads, l.policy_opt.flat().copy())
+            })
+        })
+        .collect();
+    let got: Vec<(Vec<Tensor>, Tensor)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(rec.grads.len(), 2, "an SFT step and a PPO step");
+    let rel = |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]).max(1e-30);
+    for (k, what) in ["SFT", "PPO"].iter().enumerate() {
+        for (rank, (grads, _)) in got.iter().enumerate() {
+            let e = rel(&grads[k], &rec.grads[k]);
+            println!("{what} gradient (norm {:.3e}), rank {rank} of 2 against one learner: relative error {e:.2e}", rec.grads[k].norm().double_value(&[]));
+            assert!(e < 1e-5, "{what} gradient on rank {rank}: relative error {e:e}");
+        }
+    }
+    assert!(got[0].1.equal(&got[1].1), "replicas hold identical parameters");
+    let e = (&got[0].1 - &want_params).abs().max().double_value(&[]);
+    assert!(e < 1e-6, "parameters after the steps: max abs difference {e:e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -82,6 +82,34 @@ fn weight_decay_skips_norms_and_biases_and_clipping_bounds_the_update() {
     assert!((stats.grad_norm - 1e6 * (opt.numel() as f64).sqrt()).abs() / stats.grad_norm < 1e-4);
 }
 
+/// Clipping changes the update itself, not only the reported norm: two steps with gradients of
+/// very different norms, clipped, equal two unclipped steps on the gradients scaled by hand, and
+/// differ from two unclipped steps on the raw ones (Adam's first step alone would not show it:
+/// it is invariant to the gradient's scale).
+#[test]
+fn gradient_clipping_changes_the_update() {
+    let run = |max_grad_norm: Option<f64>, grads: &[Tensor]| {
+        let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
+        let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-2, weight_decay: 0.0, max_grad_norm, ..Default::default() });
+        let norms: Vec<f64> = grads.iter().map(|g| opt.step_with(g).grad_norm).collect();
+        (opt.flat().copy(), norms)
+    };
+    let n = {
+        let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
+        FlatAdamW::new(&m.vs, AdamWConfig::default()).numel()
+    };
+    let g1 = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 1e-4;
+    let g2 = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 100.0;
+    let (clipped, norms) = run(Some(1.0), &[g1.copy(), g2.copy()]);
+    let scaled: Vec<Tensor> = [&g1, &g2].iter().zip(&norms).map(|(g, &norm)| if norm > 1.0 { *g * (1.0 / (norm + 1e-6)) } else { g.copy() }).collect();
+    let (by_hand, _) = run(None, &scaled);
+    let (raw, _) = run(None, &[g1, g2]);
+    assert!(norms[0] < 1.0 && norms[1] > 1.0, "{norms:?}");
+    let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    assert!(diff(&clipped, &by_hand) < 1e-7, "clipped step = step on the scaled gradient: {:e}", diff(&clipped, &by_hand));
+    assert!(diff(&clipped, &raw) > 1e-3, "clipping must change the second update: {:e}", diff(&clipped, &raw));
+}
+
 #[test]
 fn warmup_then_cosine_schedule() {
     let c = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1, ..Default::default() };

@@ -591,12 +591,14 @@ impl Learner {
             (Some(r), true) => Some(logprobs_no_grad(r, x, &micros)),
             _ => None,
         };
-        let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         // `policy.steps = 0`: a frozen policy (the reward alone is learned).
         let steps = cfg.policy_steps;
         if steps == 0 {
             return;
         }
+        // Normalised by the mean token count over replicas (see `sft_step`).
+        let local_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
+        let total_tokens = reducer.mean_scalar(local_tokens).max(1.0);
         let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
@@ -616,7 +618,7 @@ impl Learner {
                     }
                     l
                 });
-                let share = mask.sum(Kind::Float).double_value(&[]) / total_tokens;
+                let share = mask.sum(Kind::Float).double_value(&[]) / local_tokens;
                 let ppo = losses::ppo_loss(&lp, &beh, &a, &mask, cfg.clip_eps);
                 if let Some(r) = &ref_mb {
                     klref_sum += losses::kl_penalty(&lp, r, &mask).double_value(&[]) * share;
@@ -646,7 +648,9 @@ impl Learner {
         let rows: Vec<&Sample> = experts.iter().collect();
         let x = pad(&rows, cfg.pad_id, self.device());
         let micro = cfg.micro_batch.max(1) as i64;
-        let total_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
+        // The mean token count over replicas: the replicas' mean gradient is then the gradient
+        // of the token mean over all their rows, as one learner with every row would take.
+        let total_tokens = reducer.mean_scalar(x.resp_mask.sum(Kind::Float).double_value(&[])).max(1.0);
         self.policy_opt.zero_grad();
         let mut total = 0.0;
         for m in x.micro_batches(micro, cfg.pack_prefixes) {

@@ -12,6 +12,11 @@ use tch::Tensor;
 pub trait GradReducer {
     /// Replaces `grad` with the mean over replicas.
     fn all_reduce_mean(&mut self, grad: &mut Tensor);
+    /// The mean of `x` over replicas (e.g. a token count that normalises a loss, so that the
+    /// mean of the replicas' gradients is the gradient of the whole batch's token mean).
+    fn mean_scalar(&mut self, x: f64) -> f64 {
+        x
+    }
     /// After `opt` stepped its shard: make every replica's flat parameters whole again.
     fn gather_params(&mut self, _opt: &FlatAdamW) {}
 }
@@ -39,6 +44,15 @@ impl GradReducer for DataParallel {
         tch::no_grad(|| {
             let _ = grad.g_div_scalar_(w);
         });
+    }
+
+    fn mean_scalar(&mut self, x: f64) -> f64 {
+        if self.coll.world() == 1 {
+            return x;
+        }
+        let mut t = Tensor::from_slice(&[x]);
+        self.coll.all_reduce_sum_tensor(&mut t).unwrap_or_else(|e| panic!("learner rank {}: all-reduce of a scalar failed: {e}", self.coll.rank()));
+        t.double_value(&[0]) / self.coll.world() as f64
     }
 
     fn gather_params(&mut self, opt: &FlatAdamW) {
