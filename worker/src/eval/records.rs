@@ -3,7 +3,7 @@
 //! with its per-token rewards and log-probs. Score tasks write parts; the report task merges them.
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float32Builder, ListArray, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder, UInt64Array};
-use arrow::datatypes::{Float32Type, UInt32Type};
+use arrow::datatypes::{Field, Float32Type, Schema, UInt32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,9 +82,20 @@ fn f32_lists<'a>(v: impl Iterator<Item = &'a [f32]>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// Columns that may hold nulls; every other column is declared non-null whatever the data, so
+/// that every evaluation's files have one schema (files of two evaluations concatenate).
+const NULLABLE: [&str; 2] = ["reference_answer", "predicted_answer"];
+
+/// A record batch whose schema is fixed by the column names and types alone (not by whether
+/// this batch happens to hold a null, as `RecordBatch::try_from_iter` would decide).
+fn fixed_batch<const N: usize>(cols: [(&str, ArrayRef); N]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let fields: Vec<Field> = cols.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), NULLABLE.contains(name))).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols.into_iter().map(|c| c.1).collect())
+}
+
 /// Samples → one record batch.
 pub fn samples_batch(rows: &[SampleRecord]) -> RecordBatch {
-    RecordBatch::try_from_iter([
+    fixed_batch([
         ("problem_id", u64s(rows.iter().map(|r| r.problem_id))),
         ("sample_index", u32s(rows.iter().map(|r| r.sample_index))),
         ("task_id", u64s(rows.iter().map(|r| r.task_id))),
@@ -105,7 +116,7 @@ pub fn samples_batch(rows: &[SampleRecord]) -> RecordBatch {
 
 /// Corruptions → one record batch.
 pub fn corruptions_batch(rows: &[CorruptionRecord]) -> RecordBatch {
-    RecordBatch::try_from_iter([
+    fixed_batch([
         ("problem_id", u64s(rows.iter().map(|r| r.problem_id))),
         ("corruption_index", u32s(rows.iter().map(|r| r.corruption_index))),
         ("kind", strs(rows.iter().map(|r| r.kind.as_str()))),
@@ -272,6 +283,11 @@ mod tests {
         };
         write_parquet(&dir.join("s.parquet"), &samples_batch(std::slice::from_ref(&s))).unwrap();
         write_parquet(&dir.join("c.parquet"), &corruptions_batch(std::slice::from_ref(&c))).unwrap();
+        // One schema whatever the data: a sample with both answers has the same as one with none.
+        let answered = SampleRecord { predicted_answer: Some("7".into()), ..s.clone() };
+        let unanswered = SampleRecord { reference_answer: None, ..s.clone() };
+        assert_eq!(samples_batch(std::slice::from_ref(&answered)).schema(), samples_batch(std::slice::from_ref(&unanswered)).schema());
+        assert!(!samples_batch(std::slice::from_ref(&s)).schema().field_with_name("text").unwrap().is_nullable());
         assert_eq!(read_samples(&dir.join("s.parquet")).unwrap(), vec![s]);
         assert_eq!(read_corruptions(&dir.join("c.parquet")).unwrap(), vec![c]);
         let e = read_samples(&dir.join("c.parquet")).unwrap_err().to_string();
