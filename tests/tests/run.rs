@@ -58,6 +58,17 @@ fn two_rollouts_two_learners_three_iterations() {
     println!("run took {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
     assert!(stdout.contains("airlift run summary"));
     check_run(&run);
+    // fp32 sampling at max_staleness = 0: each iteration learns from samples of the policy it
+    // holds, so its PPO step starts at ratio 1 (up to the rounding between the sampler's cached
+    // forward and the learner's packed one) and clips nothing.
+    for rec in metrics(&run).iter().filter(|r| r["iteration"].as_u64().unwrap() > 0) {
+        assert_eq!(rec["behaviour_policy_version"].as_u64().unwrap() + 1, rec["policy_version"].as_u64().unwrap(), "{rec}");
+        for l in rec["learners"].as_array().unwrap() {
+            let kl = l["approx_kl"].as_f64().unwrap();
+            assert!(kl.abs() < 1e-6, "approx_kl {kl:e} at staleness 0 in fp32: {rec}");
+            assert_eq!(l["clip_fraction"].as_f64(), Some(0.0), "{rec}");
+        }
+    }
     // The folder now holds a run: a fresh run there is refused (nothing is touched), unless
     // told to resume it or to overwrite it.
     let before = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -206,11 +217,20 @@ fn bounded_staleness_run_keeps_every_row_and_replicas_identical() {
     check_run(&run);
     // With one version of staleness allowed, iteration 2's rollouts may use the policy from
     // before iteration 1's update, never older.
+    // Sampled by the policy one update older than the one that learns from it, the first PPO
+    // step sees a ratio away from 1; sampled by the same policy, only rounding.
+    let (mut stale, mut fresh) = (Vec::new(), Vec::new());
     for rec in metrics(&run).iter().filter(|r| r["iteration"].as_u64().unwrap() > 0) {
         let behaviour = rec["behaviour_policy_version"].as_u64().unwrap();
         let after = rec["policy_version"].as_u64().unwrap();
         assert!(after - 1 - behaviour <= 1, "{rec}");
+        let kl = rec["learners"][0]["approx_kl"].as_f64().unwrap();
+        if after - 1 - behaviour == 1 { stale.push(kl) } else { fresh.push(kl) }
     }
+    println!("approx_kl of stale iterations {stale:?}, of fresh ones {fresh:?}");
+    assert!(!stale.is_empty(), "max_staleness = 1 never sampled with an older policy");
+    let fresh_max = fresh.iter().copied().fold(0.0, f64::max);
+    assert!(stale.iter().all(|&kl| kl > 1e-12 && kl > 100.0 * fresh_max), "stale {stale:?} against fresh {fresh:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

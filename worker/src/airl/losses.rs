@@ -152,8 +152,10 @@ pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mas
     let loss = masked_mean(&pg1.maximum(&pg2), mask);
     let clipped = pg2.gt_tensor(&pg1).to_kind(Kind::Float);
     let clip_fraction = masked_mean(&clipped, mask).double_value(&[]);
-    let lr = log_ratio.detach();
-    let approx_kl = masked_mean(&(lr.exp() - 1.0 - &lr), mask).double_value(&[]);
+    // k3 = r − 1 − log r, in f64 through expm1: in f32 `exp(x) − 1 − x` cancels to exactly 0
+    // for |x| below about 1e-4, which hid a one-update-old behaviour policy entirely.
+    let lr = log_ratio.detach().to_kind(Kind::Double);
+    let approx_kl = masked_mean(&(lr.expm1() - &lr), &mask.to_kind(Kind::Double)).double_value(&[]);
     PpoOutput { loss, clip_fraction, approx_kl }
 }
 
