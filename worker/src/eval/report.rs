@@ -65,19 +65,34 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     // Methods: accuracy and 95% interval, evaluations side by side.
     h.push_str("<h2>Choosing one answer of N</h2>\n<table><tr><th>method</th>");
     for e in evals {
-        let _ = write!(h, "<th>{}<br>accuracy</th><th>95% interval</th>", escape(e.label));
+        let _ = write!(h, "<th>{}<br>accuracy</th><th>95% interval</th><th>n</th>", escape(e.label));
     }
     h.push_str("</tr>\n");
-    let names: Vec<String> = evals[0].summary["methods"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let names: Vec<String> = evals[0].summary["methods"].as_object().map(|m| super::summary::in_method_order(m.keys()).into_iter().cloned().collect()).unwrap_or_default();
     for name in &names {
         let _ = write!(h, "<tr><td>{}</td>", escape(name));
         for e in evals {
             let r = &e.summary["methods"][name];
-            let _ = write!(h, "<td>{}</td><td>[{}, {}]</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]));
+            let _ = write!(h, "<td>{}</td><td>[{}, {}]</td><td>{}</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]), r["n"]);
         }
         h.push_str("</tr>\n");
     }
-    let _ = writeln!(h, "</table><p class=\"note\">Default sequence reward for reranking: {}</p>", escape(evals[0].summary["default_aggregate"].as_str().unwrap_or("")));
+    let _ = writeln!(
+        h,
+        "</table><p class=\"note\">Expected accuracy over problems (random choice is its expected value; ties of votes or scores are split evenly among the tied answers); intervals by bootstrap over problems; n = problems. Default sequence reward for reranking: {}</p>",
+        escape(evals[0].summary["default_aggregate"].as_str().unwrap_or(""))
+    );
+    h.push_str("<h2>Paired comparisons on the same problems</h2>\n<table><tr><th>evaluation</th><th>a − b</th><th>difference</th><th>95% interval</th><th>problems a / b did better</th><th>n</th></tr>\n");
+    for e in evals {
+        for p in e.summary["paired"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{} − {}</td><td>{}</td><td>[{}, {}]</td><td>{} / {}</td><td>{}</td></tr>",
+                escape(e.label), escape(p["a"].as_str().unwrap_or("")), escape(p["b"].as_str().unwrap_or("")), num(&p["diff"]), num(&p["lo"]), num(&p["hi"]), p["only_a"], p["only_b"], p["n"]
+            );
+        }
+    }
+    h.push_str("</table><p class=\"note\">An interval that contains 0 means the difference is not shown at this n.</p>\n");
 
     h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>right / wrong samples</th><th>AUROC</th><th>95% interval (problems)</th><th>ECE (10 bins)</th><th>Pearson r</th></tr>\n");
     for e in evals {

@@ -293,11 +293,33 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
     }
 }
 
+/// The methods in reading order: baselines first (random choice, its expectation pass@1,
+/// majority vote, the policy's own log-prob), then the reward's choices, the oracle last.
+pub const METHOD_ORDER: [&str; 9] = [
+    "random choice",
+    "pass@1 (mean over samples)",
+    "majority vote",
+    "highest mean log-prob",
+    "best-of-N by reward (mean)",
+    "best-of-N by reward (min)",
+    "best-of-N by reward (last)",
+    "reward-weighted vote",
+    "pass@N (oracle)",
+];
+
+/// `names` sorted by [`METHOD_ORDER`] (unknown names last, alphabetically).
+pub fn in_method_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<&'a String> {
+    let mut v: Vec<&String> = names.into_iter().collect();
+    v.sort_by_key(|n| (METHOD_ORDER.iter().position(|m| m == n).unwrap_or(METHOD_ORDER.len()), n.to_string()));
+    v
+}
+
 /// The printed table.
 pub fn table(s: &Summary) -> String {
     let mut out = format!("{} problems, {:.1} samples each ({} right, {} wrong)\n", s.problems, s.samples_per_problem, s.correct_samples, s.wrong_samples);
     out.push_str(&format!("{:<42} {:>8}  {:>17}  {:>5}\n", "method (expected value, ties split)", "accuracy", "95% interval", "n"));
-    for (name, r) in &s.methods {
+    for name in in_method_order(s.methods.keys()) {
+        let r = &s.methods[name];
         out.push_str(&format!("{name:<42} {:>8.3}  [{:>6.3}, {:>6.3}]  {:>5}\n", r.value, r.lo, r.hi, r.n));
     }
     if s.correctness_auroc.is_nan() {
