@@ -35,9 +35,66 @@ struct TaskRows {
     rows: BTreeMap<u32, TrajectoryRow>,
 }
 
+/// What a row pushed to a learner must satisfy beyond its schema, set once the learner knows its
+/// run ([`LearnerStore::set_limits`]). Rows that break them are refused at `DoPut` with the row
+/// and field named, so that a buggy or hostile peer can neither crash the learner (a token id past
+/// the vocabulary, a log-prob count that does not match the tokens, a response longer than
+/// anything it could have sampled) nor spoil the model silently (a NaN or infinite log-prob) nor
+/// fill its memory (rows for an iteration far ahead).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowLimits {
+    /// Token ids must be below this (the policy's vocabulary).
+    pub vocab: u32,
+    /// `sampling.max_new_tokens`.
+    pub max_response_tokens: usize,
+    /// The policy's context length.
+    pub max_prompt_tokens: usize,
+    /// Rows may be at most this many iterations ahead of the one the learner waits for
+    /// (`run.max_staleness + 1`).
+    pub max_ahead: u64,
+}
+
+impl RowLimits {
+    /// Why `r` is refused, if it is; `floor` is the iteration the learner waits for now.
+    pub fn check(&self, r: &TrajectoryRow, floor: u64) -> Result<(), String> {
+        if r.source != "policy" {
+            return Err(format!("source `{}`: only `policy` rows come over Flight (a learner makes the expert and corrupted rows itself)", r.source));
+        }
+        if r.response_tokens.is_empty() {
+            return Err("response_tokens is empty".into());
+        }
+        if r.response_tokens.len() > self.max_response_tokens {
+            return Err(format!("response_tokens has {} tokens, more than sampling.max_new_tokens = {}", r.response_tokens.len(), self.max_response_tokens));
+        }
+        if r.prompt_tokens.is_empty() || r.prompt_tokens.len() > self.max_prompt_tokens {
+            return Err(format!("prompt_tokens has {} tokens (expected 1..={})", r.prompt_tokens.len(), self.max_prompt_tokens));
+        }
+        if r.behaviour_logprobs.len() != r.response_tokens.len() {
+            return Err(format!("behaviour_logprobs has {} values for {} response tokens", r.behaviour_logprobs.len(), r.response_tokens.len()));
+        }
+        for (field, toks) in [("prompt_tokens", &r.prompt_tokens), ("response_tokens", &r.response_tokens)] {
+            if let Some((i, t)) = toks.iter().enumerate().find(|(_, &t)| t >= self.vocab) {
+                return Err(format!("{field}[{i}] = {t} is outside the vocabulary (expected < {})", self.vocab));
+            }
+        }
+        // A log-prob is finite and at most 0 (a little above, by rounding).
+        if let Some((i, v)) = r.behaviour_logprobs.iter().enumerate().find(|(_, v)| !v.is_finite() || **v > 1e-3) {
+            return Err(format!("behaviour_logprobs[{i}] = {v} (expected a finite log-probability <= 0)"));
+        }
+        if r.iteration < floor || r.iteration > floor + self.max_ahead {
+            return Err(format!("iteration {} (this learner takes iterations {floor}..={})", r.iteration, floor + self.max_ahead));
+        }
+        Ok(())
+    }
+}
+
 /// What a learner's Flight server shares with its training loop.
 #[derive(Default)]
 pub struct LearnerStore {
+    /// Row checks; `None` until the learner has loaded its run's config (rows are refused).
+    limits: Mutex<Option<RowLimits>>,
+    /// The iteration the learner waits for (the lowest it can still use).
+    floor: Mutex<u64>,
     inbox: Mutex<HashMap<u64, TaskRows>>,
     arrived: Condvar,
     duplicates: Mutex<u64>,
@@ -46,6 +103,22 @@ pub struct LearnerStore {
 }
 
 impl LearnerStore {
+    /// Sets the checks every pushed row must pass (until then rows are refused).
+    pub fn set_limits(&self, limits: RowLimits) {
+        *self.limits.lock().unwrap() = Some(limits);
+    }
+
+    /// Checks rows as [`RowLimits::check`] does; the error names the first bad row.
+    pub fn check(&self, rows: &[TrajectoryRow]) -> Result<(), String> {
+        let limits = (*self.limits.lock().unwrap()).ok_or("this learner is not ready for rows yet (it has not loaded its run)")?;
+        // Iterations count from 1 (an evaluation's rows carry 1 too).
+        let floor = (*self.floor.lock().unwrap()).max(1);
+        for r in rows {
+            limits.check(r, floor).map_err(|why| format!("row (task {}, sample {}, iteration {}): {why}", r.task_id, r.sample_index, r.iteration))?;
+        }
+        Ok(())
+    }
+
     /// Adds rows, dropping duplicates; returns how many were new.
     pub fn insert(&self, rows: Vec<TrajectoryRow>) -> usize {
         let mut inbox = self.inbox.lock().unwrap();
@@ -76,6 +149,10 @@ impl LearnerStore {
     /// [`LearnerStore::stale`].
     pub fn take(&self, iteration: u64, tasks: &[u64], total: usize, timeout: Duration) -> Option<Vec<TrajectoryRow>> {
         let deadline = std::time::Instant::now() + timeout;
+        {
+            let mut floor = self.floor.lock().unwrap();
+            *floor = (*floor).max(iteration);
+        }
         let mut inbox = self.inbox.lock().unwrap();
         loop {
             let ready = tasks.iter().map(|t| inbox.get(t).map_or(0, |r| r.rows.len())).sum::<usize>() >= total;
@@ -151,6 +228,10 @@ impl FlightService for LearnerFlight {
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|e| Status::invalid_argument(format!("trajectory stream: {e}")))?;
             let rows = trajectory::from_batch(&batch).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.store.check(&rows).map_err(|e| {
+                tracing::warn!(error = %e, "refused trajectory rows");
+                Status::invalid_argument(e)
+            })?;
             accepted += self.store.insert(rows);
         }
         let ack = PutResult { app_metadata: accepted.to_string().into_bytes().into() };
@@ -323,6 +404,57 @@ mod tests {
             source: "policy".into(),
             first_error_token: None,
         }
+    }
+
+    #[test]
+    fn rows_that_would_crash_or_spoil_a_learner_are_refused_by_name() {
+        let s = LearnerStore::default();
+        assert!(s.check(&[row(1, 5, 0)]).unwrap_err().contains("not ready"));
+        s.set_limits(RowLimits { vocab: 100, max_response_tokens: 4, max_prompt_tokens: 8, max_ahead: 1 });
+        assert_eq!(s.check(&[row(1, 5, 0), row(2, 5, 1)]), Ok(()));
+        let bad = |f: fn(&mut TrajectoryRow), want: &str| {
+            let mut r = row(1, 5, 3);
+            f(&mut r);
+            let e = s.check(&[row(1, 5, 0), r]).unwrap_err();
+            assert!(e.contains("task 5, sample 3") && e.contains(want), "{e}");
+        };
+        bad(|r| r.behaviour_logprobs[0] = f32::NAN, "behaviour_logprobs[0] = NaN");
+        bad(|r| r.behaviour_logprobs[0] = f32::NEG_INFINITY, "behaviour_logprobs[0] = -inf");
+        bad(|r| r.behaviour_logprobs[0] = 0.5, "log-probability <= 0");
+        bad(|r| r.response_tokens[0] = 4_000_000_000, "response_tokens[0] = 4000000000 is outside the vocabulary");
+        bad(|r| r.prompt_tokens[0] = 100, "prompt_tokens[0] = 100");
+        bad(|r| r.behaviour_logprobs = vec![-0.1; 3], "3 values for 1 response tokens");
+        bad(|r| (r.response_tokens, r.behaviour_logprobs) = (vec![], vec![]), "response_tokens is empty");
+        bad(|r| (r.response_tokens, r.behaviour_logprobs) = (vec![1; 5], vec![-0.1; 5]), "more than sampling.max_new_tokens = 4");
+        bad(|r| r.prompt_tokens = vec![1; 9], "prompt_tokens has 9 tokens");
+        bad(|r| r.source = "expert".into(), "source `expert`");
+        bad(|r| r.iteration = 1 << 63, "this learner takes iterations 1..=2");
+        bad(|r| r.iteration = 0, "iteration 0");
+        // Once the learner waits for iteration 3, iteration 2's rows are refused too.
+        assert!(s.take(3, &[], 0, Duration::from_millis(1)).is_some());
+        assert!(s.check(&[row(2, 6, 0)]).unwrap_err().contains("iterations 3..=4"));
+        assert_eq!(s.check(&[row(4, 6, 0)]), Ok(()));
+    }
+
+    /// Over the wire: a learner's Flight server refuses a batch holding a NaN log-prob with the
+    /// row and field in the error, stores nothing of it, and takes the good batch after it.
+    #[test]
+    fn a_flight_put_with_a_nan_log_prob_is_refused_and_nothing_of_it_kept() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(LearnerStore::default());
+            store.set_limits(RowLimits { vocab: 100, max_response_tokens: 4, max_prompt_tokens: 8, max_ahead: 1 });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
+            tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+            let mut clients = Clients::new(Stamp::new(Some("t".into())));
+            let mut nan = row(1, 7, 1);
+            nan.behaviour_logprobs[0] = f32::NAN;
+            let e = clients.put_rows(&addr, &[row(1, 7, 0), nan]).await.unwrap_err().to_string();
+            assert!(e.contains("task 7, sample 1") && e.contains("behaviour_logprobs[0] = NaN"), "{e}");
+            assert_eq!(clients.put_rows(&addr, &[row(1, 7, 0), row(1, 7, 1)]).await.unwrap(), 2, "the refused batch left nothing behind");
+        });
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! loads a checkpoint named by the rendezvous before the first task.
 
 use super::data::RunData;
-use super::flight::{LearnerFlight, LearnerStore};
+use super::flight::{LearnerFlight, LearnerStore, RowLimits};
 use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::airl::localize;
@@ -81,6 +81,13 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         None => RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED).map_err(|e| other(&e))?,
     };
     reward.set_compute_kind(compute);
+    // From here on pushed rows are checked against the run (see `RowLimits`).
+    store.set_limits(RowLimits {
+        vocab: policy.model.config().vocab_size as u32,
+        max_response_tokens: cfg.sampling.max_new_tokens as usize,
+        max_prompt_tokens: policy.model.config().max_position_embeddings as usize,
+        max_ahead: cfg.run.max_staleness.saturating_add(1),
+    });
     let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
     let pad = policy.model.config().pad_token_id.unwrap_or(eos);
 
