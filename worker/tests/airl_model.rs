@@ -110,6 +110,30 @@ fn gradient_clipping_changes_the_update() {
     assert!(diff(&clipped, &raw) > 1e-3, "clipping must change the second update: {:e}", diff(&clipped, &raw));
 }
 
+/// A gradient with a NaN or an infinity is skipped whole: parameters, moments and step count
+/// stay, the skip is counted, and the next finite gradient steps as if nothing had happened.
+#[test]
+fn a_non_finite_gradient_is_skipped_not_applied() {
+    let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
+    let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-2, ..Default::default() });
+    let n = opt.numel();
+    let g = Tensor::randn([n], (Kind::Float, Device::Cpu));
+    opt.step_with(&g);
+    let (p0, (m0, v0)) = (opt.flat().copy(), opt.moments());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let g = Tensor::randn([n], (Kind::Float, Device::Cpu));
+        let _ = g.get(3).fill_(bad as f64);
+        let stats = opt.step_with(&g);
+        assert!(!stats.grad_norm.is_finite());
+        assert!(opt.flat().equal(&p0), "parameters unchanged after a {bad} gradient");
+        assert_eq!(opt.moments(), (m0.clone(), v0.clone()));
+    }
+    assert_eq!((opt.steps_taken(), opt.skipped_steps()), (1, 3));
+    opt.step_with(&g);
+    assert_eq!(opt.steps_taken(), 2);
+    assert!(!opt.flat().equal(&p0) && bool::try_from(opt.flat().isfinite().all()).unwrap());
+}
+
 #[test]
 fn warmup_then_cosine_schedule() {
     let c = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1, ..Default::default() };

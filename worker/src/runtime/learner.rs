@@ -212,6 +212,9 @@ impl Rank {
             metrics["rank"] = serde_json::json!(self.rank);
             metrics["duplicates_dropped"] = serde_json::json!(self.store.duplicates());
             metrics["stale_rows_dropped"] = serde_json::json!(self.store.stale());
+            // Optimizer steps refused for a non-finite gradient, so far (0 in a healthy run).
+            metrics["policy_steps_skipped"] = serde_json::json!(self.l.policy_opt.skipped_steps());
+            metrics["reward_steps_skipped"] = serde_json::json!(self.l.reward_opt.skipped_steps());
         }
         if self.rank == 0 && task.next_policy_version > 0 {
             self.store.publish(task.next_policy_version, flat_params(&self.policy_vs));

@@ -96,6 +96,8 @@ pub struct FlatAdamW {
     lo: i64,
     hi: i64,
     step: u64,
+    /// Steps refused for a non-finite gradient.
+    skipped: u64,
     cfg: AdamWConfig,
 }
 
@@ -156,6 +158,7 @@ impl FlatAdamW {
             lo,
             hi,
             step: 0,
+            skipped: 0,
             cfg,
         }
     }
@@ -224,6 +227,11 @@ impl FlatAdamW {
         self.step
     }
 
+    /// Steps skipped because their gradient was not finite (since this optimizer was made).
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped
+    }
+
     /// This rank's slice of the first and second moments, as fp32 values.
     pub fn moments(&self) -> (Vec<f32>, Vec<f32>) {
         let get = |t: &Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu)).expect("f32 moments");
@@ -273,14 +281,22 @@ impl FlatAdamW {
     }
 
     /// One AdamW step on the owned slice using `grad` (a full flat gradient, e.g. already
-    /// all-reduced across ranks). Clipping uses the norm of the whole `grad`.
+    /// all-reduced across ranks). Clipping uses the norm of the whole `grad`. A gradient that is
+    /// not finite (NaN or ±inf anywhere: an overflow, a bad row) is **skipped**: parameters,
+    /// moments and the step count stay as they were, and [`FlatAdamW::skipped_steps`] counts it
+    /// (every rank sees the same all-reduced gradient, so replicas skip together).
     pub fn step_with(&mut self, grad: &Tensor) -> StepStats {
         assert!(!self.frozen, "a frozen optimizer takes no steps");
         let lr = self.cfg.lr_at(self.step);
+        let grad_norm = tch::no_grad(|| grad.norm().double_value(&[]));
+        if !grad_norm.is_finite() {
+            self.skipped += 1;
+            tracing::warn!(grad_norm, skipped = self.skipped, "non-finite gradient: optimizer step skipped, parameters unchanged");
+            return StepStats { grad_norm, lr };
+        }
         self.step += 1;
         let stats = tch::no_grad(|| {
             let c = &self.cfg;
-            let grad_norm = grad.norm().double_value(&[]);
             let scale = match c.max_grad_norm {
                 Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
                 _ => 1.0,
