@@ -506,6 +506,46 @@ impl RunConfig {
     /// Checks values that parse but cannot work; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, what: String| Err(ConfigError::Invalid { key, what });
+        // Whole numbers must fit TOML's (and the run file's) signed 64-bit integers: `1e19`
+        // parses into a u64 but cannot be written back into the run's config.toml.
+        let limit = i64::MAX as u64;
+        for (key, v) in [
+            ("run.iterations", self.run.iterations),
+            ("run.seed", self.run.seed),
+            ("run.max_staleness", self.run.max_staleness),
+            ("workers.heartbeat_ms", self.workers.heartbeat_ms),
+            ("workers.lost_after_ms", self.workers.lost_after_ms),
+            ("workers.task_lease_ms", self.workers.task_lease_ms),
+            ("workers.register_timeout_ms", self.workers.register_timeout_ms),
+            ("checkpoint.every", self.checkpoint.every),
+        ] {
+            if v > limit {
+                return bad(key, format!("{v} is larger than {limit}"));
+            }
+        }
+        // Real numbers must be finite (`inf` and `nan` parse as TOML floats).
+        for (key, v) in [
+            ("sampling.temperature", self.sampling.temperature),
+            ("sampling.top_p", self.sampling.top_p),
+            ("reward.lr", self.reward.lr),
+            ("reward.label_smoothing", self.reward.label_smoothing),
+            ("reward.temperature", self.reward.temperature),
+            ("reward.outcome_weight", self.reward.outcome_weight),
+            ("reward.warm_start_lr", self.reward.warm_start_lr),
+            ("reward.clip", self.reward.clip.unwrap_or(1.0)),
+            ("policy.lr", self.policy.lr),
+            ("policy.gamma", self.policy.gamma),
+            ("policy.clip_eps", self.policy.clip_eps),
+            ("policy.kl_coef", self.policy.kl_coef),
+            ("sft.lr", self.sft.lr),
+        ] {
+            if !v.is_finite() {
+                return bad(key, format!("{v} is not a finite number"));
+            }
+            if v < 0.0 {
+                return bad(key, format!("{v} is negative"));
+            }
+        }
         if self.workers.learner == 0 {
             return bad("workers.learner", "must be at least 1".into());
         }
@@ -628,5 +668,24 @@ mod tests {
         assert!(e.contains("workers.learner"), "{e}");
         let e = RunConfig::from_toml(&format!("{MIN}[data]\nprompts_per_iteration = 3\n[workers]\nlearner = 2\n")).unwrap_err().to_string();
         assert!(e.contains("data.prompts_per_iteration"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorruption_kinds = [\"operator_flip\", \"typo\"]\n")).unwrap_err().to_string();
+        assert!(e.contains("reward.corruption_kinds") && e.contains("`typo`"), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_named_not_panicked_on() {
+        for (toml, key) in [("[policy]\nlr = inf\n", "policy.lr"), ("[sampling]\ntemperature = nan\n", "sampling.temperature"), ("[reward]\nlr = -1e-5\n", "reward.lr")] {
+            let e = RunConfig::from_toml(&format!("{MIN}{toml}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        // What an environment override or a float coerced to u64 can produce: too large to
+        // write back as TOML.
+        let mut c = RunConfig::from_toml(MIN).unwrap();
+        c.run.seed = u64::MAX;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("run.seed") && e.contains("18446744073709551615"), "{e}");
+        c.run.seed = i64::MAX as u64;
+        assert!(c.validate().is_ok());
+        assert!(RunConfig::from_toml(&c.to_toml()).is_ok());
     }
 }
