@@ -134,6 +134,21 @@ fn a_non_finite_gradient_is_skipped_not_applied() {
     assert!(!opt.flat().equal(&p0) && bool::try_from(opt.flat().isfinite().all()).unwrap());
 }
 
+/// A checkpoint shard is not written from parameters that hold a NaN.
+#[test]
+fn non_finite_parameters_are_not_checkpointed() {
+    use airlift_worker::train::checkpoint::{save_shard, ModelState};
+    let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
+    let mut opt = FlatAdamW::new(&m.vs, AdamWConfig::default());
+    let dir = std::env::temp_dir().join(format!("airlift-nan-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(save_shard(&dir, 0, 1, &[ModelState { name: "policy", vs: &m.vs, opt: &mut opt }]).is_ok());
+    let _ = opt.flat().get(5).fill_(f64::NAN);
+    let e = save_shard(&dir, 0, 1, &[ModelState { name: "policy", vs: &m.vs, opt: &mut opt }]).err().expect("refused").to_string();
+    assert!(e.contains("policy parameter 5 is NaN") && e.contains("not written"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn warmup_then_cosine_schedule() {
     let c = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1, ..Default::default() };

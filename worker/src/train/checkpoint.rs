@@ -61,7 +61,18 @@ pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) 
     let mut buf = vec![0f32; CHUNK];
     for m in models {
         let (lo, hi) = m.opt.shard();
-        stream(&m.opt.flat().narrow(0, lo, hi - lo), &mut buf, |chunk| w.write(chunk))?;
+        // Non-finite parameters never reach a checkpoint (a resume would keep the damage).
+        let mut at = lo as usize;
+        stream(&m.opt.flat().narrow(0, lo, hi - lo), &mut buf, |chunk| {
+            if let Some(i) = chunk.iter().position(|v| !v.is_finite()) {
+                return Err(CheckpointError::BadFile {
+                    path: path.clone(),
+                    what: format!("{} parameter {} is {}: a checkpoint with non-finite parameters is not written", m.name, at + i, chunk[i]),
+                });
+            }
+            at += chunk.len();
+            w.write(chunk)
+        })?;
         match m.opt.moment_tensors() {
             Some((mm, vv)) => {
                 for t in [mm, vv] {
