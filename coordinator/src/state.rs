@@ -447,7 +447,15 @@ impl RunState {
         }
         let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
         match role {
-            pb::Role::Rollout => {}
+            pb::Role::Rollout => {
+                let live = self.workers.values().filter(|w| w.role == pb::Role::Rollout && !w.lost).count();
+                if live >= self.cfg.workers.rollout as usize {
+                    return Err(Status::resource_exhausted(format!(
+                        "the run already has its {} rollout workers (workers.rollout); one more is taken only after one of them is lost",
+                        self.cfg.workers.rollout
+                    )));
+                }
+            }
             pb::Role::Learner => {
                 let attached = self.workers.values().filter(|w| w.role == pb::Role::Learner && !w.lost).count();
                 if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
@@ -1410,6 +1418,28 @@ mod tests {
         assert_eq!(r1.nccl_unique_id, id);
         assert_eq!(r1.collective_addrs, r0.collective_addrs);
         assert_eq!(st.phase, Phase::WarmStart);
+    }
+
+    #[test]
+    fn rollout_workers_beyond_workers_rollout_are_refused() {
+        let mut st = cuda_run(1);
+        st.cfg.workers.rollout = 2;
+        let req = || pb::RegisterRequest { role: pb::Role::Rollout as i32, host: "h".into(), pid: 1, device: "cuda:0".into(), ..Default::default() };
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            st.handle(Event::Register { req: req(), reply: tx });
+            ids.push(rx.try_recv().unwrap().unwrap().worker_id);
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        st.handle(Event::Register { req: req(), reply: tx });
+        let e = rx.try_recv().unwrap().unwrap_err();
+        assert!(e.code() == tonic::Code::ResourceExhausted && e.message().contains("workers.rollout"), "{e}");
+        // A lost worker's place is free again.
+        st.workers.get_mut(&ids[0]).unwrap().lost = true;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        st.handle(Event::Register { req: req(), reply: tx });
+        assert!(rx.try_recv().unwrap().is_ok());
     }
 
     #[test]
