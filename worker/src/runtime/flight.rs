@@ -81,8 +81,10 @@ impl RowLimits {
         if let Some((i, v)) = r.behaviour_logprobs.iter().enumerate().find(|(_, v)| !v.is_finite() || **v > 1e-3) {
             return Err(format!("behaviour_logprobs[{i}] = {v} (expected a finite log-probability <= 0)"));
         }
-        if r.iteration < floor || r.iteration > floor + self.max_ahead {
-            return Err(format!("iteration {} (this learner takes iterations {floor}..={})", r.iteration, floor + self.max_ahead));
+        // Rows of iterations already past are dropped as stale by the next `take`; rows too far
+        // ahead would be held without bound.
+        if r.iteration == 0 || r.iteration > floor + self.max_ahead {
+            return Err(format!("iteration {} (this learner takes iterations 1..={})", r.iteration, floor + self.max_ahead));
         }
         Ok(())
     }
@@ -106,6 +108,12 @@ impl LearnerStore {
     /// Sets the checks every pushed row must pass (until then rows are refused).
     pub fn set_limits(&self, limits: RowLimits) {
         *self.limits.lock().unwrap() = Some(limits);
+    }
+
+    /// Raises the iteration the learner waits for (a resumed learner: the checkpoint's next).
+    pub fn raise_floor(&self, iteration: u64) {
+        let mut floor = self.floor.lock().unwrap();
+        *floor = (*floor).max(iteration);
     }
 
     /// Checks rows as [`RowLimits::check`] does; the error names the first bad row.
@@ -430,10 +438,14 @@ mod tests {
         bad(|r| r.source = "expert".into(), "source `expert`");
         bad(|r| r.iteration = 1 << 63, "this learner takes iterations 1..=2");
         bad(|r| r.iteration = 0, "iteration 0");
-        // Once the learner waits for iteration 3, iteration 2's rows are refused too.
-        assert!(s.take(3, &[], 0, Duration::from_millis(1)).is_some());
-        assert!(s.check(&[row(2, 6, 0)]).unwrap_err().contains("iterations 3..=4"));
+        // Once the learner waits for iteration 3 (or resumed after 2), iteration 4 is in reach,
+        // 5 is not; iteration 2's rows pass the check (the next take drops them as stale).
+        assert!(s.check(&[row(4, 6, 0)]).is_err());
+        s.raise_floor(3);
         assert_eq!(s.check(&[row(4, 6, 0)]), Ok(()));
+        assert!(s.check(&[row(5, 6, 0)]).unwrap_err().contains("iterations 1..=4"));
+        assert!(s.take(3, &[], 0, Duration::from_millis(1)).is_some());
+        assert_eq!(s.check(&[row(2, 6, 0)]), Ok(()));
     }
 
     /// Over the wire: a learner's Flight server refuses a batch holding a NaN log-prob with the

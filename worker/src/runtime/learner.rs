@@ -474,7 +474,7 @@ impl Rank {
 
     /// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
     fn resume(&mut self, dir: &Path) -> Result<u64, WorkerError> {
-        let Rank { l, policy_vs, .. } = self;
+        let Rank { l, policy_vs, store, .. } = self;
         let t = Instant::now();
         let m = ckpt::read_manifest(dir).map_err(|e| WorkerError::Other(e.to_string()))?;
         let mut models = [
@@ -482,6 +482,8 @@ impl Rank {
             ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
         ];
         checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
+        // Rows of the iterations after the checkpoint's are now in reach (see `RowLimits`).
+        store.raise_floor(m.iteration + 1);
         tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
         Ok(m.policy_version)
 }
