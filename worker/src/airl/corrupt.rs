@@ -132,14 +132,19 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether a number may start at byte `i`: a digit or `$` not inside a word or another number.
+fn number_starts_at(b: &[u8], i: usize) -> bool {
+    let at_boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.' || b[i - 1] == b',');
+    at_boundary && (b[i].is_ascii_digit() || b[i] == b'$')
+}
+
 /// Finds equations `a op b [op c …] = r` (operators `+ - * / x ×`).
 fn equations(text: &str) -> Vec<Equation> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let at_boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.' || b[i - 1] == b',');
-        if at_boundary && (b[i].is_ascii_digit() || b[i] == b'$') {
+        if number_starts_at(b, i) {
             if let Some(first) = parse_number(b, i) {
                 let mut operands = vec![first];
                 let mut ops = Vec::new();
@@ -315,8 +320,7 @@ fn numbers(text: &str) -> Vec<Num> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let at_boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.' || b[i - 1] == b',');
-        if at_boundary && (b[i].is_ascii_digit() || b[i] == b'$') {
+        if number_starts_at(b, i) {
             if let Some(n) = parse_number(b, i) {
                 out.push(n);
                 i = n.end;

@@ -154,8 +154,10 @@ pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mas
     let clip_fraction = masked_mean(&clipped, mask).double_value(&[]);
     // k3 = r − 1 − log r, in f64 through expm1: in f32 `exp(x) − 1 − x` cancels to exactly 0
     // for |x| below about 1e-4, which hid a one-update-old behaviour policy entirely.
-    let lr = log_ratio.detach().to_kind(Kind::Double);
-    let approx_kl = masked_mean(&(lr.expm1() - &lr), &mask.to_kind(Kind::Double)).double_value(&[]);
+    // Summed here in token order, so that the value is the same bit for bit whatever the
+    // tensors' layout (a libtorch f64 reduction differed by an ulp after a resume).
+    let x: Vec<f32> = Vec::try_from(log_ratio.detach().masked_select(&mask.gt(0.0)).to_kind(Kind::Float).to_device(tch::Device::Cpu)).expect("f32 log-ratios");
+    let approx_kl = if x.is_empty() { 0.0 } else { x.iter().map(|&v| (v as f64).exp_m1() - v as f64).sum::<f64>() / x.len() as f64 };
     PpoOutput { loss, clip_fraction, approx_kl }
 }
 
