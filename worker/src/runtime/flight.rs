@@ -101,6 +101,8 @@ pub struct LearnerStore {
     arrived: Condvar,
     duplicates: Mutex<u64>,
     stale: Mutex<u64>,
+    /// Rows of batches refused by [`LearnerStore::check`].
+    refused: Mutex<u64>,
     weights: Mutex<Option<(u64, Arc<Vec<f32>>)>>,
 }
 
@@ -122,9 +124,17 @@ impl LearnerStore {
         // Iterations count from 1 (an evaluation's rows carry 1 too).
         let floor = (*self.floor.lock().unwrap()).max(1);
         for r in rows {
-            limits.check(r, floor).map_err(|why| format!("row (task {}, sample {}, iteration {}): {why}", r.task_id, r.sample_index, r.iteration))?;
+            if let Err(why) = limits.check(r, floor) {
+                *self.refused.lock().unwrap() += rows.len() as u64;
+                return Err(format!("row (task {}, sample {}, iteration {}): {why}", r.task_id, r.sample_index, r.iteration));
+            }
         }
         Ok(())
+    }
+
+    /// Rows refused so far (every row of each refused batch).
+    pub fn refused(&self) -> u64 {
+        *self.refused.lock().unwrap()
     }
 
     /// Adds rows, dropping duplicates; returns how many were new.
@@ -438,6 +448,7 @@ mod tests {
         bad(|r| r.source = "expert".into(), "source `expert`");
         bad(|r| r.iteration = 1 << 63, "this learner takes iterations 1..=2");
         bad(|r| r.iteration = 0, "iteration 0");
+        assert_eq!(s.refused(), 2 * 12, "every row of each refused batch is counted");
         // Once the learner waits for iteration 3 (or resumed after 2), iteration 4 is in reach,
         // 5 is not; iteration 2's rows pass the check (the next take drops them as stale).
         assert!(s.check(&[row(4, 6, 0)]).is_err());

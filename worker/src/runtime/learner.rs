@@ -212,6 +212,7 @@ impl Rank {
             metrics["rank"] = serde_json::json!(self.rank);
             metrics["duplicates_dropped"] = serde_json::json!(self.store.duplicates());
             metrics["stale_rows_dropped"] = serde_json::json!(self.store.stale());
+            metrics["rows_refused"] = serde_json::json!(self.store.refused());
             // Optimizer steps refused for a non-finite gradient, so far (0 in a healthy run).
             metrics["policy_steps_skipped"] = serde_json::json!(self.l.policy_opt.skipped_steps());
             metrics["reward_steps_skipped"] = serde_json::json!(self.l.reward_opt.skipped_steps());
