@@ -37,6 +37,19 @@ fn learner(dir: &PathBuf, policy_lr: f64, reward_lr: f64) -> Learner {
     Learner { policy: p.model, policy_opt, reference: None, reward, reward_opt }
 }
 
+/// The expert trace of each problem (question as prompt, answer + EOS as response), group = its index.
+fn expert_samples(tok: &Tokenizer, problems: &[synth::SynthProblem]) -> Vec<Sample> {
+    problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut response = tok.encode(&p.problem.answer).unwrap();
+            response.push(EOS);
+            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
+        })
+        .collect()
+}
+
 /// Experts, one corruption each, and `g` policy samples per problem.
 fn batch(l: &Learner, tok: &Tokenizer, problems: &[synth::SynthProblem], g: usize, seed: u64) -> IterationBatch {
     let mut b = IterationBatch::default();
@@ -132,15 +145,7 @@ fn sft_steps_raise_the_likelihood_of_expert_traces() {
     let dir = tiny_policy_dir("sft");
     let mut l = learner(&dir, 1e-2, 0.0);
     let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 4, ..Default::default() };
-    let experts: Vec<Sample> = synth::dataset(&SynthConfig::default(), 2, 8, Split::Train)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut response = tok.encode(&p.problem.answer).unwrap();
-            response.push(EOS);
-            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
-        })
-        .collect();
+    let experts = expert_samples(&tok, &synth::dataset(&SynthConfig::default(), 2, 8, Split::Train));
     let losses: Vec<f64> = (0..5).map(|_| l.sft_step(&experts, &cfg, &mut NoReduce)).collect();
     println!("sft loss by step: {losses:?}");
     assert!(losses[4] < losses[0] - 0.5, "{losses:?}");
@@ -185,15 +190,7 @@ fn two_learners_step_like_one_on_the_same_rows() {
     let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
     let dir = tiny_policy_dir("dp");
     let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 2, ..Default::default() };
-    let rows: Vec<Sample> = synth::dataset(&SynthConfig { min_steps: 1, max_steps: 5, ..Default::default() }, 4, 4, Split::Train)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut response = tok.encode(&p.problem.answer).unwrap();
-            response.push(EOS);
-            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
-        })
-        .collect();
+    let rows = expert_samples(&tok, &synth::dataset(&SynthConfig { min_steps: 1, max_steps: 5, ..Default::default() }, 4, 4, Split::Train));
     let lens: Vec<usize> = rows.iter().map(|r| r.response.len()).collect();
     assert_ne!(lens[0] + lens[1], lens[2] + lens[3], "the halves must differ in tokens: {lens:?}");
     // PPO rows: the same traces with their own log-probs as behaviour, advantages of both signs.
