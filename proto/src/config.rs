@@ -195,6 +195,12 @@ pub struct RewardSection {
     /// that the reward marks the wrong line rather than everything after it. Default false.
     #[serde(default)]
     pub ignore_corrupted_suffix: bool,
+    /// How the discriminator labels policy samples whose final answer grades right: `negative`
+    /// (labelled 0 like every policy sample, design §1), `ignore` (left out of its loss) or
+    /// `positive` (labelled 1 like the experts). The last two use the grade, i.e. the expert's
+    /// final answer, and so depart from learning from demonstrations alone. Default `negative`.
+    #[serde(default = "default_correct_policy_samples")]
+    pub correct_policy_samples: String,
     /// Reward temperature. Default 1.
     #[serde(default = "one_f")]
     pub temperature: f64,
@@ -390,6 +396,10 @@ fn default_max_new() -> u32 {
 }
 /// Every corruption kind `reward.corruption_kinds` accepts.
 pub const CORRUPTION_KINDS: [&str; 5] = ["operator_flip", "answer_nudge", "number_alter", "wrong_operation", "wrong_quantity"];
+
+fn default_correct_policy_samples() -> String {
+    "negative".into()
+}
 
 fn default_corruption_kinds() -> Vec<String> {
     CORRUPTION_KINDS[..3].iter().map(|k| k.to_string()).collect()
@@ -596,6 +606,9 @@ impl RunConfig {
         if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
             return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
         }
+        if !["negative", "ignore", "positive"].contains(&self.reward.correct_policy_samples.as_str()) {
+            return bad("reward.correct_policy_samples", format!("`{}`: expected `negative`, `ignore` or `positive`", self.reward.correct_policy_samples));
+        }
         if self.reward.corruption_kinds.is_empty() {
             return bad("reward.corruption_kinds", format!("is empty: expected some of {CORRUPTION_KINDS:?}"));
         }
@@ -668,6 +681,8 @@ mod tests {
         assert!(e.contains("workers.learner"), "{e}");
         let e = RunConfig::from_toml(&format!("{MIN}[data]\nprompts_per_iteration = 3\n[workers]\nlearner = 2\n")).unwrap_err().to_string();
         assert!(e.contains("data.prompts_per_iteration"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorrect_policy_samples = \"maybe\"\n")).unwrap_err().to_string();
+        assert!(e.contains("reward.correct_policy_samples") && e.contains("`maybe`"), "{e}");
         let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorruption_kinds = [\"operator_flip\", \"typo\"]\n")).unwrap_err().to_string();
         assert!(e.contains("reward.corruption_kinds") && e.contains("`typo`"), "{e}");
     }

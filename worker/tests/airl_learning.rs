@@ -239,3 +239,40 @@ fn two_learners_step_like_one_on_the_same_rows() {
     assert!(e < 1e-6, "parameters after the steps: max abs difference {e:e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reward.correct_policy_samples`: `ignore` takes the same discriminator step as a batch without
+/// the right samples, `positive` the same as a batch with them among the experts, and both differ
+/// from `negative` (design §1: every policy sample labelled 0).
+#[test]
+fn right_policy_samples_are_left_out_or_labelled_expert_as_configured() {
+    use airlift_worker::airl::losses::CorrectSamples;
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let dir = tiny_policy_dir("correct");
+    let problems = synth::dataset(&SynthConfig::default(), 3, 3, Split::Train);
+    let sampler = learner(&dir, 0.0, 0.0);
+    let mut b = batch(&sampler, &tok, &problems, 2, 5);
+    for (k, s) in b.policy.iter_mut().enumerate() {
+        s.correct = Some(k % 3 == 0);
+    }
+    let (right, wrong): (Vec<Sample>, Vec<Sample>) = b.policy.iter().cloned().partition(|s| s.correct == Some(true));
+    assert_eq!(right.len(), 2);
+    // The reward's parameters after one discriminator step on `batch` with `mode`.
+    let step = |batch: &IterationBatch, mode: CorrectSamples| -> Tensor {
+        let mut l = learner(&dir, 0.0, 1e-3);
+        let cfg = AirlConfig { discriminator: DiscriminatorForm::Logit, correct_policy_samples: mode, micro_batch: 64, pad_id: EOS as i64, ..Default::default() };
+        l.discriminator_steps(batch, &cfg, 1, &mut NoReduce);
+        Tensor::cat(&l.reward.vs.trainable_variables().iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
+    };
+    let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    let negative = step(&b, CorrectSamples::Negative);
+    let ignore = step(&b, CorrectSamples::Ignore);
+    let without = step(&IterationBatch { policy: wrong.clone(), ..b.clone() }, CorrectSamples::Negative);
+    let positive = step(&b, CorrectSamples::Positive);
+    let as_experts = step(&IterationBatch { policy: wrong, experts: [b.experts.clone(), right].concat(), ..b.clone() }, CorrectSamples::Negative);
+    // Adam's first step moves a parameter by about ±lr (1e-3): "the same step" allows a tenth of
+    // that for the rows' other summation order, "a different step" asks for half of it.
+    assert!(diff(&ignore, &without) < 1e-4, "ignore vs without: {}", diff(&ignore, &without));
+    assert!(diff(&positive, &as_experts) < 1e-4, "positive vs as experts: {}", diff(&positive, &as_experts));
+    assert!(diff(&negative, &ignore) > 5e-4 && diff(&negative, &positive) > 5e-4 && diff(&ignore, &positive) > 5e-4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,7 +14,7 @@
 //! one prefix tree ([`crate::model::packed`]): the shared prompt, and whatever else the rows
 //! share (an expert and its corruptions up to the first error), once.
 
-use super::losses::{self, DiscriminatorForm};
+use super::losses::{self, CorrectSamples, DiscriminatorForm};
 use super::metrics::{auroc, IterationMetrics};
 use crate::train::optim::FlatAdamW;
 pub use crate::train::{GradReducer, NoReduce};
@@ -97,6 +97,9 @@ pub struct AirlConfig {
     /// first error out of the discriminator loss (they follow from the error and are often
     /// right by themselves). Default false.
     pub ignore_corrupted_suffix: bool,
+    /// `reward.correct_policy_samples`: how the discriminator labels policy samples that grade
+    /// right. Default `Negative` (design §1).
+    pub correct_policy_samples: CorrectSamples,
 }
 
 impl Default for AirlConfig {
@@ -119,6 +122,7 @@ impl Default for AirlConfig {
             pad_id: 0,
             ignore_corrupted_prefix: false,
             ignore_corrupted_suffix: false,
+            correct_policy_samples: CorrectSamples::Negative,
         }
     }
 }
@@ -460,17 +464,27 @@ impl Learner {
     }
 
     /// `steps` discriminator steps on every row of `batch` (experts labelled 1, policy samples
-    /// and corrupted experts 0; `batch.policy` may be empty, as in the reward warm start).
+    /// and corrupted experts 0, policy samples that grade right as `correct_policy_samples`
+    /// says; `batch.policy` may be empty, as in the reward warm start).
     pub fn discriminator_steps(&mut self, batch: &IterationBatch, cfg: &AirlConfig, steps: usize, reducer: &mut dyn GradReducer) -> DiscSteps {
         let dev = self.device();
         let micro = cfg.micro_batch.max(1) as i64;
-        let all: Vec<&Sample> = batch.experts.iter().chain(&batch.policy).chain(&batch.corrupted).collect();
+        // Policy samples that grade right: negatives (design §1), left out, or positives.
+        let right = |s: &Sample| s.correct == Some(true);
+        let policy: Vec<&Sample> = match cfg.correct_policy_samples {
+            CorrectSamples::Ignore => batch.policy.iter().filter(|s| !right(s)).collect(),
+            CorrectSamples::Negative | CorrectSamples::Positive => batch.policy.iter().collect(),
+        };
+        let all: Vec<&Sample> = batch.experts.iter().chain(policy.iter().copied()).chain(&batch.corrupted).collect();
         let mut x_all = pad(&all, cfg.pad_id, dev);
         if cfg.ignore_corrupted_prefix || cfg.ignore_corrupted_suffix {
-            let first_corrupted = batch.experts.len() + batch.policy.len();
+            let first_corrupted = batch.experts.len() + policy.len();
             x_all.mask_corrupted(first_corrupted, &batch.corrupted, cfg.ignore_corrupted_prefix, cfg.ignore_corrupted_suffix);
         }
-        let labels: Vec<f32> = (0..all.len()).map(|i| if i < batch.experts.len() { 1.0 } else { 0.0 }).collect();
+        let positive = |i: usize| {
+            i < batch.experts.len() || (cfg.correct_policy_samples == CorrectSamples::Positive && i < batch.experts.len() + policy.len() && right(policy[i - batch.experts.len()]))
+        };
+        let labels: Vec<f32> = (0..all.len()).map(|i| if positive(i) { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
         let micros = x_all.micro_batches(micro, cfg.pack_prefixes);
         let lp_all = (cfg.discriminator == DiscriminatorForm::Airl).then(|| logprobs_no_grad(&self.policy, &x_all, &micros));

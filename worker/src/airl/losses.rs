@@ -22,6 +22,33 @@ pub enum DiscriminatorForm {
     Logit,
 }
 
+/// How the discriminator labels the policy samples whose final answer grades right
+/// (`reward.correct_policy_samples`). Design §1 labels every policy sample 0 (`Negative`); the
+/// other two use the grade (the expert's final answer, part of the demonstration) and so depart
+/// from learning the reward from demonstrations alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorrectSamples {
+    /// Labelled 0, like every other policy sample (design §1).
+    Negative,
+    /// Left out of the discriminator loss (still trained on by the policy).
+    Ignore,
+    /// Labelled 1, like the experts.
+    Positive,
+}
+
+impl CorrectSamples {
+    /// The config spelling (`negative`, `ignore`, `positive`).
+    pub fn parse(s: &str) -> Option<CorrectSamples> {
+        match s {
+            "negative" => Some(CorrectSamples::Negative),
+            "ignore" => Some(CorrectSamples::Ignore),
+            "positive" => Some(CorrectSamples::Positive),
+            _ => None,
+        }
+    }
+}
+
 /// Discriminator logits [N, T]. `policy_logp` (detached, [N, T]) is needed for `Airl`.
 pub fn discriminator_logits(f: &Tensor, policy_logp: Option<&Tensor>, form: DiscriminatorForm) -> Tensor {
     match form {
