@@ -149,6 +149,13 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     }
     let heads = texts(&dom, "th").join("|");
     assert!(heads.contains("step-000001") && heads.contains("step-000000"), "both evaluations side by side: {heads}");
+    // --compare: every method paired against the other checkpoint on the same problems, shown
+    // as a difference column; the traces on one colour scale with its bar.
+    let versus = &summary["summary"]["versus"][0];
+    let pass1 = versus["methods"].as_array().unwrap().iter().find(|p| p["a"] == "pass@1 (mean over samples)").expect("pass@1 paired");
+    assert_eq!(pass1["n"], summary["summary"]["problems"]);
+    assert!(pass1["lo"].as_f64().unwrap() <= pass1["diff"].as_f64().unwrap() && pass1["diff"].as_f64().unwrap() <= pass1["hi"].as_f64().unwrap());
+    assert!(heads.contains("difference") && html.contains("linear-gradient"), "difference column and colour bar");
 
     // 2a. ProcessBench items (scored as written, no sampling): every item once, a reward and a
     // log-prob per token, steps mapped, the metric's table with its baselines.

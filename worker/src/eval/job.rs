@@ -44,6 +44,19 @@ pub struct SummaryFile {
     pub table: String,
 }
 
+/// `text` (a label or problem set) with every absolute path under `base` written relative to it,
+/// so that `summary.json` and the report do not depend on where the run's folder was checked out
+/// (`/home/me/airlift/runs/default/checkpoints/step-000005 (iteration 5, …)` becomes
+/// `runs/default/checkpoints/step-000005 (iteration 5, …)` with `base` the working folder).
+pub fn relative_paths(text: &str, base: &Path) -> String {
+    let base = base.to_string_lossy();
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        return text.to_string();
+    }
+    text.replace(&format!("{base}/"), "")
+}
+
 /// Scores for [`summary::summarize`].
 pub fn scores(samples: &[SampleRecord], corruptions: &[CorruptionRecord]) -> (Vec<SampleScore>, Vec<CorruptionScore>) {
     let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
@@ -54,6 +67,7 @@ pub fn scores(samples: &[SampleRecord], corruptions: &[CorruptionRecord]) -> (Ve
     let c = corruptions
         .iter()
         .map(|r| CorruptionScore {
+            problem: r.problem_id,
             rewards: f(&r.token_rewards),
             logprobs: f(&r.policy_logprobs),
             steps: r.token_lines.iter().map(|&l| l as usize).collect(),
@@ -101,14 +115,7 @@ pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary,
 
     records::write_parquet(&job.dir.join("samples.parquet"), &records::samples_batch(&samples)).map_err(|e| e.to_string())?;
     records::write_parquet(&job.dir.join("corruptions.parquet"), &records::corruptions_batch(&corruptions)).map_err(|e| e.to_string())?;
-    let (s, c) = scores(&samples, &corruptions);
-    let sum = summary::summarize(&s, &c, 0xE7A1);
-    let table = summary::table(&sum);
-    let file = SummaryFile { label: job.label.into(), problem_set: job.problem_set.into(), summary: serde_json::to_value(&sum).map_err(|e| e.to_string())?, table: table.clone() };
-    let path = job.dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
-
-    // The report: this evaluation, then the ones to compare with (read back from their folders).
+    // The evaluations to compare with (read back from their folders), paired with this one.
     let mut others = Vec::new();
     for d in job.compare {
         let p = d.join("summary.json");
@@ -118,6 +125,18 @@ pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary,
         let c = records::read_corruptions(&d.join("corruptions.parquet")).map_err(|e| format!("--compare: {e}"))?;
         others.push((f, s, c));
     }
+    let (s, c) = scores(&samples, &corruptions);
+    let mut sum = summary::summarize(&s, &c, 0xE7A1);
+    for (f, os, oc) in &others {
+        let (os, oc) = scores(os, oc);
+        sum.versus.push(summary::versus(&s, &c, (&os, &oc), &f.label, 0xE7A2));
+    }
+    let table = summary::table(&sum);
+    let file = SummaryFile { label: job.label.into(), problem_set: job.problem_set.into(), summary: serde_json::to_value(&sum).map_err(|e| e.to_string())?, table: table.clone() };
+    let path = job.dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+
+    // The report: this evaluation, then the ones it was compared with.
     let mut evals = vec![Evaluation { label: job.label, problem_set: job.problem_set, summary: &file.summary, samples: &samples, corruptions: &corruptions }];
     for (f, s, c) in &others {
         evals.push(Evaluation { label: &f.label, problem_set: &f.problem_set, summary: &f.summary, samples: s, corruptions: c });
@@ -127,4 +146,20 @@ pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary,
     std::fs::write(&path, html).map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = std::fs::remove_dir_all(&parts);
     Ok((sum, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_paths;
+    use std::path::Path;
+
+    #[test]
+    fn absolute_paths_under_the_base_become_relative() {
+        let label = "/home/me/airlift/runs/default/checkpoints/step-000005 (iteration 5, policy v6)";
+        assert_eq!(relative_paths(label, Path::new("/home/me/airlift")), "runs/default/checkpoints/step-000005 (iteration 5, policy v6)");
+        assert_eq!(relative_paths("processbench:/home/me/airlift/.cache/pb.jsonl", Path::new("/home/me/airlift/")), "processbench:.cache/pb.jsonl");
+        // Elsewhere, or a folder whose name only starts like the base: unchanged.
+        assert_eq!(relative_paths("/data/gsm8k.jsonl", Path::new("/home/me/airlift")), "/data/gsm8k.jsonl");
+        assert_eq!(relative_paths("/home/me/airlift2/x", Path::new("/home/me/airlift")), "/home/me/airlift2/x");
+    }
 }

@@ -52,7 +52,7 @@ pub fn html(evals: &[Evaluation], token_text: &dyn Fn(u32) -> String) -> String 
 body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse;margin:1em 0}} \
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} \
 .trace{{font-family:monospace;white-space:pre-wrap;border:1px solid #ddd;padding:6px;margin:6px 0}} .wrong{{outline:2px solid #d62728}} \
-.charts svg{{margin:4px}} .note{{color:#555;font-size:90%}}</style></head><body>\n<h1>{}</h1>\n",
+.charts svg{{margin:4px}} .note{{color:#555;font-size:90%}} .pick{{color:#1f3f99;font-family:sans-serif;font-size:85%}}</style></head><body>\n<h1>{}</h1>\n",
         escape(&title),
         escape(&title)
     );
@@ -67,6 +67,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     for e in evals {
         let _ = write!(h, "<th>{}<br>accuracy</th><th>95% interval</th><th>n</th>", escape(e.label));
     }
+    let versus: Vec<&serde_json::Value> = evals[0].summary["versus"].as_array().map(|v| v.iter().collect()).unwrap_or_default();
+    for v in &versus {
+        let _ = write!(h, "<th>difference<br>vs {}</th><th>95% interval</th>", escape(&short(v["other"].as_str().unwrap_or(""))));
+    }
     h.push_str("</tr>\n");
     let names: Vec<String> = evals[0].summary["methods"].as_object().map(|m| super::summary::in_method_order(m.keys()).into_iter().cloned().collect()).unwrap_or_default();
     for name in &names {
@@ -75,11 +79,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
             let r = &e.summary["methods"][name];
             let _ = write!(h, "<td>{}</td><td>[{}, {}]</td><td>{}</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]), r["n"]);
         }
+        for v in &versus {
+            h.push_str(&diff_cells(v["methods"].as_array().and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str())))));
+        }
         h.push_str("</tr>\n");
     }
     let _ = writeln!(
         h,
-        "</table><p class=\"note\">Expected accuracy over problems (random choice is its expected value; ties of votes or scores are split evenly among the tied answers); intervals by bootstrap over problems; n = problems. Default sequence reward for reranking: {}</p>",
+        "</table><p class=\"note\">Expected accuracy over problems (random choice is its expected value; ties of votes or scores are split evenly among the tied answers); intervals by bootstrap over problems; n = problems. A difference column is this evaluation minus the other, paired on the problems both scored (bold where its 95% interval excludes 0). Default sequence reward for reranking: {}</p>",
         escape(evals[0].summary["default_aggregate"].as_str().unwrap_or(""))
     );
     h.push_str("<h2>Paired comparisons on the same problems</h2>\n<table><tr><th>evaluation</th><th>a − b</th><th>difference</th><th>95% interval</th><th>problems a / b did better</th><th>n</th></tr>\n");
@@ -110,6 +117,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     for e in evals {
         let _ = write!(h, "<th>{}<br>rate</th><th>95% interval</th>", escape(e.label));
     }
+    for v in &versus {
+        let _ = write!(h, "<th>difference<br>vs {}</th><th>95% interval</th>", escape(&short(v["other"].as_str().unwrap_or(""))));
+    }
     h.push_str("</tr>\n");
     let loc: Vec<String> = evals[0].summary["localisation"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
     for name in &loc {
@@ -117,6 +127,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         for e in evals {
             let r = &e.summary["localisation"][name];
             let _ = write!(h, "<td>{}</td><td>[{}, {}]</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]));
+        }
+        for v in &versus {
+            h.push_str(&diff_cells(v["localisation"].as_array().and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str())))));
         }
         h.push_str("</tr>\n");
     }
@@ -127,7 +140,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         }
         h.push_str("</tr>\n");
     }
-    let _ = writeln!(h, "</table><p class=\"note\">{} corruptions.</p>", evals.iter().map(|e| format!("{}: {}", escape(e.label), e.corruptions.len())).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(h, "</table><p class=\"note\">{} corruptions. Differences (hit@1 only) are per problem, paired on the problems both evaluations corrupted.</p>", evals.iter().map(|e| format!("{}: {}", escape(e.label), e.corruptions.len())).collect::<Vec<_>>().join(", "));
     for e in evals {
         let Some(kinds) = e.summary["localisation_by_kind"].as_object().filter(|k| !k.is_empty()) else { continue };
         let methods: Vec<String> = kinds.values().next().and_then(|k| k["hit_at_1"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
@@ -154,10 +167,60 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     }
     h.push_str("</div>\n");
 
-    h.push_str("<h2>Traces, each token shaded by its reward</h2>\n<p class=\"note\">Green: high reward, red: low (scaled to the largest |reward| shown). A red outline marks the first wrong line of a corruption.</p>\n");
-    let e = &evals[0];
-    let pick: Vec<&SampleRecord> = e.samples.iter().filter(|s| s.correct).take(2).chain(e.samples.iter().filter(|s| !s.correct).take(2)).collect();
-    for s in pick {
+    h.push_str(&traces(&evals[0], token_text));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// A difference cell pair (value, interval) from a `PairedDiff` object; bold when the interval
+/// excludes 0.
+fn diff_cells(p: Option<&serde_json::Value>) -> String {
+    let Some(p) = p else { return "<td>–</td><td></td>".into() };
+    let (lo, hi) = (p["lo"].as_f64().unwrap_or(f64::NAN), p["hi"].as_f64().unwrap_or(f64::NAN));
+    let sign = |v: &serde_json::Value| v.as_f64().map_or("–".into(), |x| format!("{x:+.3}"));
+    let shown = lo > 0.0 || hi < 0.0;
+    let (b, eb) = if shown { ("<b>", "</b>") } else { ("", "") };
+    format!("<td>{b}{}{eb}</td><td>[{}, {}]</td>", sign(&p["diff"]), sign(&p["lo"]), sign(&p["hi"]))
+}
+
+/// How many traces of each sort the report shows.
+const TRACES_EACH: usize = 3;
+
+/// The first `k` of `items` from distinct problems (and, where `key` differs, distinct keys
+/// before repeated ones).
+fn spread<'a, T>(items: impl Iterator<Item = &'a T>, problem: impl Fn(&T) -> u64, key: impl Fn(&T) -> String, k: usize) -> Vec<&'a T> {
+    let mut seen_p = std::collections::BTreeSet::new();
+    let mut seen_k = std::collections::BTreeSet::new();
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    for it in items {
+        if !seen_p.insert(problem(it)) {
+            continue;
+        }
+        if seen_k.insert(key(it)) { first.push(it) } else { later.push(it) }
+    }
+    first.into_iter().chain(later).take(k).collect()
+}
+
+/// The traces section: right and wrong samples and corruptions from different problems (and
+/// corruption kinds), every token shaded on one colour scale (shown as a bar), a corruption's
+/// first wrong line outlined and the line each localisation method picked marked.
+fn traces(e: &Evaluation, token_text: &dyn Fn(u32) -> String) -> String {
+    let right = spread(e.samples.iter().filter(|s| s.correct), |s| s.problem_id, |_| String::new(), TRACES_EACH);
+    let wrong = spread(e.samples.iter().filter(|s| !s.correct), |s| s.problem_id, |_| String::new(), TRACES_EACH);
+    let corrupted = spread(e.corruptions.iter(), |c| c.problem_id, |c| c.kind.clone(), 2 * TRACES_EACH);
+    let scale = right
+        .iter()
+        .chain(&wrong)
+        .flat_map(|s| s.token_rewards.iter())
+        .chain(corrupted.iter().flat_map(|c| c.token_rewards.iter()))
+        .fold(1e-6f32, |m, r| m.max(r.abs()));
+    let mut h = String::from("<h2>Traces, each token shaded by its reward</h2>\n");
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">One colour scale for every trace below (hover a token for its reward). A red outline marks a corruption's first wrong line; the tags at the end of a line say which localisation method ranked it first.</p>\n<div style=\"display:flex;align-items:center;gap:6px;font-size:90%\"><span>{:.2}</span><div style=\"width:300px;height:14px;background:linear-gradient(to right,rgb(255,0,0),rgb(255,255,255),rgb(0,255,0));border:1px solid #ccc\"></div><span>+{:.2}</span><span class=\"note\">(white: 0)</span></div>",
+        -scale, scale
+    );
+    for s in right.iter().chain(&wrong) {
         let _ = writeln!(
             h,
             "<h3>problem {} sample {}: {} (answer {}, reference {}), mean reward {:.3}</h3>",
@@ -168,39 +231,56 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
             escape(s.reference_answer.as_deref().unwrap_or("?")),
             mean(&s.token_rewards)
         );
-        h.push_str(&trace(&s.response_tokens, &s.token_rewards, &s.token_lines, None, token_text));
+        h.push_str(&trace(&s.response_tokens, &s.token_rewards, &s.token_lines, None, &Default::default(), scale, token_text));
     }
-    for c in e.corruptions.iter().take(3) {
+    for c in corrupted {
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let steps: Vec<usize> = c.token_lines.iter().map(|&l| l as usize).collect();
+        let mut marks: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
+        for (name, ranked) in [
+            ("interval", super::metrics::lines_by_mean(&f(&c.token_rewards), &steps)),
+            ("dense", super::metrics::lines_by_min(&f(&c.token_rewards), &steps)),
+            ("log-prob", super::metrics::lines_by_mean(&f(&c.policy_logprobs), &steps)),
+        ] {
+            if let Some(&l) = ranked.first() {
+                marks.entry(l as u32).or_default().push(name);
+            }
+        }
         let _ = writeln!(h, "<h3>problem {} corruption {} ({}), first wrong line {}</h3>", c.problem_id, c.corruption_index, escape(&c.kind), c.first_error_line);
-        h.push_str(&trace(&c.response_tokens, &c.token_rewards, &c.token_lines, Some(c.first_error_line), token_text));
+        h.push_str(&trace(&c.response_tokens, &c.token_rewards, &c.token_lines, Some(c.first_error_line), &marks, scale, token_text));
     }
-    h.push_str("</body></html>\n");
     h
 }
 
-/// Tokens as spans shaded by reward, lines as blocks; `wrong` outlines that line.
-fn trace(tokens: &[u32], rewards: &[f32], lines: &[u32], wrong: Option<u32>, token_text: &dyn Fn(u32) -> String) -> String {
-    let scale = rewards.iter().fold(1e-6f32, |m, r| m.max(r.abs()));
+/// Tokens as spans shaded by reward on the scale ±`scale`, lines as blocks; `wrong` outlines
+/// that line; `marks` tags lines (e.g. with the methods that picked them).
+fn trace(tokens: &[u32], rewards: &[f32], lines: &[u32], wrong: Option<u32>, marks: &std::collections::BTreeMap<u32, Vec<&str>>, scale: f32, token_text: &dyn Fn(u32) -> String) -> String {
     let mut h = String::from("<div class=\"trace\">");
     let mut line = u32::MAX;
+    let close = |h: &mut String, line: u32| {
+        if let Some(m) = marks.get(&line) {
+            let _ = write!(h, " <span class=\"pick\">\u{2190} {}</span>", escape(&m.join(", ")));
+        }
+        h.push_str("</div>");
+    };
     for (i, &t) in tokens.iter().enumerate() {
         let l = lines.get(i).copied().unwrap_or(0);
         if l != line {
             if line != u32::MAX {
-                h.push_str("</div>");
+                close(&mut h, line);
             }
             let class = if wrong == Some(l) { " class=\"wrong\"" } else { "" };
             let _ = write!(h, "<div{class}>");
             line = l;
         }
-        let r = rewards.get(i).copied().unwrap_or(0.0) / scale;
+        let r = (rewards.get(i).copied().unwrap_or(0.0) / scale).clamp(-1.0, 1.0);
         let (red, green) = if r < 0.0 { (255, (255.0 * (1.0 + r)) as u8) } else { ((255.0 * (1.0 - r)) as u8, 255) };
         let blue = 255u8.min(red).min(green);
         let text = token_text(t).replace('\n', "");
         let _ = write!(h, "<span style=\"background:rgb({red},{green},{blue})\" title=\"{:.3}\">{}</span>", rewards.get(i).copied().unwrap_or(0.0), escape(&text));
     }
     if line != u32::MAX {
-        h.push_str("</div>");
+        close(&mut h, line);
     }
     h.push_str("</div>\n");
     h

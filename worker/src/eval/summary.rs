@@ -24,6 +24,8 @@ pub struct SampleScore {
 /// One controlled corruption of an expert trace, scored.
 #[derive(Debug, Clone)]
 pub struct CorruptionScore {
+    /// The problem whose expert trace was corrupted.
+    pub problem: u64,
     pub rewards: Vec<f64>,
     pub logprobs: Vec<f64>,
     /// Line of each response token.
@@ -124,6 +126,9 @@ pub struct Summary {
     pub localisation_by_kind: BTreeMap<String, KindLocalisation>,
     /// Paired comparisons of methods on the same problems.
     pub paired: Vec<PairedDiff>,
+    /// This evaluation against each `--compare` evaluation, paired on their common problems
+    /// (filled by the evaluation job; empty without `--compare`).
+    pub versus: Vec<Versus>,
 }
 
 /// Method `a` minus method `b` on the same problems: the difference of their accuracies, its
@@ -179,19 +184,21 @@ fn aggregate(s: &SampleScore, how: &str) -> f64 {
     }
 }
 
-/// Computes the summary. `seed` fixes the bootstrap resamples. Every choosing method is scored
-/// by its expected correctness per problem: random choice is the share of right samples, and
-/// ties (of votes or scores) are split evenly among the tied answers instead of going to the
-/// first sample.
-pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed: u64) -> Summary {
+fn group_by_problem(samples: &[SampleScore]) -> BTreeMap<u64, Vec<&SampleScore>> {
     let mut by_problem: BTreeMap<u64, Vec<&SampleScore>> = BTreeMap::new();
     for s in samples {
         by_problem.entry(s.problem).or_default().push(s);
     }
-    let problems = by_problem.len();
-    let mut per_problem: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut add = |name: &str, score: f64| per_problem.entry(name.to_string()).or_default().push(score);
-    for group in by_problem.values() {
+    by_problem
+}
+
+/// Each choosing method's expected correctness on each problem: method name -> problem -> score.
+fn method_scores(samples: &[SampleScore]) -> BTreeMap<String, BTreeMap<u64, f64>> {
+    let mut per_problem: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    for (&problem, group) in &group_by_problem(samples) {
+        let mut add = |name: &str, score: f64| {
+            per_problem.entry(name.to_string()).or_default().insert(problem, score);
+        };
         let correct: Vec<bool> = group.iter().map(|s| s.correct).collect();
         let right = correct.iter().filter(|&&c| c).count() as f64 / group.len() as f64;
         add("pass@1 (mean over samples)", right);
@@ -208,6 +215,88 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         let r: Vec<f64> = group.iter().map(|s| aggregate(s, "mean")).collect();
         add("reward-weighted vote", vote_expected(&answers, &reward_weights(&r), &correct));
     }
+    per_problem
+}
+
+/// The line-ranking methods of localisation, by name, with their ranking of a corruption's lines.
+fn line_rankings(c: &CorruptionScore) -> [(&'static str, Vec<usize>); 5] {
+    let lines = c.steps.iter().max().map_or(0, |&m| m + 1);
+    [
+        ("interval reward (lowest mean line)", lines_by_mean(&c.rewards, &c.steps)),
+        ("dense reward (lowest token's line)", lines_by_min(&c.rewards, &c.steps)),
+        ("log-prob (lowest mean line)", lines_by_mean(&c.logprobs, &c.steps)),
+        ("first line", (0..lines).collect()),
+        ("last line", (0..lines).rev().collect()),
+    ]
+}
+
+/// Each localisation method's hit@1 averaged over each problem's corruptions: method name ->
+/// problem -> share of that problem's corruptions whose first wrong line it ranked first.
+fn localisation_scores(corruptions: &[CorruptionScore]) -> BTreeMap<String, BTreeMap<u64, f64>> {
+    let mut hits: BTreeMap<String, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
+    for c in corruptions {
+        for (name, ranked) in line_rankings(c) {
+            let e = hits.entry(format!("{name} hit@1")).or_default().entry(c.problem).or_default();
+            e.0 += hit_at(&ranked, c.first_wrong_line, 1) as u8 as f64;
+            e.1 += 1;
+        }
+    }
+    hits.into_iter().map(|(k, v)| (k, v.into_iter().map(|(p, (h, n))| (p, h / n as f64)).collect())).collect()
+}
+
+/// This evaluation against another one of the same problems (`--compare`): for every choosing
+/// method and localisation method, this evaluation's score minus the other's, paired on the
+/// problems both scored, with a 95% bootstrap interval over those problems.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Versus {
+    /// The other evaluation's label.
+    pub other: String,
+    /// Problems both evaluations scored.
+    pub problems: usize,
+    /// `a`: the method; `b`: the other evaluation's label; `only_a` / `only_b`: problems where
+    /// this / the other evaluation scored higher.
+    pub methods: Vec<PairedDiff>,
+    pub localisation: Vec<PairedDiff>,
+}
+
+/// [`Versus`] of this evaluation's scores against `other`'s (labelled `other_label`).
+pub fn versus(samples: &[SampleScore], corruptions: &[CorruptionScore], other: (&[SampleScore], &[CorruptionScore]), other_label: &str, seed: u64) -> Versus {
+    let diffs = |a: BTreeMap<String, BTreeMap<u64, f64>>, b: BTreeMap<String, BTreeMap<u64, f64>>, order: &dyn Fn(&BTreeMap<String, BTreeMap<u64, f64>>) -> Vec<String>| -> Vec<PairedDiff> {
+        order(&a)
+            .into_iter()
+            .filter_map(|name| {
+                let (x, y) = (a.get(&name)?, b.get(&name)?);
+                let common: Vec<u64> = x.keys().filter(|p| y.contains_key(p)).copied().collect();
+                let xs: Vec<f64> = common.iter().map(|p| x[p]).collect();
+                let ys: Vec<f64> = common.iter().map(|p| y[p]).collect();
+                Some(paired_diff(&name, &xs, other_label, &ys, seed))
+            })
+            .collect()
+    };
+    let this = group_by_problem(samples);
+    let that = group_by_problem(other.0);
+    let methods = diffs(method_scores(samples), method_scores(other.0), &|m| in_method_order(m.keys()).into_iter().cloned().collect());
+    let localisation = diffs(localisation_scores(corruptions), localisation_scores(other.1), &|m| m.keys().cloned().collect());
+    Versus { other: other_label.into(), problems: this.keys().filter(|p| that.contains_key(p)).count(), methods, localisation }
+}
+
+/// The printed comparison with another evaluation.
+pub fn versus_table(v: &Versus) -> String {
+    let mut out = format!("against {} (paired on {} common problems; difference, 95% bootstrap interval over problems, problems better / worse):\n", v.other, v.problems);
+    for p in v.methods.iter().chain(&v.localisation) {
+        out.push_str(&format!("  {:<48} {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
+    }
+    out
+}
+
+/// Computes the summary. `seed` fixes the bootstrap resamples. Every choosing method is scored
+/// by its expected correctness per problem: random choice is the share of right samples, and
+/// ties (of votes or scores) are split evenly among the tied answers instead of going to the
+/// first sample.
+pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed: u64) -> Summary {
+    let by_problem = group_by_problem(samples);
+    let problems = by_problem.len();
+    let per_problem: BTreeMap<String, Vec<f64>> = method_scores(samples).into_iter().map(|(k, v)| (k, v.into_values().collect())).collect();
     let methods: BTreeMap<String, Rate> = per_problem.iter().map(|(k, v)| (k.clone(), problem_rate(v, seed ^ 0xB007))).collect();
 
     let seq: Vec<f64> = samples.iter().map(|s| aggregate(s, "mean")).collect();
@@ -243,15 +332,7 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         let kind = by_kind.entry(c.kind.clone()).or_default();
         kind.0 += 1;
         kind.1 += chance_at(lines, 1);
-        let first_line: Vec<usize> = (0..lines).collect();
-        let last_line: Vec<usize> = (0..lines).rev().collect();
-        for (name, ranked) in [
-            ("interval reward (lowest mean line)", lines_by_mean(&c.rewards, &c.steps)),
-            ("dense reward (lowest token's line)", lines_by_min(&c.rewards, &c.steps)),
-            ("log-prob (lowest mean line)", lines_by_mean(&c.logprobs, &c.steps)),
-            ("first line", first_line),
-            ("last line", last_line),
-        ] {
+        for (name, ranked) in line_rankings(c) {
             for k in [1, 3] {
                 *loc.entry(format!("{name} hit@{k}")).or_default() += hit_at(&ranked, c.first_wrong_line, k) as usize;
             }
@@ -290,6 +371,7 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
             .map(|(kind, (n, chance, hits))| (kind, KindLocalisation { traces: n, random_line: chance / n as f64, hit_at_1: hits.into_iter().map(|(m, k)| (m, rate(k, n))).collect() }))
             .collect(),
         paired,
+        versus: Vec::new(),
     }
 }
 
@@ -348,6 +430,9 @@ pub fn table(s: &Summary) -> String {
     out.push_str("paired on the same problems (difference, 95% bootstrap interval over problems, problems where a / b did better):\n");
     for p in &s.paired {
         out.push_str(&format!("  {} - {}: {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.b, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
+    }
+    for v in &s.versus {
+        out.push_str(&versus_table(v));
     }
     out
 }
@@ -434,10 +519,44 @@ mod tests {
     }
 
     #[test]
+    fn versus_pairs_two_evaluations_on_their_common_problems_by_hand() {
+        // This evaluation: problem 0 right 2 of 2, problem 1 right 0 of 2, problem 2 (only here).
+        // The other: problem 0 right 1 of 2, problem 1 right 1 of 2, problem 3 (only there).
+        let this = vec![
+            sample(0, "1", true, -0.1, &[1.0]),
+            sample(0, "1", true, -0.1, &[1.0]),
+            sample(1, "2", false, -0.1, &[0.0]),
+            sample(1, "2", false, -0.1, &[0.0]),
+            sample(2, "3", true, -0.1, &[0.0]),
+        ];
+        let other = vec![
+            sample(0, "1", true, -0.1, &[1.0]),
+            sample(0, "9", false, -0.1, &[0.0]),
+            sample(1, "2", true, -0.1, &[1.0]),
+            sample(1, "8", false, -0.1, &[0.0]),
+            sample(3, "3", false, -0.1, &[0.0]),
+        ];
+        let corruption = |problem, rewards: Vec<f64>| CorruptionScore { problem, rewards, logprobs: vec![0.0; 2], steps: vec![0, 1], first_wrong_line: 1, kind: "k".into() };
+        // Interval reward: this finds the error on problem 0, the other does not.
+        let v = versus(&this, &[corruption(0, vec![1.0, -1.0])], (&other, &[corruption(0, vec![-1.0, 1.0])]), "sft", 3);
+        assert_eq!((v.other.as_str(), v.problems), ("sft", 2));
+        let m = |k: &str| v.methods.iter().find(|p| p.a == k).unwrap().clone();
+        // pass@1: (1 − 0.5 + 0 − 0.5) / 2 = 0; better on problem 0, worse on 1.
+        let p1 = m("pass@1 (mean over samples)");
+        assert_eq!((p1.diff, p1.only_a, p1.only_b, p1.n, p1.b.as_str()), (0.0, 1, 1, 2, "sft"));
+        // Best-of-N by mean reward: this 1 and 0, the other 1 and 1: −0.5.
+        assert_eq!(m("best-of-N by reward (mean)").diff, -0.5);
+        assert_eq!(v.methods[0].a, "random choice");
+        let l = v.localisation.iter().find(|p| p.a == "interval reward (lowest mean line) hit@1").unwrap();
+        assert_eq!((l.diff, l.n), (1.0, 1));
+        assert!(versus_table(&v).contains("against sft (paired on 2 common problems"));
+    }
+
+    #[test]
     fn localisation_by_hand() {
         // Lines 0, 1, 2; the error is on line 1. Mean rewards per line 0.5, −0.5, 0.0 (hit);
         // minimum per line 0.0, −0.5, −1.0 (miss at 1, hit at 3); log-probs lowest on line 0.
-        let c = CorruptionScore { rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1, kind: "wrong_quantity".into() };
+        let c = CorruptionScore { problem: 0, rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1, kind: "wrong_quantity".into() };
         let s = summarize(&[], &[c], 0);
         let l = |k: &str| s.localisation[k].value;
         assert_eq!(l("interval reward (lowest mean line) hit@1"), 1.0);

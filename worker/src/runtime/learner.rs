@@ -456,15 +456,18 @@ impl Rank {
     fn eval_report(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
         let t = Instant::now();
         let tok = &self.tok;
+        // Paths in what is written relative to the working folder (the run's launch folder).
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let (label, problem_set) = (job::relative_paths(&task.label, &cwd), job::relative_paths(&task.problem_set, &cwd));
         if let ProblemSource::ProcessBench(file) = ProblemSource::parse(&task.problem_set) {
-            let (summary, table) = processbench::finish(Path::new(&task.output_dir), &task.label, &task.problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
+            let (summary, table) = processbench::finish(Path::new(&task.output_dir), &label, &problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
             return Ok((0, serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() })));
         }
         let compare: Vec<std::path::PathBuf> = task.compare_dirs.iter().map(std::path::PathBuf::from).collect();
         let j = job::Job {
             dir: Path::new(&task.output_dir),
-            label: &task.label,
-            problem_set: &task.problem_set,
+            label: &label,
+            problem_set: &problem_set,
             problems: &task.prompt_ids,
             samples_per_problem: task.samples_per_prompt,
             compare: &compare,
