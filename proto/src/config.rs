@@ -244,6 +244,13 @@ pub struct PolicySection {
     /// a recipe that samples from a policy too large to train on the machine). Default 1.
     #[serde(default = "one")]
     pub steps: u32,
+    /// PPO's old log-probs: `rollout` (the behaviour log-probs the rollout worker recorded while
+    /// sampling) or `learner` (the learner's own, recomputed before the first policy step, so the
+    /// first ratio is exactly 1 despite rounding differences between decoding and training; this
+    /// drops the correction for samples of an older policy at `run.max_staleness > 0`). Every
+    /// iteration reports the mismatch as `behaviour_kl`. Default `rollout`.
+    #[serde(default = "default_behaviour_logprobs")]
+    pub behaviour_logprobs: String,
     /// Experts join their group's statistics. Default false.
     #[serde(default)]
     pub expert_in_group: bool,
@@ -396,6 +403,10 @@ fn default_max_new() -> u32 {
 }
 /// Every corruption kind `reward.corruption_kinds` accepts.
 pub const CORRUPTION_KINDS: [&str; 5] = ["operator_flip", "answer_nudge", "number_alter", "wrong_operation", "wrong_quantity"];
+
+fn default_behaviour_logprobs() -> String {
+    "rollout".into()
+}
 
 fn default_correct_policy_samples() -> String {
     "negative".into()
@@ -605,6 +616,9 @@ impl RunConfig {
         }
         if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
             return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
+        }
+        if !["rollout", "learner"].contains(&self.policy.behaviour_logprobs.as_str()) {
+            return bad("policy.behaviour_logprobs", format!("`{}`: expected `rollout` or `learner`", self.policy.behaviour_logprobs));
         }
         if !["negative", "ignore", "positive"].contains(&self.reward.correct_policy_samples.as_str()) {
             return bad("reward.correct_policy_samples", format!("`{}`: expected `negative`, `ignore` or `positive`", self.reward.correct_policy_samples));

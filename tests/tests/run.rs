@@ -67,6 +67,9 @@ fn two_rollouts_two_learners_three_iterations() {
             let kl = l["approx_kl"].as_f64().unwrap();
             assert!(kl.abs() < 1e-6, "approx_kl {kl:e} at staleness 0 in fp32: {rec}");
             assert_eq!(l["clip_fraction"].as_f64(), Some(0.0), "{rec}");
+            // The measured train–inference mismatch agrees: none to speak of in fp32.
+            let mismatch = l["behaviour_kl"].as_f64().unwrap();
+            assert!(mismatch.abs() < 1e-6 && l["behaviour_outside_clip"].as_f64() == Some(0.0), "behaviour_kl {mismatch:e}: {rec}");
         }
     }
     // The folder now holds a run: a fresh run there is refused (nothing is touched), unless

@@ -276,3 +276,34 @@ fn right_policy_samples_are_left_out_or_labelled_expert_as_configured() {
     assert!(diff(&negative, &ignore) > 5e-4 && diff(&negative, &positive) > 5e-4 && diff(&ignore, &positive) > 5e-4);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The train–inference mismatch: behaviour log-probs off by ±0.3 from the learner's (as a bf16
+/// sampler's might be, exaggerated) are measured as `behaviour_kl`; with
+/// `policy.behaviour_logprobs = "learner"` PPO's first ratio is exactly 1 all the same.
+#[test]
+fn behaviour_mismatch_is_measured_and_learner_log_probs_remove_it() {
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let dir = tiny_policy_dir("mismatch");
+    let problems = synth::dataset(&SynthConfig::default(), 4, 2, Split::Train);
+    let sampler = learner(&dir, 0.0, 0.0);
+    let mut b = batch(&sampler, &tok, &problems, 2, 9);
+    let exact = sampler.response_token_logprobs(&b.policy, EOS as i64);
+    for (s, lp) in b.policy.iter_mut().zip(&exact) {
+        s.behaviour_logprobs = Some(lp.iter().enumerate().map(|(j, &v)| (v + if j % 2 == 0 { 0.3 } else { -0.3 }) as f32).collect());
+    }
+    for learner_behaviour in [false, true] {
+        // Policy learning rate 0: the PPO step's ratio is the mismatch alone.
+        let mut l = learner(&dir, 0.0, 0.0);
+        let cfg = AirlConfig { discriminator: DiscriminatorForm::Logit, learner_behaviour, pad_id: EOS as i64, ..Default::default() };
+        let m = l.iteration(&b, &cfg, &mut NoReduce);
+        // k3 of ±0.3: e^∓0.3 − 1 ± 0.3, about 0.045 on average; every ratio (e^±0.3) is outside 1 ± 0.2.
+        assert!((m.behaviour_kl - 0.0453).abs() < 3e-3, "behaviour_kl {}", m.behaviour_kl);
+        assert!(m.behaviour_outside_clip > 0.99, "{}", m.behaviour_outside_clip);
+        if learner_behaviour {
+            assert!(m.approx_kl.abs() < 1e-12 && m.clip_fraction == 0.0, "learner log-probs: approx_kl {} clipped {}", m.approx_kl, m.clip_fraction);
+        } else {
+            assert!((m.approx_kl - m.behaviour_kl).abs() < 1e-6 && m.clip_fraction > 0.0, "rollout log-probs: approx_kl {} clipped {}", m.approx_kl, m.clip_fraction);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -100,6 +100,12 @@ pub struct AirlConfig {
     /// `reward.correct_policy_samples`: how the discriminator labels policy samples that grade
     /// right. Default `Negative` (design §1).
     pub correct_policy_samples: CorrectSamples,
+    /// `policy.behaviour_logprobs = "learner"`: PPO's old log-probs are the learner's own,
+    /// computed before the first policy step, instead of the rollout worker's (`"rollout"`,
+    /// the default). The first step's ratio is then exactly 1 whatever the rounding differences
+    /// between the two (bf16 decode vs packed bf16 training forward); it drops the correction
+    /// for samples drawn by an older policy (`max_staleness > 0`).
+    pub learner_behaviour: bool,
 }
 
 impl Default for AirlConfig {
@@ -123,6 +129,7 @@ impl Default for AirlConfig {
             ignore_corrupted_prefix: false,
             ignore_corrupted_suffix: false,
             correct_policy_samples: CorrectSamples::Negative,
+            learner_behaviour: false,
         }
     }
 }
@@ -599,8 +606,16 @@ impl Learner {
             .iter()
             .map(|s| s.behaviour_logprobs.as_deref().expect("policy samples carry behaviour log-probs"))
             .collect();
-        let behaviour = x.scatter(&behaviour, dev);
+        let rollout_lp = x.scatter(&behaviour, dev);
         let micros = x.micro_batches(micro, cfg.pack_prefixes);
+        // The learner's own log-probs of the sampled tokens before any update: the
+        // train–inference mismatch, and PPO's old log-probs with `learner_behaviour`.
+        let learner_lp = logprobs_no_grad(&self.policy, x, &micros);
+        let mismatch = losses::ppo_loss(&learner_lp, &rollout_lp, &Tensor::zeros_like(&learner_lp), &x.resp_mask, cfg.clip_eps);
+        m.behaviour_kl = mismatch.approx_kl;
+        let outside = (&learner_lp - &rollout_lp).exp().g_sub_scalar(1.0).abs().gt(cfg.clip_eps).to_kind(Kind::Float);
+        m.behaviour_outside_clip = losses::masked_mean(&outside, &x.resp_mask).double_value(&[]);
+        let behaviour = if cfg.learner_behaviour { learner_lp } else { rollout_lp };
         let ref_lp = match (&self.reference, cfg.kl_coef > 0.0) {
             (Some(r), true) => Some(logprobs_no_grad(r, x, &micros)),
             _ => None,

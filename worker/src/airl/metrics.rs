@@ -53,6 +53,14 @@ pub struct IterationMetrics {
     pub clip_fraction: f64,
     /// k3 estimate of KL(behaviour ‖ current policy), averaged over policy steps.
     pub approx_kl: f64,
+    /// The train–inference mismatch before any update: k3 estimate of KL(rollout ‖ learner) from
+    /// the rollout worker's behaviour log-probs and the learner's own log-probs of the same
+    /// tokens with the same weights (at `max_staleness = 0`; with staleness it includes the
+    /// policy's change since the samples were drawn).
+    pub behaviour_kl: f64,
+    /// Share of policy-sample tokens whose rollout/learner probability ratio lies outside
+    /// [1 − ε, 1 + ε] before any update: tokens PPO would clip on its first step for rounding alone.
+    pub behaviour_outside_clip: f64,
     /// k3 estimate of KL(current ‖ reference policy) (0 when no reference is kept).
     pub kl_ref: f64,
     /// Mean token entropy of the policy on its samples (first policy step).

@@ -238,6 +238,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
         // Checked by `RunConfig::validate`.
+        learner_behaviour: cfg.policy.behaviour_logprobs == "learner",
         correct_policy_samples: crate::airl::losses::CorrectSamples::parse(&cfg.reward.correct_policy_samples).unwrap_or(crate::airl::losses::CorrectSamples::Negative),
     }
 }
