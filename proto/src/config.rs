@@ -677,6 +677,21 @@ mod tests {
 
     const MIN: &str = "[model]\npolicy = \"m\"\n";
 
+    /// Every config the repository ships parses and validates.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                RunConfig::from_toml(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "{n} configs in {dir}");
+    }
+
     #[test]
     fn defaults_fill_missing_sections() {
         let c = RunConfig::from_toml(MIN).unwrap();
