@@ -8,7 +8,7 @@
 #   3. three checkpoints evaluated on the same held-out synthetic problems and samples: the
 #      warm start (SFT only), the longer SFT, and AIRL after the last iteration, the last with
 #      --compare against the other two (paired differences over problems in its summary.json,
-#      table and report).
+#      table and report); then the warm start and AIRL on the consistent corruptions only.
 # Sized for about an hour on this project's 2-core CPU. Environment: SYNTHETIC (held-out
 # problems, default 128), SAMPLES (per problem, default 8), TRAIN=0 (evaluate what the runs hold).
 set -euo pipefail
@@ -39,6 +39,11 @@ echo "== 3/3 evaluations: $SYNTHETIC held-out synthetic problems x $SAMPLES samp
 "$COORD" eval --checkpoint "$BASE/checkpoints/step-000000" "${problems[@]}" --out "$RUN/eval/sft-equal-steps" --overwrite
 "$COORD" eval --checkpoint "$newest" "${problems[@]}" --name airl --overwrite \
   --compare "$RUN/eval/sft-warm-start" --compare "$RUN/eval/sft-equal-steps"
+echo "== the consistent corruptions (wrong operation / quantity) on the same problems, warm start and AIRL =="
+for ck in "$RUN/checkpoints/step-000000" "$newest"; do
+  "$COORD" eval --checkpoint "$ck" --problems "synthetic:$SYNTHETIC" --samples 1 --corruption-kinds wrong_operation,wrong_quantity \
+    --name "consistent-$(basename "$ck")" --overwrite
+done
 echo
 echo "learning curve (held-out numbers of every iteration): $RUN/metrics.jsonl"
 echo "report: $RUN/eval/airl/report.html"

@@ -36,6 +36,9 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
     /// Earlier evaluations' folders to show beside this one.
     pub compare: Vec<PathBuf>,
+    /// Corruption kinds of the localisation test instead of the run's `reward.corruption_kinds`
+    /// (empty: the run's).
+    pub corruption_kinds: Vec<String>,
     pub overwrite: bool,
     pub learners: Option<u32>,
     pub rollouts: Option<u32>,
@@ -150,6 +153,10 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         std::fs::create_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: e.to_string() })?;
     }
     cfg.run.dir = Some(dir.clone());
+    if !args.corruption_kinds.is_empty() {
+        cfg.reward.corruption_kinds = args.corruption_kinds.clone();
+        cfg.validate().map_err(|e| bad(format!("--corruption-kinds: {}", e.to_string().replace("reward.corruption_kinds", "kind"))))?;
+    }
     if let Some(n) = args.learners {
         cfg.workers.learner = n;
     }

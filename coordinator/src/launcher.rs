@@ -11,6 +11,12 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// `OMP_WAIT_POLICY` of the worker processes `--local` starts (libgomp reads it once, when
+/// libtorch loads, so it must be in the environment the process starts with). libgomp's default
+/// spins a waiting thread for a while before it sleeps; beside one busy process on 2 cores that
+/// spinning took the CPU the other threads needed (docs/performance.md, "A busy neighbour").
+pub const WAIT_POLICY: &str = "PASSIVE";
+
 /// How long workers get to exit after the run ends before they are killed.
 const EXIT_GRACE: Duration = Duration::from_secs(20);
 
@@ -151,6 +157,11 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
             let mut cmd = Command::new(&bin);
             if let Some(g) = gpu {
                 cmd.env("CUDA_VISIBLE_DEVICES", g);
+            }
+            // libtorch's OpenMP threads sleep when idle instead of spinning, unless the user
+            // chose otherwise (see WAIT_POLICY).
+            if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+                cmd.env("OMP_WAIT_POLICY", WAIT_POLICY);
             }
             let child = cmd
                 .args(&args)

@@ -95,6 +95,10 @@ enum Cmd {
         /// e.g. the SFT-only checkpoint's.
         #[arg(long)]
         compare: Vec<PathBuf>,
+        /// Corruption kinds of the localisation test, comma-separated (default: the run's
+        /// reward.corruption_kinds), e.g. wrong_operation,wrong_quantity for the consistent ones.
+        #[arg(long, value_delimiter = ',')]
+        corruption_kinds: Vec<String>,
         /// Replace an earlier evaluation of the same name.
         #[arg(long)]
         overwrite: bool,
@@ -185,9 +189,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, external, check }) = cli.command {
+    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, corruption_kinds, overwrite, learners, rollouts, external, check }) = cli.command {
         let config = cli.config.as_deref().map(RunConfig::load).transpose()?;
-        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, overwrite, learners, rollouts, check };
+        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, corruption_kinds, overwrite, learners, rollouts, check };
         let (cfg, plan, point) = airlift_coordinator::eval::prepare(&args)?;
         if check {
             print!("{}", shell_vars(&cfg.run_dir(), &cfg, false));

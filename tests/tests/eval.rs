@@ -196,9 +196,11 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     // 2b. A GSM8K-layout file, and the exported folders of the trained checkpoint.
     let file = dir.join("problems.jsonl");
     std::fs::write(&file, "{\"question\": \"Tom has 3 apples and buys 4 more. How many apples does he have?\", \"answer\": \"He has 3 + 4 = <<3+4=7>>7 apples.\\n#### 7\"}\n{\"question\": \"A box holds 6 eggs. How many eggs are in 2 boxes?\", \"answer\": \"2 * 6 = <<2*6=12>>12 eggs.\\n#### 12\"}\n").unwrap();
-    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", file.to_str().unwrap(), "--samples", "1", "--out", dir.join("file").to_str().unwrap(), "--rollouts", "1"]);
+    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", file.to_str().unwrap(), "--samples", "1", "--out", dir.join("file").to_str().unwrap(), "--rollouts", "1", "--corruption-kinds", "wrong_operation,wrong_quantity"]);
     assert!(ok, "{out}\n{err}");
     assert_eq!(sample_counts(&dir.join("file")).len(), 2);
+    let kinds: std::collections::BTreeSet<String> = records::read_corruptions(&dir.join("file").join("corruptions.parquet")).unwrap().into_iter().map(|c| c.kind).collect();
+    assert!(!kinds.is_empty() && kinds.iter().all(|k| k == "wrong_operation" || k == "wrong_quantity"), "--corruption-kinds: {kinds:?}");
     let exported = dir.join("exported");
     let (ok, out, err) = coordinator(&["export", ckpt(1).to_str().unwrap(), "--out", exported.to_str().unwrap()]);
     assert!(ok, "{out}\n{err}");
@@ -218,6 +220,7 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         }
         assert!(t.elapsed() < Duration::from_secs(20) && !err.contains("worker started"), "refused up front:\n{err}");
     };
+    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--corruption-kinds", "wrong_quantity,typo", "--out", dir.join("x").to_str().unwrap()], &["--corruption-kinds", "`typo`"]);
     let bad_file = dir.join("bad.jsonl");
     std::fs::write(&bad_file, "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q2\", \"answer\": \"no final line\"}\n").unwrap();
     refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", bad_file.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()], &["bad.jsonl", "row 2", "answer"]);
