@@ -155,7 +155,10 @@ pub fn kill_worker(run_dir: &Path, name: &str) {
 }
 
 /// A metrics record without anything that measures time or the machine (seconds, rates, memory,
-/// page faults), for comparing two runs that must compute the same thing.
+/// page faults), for comparing two runs that must compute the same thing. The two KL
+/// diagnostics of the PPO step (`approx_kl`, `behaviour_kl`) are kept to 1e-9 only: in the fp32
+/// test runs they are rounding noise of about 1e-14, which once differed by one ulp between a run
+/// and its resume with every parameter fingerprint equal.
 pub fn without_timings(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(m) => m
@@ -163,7 +166,10 @@ pub fn without_timings(v: &serde_json::Value) -> serde_json::Value {
             .filter(|(k, _)| {
                 !(k.ends_with("_s") || k.ends_with("_ms") || k.starts_with("time_") || k.as_str() == "learner_peak_rss_mb" || k.as_str() == "learner_minor_faults")
             })
-            .map(|(k, v)| (k.clone(), without_timings(v)))
+            .map(|(k, v)| match (k.as_str(), v.as_f64()) {
+                ("approx_kl" | "behaviour_kl", Some(x)) => (k.clone(), serde_json::json!((x * 1e9).round() / 1e9)),
+                _ => (k.clone(), without_timings(v)),
+            })
             .collect::<serde_json::Map<_, _>>()
             .into(),
         serde_json::Value::Array(a) => a.iter().map(without_timings).collect::<Vec<_>>().into(),

@@ -282,3 +282,24 @@ fn the_error_line_ends_at_its_newline() {
     assert!(seen >= 40);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With more corruption kinds than corruptions per expert every kind is still drawn: the kinds
+/// rotate by problem (before, each expert took them from the first, and the fifth of five kinds
+/// at 4 per expert was never used).
+#[test]
+fn every_corruption_kind_is_drawn() {
+    let dir = temp_dir("kinds");
+    let kinds = "corruption_kinds = [\"operator_flip\", \"answer_nudge\", \"number_alter\", \"wrong_operation\", \"wrong_quantity\"]";
+    let cfg = airlift_proto::config::RunConfig::from_toml(&tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", &format!("warm_start_steps = 1\ncorruptions_per_expert = 4\n{kinds}"))).unwrap();
+    let tok = airlift_worker::tokenizer::Tokenizer::from_dir(&cache().join("models").join("SmolLM2-135M-Instruct")).unwrap();
+    let mut data = airlift_worker::runtime::data::RunData::new(&cfg, 2);
+    let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+    for id in 0..40 {
+        for c in data.corruptions(&tok, airlift_worker::airl::synth::Split::Eval, id).unwrap() {
+            *count.entry(c.kind.name().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(count.len(), 5, "{count:?}");
+    assert!(count.values().all(|&n| n >= 20), "{count:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

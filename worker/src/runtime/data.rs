@@ -145,7 +145,8 @@ impl RunData {
     }
 
     /// `reward.corruptions_per_expert` corrupted copies of a problem's expert trace, with the
-    /// text of each (kinds cycle; the seed depends on the prompt id only).
+    /// text of each (kinds cycle, starting at kind `id mod kinds` for problem `id`; the seed
+    /// depends on the prompt id only).
     pub fn corruptions(&mut self, tok: &Tokenizer, split: Split, id: u64) -> Result<Vec<Corrupted>, String> {
         let source: ProblemSource = split.into();
         self.corruptions_of(tok, &source, id)
@@ -162,7 +163,10 @@ impl RunData {
         let kinds = &self.kinds;
         for k in 0..self.corruptions_per_expert {
             for attempt in 0..kinds.len() {
-                if let Some(c) = corrupt::corrupt_in(&question, &answer, kinds[(k + attempt) % kinds.len()], &mut rng) {
+                // The kinds rotate by problem too, so that every kind is drawn even when there
+                // are more kinds than corruptions per expert.
+                let kind = kinds[(id as usize % kinds.len() + k + attempt) % kinds.len()];
+                if let Some(c) = corrupt::corrupt_in(&question, &answer, kind, &mut rng) {
                     let (mut ids, offsets) = tok.encode_with_offsets(&c.text).map_err(|e| e.to_string())?;
                     let fe = first_error_token(&offsets, c.first_error_byte);
                     // Past the token that holds the newline ending the error's line (or all).
