@@ -237,13 +237,11 @@ fn traces(e: &Evaluation, token_text: &dyn Fn(u32) -> String) -> String {
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let steps: Vec<usize> = c.token_lines.iter().map(|&l| l as usize).collect();
         let mut marks: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
-        for (name, ranked) in [
-            ("interval", super::metrics::lines_by_mean(&f(&c.token_rewards), &steps)),
-            ("dense", super::metrics::lines_by_min(&f(&c.token_rewards), &steps)),
-            ("log-prob", super::metrics::lines_by_mean(&f(&c.policy_logprobs), &steps)),
-        ] {
+        // The three scored methods (the first-line and last-line baselines are left untagged),
+        // tagged by their first word: interval, dense, log-prob.
+        for (name, ranked) in super::summary::line_rankings(&f(&c.token_rewards), &f(&c.policy_logprobs), &steps).into_iter().take(3) {
             if let Some(&l) = ranked.first() {
-                marks.entry(l as u32).or_default().push(name);
+                marks.entry(l as u32).or_default().push(name.split(' ').next().unwrap_or(name));
             }
         }
         let _ = writeln!(h, "<h3>problem {} corruption {} ({}), first wrong line {}</h3>", c.problem_id, c.corruption_index, escape(&c.kind), c.first_error_line);

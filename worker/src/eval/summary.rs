@@ -218,13 +218,15 @@ fn method_scores(samples: &[SampleScore]) -> BTreeMap<String, BTreeMap<u64, f64>
     per_problem
 }
 
-/// The line-ranking methods of localisation, by name, with their ranking of a corruption's lines.
-fn line_rankings(c: &CorruptionScore) -> [(&'static str, Vec<usize>); 5] {
-    let lines = c.steps.iter().max().map_or(0, |&m| m + 1);
+/// The line-ranking methods of localisation, by name, with their ranking of a corruption's lines
+/// (from its token rewards, token log-probs and the line of each token); the three scored
+/// methods first, then the first-line and last-line baselines.
+pub(super) fn line_rankings(rewards: &[f64], logprobs: &[f64], steps: &[usize]) -> [(&'static str, Vec<usize>); 5] {
+    let lines = steps.iter().max().map_or(0, |&m| m + 1);
     [
-        ("interval reward (lowest mean line)", lines_by_mean(&c.rewards, &c.steps)),
-        ("dense reward (lowest token's line)", lines_by_min(&c.rewards, &c.steps)),
-        ("log-prob (lowest mean line)", lines_by_mean(&c.logprobs, &c.steps)),
+        ("interval reward (lowest mean line)", lines_by_mean(rewards, steps)),
+        ("dense reward (lowest token's line)", lines_by_min(rewards, steps)),
+        ("log-prob (lowest mean line)", lines_by_mean(logprobs, steps)),
         ("first line", (0..lines).collect()),
         ("last line", (0..lines).rev().collect()),
     ]
@@ -235,7 +237,7 @@ fn line_rankings(c: &CorruptionScore) -> [(&'static str, Vec<usize>); 5] {
 fn localisation_scores(corruptions: &[CorruptionScore]) -> BTreeMap<String, BTreeMap<u64, f64>> {
     let mut hits: BTreeMap<String, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
     for c in corruptions {
-        for (name, ranked) in line_rankings(c) {
+        for (name, ranked) in line_rankings(&c.rewards, &c.logprobs, &c.steps) {
             let e = hits.entry(format!("{name} hit@1")).or_default().entry(c.problem).or_default();
             e.0 += hit_at(&ranked, c.first_wrong_line, 1) as u8 as f64;
             e.1 += 1;
@@ -332,7 +334,7 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         let kind = by_kind.entry(c.kind.clone()).or_default();
         kind.0 += 1;
         kind.1 += chance_at(lines, 1);
-        for (name, ranked) in line_rankings(c) {
+        for (name, ranked) in line_rankings(&c.rewards, &c.logprobs, &c.steps) {
             for k in [1, 3] {
                 *loc.entry(format!("{name} hit@{k}")).or_default() += hit_at(&ranked, c.first_wrong_line, k) as usize;
             }
