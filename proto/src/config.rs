@@ -240,6 +240,12 @@ pub struct PolicySection {
     /// KL coefficient to the frozen reference. Default 0.
     #[serde(default)]
     pub kl_coef: f64,
+    /// Weight of a behaviour-cloning term in every policy step: the token-mean negative
+    /// log-likelihood of the iteration's expert traces, added to the PPO loss (a replay of the
+    /// demonstrations, as OpenRLHF's `ptx_coef` / InstructGPT's PPO-ptx mix pretraining data in).
+    /// It keeps the policy near what SFT would learn while the learned reward moves it. Default 0.
+    #[serde(default)]
+    pub sft_coef: f64,
     /// Policy steps per iteration; 0 keeps the policy frozen (only the reward is learned, e.g.
     /// a recipe that samples from a policy too large to train on the machine). Default 1.
     #[serde(default = "one")]
@@ -558,6 +564,7 @@ impl RunConfig {
             ("policy.gamma", self.policy.gamma),
             ("policy.clip_eps", self.policy.clip_eps),
             ("policy.kl_coef", self.policy.kl_coef),
+            ("policy.sft_coef", self.policy.sft_coef),
             ("sft.lr", self.sft.lr),
         ] {
             if !v.is_finite() {
@@ -650,8 +657,14 @@ impl RunConfig {
         if self.policy.micro_batch == 0 {
             return bad("policy.micro_batch", "must be at least 1".into());
         }
-        if self.policy.steps == 0 && (self.policy.lr != 0.0 || self.sft.steps > 0 || self.policy.kl_coef != 0.0) {
-            return bad("policy.steps", format!("0 (a frozen policy) needs policy.lr = 0, policy.kl_coef = 0 and sft.steps = 0 (they are {}, {} and {})", self.policy.lr, self.policy.kl_coef, self.sft.steps));
+        if self.policy.steps == 0 && (self.policy.lr != 0.0 || self.sft.steps > 0 || self.policy.kl_coef != 0.0 || self.policy.sft_coef != 0.0) {
+            return bad(
+                "policy.steps",
+                format!(
+                    "0 (a frozen policy) needs policy.lr = 0, policy.kl_coef = 0, policy.sft_coef = 0 and sft.steps = 0 (they are {}, {}, {} and {})",
+                    self.policy.lr, self.policy.kl_coef, self.policy.sft_coef, self.sft.steps
+                ),
+            );
         }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1 (the newest checkpoint is what a resume loads)".into());

@@ -129,7 +129,7 @@ fn ppo_update_follows_the_sign_of_the_advantage() {
         let sample = Sample { prompt: vec![10, 20, 30, 40], response: vec![500, 600, 700, 800, 900], group: 0, ..Default::default() };
         let lp0 = l.response_token_logprobs(std::slice::from_ref(&sample), cfg.pad_id)[0].clone();
         let with_behaviour = Sample { behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()), ..sample.clone() };
-        let m = l.policy_update(std::slice::from_ref(&with_behaviour), &[vec![sign; 5]], &cfg, &mut NoReduce);
+        let m = l.policy_update(std::slice::from_ref(&with_behaviour), &[vec![sign; 5]], &[], &cfg, &mut NoReduce);
         let lp1 = l.response_token_logprobs(std::slice::from_ref(&sample), cfg.pad_id)[0].clone();
         let (s0, s1): (f64, f64) = (lp0.iter().sum(), lp1.iter().sum());
         println!("advantage {sign:+}: log p(trace) {s0:.4} -> {s1:.4} (policy loss {:.4}, clip fraction {})", m.policy_loss, m.clip_fraction);
@@ -149,6 +149,39 @@ fn sft_steps_raise_the_likelihood_of_expert_traces() {
     let losses: Vec<f64> = (0..5).map(|_| l.sft_step(&experts, &cfg, &mut NoReduce)).collect();
     println!("sft loss by step: {losses:?}");
     assert!(losses[4] < losses[0] - 0.5, "{losses:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `policy.sft_coef`: with zero advantages the PPO term has no gradient, so a policy step with
+/// the replay term at weight 1 is exactly an SFT step on the same experts; at weight 0 the
+/// experts' likelihood does not move.
+#[test]
+fn the_replay_term_is_an_sft_step_when_advantages_are_zero() {
+    let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
+    let dir = tiny_policy_dir("replay");
+    let experts = expert_samples(&tok, &synth::dataset(&SynthConfig::default(), 3, 6, Split::Train));
+    let sample = Sample { prompt: vec![10, 20, 30, 40], response: vec![500, 600, 700, 800, 900], group: 0, ..Default::default() };
+    let lp_of = |l: &Learner, rows: &[Sample]| -> f64 { l.response_token_logprobs(rows, EOS as i64).iter().flatten().sum() };
+    let run = |coef: f64| {
+        let mut l = learner(&dir, 1e-2, 0.0);
+        let lp0 = l.response_token_logprobs(std::slice::from_ref(&sample), EOS as i64)[0].clone();
+        let s = Sample { behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()), ..sample.clone() };
+        let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 4, sft_coef: coef, ..Default::default() };
+        let m = l.policy_update(std::slice::from_ref(&s), &[vec![0.0; 5]], &experts, &cfg, &mut NoReduce);
+        (lp_of(&l, &experts), m.expert_nll)
+    };
+    let (with, nll) = run(1.0);
+    let (without, nll0) = run(0.0);
+    let mut sft = learner(&dir, 1e-2, 0.0);
+    let before = lp_of(&sft, &experts);
+    let sft_loss = sft.sft_step(&experts, &AirlConfig { pad_id: EOS as i64, micro_batch: 4, ..Default::default() }, &mut NoReduce);
+    let after_sft = lp_of(&sft, &experts);
+    println!("experts' log-likelihood: start {before:.4}, replay 1 {with:.4}, replay 0 {without:.4}, SFT step {after_sft:.4}; nll {nll:.6} vs sft loss {sft_loss:.6}");
+    assert!((with - after_sft).abs() < 1e-3 * after_sft.abs(), "replay step {with} vs SFT step {after_sft}");
+    assert!(with > before + 1.0, "the replay term raises the experts' likelihood: {before} -> {with}");
+    assert!((without - before).abs() < 0.05 * (with - before), "without the term the experts barely move: {before} -> {without}");
+    assert!((nll - sft_loss).abs() < 1e-6 * sft_loss, "expert_nll {nll} is the SFT loss {sft_loss}");
+    assert_eq!(nll0, 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -200,7 +233,7 @@ fn two_learners_step_like_one_on_the_same_rows() {
 
     let step = |l: &mut Learner, red: &mut dyn GradReducer, idx: std::ops::Range<usize>| {
         l.sft_step(&rows[idx.clone()], &cfg, red);
-        l.policy_update(&ppo_rows[idx.clone()], &adv[idx], &cfg, red);
+        l.policy_update(&ppo_rows[idx.clone()], &adv[idx], &[], &cfg, red);
     };
     let mut one = learner(&dir, 1e-3, 1e-3);
     let mut rec = Recording { inner: airlift_worker::airl::iteration::NoReduce, grads: Vec::new() };
@@ -219,7 +252,7 @@ fn two_learners_step_like_one_on_the_same_rows() {
                 let mut red = Recording { inner: DataParallel { coll: Box::new(ring) }, grads: Vec::new() };
                 let half = rank * 2..rank * 2 + 2;
                 l.sft_step(&step_rows.0[half.clone()], &cfg, &mut red);
-                l.policy_update(&step_rows.1[half.clone()], &step_rows.2[half], &cfg, &mut red);
+                l.policy_update(&step_rows.1[half.clone()], &step_rows.2[half], &[], &cfg, &mut red);
                 (red.grads, l.policy_opt.flat().copy())
             })
         })

@@ -78,6 +78,9 @@ pub struct AirlConfig {
     pub clip_eps: f64,
     /// `policy.kl_coef`: weight of the KL to the frozen reference. Default 0.
     pub kl_coef: f64,
+    /// `policy.sft_coef`: weight of the experts' token-mean NLL added to every policy step's
+    /// loss (a replay of the demonstrations). Default 0.
+    pub sft_coef: f64,
     /// `policy.steps`: policy steps per iteration (0: the policy stays frozen). Default 1.
     pub policy_steps: usize,
     /// Rows per micro-batch for forward/backward: a micro-batch holds at most this many rows'
@@ -122,6 +125,7 @@ impl Default for AirlConfig {
             expert_in_group: false,
             clip_eps: 0.2,
             kl_coef: 0.0,
+            sft_coef: 0.0,
             policy_steps: 1,
             micro_batch: 8,
             pack_prefixes: true,
@@ -581,24 +585,28 @@ impl Learner {
         let prow: Vec<&Sample> = batch.policy.iter().collect();
         let x = pad(&prow, cfg.pad_id, dev);
         let adv = adv.narrow(0, 0, x.rows()).narrow(1, 0, x.resp_mask.size()[1]);
-        self.ppo_steps(&batch.policy, &x, &adv, cfg, reducer, &mut m);
+        self.ppo_steps(&batch.policy, &x, &adv, &batch.experts, cfg, reducer, &mut m);
         m.time_policy_s = t2.elapsed().as_secs_f64();
         m
     }
 
     /// PPO steps on `samples` with given per-token `advantages` (one list per sample, one value
-    /// per response token); fills the policy fields of the returned metrics.
-    pub fn policy_update(&mut self, samples: &[Sample], advantages: &[Vec<f32>], cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
+    /// per response token); `experts` are the replay term's rows (`cfg.sft_coef`); fills the
+    /// policy fields of the returned metrics.
+    pub fn policy_update(&mut self, samples: &[Sample], advantages: &[Vec<f32>], experts: &[Sample], cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
         let rows: Vec<&Sample> = samples.iter().collect();
         let x = pad(&rows, cfg.pad_id, self.device());
         let refs: Vec<&[f32]> = advantages.iter().map(|v| v.as_slice()).collect();
         let adv = x.scatter(&refs, self.device());
         let mut m = IterationMetrics::default();
-        self.ppo_steps(samples, &x, &adv, cfg, reducer, &mut m);
+        self.ppo_steps(samples, &x, &adv, experts, cfg, reducer, &mut m);
         m
     }
 
-    fn ppo_steps(&mut self, samples: &[Sample], x: &Padded, adv: &Tensor, cfg: &AirlConfig, reducer: &mut dyn GradReducer, m: &mut IterationMetrics) {
+    /// PPO steps on `samples`; with `cfg.sft_coef > 0` each step's loss also holds
+    /// `sft_coef` × the token-mean NLL of `experts` (their gradients are summed before the step).
+    #[allow(clippy::too_many_arguments)]
+    fn ppo_steps(&mut self, samples: &[Sample], x: &Padded, adv: &Tensor, experts: &[Sample], cfg: &AirlConfig, reducer: &mut dyn GradReducer, m: &mut IterationMetrics) {
         let dev = self.device();
         let micro = cfg.micro_batch.max(1) as i64;
         m.advantage_abs = losses::masked_mean(&adv.abs(), &x.resp_mask).double_value(&[]);
@@ -628,7 +636,16 @@ impl Learner {
         // Normalised by the mean token count over replicas (see `sft_step`).
         let local_tokens = x.resp_mask.sum(Kind::Float).double_value(&[]).max(1.0);
         let total_tokens = reducer.mean_scalar(local_tokens).max(1.0);
-        let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum) = (0.0, 0.0, 0.0, 0.0);
+        // The replay term's rows, normalised like `sft_step` (the mean expert token count over
+        // replicas), so that its gradient is that of the token mean over all replicas' experts.
+        let replay = (cfg.sft_coef > 0.0 && !experts.is_empty()).then(|| {
+            let rows: Vec<&Sample> = experts.iter().collect();
+            let xe = pad(&rows, cfg.pad_id, dev);
+            let tokens = reducer.mean_scalar(xe.resp_mask.sum(Kind::Float).double_value(&[])).max(1.0);
+            let micros = xe.micro_batches(micro, cfg.pack_prefixes);
+            (xe, micros, tokens)
+        });
+        let (mut loss_sum, mut clip_sum, mut kl_sum, mut klref_sum, mut nll_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for k in 0..steps {
             self.policy_opt.zero_grad();
             for mb in &micros {
@@ -659,6 +676,14 @@ impl Learner {
                 clip_sum += ppo.clip_fraction * share;
                 kl_sum += ppo.approx_kl * share;
             }
+            if let Some((xe, emicros, etokens)) = &replay {
+                for mb in emicros {
+                    let mask = mb.take(&xe.resp_mask);
+                    let coef = cfg.sft_coef / etokens;
+                    let (_, nll, _) = selected_logprob_loss(&self.policy, &mb.packed, &mb.take(&xe.targets), &mask, false, |lp, _| -lp.sum(Kind::Float) * coef);
+                    nll_sum += nll.double_value(&[]) / cfg.sft_coef;
+                }
+            }
             let mut g = self.policy_opt.flat_grad();
             reducer.all_reduce_mean(&mut g);
             let stats = self.policy_opt.step_with(&g);
@@ -670,6 +695,7 @@ impl Learner {
         m.clip_fraction = clip_sum / steps as f64;
         m.approx_kl = kl_sum / steps as f64;
         m.kl_ref = klref_sum / steps as f64;
+        m.expert_nll = nll_sum / steps as f64;
     }
 
     /// One behaviour-cloning step of the policy on `experts`; returns the loss before the step.

@@ -63,6 +63,9 @@ pub struct IterationMetrics {
     pub behaviour_outside_clip: f64,
     /// k3 estimate of KL(current ‖ reference policy) (0 when no reference is kept).
     pub kl_ref: f64,
+    /// Token-mean negative log-likelihood of the iteration's expert traces under the policy,
+    /// averaged over the policy steps (0 unless `policy.sft_coef > 0`, the replay term).
+    pub expert_nll: f64,
     /// Mean token entropy of the policy on its samples (first policy step).
     pub entropy: f64,
     /// Mean advantage magnitude over policy-sample tokens (sanity: ≈ O(1) after normalisation).

@@ -231,6 +231,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         expert_in_group: cfg.policy.expert_in_group,
         clip_eps: cfg.policy.clip_eps,
         kl_coef: cfg.policy.kl_coef,
+        sft_coef: cfg.policy.sft_coef,
         policy_steps: cfg.policy.steps as usize,
         micro_batch: cfg.policy.micro_batch as usize,
         pack_prefixes: cfg.policy.pack_prefixes.unwrap_or(cfg.workers.device != "cuda"),
