@@ -13,6 +13,7 @@
 pub mod eval;
 pub mod export;
 pub mod launcher;
+pub mod progress;
 pub mod server;
 pub mod state;
 pub mod summary;

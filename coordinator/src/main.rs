@@ -140,7 +140,7 @@ fn shell_vars(run_dir: &std::path::Path, cfg: &RunConfig, has_checkpoint: bool) 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
+        .with_writer(airlift_coordinator::progress::ConsoleWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();

@@ -23,6 +23,7 @@
 //! iteration uses is decided here and sent in the tasks.
 
 use crate::eval::EvalPlan;
+use crate::progress::Console;
 use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
@@ -206,6 +207,8 @@ pub struct RunState {
     started: Instant,
     /// Set when this is an evaluation job instead of a training run.
     eval: Option<EvalJob>,
+    /// What the run is doing, on the console (bar or plain lines).
+    console: Console,
 }
 
 /// An evaluation job's progress: rollout tasks (with the learner rank their rows go to), the
@@ -258,6 +261,7 @@ impl RunState {
             records: Vec::new(),
             started: Instant::now(),
             eval: None,
+            console: Console::stderr(),
         }
     }
 
@@ -359,9 +363,11 @@ impl RunState {
                     w.last_seen = Instant::now();
                     match msg.kind {
                         Some(pb::worker_message::Kind::Progress(p)) => {
-                            // Every 10th unit and the last, so long phases show they move.
-                            if p.done % 10 == 0 || p.done == p.total {
-                                tracing::info!(worker_id, role = ?w.role, task_id = p.task_id, "progress {}/{}", p.done, p.total);
+                            // Rank 0 speaks for the learners (they step together).
+                            if w.role == pb::Role::Learner && w.rank == Some(0) {
+                                let mut values: Vec<(String, f64)> = p.values.into_iter().collect();
+                                values.sort_by(|a, b| a.0.cmp(&b.0));
+                                self.console.update(p.done as u64, p.total as u64, values);
                             }
                         }
                         Some(pb::worker_message::Kind::NcclId(id)) => {
@@ -755,13 +761,21 @@ impl RunState {
         self.rendezvous_sent = true;
         tracing::info!(learners = w, resume = %resume, "rendezvous sent");
         if self.resume.is_some() || self.eval.is_some() {
-            self.phase = Phase::Running;
+            self.run_iterations();
         } else if self.cfg.sft.steps > 0 {
             self.start_warm(pb::LearnerTaskKind::SftWarmStart);
         } else if self.cfg.reward.warm_start_steps > 0 {
             self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
         } else {
-            self.phase = Phase::Running;
+            self.run_iterations();
+        }
+    }
+
+    /// The iterations (or the evaluation job's tasks) may run; the console shows them.
+    fn run_iterations(&mut self) {
+        self.phase = Phase::Running;
+        if self.eval.is_none() && self.learned_upto < self.cfg.run.iterations {
+            self.console.begin("AIRL iterations", "iterations", self.learned_upto, self.cfg.run.iterations);
         }
     }
 
@@ -795,7 +809,12 @@ impl RunState {
             self.warm_tasks.push(t);
             self.start(t, id);
         }
-        tracing::info!(kind = kind.as_str_name(), sft_steps = self.cfg.sft.steps, reward_steps = self.cfg.reward.warm_start_steps, "warm start");
+        let (name, steps) = match kind {
+            pb::LearnerTaskKind::SftWarmStart => ("SFT warm start (behaviour cloning of the policy on expert traces)", self.cfg.sft.steps as u64),
+            _ => ("reward warm start (discriminator on experts against their corruptions)", self.cfg.reward.warm_start_steps as u64),
+        };
+        self.console.begin(name.split(" (").next().unwrap_or(name), "steps", 0, steps);
+        tracing::info!("{name}: started");
     }
 
     /// Whether a checkpoint follows iteration `i` (0 = the warm starts).
@@ -908,6 +927,8 @@ impl RunState {
                 let job = self.eval.as_mut().unwrap();
                 job.expected_scores = n;
                 job.queued = true;
+                // The score tasks and the report.
+                self.console.begin("evaluation", "tasks", 0, n as u64 + 1);
             } else {
                 let mut ranks = HashMap::new();
                 let per_task = (self.cfg.data.prompts_per_task as usize).max(1);
@@ -932,11 +953,17 @@ impl RunState {
                 tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
                 let job = self.eval.as_mut().unwrap();
                 job.expected_scores = ranks.len();
+                let n = ranks.len() as u64;
                 job.rollout_rank = ranks;
                 job.queued = true;
+                // Each rollout task, the score task it becomes, and the report.
+                self.console.begin("evaluation", "tasks", 0, 2 * n + 1);
             }
         }
         self.dispatch();
+        // Every task of an evaluation is its own (the job holds no training tasks).
+        let done = self.tasks.values().filter(|t| t.done).count() as u64;
+        self.console.update(done, self.console.total().unwrap_or(done), Vec::new());
         if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done)) {
             self.phase = Phase::Done;
             self.shutdown_all("evaluation complete");
@@ -1211,8 +1238,8 @@ impl RunState {
                                 let learners: Vec<serde_json::Value> = std::mem::take(&mut self.warm_metrics).into_values().collect();
                                 let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": learners });
                                 self.record(rec);
-                                self.phase = Phase::Running;
                                 tracing::info!(policy_version = self.policy_version, "warm start done");
+                                self.run_iterations();
                                 if self.checkpoint_after(0) {
                                     self.start_checkpoint(0);
                                 }
@@ -1309,6 +1336,15 @@ impl RunState {
             auroc_expert_corrupted = format!("{:.3}", m0["auroc_expert_corrupted_seq"].as_f64().unwrap_or(f64::NAN)),
             "iteration done"
         );
+        let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        let headline = vec![
+            ("disc loss".to_string(), num(&m0["disc_loss"])),
+            ("rollout accuracy".to_string(), num(&rec["rollout"]["accuracy"])),
+            ("held-out AUROC expert/policy".to_string(), num(&m0["eval"]["auroc_expert_policy_seq"])),
+            ("held-out error-line hit@1".to_string(), num(&m0["eval"]["error_step_hit1"])),
+            ("tok/s".to_string(), num(&rec["rollout"]["tokens_per_s"])),
+        ];
+        self.console.update(iteration, self.cfg.run.iterations, headline);
         self.record(rec);
     }
 

@@ -97,6 +97,10 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("majority vote") && out.contains("report.html"), "{out}");
     assert_eq!(sample_counts(&sft).len(), 12);
+    // The console counts the job's tasks to the end: rollouts, their score tasks, the report.
+    let last = err.lines().filter_map(|l| l.split_once("evaluation: ").map(|x| x.1)).filter_map(|rest| rest.split_once(" tasks").map(|x| x.0.to_string())).last();
+    let counts = last.as_deref().and_then(|c| c.split_once('/')).map(|(a, b)| (a.to_string(), b.to_string()));
+    assert!(counts.as_ref().is_some_and(|(a, b)| a == b && b.parse::<u64>().unwrap() % 2 == 1), "no finished progress line: {counts:?}\n{err}");
 
     // 1b. The trained checkpoint, 2 rollout workers, one SIGKILLed once it holds a task.
     let airl = dir.join("airl");

@@ -57,6 +57,11 @@ fn two_rollouts_two_learners_three_iterations() {
     assert!(ok, "{stdout}\n{stderr}");
     println!("run took {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
     assert!(stdout.contains("airlift run summary"));
+    // The console names each phase in words and counts it to its end.
+    for want in ["SFT warm start: 1/1 steps", "reward warm start: 1/1 steps", "AIRL iterations: 3/3 iterations", "disc loss ", "tok/s "] {
+        assert!(stderr.contains(want), "the console lacks `{want}`:\n{stderr}");
+    }
+    assert!(!stderr.contains("LEARNER_TASK_KIND"), "internal enum names on the console:\n{stderr}");
     check_run(&run);
     // fp32 sampling at max_staleness = 0: each iteration learns from samples of the policy it
     // holds, so its PPO step starts at ratio 1 (up to the rounding between the sampler's cached

@@ -190,7 +190,7 @@ struct Rank {
 impl Rank {
     /// Runs one task and returns (rows, metrics JSON); rank 0 then publishes the policy version
     /// the task produced.
-    fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, String), WorkerError> {
+    fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, String), WorkerError> {
         let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
         let (rows, mut metrics) = match kind {
             pb::LearnerTaskKind::SftWarmStart => self.sft_warm_start(task, progress)?,
@@ -225,7 +225,7 @@ impl Rank {
 
     /// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
     /// problems, `task.steps` data-parallel steps at `sft.lr`.
-    fn sft_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn sft_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank { l, dp, cfg, airl, tok, data, .. } = self;
         let steps = task.steps as usize;
         let per_step = per_step(task)?;
@@ -238,7 +238,7 @@ impl Rank {
             let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect::<Result<_, _>>().map_err(WorkerError::Other)?;
             let loss = l.sft_step(&experts, airl, dp);
             tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
-            progress(step as u32 + 1, steps as u32);
+            progress(step as u32 + 1, steps as u32, &[("loss", loss)]);
             losses.push(loss);
         }
         l.policy_opt.set_lr(policy_lr);
@@ -251,7 +251,7 @@ impl Rank {
     /// The reward warm start: `task.steps` discriminator steps on the experts of the task's
     /// problems against their own corruptions, with their own schedule (cosine over the warm start
     /// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
-    fn reward_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32)) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn reward_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank { l, dp, cfg, airl, tok, data, .. } = self;
         let steps = task.steps as usize;
         let per_step = per_step(task)?;
@@ -270,7 +270,7 @@ impl Rank {
             }
             loss_last = d.loss_last;
             tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), rss_mb = crate::sysmem::rss_now_mb().round(), "reward warm start");
-            progress(step as u32 + 1, steps as u32);
+            progress(step as u32 + 1, steps as u32, &[("loss", d.loss_last)]);
         }
         l.reward_opt.restart(main);
         Ok((0, serde_json::json!({

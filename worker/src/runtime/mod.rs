@@ -111,12 +111,14 @@ impl Session {
         }
     }
 
-    /// A progress callback for task `task_id` (`done` of `total` units), sent up the stream
-    /// without waiting; the coordinator shows it.
-    pub fn progress(&self, task_id: u64) -> impl Fn(u32, u32) + use<> {
+    /// A progress callback for task `task_id` (`done` of `total` units, with the headline
+    /// numbers of the unit just done), sent up the stream without waiting; the coordinator
+    /// shows it on its console.
+    pub fn progress(&self, task_id: u64) -> impl Fn(u32, u32, &[(&str, f64)]) + use<> {
         let (up, worker_id) = (self.up.clone(), self.worker_id);
-        move |done, total| {
-            let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Progress(pb::Progress { task_id, done, total })) };
+        move |done, total, values| {
+            let values = values.iter().filter(|(_, v)| v.is_finite()).map(|&(k, v)| (k.to_string(), v)).collect();
+            let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Progress(pb::Progress { task_id, done, total, values })) };
             let _ = up.try_send(m);
         }
     }
