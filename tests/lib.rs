@@ -2,6 +2,7 @@
 //! tiny random model with SmolLM2's tokenizer, run configs, and readers for a run's outputs.
 
 use airlift_proto::trajectory::{self, TrajectoryRow};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -207,4 +208,49 @@ pub fn records(run: &Path) -> Vec<serde_json::Value> {
 /// (policy, reward) fingerprints of each learner in a record.
 pub fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
     rec["learners"].as_array().unwrap().iter().map(|l| (l["policy_fingerprint"].as_str().unwrap().into(), l["reward_fingerprint"].as_str().unwrap().into())).collect()
+}
+
+/// Every scalar of `<run>/tensorboard/` as TensorBoard's own reader (the `tensorboard` package
+/// that `make test` installs into ./.venv) reads it: tag -> [(step, value)] in file order.
+pub fn tensorboard_scalars(run: &Path) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    let out = Command::new(&python).arg(root.join("scripts/read_tensorboard.py")).arg(run.join("tensorboard")).output().unwrap_or_else(|e| panic!("{}: {e} (make test installs the venv)", python.display()));
+    assert!(out.status.success(), "read_tensorboard.py failed (is `tensorboard` in ./.venv? make test installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A run's TensorBoard events agree with its metrics.jsonl: each iteration's losses and
+/// rollout accuracy once per step, the warm start's per-step losses, no step twice.
+pub fn check_tensorboard(run: &Path) {
+    let tb = tensorboard_scalars(run);
+    for (tag, points) in &tb {
+        let steps: Vec<i64> = points.iter().map(|p| p.0).collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "{tag}: steps {steps:?} (a step written twice?)");
+    }
+    let recs = records(run);
+    for (tag, get) in [("learner/disc_loss", ["learners", "0", "disc_loss"]), ("rollout/accuracy", ["rollout", "accuracy", ""]), ("learner/approx_kl", ["learners", "0", "approx_kl"])] {
+        let want: Vec<(i64, f64)> = recs
+            .iter()
+            .filter(|r| r["iteration"].as_u64().unwrap() > 0)
+            .map(|r| {
+                let mut v = &r[get[0]];
+                for k in &get[1..] {
+                    v = match k.parse::<usize>() {
+                        Ok(i) => &v[i],
+                        Err(_) if k.is_empty() => v,
+                        Err(_) => &v[*k],
+                    };
+                }
+                (r["iteration"].as_i64().unwrap(), v.as_f64().unwrap())
+            })
+            .collect();
+        let got = tb.get(tag).unwrap_or_else(|| panic!("no {tag} in {:?}", tb.keys().collect::<Vec<_>>()));
+        assert_eq!(got.len(), want.len(), "{tag}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.0 == w.0 && (g.1 - w.1).abs() <= 1e-6 * w.1.abs().max(1e-30), "{tag}: {got:?} vs metrics.jsonl {want:?}");
+        }
+    }
+    let sft = recs[0]["learners"][0]["sft_losses"].as_array().unwrap().len();
+    assert!(sft > 0 && tb["warm_start/sft_loss"].len() == sft, "{:?}", tb.get("warm_start/sft_loss"));
 }

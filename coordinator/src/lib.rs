@@ -17,6 +17,7 @@ pub mod progress;
 pub mod server;
 pub mod state;
 pub mod summary;
+pub mod tensorboard;
 
 use airlift_proto::auth::Guard;
 use airlift_proto::checkpoint as ckpt;
@@ -63,7 +64,7 @@ pub struct RunOutcome {
 pub const EXIT_STOPPED: i32 = 75;
 
 /// Outputs of a run in its folder (what a fresh run must not silently mix with its own).
-const OUTPUTS: [&str; 5] = ["metrics.jsonl", "trajectories", "checkpoints", "logs", "workers.json"];
+const OUTPUTS: [&str; 6] = ["metrics.jsonl", "tensorboard", "trajectories", "checkpoints", "logs", "workers.json"];
 
 /// Makes `run.dir` ready: a fresh run (`resume` = false) refuses a folder holding another run's
 /// outputs unless `overwrite`, which deletes them first.

@@ -24,6 +24,7 @@
 
 use crate::eval::EvalPlan;
 use crate::progress::Console;
+use crate::tensorboard::EventWriter;
 use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
@@ -209,6 +210,8 @@ pub struct RunState {
     eval: Option<EvalJob>,
     /// What the run is doing, on the console (bar or plain lines).
     console: Console,
+    /// `<run>/tensorboard/`'s event file (training runs; opened at the first record or resume).
+    tensorboard: Option<EventWriter>,
 }
 
 /// An evaluation job's progress: rollout tasks (with the learner rank their rows go to), the
@@ -262,6 +265,7 @@ impl RunState {
             started: Instant::now(),
             eval: None,
             console: Console::stderr(),
+            tensorboard: None,
         }
     }
 
@@ -310,6 +314,7 @@ impl RunState {
         if let Err(e) = std::fs::write(&path, text) {
             tracing::error!(path = %path.display(), error = %e, "cannot rewrite metrics");
         }
+        self.rewrite_tensorboard();
         let traj = self.run_dir.join("trajectories");
         let mut removed = 0;
         for e in std::fs::read_dir(&traj).into_iter().flatten().flatten() {
@@ -1356,7 +1361,28 @@ impl RunState {
         if let Err(e) = r {
             tracing::error!(path = %path.display(), error = %e, "cannot append metrics");
         }
+        if self.eval.is_none() {
+            if self.tensorboard.is_none() {
+                self.rewrite_tensorboard();
+            }
+            if let Some(tb) = self.tensorboard.as_mut() {
+                if let Err(e) = tb.append(&rec) {
+                    tracing::error!(path = %tb.path().display(), error = %e, "cannot append TensorBoard events");
+                }
+            }
+        }
         self.records.push(rec);
+    }
+
+    /// `<run>/tensorboard/` afresh from the records kept (a fresh run, a resume, a restart).
+    fn rewrite_tensorboard(&mut self) {
+        match EventWriter::rewrite(&self.run_dir, &self.records) {
+            Ok(w) => self.tensorboard = Some(w),
+            Err(e) => {
+                tracing::error!(dir = %self.run_dir.join("tensorboard").display(), error = %e, "cannot write TensorBoard events");
+                self.tensorboard = None;
+            }
+        }
     }
 
     fn status(&self) -> pb::StatusResponse {

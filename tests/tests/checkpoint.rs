@@ -71,6 +71,9 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
     for (fa, fb) in ra.iter().zip(&rb) {
         assert_eq!(fa.1, fb.1, "{}", fa.0);
     }
+    // TensorBoard's reader sees metrics.jsonl's numbers, each step once, also after the resume.
+    check_tensorboard(&a);
+    check_tensorboard(&b);
 
     // 3. Learner 1 killed while iteration 3 is being learned: restarted from the iteration-2
     // checkpoint, the run ends with the uninterrupted run's parameters.
@@ -88,6 +91,7 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
     let after = records(&c);
     assert_eq!(after.len(), straight.len(), "one record per iteration, none twice");
     assert_eq!(fingerprints(after.last().unwrap()), fingerprints(straight.last().unwrap()));
+    check_tensorboard(&c);
     for (x, y) in straight.iter().zip(&after) {
         assert_eq!(fingerprints(x), fingerprints(y), "iteration {}", x["iteration"]);
     }

@@ -243,7 +243,7 @@ impl Rank {
         }
         l.policy_opt.set_lr(policy_lr);
         Ok((0, serde_json::json!({
-            "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(),
+            "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(), "sft_losses": losses,
             "time_sft_s": t.elapsed().as_secs_f64(),
         })))
 }
@@ -259,6 +259,7 @@ impl Rank {
         let main = l.reward_opt.config().clone();
         l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
         let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
+        let mut losses = Vec::with_capacity(steps);
         for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
             let mut b = IterationBatch::default();
             for &id in ids {
@@ -269,12 +270,13 @@ impl Rank {
                 loss_first = d.loss_first;
             }
             loss_last = d.loss_last;
+            losses.push(d.loss_last);
             tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), rss_mb = crate::sysmem::rss_now_mb().round(), "reward warm start");
             progress(step as u32 + 1, steps as u32, &[("loss", d.loss_last)]);
         }
         l.reward_opt.restart(main);
         Ok((0, serde_json::json!({
-            "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last,
+            "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last, "reward_warm_losses": losses,
             "time_reward_warm_s": t.elapsed().as_secs_f64(),
         })))
 }
