@@ -14,6 +14,7 @@ pub mod eval;
 pub mod export;
 pub mod launcher;
 pub mod progress;
+pub mod report;
 pub mod server;
 pub mod state;
 pub mod summary;
@@ -64,7 +65,7 @@ pub struct RunOutcome {
 pub const EXIT_STOPPED: i32 = 75;
 
 /// Outputs of a run in its folder (what a fresh run must not silently mix with its own).
-const OUTPUTS: [&str; 6] = ["metrics.jsonl", "tensorboard", "trajectories", "checkpoints", "logs", "workers.json"];
+const OUTPUTS: [&str; 7] = ["metrics.jsonl", "report.html", "tensorboard", "trajectories", "checkpoints", "logs", "workers.json"];
 
 /// Makes `run.dir` ready: a fresh run (`resume` = false) refuses a folder holding another run's
 /// outputs unless `overwrite`, which deletes them first.

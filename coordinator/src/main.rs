@@ -122,6 +122,13 @@ enum Cmd {
         /// The run folder.
         run: PathBuf,
     },
+    /// Write `<run>/report.html` (learning curves, restarts, checkpoints, evaluations, config)
+    /// from the run folder; every run writes it when it ends, this writes it again (e.g. while a
+    /// run goes on, or after `coordinator eval` added evaluations).
+    Report {
+        /// The run folder.
+        run: PathBuf,
+    },
 }
 
 /// What launch scripts need, as shell assignments (`check`, `eval --check`).
@@ -154,6 +161,11 @@ fn main() -> anyhow::Result<()> {
             .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}: not a JSON record", path.display(), i + 1)))
             .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
         print!("{}", airlift_coordinator::summary::table(&records));
+        return Ok(());
+    }
+    if let Some(Cmd::Report { run }) = &cli.command {
+        let path = airlift_coordinator::report::write(run).map_err(anyhow::Error::msg)?;
+        println!("report: {}", path.display());
         return Ok(());
     }
     if let Some(Cmd::Export { checkpoint, out }) = &cli.command {
@@ -248,6 +260,10 @@ fn main() -> anyhow::Result<()> {
         println!("learners restarted {} time(s)", outcome.restarts.len());
     }
     println!("metrics: {}", outcome.run_dir.join("metrics.jsonl").display());
+    match airlift_coordinator::report::write(&outcome.run_dir) {
+        Ok(p) => println!("report: {}", p.display()),
+        Err(e) => eprintln!("cannot write the run's report: {e}"),
+    }
     match &outcome.last_checkpoint {
         Some(c) => println!(
             "last checkpoint: {}\n  resume: coordinator --config <this config> --resume [{}]\n  export: coordinator export {} --out <dir>",

@@ -62,6 +62,16 @@ fn two_rollouts_two_learners_three_iterations() {
         assert!(stderr.contains(want), "the console lacks `{want}`:\n{stderr}");
     }
     assert!(!stderr.contains("LEARNER_TASK_KIND"), "internal enum names on the console:\n{stderr}");
+    // The run's report: one page, a chart per curve, the run's numbers in its table.
+    assert!(stdout.contains(&format!("report: {}", run.join("report.html").display())), "{stdout}");
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let dom = tl::parse(&page, tl::ParserOptions::default()).unwrap();
+    let svgs = dom.query_selector("svg").unwrap().count();
+    assert!(svgs >= 8, "{svgs} charts");
+    let last = metrics(&run).last().cloned().unwrap();
+    let disc = format!("{:.3}", last["learners"][0]["disc_loss"].as_f64().unwrap());
+    assert!(page.contains(&disc) && page.contains("Checkpoints on disk") && page.contains("step-000003") && page.contains("[run]"), "report lacks the run's numbers ({disc}):\n{page}");
+    assert!(!page.contains("<script"), "self-contained, no scripts");
     check_run(&run);
     // fp32 sampling at max_staleness = 0: each iteration learns from samples of the policy it
     // holds, so its PPO step starts at ratio 1 (up to the rounding between the sampler's cached
