@@ -10,7 +10,7 @@ CACHE := $(CURDIR)/.cache
 MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
 GSM8K := $(CACHE)/data/gsm8k/test.jsonl
 TORCH_STAMP := $(VENV)/.torch-2.11.0-crt
-TB_STAMP := $(VENV)/.tensorboard-2.21.0
+PYTEST_STAMP := $(VENV)/.tensorboard-2.21.0-transformers-5.24.0
 WORKER := target/release/worker
 THREADS ?= 2
 
@@ -48,13 +48,13 @@ quality: assets
 gsm8k: assets
 	$(WORKER) --threads $(THREADS) gsm8k --model $(MODEL) --data $(GSM8K) --limit 20 --batch-size 10 --max-new-tokens 256
 
-test: assets $(TB_STAMP)
+test: assets $(PYTEST_STAMP)
 	cargo test --release --workspace
 
-# TensorBoard (its event reader checks the run's event files in the tests; `tensorboard
-# --logdir runs/` shows the curves).
-$(TB_STAMP): $(TORCH_STAMP)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check tensorboard==2.21.0
+# What the tests read airlift's outputs back with: TensorBoard's event reader (the run's event
+# files; `tensorboard --logdir runs/` shows the curves) and transformers (exported folders).
+$(PYTEST_STAMP): $(TORCH_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check tensorboard==2.21.0 transformers==5.24.0
 	@touch $@
 
 # cudarc loads NCCL as `libnccl.so`; the wheel's nvidia-nccl-cu13 ships only `libnccl.so.2`, so

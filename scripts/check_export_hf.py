@@ -6,18 +6,18 @@
 * policy: loaded with AutoModelForCausalLM (missing / unexpected keys printed, both must be
   empty); greedy continuation of a prompt by transformers and by airlift's own loader
   (`worker generate --temperature 0`) must give the same tokens;
-* reward: the trunk loaded with AutoModel (only `score.*` left over, which is the head), the
-  head applied by hand; prints the per-token rewards of the prompt.
+* reward: loaded with AutoModelForTokenClassification (Llama/Qwen2ForTokenClassification with
+  one label, whose `score` head is the reward head; missing / unexpected keys must be empty);
+  prints the per-token rewards of the prompt (the logits).
 
-Needs transformers (`make bench` installs it into .venv).
+Needs transformers (`make test` and `make bench` install it into .venv).
 """
 import argparse
 import subprocess
 import sys
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 PROMPT = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
 
@@ -53,14 +53,13 @@ def main():
     print(f"  same continuation: {same}")
     ok &= same
 
-    trunk, info = AutoModel.from_pretrained(reward, dtype=torch.float32, output_loading_info=True)
-    head = load_file(f"{reward}/model.safetensors")
-    print(f"reward: trunk {type(trunk).__name__} with {trunk.config.num_hidden_layers} layers; head score.weight {list(head['score.weight'].shape)}, score.bias {list(head['score.bias'].shape)}")
+    rm, info = AutoModelForTokenClassification.from_pretrained(reward, dtype=torch.float32, output_loading_info=True)
+    rm.eval()
+    print(f"reward: {type(rm).__name__} with {rm.config.num_hidden_layers} layers, {rm.config.num_labels} label")
     print(f"  missing keys: {info['missing_keys']}  unexpected keys: {info['unexpected_keys']}")
-    ok &= not info["missing_keys"] and set(info["unexpected_keys"]) <= {"score.weight", "score.bias"}
+    ok &= not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():
-        h = trunk(ids).last_hidden_state
-        values = h @ head["score.weight"].T + head["score.bias"]
+        values = rm(ids).logits
     print(f"  per-token rewards of the prompt: {[round(v, 4) for v in values[0, :, 0].tolist()]}")
     print("OK" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)

@@ -254,3 +254,18 @@ pub fn check_tensorboard(run: &Path) {
     let sft = recs[0]["learners"][0]["sft_losses"].as_array().unwrap().len();
     assert!(sft > 0 && tb["warm_start/sft_loss"].len() == sft, "{:?}", tb.get("warm_start/sft_loss"));
 }
+
+/// `scripts/hf_token_rewards.py`: transformers' per-token rewards of an exported reward folder
+/// (AutoModelForTokenClassification) on `ids`, with its class and missing / unexpected keys.
+pub fn hf_token_rewards(folder: &Path, ids: &[i64]) -> serde_json::Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    let out = Command::new(&python)
+        .arg(root.join("scripts/hf_token_rewards.py"))
+        .arg(folder)
+        .args(ids.iter().map(|i| i.to_string()))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (make test installs the venv)", python.display()));
+    assert!(out.status.success(), "hf_token_rewards.py failed (is transformers in ./.venv? make test installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -488,7 +488,16 @@ pub fn write_named(path: &Path, layout: &FlatLayout, flat: &[f32]) -> Result<(),
 /// `layers` layers and a scalar head under [`REWARD_HEAD_WEIGHT`] / [`REWARD_HEAD_BIAS`].
 pub fn reward_config_json(mut base: serde_json::Value, layers: usize) -> serde_json::Value {
     base["num_hidden_layers"] = serde_json::json!(layers);
-    base["architectures"] = serde_json::json!(["AirliftTokenRewardModel"]);
+    // transformers' token-classification class of the base architecture with one label: its
+    // head is `score` (Linear with bias) on the trunk's final-norm hidden states, which is this
+    // reward model, so `AutoModelForTokenClassification` gives f at every position.
+    let arch = match base["model_type"].as_str() {
+        Some("qwen2") => "Qwen2ForTokenClassification",
+        _ => "LlamaForTokenClassification",
+    };
+    base["architectures"] = serde_json::json!([arch]);
+    base["id2label"] = serde_json::json!({"0": "reward"});
+    base["label2id"] = serde_json::json!({"reward": 0});
     base["airlift_reward_model"] = serde_json::json!({
         "head_weight": REWARD_HEAD_WEIGHT, "head_bias": REWARD_HEAD_BIAS,
         "output": "one scalar per position: f(s_t, a_t) read at the position of a_t",

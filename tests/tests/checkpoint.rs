@@ -321,6 +321,17 @@ fn export_loads_back_to_the_checkpoints_logits_and_rewards() {
         let want = base_reward.values(&ids, &mask);
         let got = exported_reward.values(&ids, &mask);
         assert!(got.equal(&want), "exported reward values differ from the checkpoint's");
+        // transformers reads the exported reward as its token-classification class and gives
+        // the same per-token rewards.
+        let want: Vec<f32> = Vec::try_from(want.reshape([-1])).unwrap();
+        let hf = hf_token_rewards(&out_dir.join("reward"), &[1, 520, 3458, 314, 1782, 30, 216, 17, 15, 19]);
+        assert_eq!(hf["class"], "LlamaForTokenClassification", "{hf}");
+        assert!(hf["missing_keys"].as_array().unwrap().is_empty() && hf["unexpected_keys"].as_array().unwrap().is_empty(), "{hf}");
+        let got: Vec<f64> = hf["rewards"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - *w as f64).abs() <= 1e-4 * (1.0 + w.abs() as f64), "transformers {got:?}\nairlift {want:?}");
+        }
     });
     let rc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("reward").join("config.json")).unwrap()).unwrap();
     assert_eq!(rc["airlift_reward_model"]["head_weight"], "score.weight");
