@@ -13,6 +13,7 @@
 pub mod eval;
 pub mod export;
 pub mod launcher;
+pub mod memory;
 pub mod progress;
 pub mod report;
 pub mod server;

@@ -50,7 +50,14 @@ enum Cmd {
     },
     /// Check the config (--config) and print what launch scripts need, as shell assignments:
     /// RUN_DIR, LEARNERS, ROLLOUTS, DEVICE, HAS_CHECKPOINT (1 when run.dir has a valid one).
-    Check,
+    /// Also reads the policy's `config.json` and prints parameter counts and a memory estimate
+    /// per learner and rollout worker (on stderr); refuses a plan larger than `workers.memory_gb`.
+    Check {
+        /// Estimate from this folder's `config.json` instead of `model.policy`'s (a plan made
+        /// before the weights are downloaded; `configs/shapes/` holds those of the recipes).
+        #[arg(long)]
+        model_config: Option<PathBuf>,
+    },
     /// Write a checkpoint's policy and reward model as Hugging Face folders (OUT/policy, OUT/reward).
     Export {
         /// The checkpoint folder (`<run>/checkpoints/step-NNNNNN`).
@@ -227,7 +234,10 @@ fn main() -> anyhow::Result<()> {
     }
     let path = cli.config.context("--config <file.toml> is required (or use the `status` subcommand)")?;
     let cfg = RunConfig::load(&path)?;
-    if let Some(Cmd::Check) = cli.command {
+    if let Some(Cmd::Check { model_config }) = &cli.command {
+        let plan = airlift_coordinator::memory::plan_for(&cfg, model_config.as_deref()).map_err(anyhow::Error::msg)?;
+        eprint!("{}", plan.table(&cfg));
+        plan.fits(&cfg).map_err(anyhow::Error::msg)?;
         let has = airlift_proto::checkpoint::newest_valid(&cfg.run_dir(), Some(&cfg.resume_hash())).chosen.is_some();
         print!("{}", shell_vars(&cfg.run_dir(), &cfg, has));
         return Ok(());

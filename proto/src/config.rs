@@ -78,6 +78,11 @@ pub struct WorkersSection {
     /// started (a worker that cannot start, a job step that never ran). Default 600000.
     #[serde(default = "default_register_timeout")]
     pub register_timeout_ms: u64,
+    /// Memory each worker process may use, GB (GPU memory with `device = "cuda"`, RAM with
+    /// `cpu`): `coordinator check` refuses a plan whose estimate for a learner or a rollout
+    /// worker is larger. Default: none (no limit checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<f64>,
 }
 
 /// `[model]`
@@ -566,6 +571,7 @@ impl RunConfig {
             ("policy.kl_coef", self.policy.kl_coef),
             ("policy.sft_coef", self.policy.sft_coef),
             ("sft.lr", self.sft.lr),
+            ("workers.memory_gb", self.workers.memory_gb.unwrap_or(1.0)),
         ] {
             if !v.is_finite() {
                 return bad(key, format!("{v} is not a finite number"));
