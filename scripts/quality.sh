@@ -45,5 +45,7 @@ for ck in "$RUN/checkpoints/step-000000" "$newest"; do
     --name "consistent-$(basename "$ck")" --overwrite
 done
 echo
-echo "learning curve (held-out numbers of every iteration): $RUN/metrics.jsonl"
-echo "report: $RUN/eval/airl/report.html"
+"$COORD" report "$RUN" >/dev/null
+echo "learning curves (held-out AUROC, error-line hit@1 and policy accuracy of every iteration, on the"
+echo "  learner's 16 held-out problems): $RUN/report.html (also $RUN/tensorboard, $RUN/metrics.jsonl)"
+echo "paired evaluation report: $RUN/eval/airl/report.html"
