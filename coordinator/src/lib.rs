@@ -12,6 +12,7 @@
 
 pub mod eval;
 pub mod export;
+pub mod failure;
 pub mod launcher;
 pub mod memory;
 pub mod progress;

@@ -152,6 +152,7 @@ fn shell_vars(run_dir: &std::path::Path, cfg: &RunConfig, has_checkpoint: bool) 
 }
 
 fn main() -> anyhow::Result<()> {
+    airlift_proto::private_files().map_err(anyhow::Error::msg)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(airlift_coordinator::progress::ConsoleWriter)

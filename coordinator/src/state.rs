@@ -594,6 +594,9 @@ impl RunState {
         if self.eval.is_some() {
             return self.fail(format!("{why}; the evaluation stopped (run it again)"));
         }
+        if let Some(reason) = crate::failure::permanent(&why) {
+            return self.fail(format!("{why}; not retried: {reason}, which a restart would meet again (make room, then `--resume`)"));
+        }
         if self.respawn.is_none() {
             return self.fail(format!("{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"));
         }

@@ -22,6 +22,20 @@ pub mod pb {
 
 pub use ids::{PolicyVersion, PromptId, TaskId, WorkerId};
 
+/// Makes every file and folder this process creates private to its user (mode 0600 / 0700):
+/// checkpoints, metrics, trajectories, logs and the token file of a run hold the run's data and
+/// its secret. `AIRLIFT_UMASK` (octal, e.g. `022` for world-readable outputs) overrides the
+/// default `077`. Call first thing in `main`, before any thread starts.
+pub fn private_files() -> Result<(), String> {
+    let v = std::env::var("AIRLIFT_UMASK").unwrap_or_else(|_| "077".into());
+    let mask = u32::from_str_radix(v.trim(), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("AIRLIFT_UMASK = `{v}`: expected an octal file-mode mask such as 077 or 022"))?;
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+    Ok(())
+}
+
 /// Version of the wire protocol. Every RPC carries it; a peer with another version is refused
 /// with a message naming both versions. Bump it on any incompatible change to the contract.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -337,3 +337,31 @@ fn export_loads_back_to_the_checkpoints_logits_and_rewards() {
     assert_eq!(rc["airlift_reward_model"]["head_weight"], "score.weight");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A full disk is not retried: a `--local` run whose run folder is a 3 MB tmpfs (the tiny model's
+/// first checkpoint does not fit) ends at the first checkpoint with the disk named, without
+/// spending its restarts on the same full disk. Needs root for the mount (as `make test`'s Slurm
+/// tests do); elsewhere it says so and checks nothing.
+#[test]
+fn a_full_disk_ends_the_run_without_restarts() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-enospc");
+    tiny_model(&dir.join("model"));
+    let mnt = dir.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt.to_str().unwrap()]).status().map(|s| s.success()).unwrap_or(false);
+    if !mounted {
+        let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        assert_ne!(uid, "0", "root could not mount a tmpfs");
+        println!("not root: cannot mount a small tmpfs, nothing checked");
+        return;
+    }
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, tiny_config(&dir.join("model"), &mnt.join("run"), "[checkpoint]\nevery = 1\n")).unwrap();
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local"]);
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert!(!ok, "the run cannot succeed on a full disk:\n{out}\n{err}");
+    assert!(err.contains("not retried") && err.contains("ENOSPC"), "{err}");
+    assert!(!err.contains("restarting the learners"), "a full disk was retried:\n{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

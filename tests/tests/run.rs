@@ -43,6 +43,14 @@ fn check_run(run: &std::path::Path) {
         assert_eq!(m[it as usize]["learners"][0]["eval"]["problems"], 2, "{}", m[it as usize]);
     }
     assert!(run.join("config.toml").exists());
+    // The run's files are its user's alone (umask 077 unless AIRLIFT_UMASK says otherwise).
+    use std::os::unix::fs::PermissionsExt;
+    let traj = std::fs::read_dir(run.join("trajectories")).unwrap().next().unwrap().unwrap().path();
+    let shard = std::fs::read_dir(run.join("checkpoints/step-000003")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "safetensors")).unwrap();
+    for p in [run.to_path_buf(), run.join("metrics.jsonl"), run.join("token"), run.join("checkpoints"), shard, traj, run.join("logs/learner-0.log"), run.join("report.html")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    airlift_proto::private_files().map_err(anyhow::Error::msg)?;
     airlift_worker::sysmem::tune_allocator();
     if std::env::var_os("AIRLIFT_WORKER_SIGNALS").is_some_and(|v| v == "coordinator") {
         // Started by `coordinator --local` or the Slurm script: Ctrl-C and SIGTERM reach the
