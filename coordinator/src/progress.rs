@@ -122,7 +122,9 @@ impl Console {
         if let Some(bar) = BAR.lock().unwrap().as_ref() {
             bar.set_length(p.total);
             bar.set_position(p.done);
-            bar.set_message(text.split_once(": ").map(|x| x.1.to_string()).unwrap_or_default());
+            // The bar shows done/total itself: the message is what follows them.
+            let rest = text.split_once(": ").and_then(|x| x.1.split_once(", ")).map_or(String::new(), |x| x.1.to_string());
+            bar.set_message(format!("{} {rest}", p.unit));
         }
         let due = p.last_line.is_none_or(|t| now.duration_since(t) >= self.every);
         if finished || (!self.tty && due) {
