@@ -18,13 +18,19 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build the workspace first (cargo test --workspace does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo test --workspace does)",
+        p.display()
+    );
     p
 }
 
 /// The asset cache filled by `make assets`.
 pub fn cache() -> PathBuf {
-    std::env::var_os("AIRLIFT_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".cache"))
+    std::env::var_os("AIRLIFT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".cache"))
 }
 
 /// A fresh, empty temporary folder.
@@ -78,7 +84,11 @@ batch = 2
 /// Runs `coordinator` with `args`, returning (success, stdout, stderr).
 pub fn coordinator(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin("coordinator")).args(args).stdin(Stdio::null()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// All trajectory rows of a run, by file name.
@@ -89,7 +99,10 @@ pub fn trajectories(run_dir: &Path) -> Vec<(String, Vec<TrajectoryRow>)> {
         .into_iter()
         .map(|p| {
             let f = std::fs::File::open(&p).unwrap();
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap();
             let rows = reader.flat_map(|b| trajectory::from_batch(&b.unwrap()).unwrap()).collect();
             (p.file_name().unwrap().to_string_lossy().into_owned(), rows)
         })
@@ -98,7 +111,11 @@ pub fn trajectories(run_dir: &Path) -> Vec<(String, Vec<TrajectoryRow>)> {
 
 /// The run's metrics records.
 pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Starts `coordinator args` in its own process group and calls `on_line(line, pgid)` for each
@@ -107,7 +124,14 @@ pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
 pub fn coordinator_watched(args: &[&str], timeout: std::time::Duration, mut on_line: impl FnMut(&str, u32)) -> (bool, String, String) {
     use std::io::{BufRead, Read};
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(bin("coordinator")).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    let mut child = Command::new(bin("coordinator"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
     let pgid = child.id();
     let stderr = child.stderr.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
@@ -151,7 +175,11 @@ pub fn kill_group(pgid: u32) {
 /// SIGKILL to local worker `name` of the run in `run_dir` (from its `workers.json`).
 pub fn kill_worker(run_dir: &Path, name: &str) {
     let pids: Vec<(String, u32)> = serde_json::from_str(&std::fs::read_to_string(run_dir.join("workers.json")).unwrap()).unwrap();
-    let pid = pids.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} in workers.json: {pids:?}")).1;
+    let pid = pids
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} in workers.json: {pids:?}"))
+        .1;
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 }
 
@@ -165,7 +193,11 @@ pub fn without_timings(v: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Object(m) => m
             .iter()
             .filter(|(k, _)| {
-                !(k.ends_with("_s") || k.ends_with("_ms") || k.starts_with("time_") || k.as_str() == "learner_peak_rss_mb" || k.as_str() == "learner_minor_faults")
+                !(k.ends_with("_s")
+                    || k.ends_with("_ms")
+                    || k.starts_with("time_")
+                    || k.as_str() == "learner_peak_rss_mb"
+                    || k.as_str() == "learner_minor_faults")
             })
             .map(|(k, v)| match (k.as_str(), v.as_f64()) {
                 ("approx_kl" | "behaviour_kl", Some(x)) => (k.clone(), serde_json::json!((x * 1e9).round() / 1e9)),
@@ -207,7 +239,17 @@ pub fn records(run: &Path) -> Vec<serde_json::Value> {
 
 /// (policy, reward) fingerprints of each learner in a record.
 pub fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
-    rec["learners"].as_array().unwrap().iter().map(|l| (l["policy_fingerprint"].as_str().unwrap().into(), l["reward_fingerprint"].as_str().unwrap().into())).collect()
+    rec["learners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["policy_fingerprint"].as_str().unwrap().into(),
+                l["reward_fingerprint"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
 }
 
 /// Every scalar of `<run>/tensorboard/` as TensorBoard's own reader (the `tensorboard` package
@@ -215,8 +257,16 @@ pub fn fingerprints(rec: &serde_json::Value) -> Vec<(String, String)> {
 pub fn tensorboard_scalars(run: &Path) -> BTreeMap<String, Vec<(i64, f64)>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join(".venv/bin/python");
-    let out = Command::new(&python).arg(root.join("scripts/read_tensorboard.py")).arg(run.join("tensorboard")).output().unwrap_or_else(|e| panic!("{}: {e} (make test installs the venv)", python.display()));
-    assert!(out.status.success(), "read_tensorboard.py failed (is `tensorboard` in ./.venv? make test installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&python)
+        .arg(root.join("scripts/read_tensorboard.py"))
+        .arg(run.join("tensorboard"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (make test installs the venv)", python.display()));
+    assert!(
+        out.status.success(),
+        "read_tensorboard.py failed (is `tensorboard` in ./.venv? make test installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -229,7 +279,11 @@ pub fn check_tensorboard(run: &Path) {
         assert!(steps.windows(2).all(|w| w[0] < w[1]), "{tag}: steps {steps:?} (a step written twice?)");
     }
     let recs = records(run);
-    for (tag, get) in [("learner/disc_loss", ["learners", "0", "disc_loss"]), ("rollout/accuracy", ["rollout", "accuracy", ""]), ("learner/approx_kl", ["learners", "0", "approx_kl"])] {
+    for (tag, get) in [
+        ("learner/disc_loss", ["learners", "0", "disc_loss"]),
+        ("rollout/accuracy", ["rollout", "accuracy", ""]),
+        ("learner/approx_kl", ["learners", "0", "approx_kl"]),
+    ] {
         let want: Vec<(i64, f64)> = recs
             .iter()
             .filter(|r| r["iteration"].as_u64().unwrap() > 0)
@@ -248,7 +302,10 @@ pub fn check_tensorboard(run: &Path) {
         let got = tb.get(tag).unwrap_or_else(|| panic!("no {tag} in {:?}", tb.keys().collect::<Vec<_>>()));
         assert_eq!(got.len(), want.len(), "{tag}: {got:?} vs {want:?}");
         for (g, w) in got.iter().zip(&want) {
-            assert!(g.0 == w.0 && (g.1 - w.1).abs() <= 1e-6 * w.1.abs().max(1e-30), "{tag}: {got:?} vs metrics.jsonl {want:?}");
+            assert!(
+                g.0 == w.0 && (g.1 - w.1).abs() <= 1e-6 * w.1.abs().max(1e-30),
+                "{tag}: {got:?} vs metrics.jsonl {want:?}"
+            );
         }
     }
     let sft = recs[0]["learners"][0]["sft_losses"].as_array().unwrap().len();
@@ -266,6 +323,10 @@ pub fn hf_token_rewards(folder: &Path, ids: &[i64]) -> serde_json::Value {
         .args(ids.iter().map(|i| i.to_string()))
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (make test installs the venv)", python.display()));
-    assert!(out.status.success(), "hf_token_rewards.py failed (is transformers in ./.venv? make test installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hf_token_rewards.py failed (is transformers in ./.venv? make test installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -72,17 +72,24 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
             let m = ckpt::verify(dir, hash.as_deref()).map_err(|e| CoordinatorError::Checkpoint(format!("--checkpoint {}: {e}", dir.display())))?;
             let cfg = match &args.config {
                 Some(c) => c.clone(),
-                None => RunConfig::from_toml(&m.config_toml).map_err(|e| CoordinatorError::Checkpoint(format!("--checkpoint {}: its manifest's config: {e}", dir.display())))?,
+                None => RunConfig::from_toml(&m.config_toml)
+                    .map_err(|e| CoordinatorError::Checkpoint(format!("--checkpoint {}: its manifest's config: {e}", dir.display())))?,
             };
             let label = format!("{} (iteration {}, policy v{})", dir.display(), m.iteration, m.policy_version);
             (cfg, Some(ResumePoint { dir: dir.clone(), manifest: m }), label)
         }
         (None, Some(policy), Some(reward)) => {
-            let mut cfg = args.config.clone().ok_or_else(|| bad("--policy/--reward need --config for the sampling, data and reward settings".into()))?;
+            let mut cfg = args
+                .config
+                .clone()
+                .ok_or_else(|| bad("--policy/--reward need --config for the sampling, data and reward settings".into()))?;
             for (flag, d) in [("--policy", policy), ("--reward", reward)] {
                 for f in ["config.json", "model.safetensors", "tokenizer.json"] {
                     if !d.join(f).exists() {
-                        return Err(bad(format!("{flag} {}: no {f} (expected a folder written by `coordinator export`)", d.display())));
+                        return Err(bad(format!(
+                            "{flag} {}: no {f} (expected a folder written by `coordinator export`)",
+                            d.display()
+                        )));
                     }
                 }
             }
@@ -110,24 +117,26 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         (ProblemSource::ProcessBench(abs), (0..n).collect())
     } else {
         match args.problems.strip_prefix("synthetic:") {
-        Some(n) => {
-            let n: u64 = n.parse().map_err(|_| bad(format!("--problems {}: expected synthetic:N with N a number of problems", args.problems)))?;
-            if n == 0 {
-                return Err(bad("--problems synthetic:0 has no problems".into()));
+            Some(n) => {
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| bad(format!("--problems {}: expected synthetic:N with N a number of problems", args.problems)))?;
+                if n == 0 {
+                    return Err(bad("--problems synthetic:0 has no problems".into()));
+                }
+                (ProblemSource::SyntheticEval, (0..n).collect::<Vec<u64>>())
             }
-            (ProblemSource::SyntheticEval, (0..n).collect::<Vec<u64>>())
-        }
-        None => {
-            let path = PathBuf::from(&args.problems);
-            let all = gsm8k::load(&path).map_err(|e| bad(format!("--problems {e}")))?;
-            if all.is_empty() {
-                return Err(bad(format!("--problems {}: no problems in the file", path.display())));
+            None => {
+                let path = PathBuf::from(&args.problems);
+                let all = gsm8k::load(&path).map_err(|e| bad(format!("--problems {e}")))?;
+                if all.is_empty() {
+                    return Err(bad(format!("--problems {}: no problems in the file", path.display())));
+                }
+                let n = args.limit.unwrap_or(all.len()).min(all.len()) as u64;
+                // Workers read the file themselves: give them a path that works from any folder.
+                let abs = std::fs::canonicalize(&path).map_err(|e| bad(format!("--problems {}: {e}", path.display())))?;
+                (ProblemSource::File(abs), (0..n).collect())
             }
-            let n = args.limit.unwrap_or(all.len()).min(all.len()) as u64;
-            // Workers read the file themselves: give them a path that works from any folder.
-            let abs = std::fs::canonicalize(&path).map_err(|e| bad(format!("--problems {}: {e}", path.display())))?;
-            (ProblemSource::File(abs), (0..n).collect())
-        }
         }
     };
 
@@ -139,23 +148,37 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         }
     }
     let dir = args.out.clone().unwrap_or_else(|| cfg.run_dir().join("eval").join(&args.name));
-    let dir = if dir.is_absolute() { dir } else { std::env::current_dir().map(|d| d.join(&dir)).unwrap_or(dir) };
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir().map(|d| d.join(&dir)).unwrap_or(dir)
+    };
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         if !args.overwrite {
-            return Err(bad(format!("{} holds an earlier evaluation: pass --overwrite to replace it, or choose another --name", dir.display())));
+            return Err(bad(format!(
+                "{} holds an earlier evaluation: pass --overwrite to replace it, or choose another --name",
+                dir.display()
+            )));
         }
         if !args.check {
-            std::fs::remove_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: format!("cannot delete for --overwrite: {e}") })?;
+            std::fs::remove_dir_all(&dir).map_err(|e| CoordinatorError::Io {
+                path: dir.display().to_string(),
+                what: format!("cannot delete for --overwrite: {e}"),
+            })?;
             tracing::warn!(dir = %dir.display(), "deleted the earlier evaluation (--overwrite)");
         }
     }
     if !args.check {
-        std::fs::create_dir_all(&dir).map_err(|e| CoordinatorError::Io { path: dir.display().to_string(), what: e.to_string() })?;
+        std::fs::create_dir_all(&dir).map_err(|e| CoordinatorError::Io {
+            path: dir.display().to_string(),
+            what: e.to_string(),
+        })?;
     }
     cfg.run.dir = Some(dir.clone());
     if !args.corruption_kinds.is_empty() {
         cfg.reward.corruption_kinds = args.corruption_kinds.clone();
-        cfg.validate().map_err(|e| bad(format!("--corruption-kinds: {}", e.to_string().replace("reward.corruption_kinds", "kind"))))?;
+        cfg.validate()
+            .map_err(|e| bad(format!("--corruption-kinds: {}", e.to_string().replace("reward.corruption_kinds", "kind"))))?;
     }
     if let Some(n) = args.learners {
         cfg.workers.learner = n;
@@ -164,18 +187,39 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         cfg.workers.rollout = n;
     }
     if cfg.workers.learner == 0 || cfg.workers.rollout == 0 {
-        return Err(bad("an evaluation needs at least one learner (--learners) and one rollout worker (--rollouts)".into()));
+        return Err(bad(
+            "an evaluation needs at least one learner (--learners) and one rollout worker (--rollouts)".into()
+        ));
     }
     let compare = args.compare.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect();
-    Ok((cfg, EvalPlan { dir, label, source, problems, samples: args.samples, compare }, point))
+    Ok((
+        cfg,
+        EvalPlan {
+            dir,
+            label,
+            source,
+            problems,
+            samples: args.samples,
+            compare,
+        },
+        point,
+    ))
 }
 
 /// The printed end of an evaluation: its table and where the files are.
 pub fn describe(plan: &EvalPlan, result: &serde_json::Value) -> String {
-    let each = if matches!(plan.source, ProblemSource::ProcessBench(_)) { "scored as written".to_string() } else { format!("{} samples each", plan.samples) };
+    let each = if matches!(plan.source, ProblemSource::ProcessBench(_)) {
+        "scored as written".to_string()
+    } else {
+        format!("{} samples each", plan.samples)
+    };
     let mut out = format!("\n== airlift evaluation: {} ==\nproblems: {} ({each})\n", plan.label, plan.source.wire());
     out.push_str(result["table"].as_str().unwrap_or("(no table)\n"));
-    let files: &[&str] = if matches!(plan.source, ProblemSource::ProcessBench(_)) { &["processbench.jsonl", "summary.json", "report.html"] } else { &["samples.parquet", "corruptions.parquet", "summary.json", "report.html"] };
+    let files: &[&str] = if matches!(plan.source, ProblemSource::ProcessBench(_)) {
+        &["processbench.jsonl", "summary.json", "report.html"]
+    } else {
+        &["samples.parquet", "corruptions.parquet", "summary.json", "report.html"]
+    };
     for f in files {
         out.push_str(&format!("{f}: {}\n", plan.dir.join(f).display()));
     }

@@ -15,16 +15,28 @@ use airlift_proto::config::RunConfig;
 use std::path::{Path, PathBuf};
 
 /// Files copied from the base model folder when present.
-const BASE_FILES: [&str; 7] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja"];
+const BASE_FILES: [&str; 7] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+    "chat_template.jinja",
+];
 
 fn err(path: &Path, what: impl std::fmt::Display) -> CoordinatorError {
-    CoordinatorError::Io { path: path.display().to_string(), what: what.to_string() }
+    CoordinatorError::Io {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    }
 }
 
 /// Exports the checkpoint `dir` into `out/policy` and `out/reward`; returns the two folders.
 pub fn export(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf), CoordinatorError> {
     let m = ckpt::verify(dir, None).map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
-    let cfg = RunConfig::from_toml(&m.config_toml).map_err(|e| CoordinatorError::Checkpoint(format!("{}: its config: {e}", dir.join(ckpt::MANIFEST).display())))?;
+    let cfg =
+        RunConfig::from_toml(&m.config_toml).map_err(|e| CoordinatorError::Checkpoint(format!("{}: its config: {e}", dir.join(ckpt::MANIFEST).display())))?;
     let shards = Shards::open(dir, &m).map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
     let read_all = |model: &str| -> Result<Vec<f32>, CoordinatorError> {
         let total = m.layouts[model].total;
@@ -36,7 +48,10 @@ pub fn export(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf), CoordinatorE
     std::fs::create_dir_all(&policy_dir).map_err(|e| err(&policy_dir, e))?;
     let base_cfg = policy_base.join("config.json");
     if !base_cfg.exists() {
-        return Err(err(&base_cfg, "the policy's base model config is needed for the export (model.policy in the checkpoint's config)"));
+        return Err(err(
+            &base_cfg,
+            "the policy's base model config is needed for the export (model.policy in the checkpoint's config)",
+        ));
     }
     std::fs::copy(&base_cfg, policy_dir.join("config.json")).map_err(|e| err(&policy_dir.join("config.json"), e))?;
     copy_base_files(&policy_base, &policy_dir)?;

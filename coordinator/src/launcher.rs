@@ -72,7 +72,10 @@ fn assign_gpus(cfg: &RunConfig, gpus: &[String]) -> Result<Vec<Option<String>>, 
 /// The last `Error: ...` line a worker process wrote to its log, if any.
 fn last_error_line(log: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines().rev().find_map(|l| l.strip_prefix("Error: ")).map(|l| l.chars().take(400).collect())
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Error: "))
+        .map(|l| l.chars().take(400).collect())
 }
 
 /// A started worker process: its watcher reports its exit, and kills it when told to.
@@ -126,20 +129,38 @@ pub async fn run_local(cfg: RunConfig, token: Option<String>, resume: crate::Res
 
 /// Runs the evaluation job `plan` (checked by [`crate::eval::prepare`]) with local worker
 /// processes; the learners load `point`.
-pub async fn eval_local(cfg: RunConfig, token: Option<String>, plan: crate::eval::EvalPlan, point: Option<crate::state::ResumePoint>) -> Result<RunOutcome, CoordinatorError> {
+pub async fn eval_local(
+    cfg: RunConfig,
+    token: Option<String>,
+    plan: crate::eval::EvalPlan,
+    point: Option<crate::state::ResumePoint>,
+) -> Result<RunOutcome, CoordinatorError> {
     launch(cfg, token, point, Some(plan)).await
 }
 
-async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::state::ResumePoint>, eval: Option<crate::eval::EvalPlan>) -> Result<RunOutcome, CoordinatorError> {
+async fn launch(
+    cfg: RunConfig,
+    token: Option<String>,
+    resume: Option<crate::state::ResumePoint>,
+    eval: Option<crate::eval::EvalPlan>,
+) -> Result<RunOutcome, CoordinatorError> {
     let token = Some(token.unwrap_or_else(make_token));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| CoordinatorError::Server(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| CoordinatorError::Server(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| CoordinatorError::Server(e.to_string()))?;
     let url = format!("http://{addr}");
     let logs = cfg.run_dir().join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| CoordinatorError::Io { path: logs.display().to_string(), what: e.to_string() })?;
+    std::fs::create_dir_all(&logs).map_err(|e| CoordinatorError::Io {
+        path: logs.display().to_string(),
+        what: e.to_string(),
+    })?;
     let bin = worker_binary();
     if !bin.exists() {
-        return Err(CoordinatorError::Io { path: bin.display().to_string(), what: "worker binary not found (build it, or set AIRLIFT_WORKER_BIN)".into() });
+        return Err(CoordinatorError::Io {
+            path: bin.display().to_string(),
+            what: "worker binary not found (build it, or set AIRLIFT_WORKER_BIN)".into(),
+        });
     }
     let gpus = assign_gpus(&cfg, &local_gpus())?;
     // Logs are appended to: a resumed or restarted worker's log follows the earlier attempt's.
@@ -147,7 +168,10 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
         let (bin, logs, token) = (bin.clone(), logs.clone(), token.clone());
         move |name: &str, args: Vec<String>, gpu: Option<String>, note: &str| -> Result<Child, CoordinatorError> {
             let path = logs.join(format!("{name}.log"));
-            let ioe = |e: std::io::Error| CoordinatorError::Io { path: path.display().to_string(), what: e.to_string() };
+            let ioe = |e: std::io::Error| CoordinatorError::Io {
+                path: path.display().to_string(),
+                what: e.to_string(),
+            };
             let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(ioe)?;
             if !note.is_empty() {
                 use std::io::Write;
@@ -174,7 +198,10 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
                 .stderr(Stdio::from(err))
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| CoordinatorError::Io { path: bin.display().to_string(), what: e.to_string() })?;
+                .map_err(|e| CoordinatorError::Io {
+                    path: bin.display().to_string(),
+                    what: e.to_string(),
+                })?;
             tracing::info!(name = %name, pid = child.id(), "worker started");
             Ok(child)
         }
@@ -205,7 +232,15 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
             for r in 0..n {
                 let name = format!("learner-{r}");
                 let note = if generation > 0 { format!("restart {generation}") } else { String::new() };
-                let args = vec!["run".into(), "--role".into(), "learner".into(), "--coordinator".into(), url.clone(), "--rank".into(), r.to_string()];
+                let args = vec![
+                    "run".into(),
+                    "--role".into(),
+                    "learner".into(),
+                    "--coordinator".into(),
+                    url.clone(),
+                    "--rank".into(),
+                    r.to_string(),
+                ];
                 let child = spawn(&name, args, gpus[r as usize].clone(), &note)?;
                 write_pids(&name, &child);
                 let ev = events_tx.clone();
@@ -246,7 +281,12 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
     for i in 0..cfg.workers.rollout {
         let name = format!("rollout-{i}");
         let args = vec!["run".into(), "--role".into(), "rollout".into(), "--coordinator".into(), url.clone()];
-        let child = spawn(&name, args, gpus[(cfg.workers.learner + i) as usize].clone(), if resume.is_none() { "" } else { "resume" })?;
+        let child = spawn(
+            &name,
+            args,
+            gpus[(cfg.workers.learner + i) as usize].clone(),
+            if resume.is_none() { "" } else { "resume" },
+        )?;
         write_pids(&name, &child);
         let tx = exited_tx.clone();
         let label = name.clone();
@@ -280,7 +320,11 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
             }
         }
     };
-    let opts = crate::ServeOptions { resume, launcher: Some((events_rx, respawn_tx)), eval };
+    let opts = crate::ServeOptions {
+        resume,
+        launcher: Some((events_rx, respawn_tx)),
+        eval,
+    };
     let outcome = serve(cfg.clone(), token, listener, stop, opts).await;
     restarter.abort();
     let deadline = tokio::time::Instant::now() + EXIT_GRACE;
@@ -288,7 +332,10 @@ async fn launch(cfg: RunConfig, token: Option<String>, resume: Option<crate::sta
     reap(current, deadline).await;
     reap(rollouts, deadline).await;
     // A failed run names what its workers said last, so nobody has to open the logs to start.
-    let names: Vec<String> = (0..cfg.workers.learner).map(|r| format!("learner-{r}")).chain((0..cfg.workers.rollout).map(|i| format!("rollout-{i}"))).collect();
+    let names: Vec<String> = (0..cfg.workers.learner)
+        .map(|r| format!("learner-{r}"))
+        .chain((0..cfg.workers.rollout).map(|i| format!("rollout-{i}")))
+        .collect();
     outcome.map_err(|e| match e {
         CoordinatorError::Failed(why) => {
             let said: String = names

@@ -67,7 +67,15 @@ pub struct RunOutcome {
 pub const EXIT_STOPPED: i32 = 75;
 
 /// Outputs of a run in its folder (what a fresh run must not silently mix with its own).
-const OUTPUTS: [&str; 7] = ["metrics.jsonl", "report.html", "tensorboard", "trajectories", "checkpoints", "logs", "workers.json"];
+const OUTPUTS: [&str; 7] = [
+    "metrics.jsonl",
+    "report.html",
+    "tensorboard",
+    "trajectories",
+    "checkpoints",
+    "logs",
+    "workers.json",
+];
 
 /// Makes `run.dir` ready: a fresh run (`resume` = false) refuses a folder holding another run's
 /// outputs unless `overwrite`, which deletes them first.
@@ -110,7 +118,10 @@ pub fn prepare_run_dir(cfg: &RunConfig, resume: bool, overwrite: bool) -> Result
     for name in present {
         let p = dir.join(name);
         let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        r.map_err(|e| CoordinatorError::Io { path: p.display().to_string(), what: format!("cannot delete for --overwrite: {e}") })?;
+        r.map_err(|e| CoordinatorError::Io {
+            path: p.display().to_string(),
+            what: format!("cannot delete for --overwrite: {e}"),
+        })?;
         tracing::warn!(path = %p.display(), "deleted (--overwrite)");
     }
     Ok(())
@@ -133,7 +144,9 @@ pub fn advertised(addr: std::net::SocketAddr) -> String {
         return format!("http://{addr}");
     }
     let host = std::env::var("AIRLIFT_ADVERTISE").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "127.0.0.1".into())
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "127.0.0.1".into())
     });
     format!("http://{host}:{}", addr.port())
 }
@@ -143,11 +156,19 @@ pub fn advertised(addr: std::net::SocketAddr) -> String {
 fn publish(run_dir: &std::path::Path, url: &str, token: Option<&str>) -> Result<(), CoordinatorError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |p: &std::path::Path, e: std::io::Error| CoordinatorError::Io { path: p.display().to_string(), what: e.to_string() };
+    let io = |p: &std::path::Path, e: std::io::Error| CoordinatorError::Io {
+        path: p.display().to_string(),
+        what: e.to_string(),
+    };
     if let Some(t) = token {
         let p = token_file(run_dir);
         let _ = std::fs::remove_file(&p);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(|e| io(&p, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| io(&p, e))?;
         f.write_all(t.as_bytes()).map_err(|e| io(&p, e))?;
     }
     // The URL last, through a rename: whoever waits for it finds the token in place.
@@ -200,12 +221,19 @@ pub fn choose_checkpoint(cfg: &RunConfig, resume: &Resume) -> Result<Option<stat
             }
             match choice.chosen {
                 Some((dir, m)) => {
-                    let why = if choice.skipped.is_empty() { "the newest".to_string() } else { format!("the newest valid; {} newer skipped", choice.skipped.len()) };
+                    let why = if choice.skipped.is_empty() {
+                        "the newest".to_string()
+                    } else {
+                        format!("the newest valid; {} newer skipped", choice.skipped.len())
+                    };
                     tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, "resuming from {why}");
                     eprintln!("resuming from {} (iteration {}, {why})", dir.display(), m.iteration);
                     Ok(Some(state::ResumePoint { dir, manifest: m }))
                 }
-                None => Err(CoordinatorError::Checkpoint(format!("--resume: no valid checkpoint in {}", ckpt::root(&run_dir).display()))),
+                None => Err(CoordinatorError::Checkpoint(format!(
+                    "--resume: no valid checkpoint in {}",
+                    ckpt::root(&run_dir).display()
+                ))),
             }
         }
     }
@@ -213,9 +241,18 @@ pub fn choose_checkpoint(cfg: &RunConfig, resume: &Resume) -> Result<Option<stat
 
 /// Serves the run of `cfg` on `listener` until it is done, fails, or `shutdown` resolves (with
 /// the reason to stop). Writes the effective config to `<run>/config.toml` first.
-pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener, shutdown: impl Future<Output = String> + Send + 'static, opts: ServeOptions) -> Result<RunOutcome, CoordinatorError> {
+pub async fn serve(
+    cfg: RunConfig,
+    token: Option<String>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = String> + Send + 'static,
+    opts: ServeOptions,
+) -> Result<RunOutcome, CoordinatorError> {
     let run_dir = cfg.run_dir();
-    let io = |what: std::io::Error| CoordinatorError::Io { path: run_dir.display().to_string(), what: what.to_string() };
+    let io = |what: std::io::Error| CoordinatorError::Io {
+        path: run_dir.display().to_string(),
+        what: what.to_string(),
+    };
     let resume = opts.resume;
     std::fs::create_dir_all(&run_dir).map_err(io)?;
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(io)?;
@@ -253,7 +290,9 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
     let signals = tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
         loop {
             let reason = tokio::select! {
                 _ = term.recv() => "SIGTERM",
@@ -311,8 +350,20 @@ pub async fn serve(cfg: RunConfig, token: Option<String>, listener: TcpListener,
         Err(_) => tracing::warn!("gRPC server did not stop within {} s; leaving it", SERVER_STOP_GRACE.as_secs()),
     }
     match state.phase {
-        Phase::Done => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts, stopped: None }),
-        Phase::Stopped(why) => Ok(RunOutcome { records: state.records, run_dir, last_checkpoint: state.last_checkpoint, restarts: state.restarts, stopped: Some(why) }),
+        Phase::Done => Ok(RunOutcome {
+            records: state.records,
+            run_dir,
+            last_checkpoint: state.last_checkpoint,
+            restarts: state.restarts,
+            stopped: None,
+        }),
+        Phase::Stopped(why) => Ok(RunOutcome {
+            records: state.records,
+            run_dir,
+            last_checkpoint: state.last_checkpoint,
+            restarts: state.restarts,
+            stopped: Some(why),
+        }),
         Phase::Failed(why) => Err(CoordinatorError::Failed(why)),
         other => Err(CoordinatorError::Failed(format!("ended in phase {}", other.name()))),
     }

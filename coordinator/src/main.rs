@@ -179,7 +179,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(Cmd::Export { checkpoint, out }) = &cli.command {
         let t = std::time::Instant::now();
         let (p, r) = airlift_coordinator::export::export(checkpoint, out)?;
-        println!("exported {} in {:.1} s\n  policy: {}\n  reward: {}", checkpoint.display(), t.elapsed().as_secs_f64(), p.display(), r.display());
+        println!(
+            "exported {} in {:.1} s\n  policy: {}\n  reward: {}",
+            checkpoint.display(),
+            t.elapsed().as_secs_f64(),
+            p.display(),
+            r.display()
+        );
         return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -195,13 +201,22 @@ fn main() -> anyhow::Result<()> {
         };
         let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
         return rt.block_on(async move {
-            let ch = tonic::transport::Channel::from_shared(coordinator.clone())?.connect().await.with_context(|| format!("connecting to {coordinator}"))?;
+            let ch = tonic::transport::Channel::from_shared(coordinator.clone())?
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {coordinator}"))?;
             let mut c = CoordinatorClient::with_interceptor(ch, Stamp::new(token));
             let s = c.run_status(airlift_proto::pb::StatusRequest {}).await?.into_inner();
-            println!("state {} | iteration {} | policy version {} | tasks queued {} running {}", s.state, s.iteration, s.policy_version, s.queued_tasks, s.running_tasks);
+            println!(
+                "state {} | iteration {} | policy version {} | tasks queued {} running {}",
+                s.state, s.iteration, s.policy_version, s.queued_tasks, s.running_tasks
+            );
             for w in s.workers {
                 let role = airlift_proto::pb::Role::try_from(w.role).map(|r| r.as_str_name()).unwrap_or("?");
-                println!("  worker {:>3} {:<13} {:<20} {:<16} policy v{}", w.worker_id, role, w.host, w.state, w.policy_version);
+                println!(
+                    "  worker {:>3} {:<13} {:<20} {:<16} policy v{}",
+                    w.worker_id, role, w.host, w.state, w.policy_version
+                );
             }
             if !s.last_metrics_json.is_empty() {
                 println!("last metrics: {}", s.last_metrics_json);
@@ -209,9 +224,42 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if let Some(Cmd::Eval { checkpoint, policy, reward, problems, limit, samples, name, out, compare, corruption_kinds, overwrite, learners, rollouts, external, check }) = cli.command {
+    if let Some(Cmd::Eval {
+        checkpoint,
+        policy,
+        reward,
+        problems,
+        limit,
+        samples,
+        name,
+        out,
+        compare,
+        corruption_kinds,
+        overwrite,
+        learners,
+        rollouts,
+        external,
+        check,
+    }) = cli.command
+    {
         let config = cli.config.as_deref().map(RunConfig::load).transpose()?;
-        let args = airlift_coordinator::eval::EvalArgs { checkpoint, policy, reward, config, problems, limit, samples, name, out, compare, corruption_kinds, overwrite, learners, rollouts, check };
+        let args = airlift_coordinator::eval::EvalArgs {
+            checkpoint,
+            policy,
+            reward,
+            config,
+            problems,
+            limit,
+            samples,
+            name,
+            out,
+            compare,
+            corruption_kinds,
+            overwrite,
+            learners,
+            rollouts,
+            check,
+        };
         let (cfg, plan, point) = airlift_coordinator::eval::prepare(&args)?;
         if check {
             print!("{}", shell_vars(&cfg.run_dir(), &cfg, false));
@@ -221,9 +269,15 @@ fn main() -> anyhow::Result<()> {
         let shown = plan.clone();
         let outcome = rt.block_on(async move {
             if external {
-                let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
+                let listener = tokio::net::TcpListener::bind(&cli.listen)
+                    .await
+                    .with_context(|| format!("binding {}", cli.listen))?;
                 tracing::info!(listen = %cli.listen, "evaluation: waiting for workers");
-                let opts = airlift_coordinator::ServeOptions { resume: point, launcher: None, eval: Some(plan) };
+                let opts = airlift_coordinator::ServeOptions {
+                    resume: point,
+                    launcher: None,
+                    eval: Some(plan),
+                };
                 Ok::<_, anyhow::Error>(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), opts).await?)
             } else {
                 Ok(airlift_coordinator::launcher::eval_local(cfg, token, plan, point).await?)
@@ -239,7 +293,9 @@ fn main() -> anyhow::Result<()> {
         let plan = airlift_coordinator::memory::plan_for(&cfg, model_config.as_deref()).map_err(anyhow::Error::msg)?;
         eprint!("{}", plan.table(&cfg));
         plan.fits(&cfg).map_err(anyhow::Error::msg)?;
-        let has = airlift_proto::checkpoint::newest_valid(&cfg.run_dir(), Some(&cfg.resume_hash())).chosen.is_some();
+        let has = airlift_proto::checkpoint::newest_valid(&cfg.run_dir(), Some(&cfg.resume_hash()))
+            .chosen
+            .is_some();
         print!("{}", shell_vars(&cfg.run_dir(), &cfg, has));
         return Ok(());
     }
@@ -256,10 +312,23 @@ fn main() -> anyhow::Result<()> {
         } else {
             // Nothing of an earlier attempt is touched before the checkpoint passed its checks.
             let resume = airlift_coordinator::choose_checkpoint(&cfg, &resume)?;
-            let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
+            let listener = tokio::net::TcpListener::bind(&cli.listen)
+                .await
+                .with_context(|| format!("binding {}", cli.listen))?;
             tracing::info!(listen = %cli.listen, "waiting for workers");
             // SIGTERM / SIGINT are handled by `serve` (stop after a checkpoint).
-            Ok(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), airlift_coordinator::ServeOptions { resume, launcher: None, eval: None }).await?)
+            Ok(airlift_coordinator::serve(
+                cfg,
+                token,
+                listener,
+                std::future::pending::<String>(),
+                airlift_coordinator::ServeOptions {
+                    resume,
+                    launcher: None,
+                    eval: None,
+                },
+            )
+            .await?)
         }
     })?;
     println!("\n== airlift run summary ({}) ==", outcome.run_dir.display());
@@ -285,7 +354,10 @@ fn main() -> anyhow::Result<()> {
         None => println!("no checkpoint written (checkpoint.every = 0 and checkpoint.at_end = false)"),
     }
     if let Some(why) = &outcome.stopped {
-        println!("run stopped ({why}) after its last checkpoint; continue it with --resume (exit status {})", airlift_coordinator::EXIT_STOPPED);
+        println!(
+            "run stopped ({why}) after its last checkpoint; continue it with --resume (exit status {})",
+            airlift_coordinator::EXIT_STOPPED
+        );
         std::process::exit(airlift_coordinator::EXIT_STOPPED);
     }
     Ok(())

@@ -40,7 +40,11 @@ impl Shape {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON ({e})", path.display()))?;
-        let get = |k: &str| v[k].as_u64().filter(|&n| n > 0).ok_or_else(|| format!("{}: field `{k}` missing or not a positive integer", path.display()));
+        let get = |k: &str| {
+            v[k].as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{}: field `{k}` missing or not a positive integer", path.display()))
+        };
         let (hidden, heads) = (get("hidden_size")?, get("num_attention_heads")?);
         Ok(Shape {
             vocab: get("vocab_size")?,
@@ -153,33 +157,68 @@ pub fn plan(cfg: &RunConfig, policy: &Shape, reward: &Shape) -> Plan {
     // Per layer and token: 34·h bytes at 16-bit (17·h values), + 5·heads·T (scores) at 16-bit.
     let act = |s: &Shape, layers: u64| micro * t * layers * (17 * s.hidden + 5 * s.heads * t / 2) * act_bytes;
     let head_chunk = 1024u64.min(micro * t) * policy.vocab * 4 * 2;
-    let mut learner = vec![Item { what: "policy: fp32 master weights".into(), bytes: 4 * p }];
+    let mut learner = vec![Item {
+        what: "policy: fp32 master weights".into(),
+        bytes: 4 * p,
+    }];
     // `policy.steps = 0`: a frozen policy has no gradients or moments.
     if cfg.policy.steps > 0 {
-        learner.push(Item { what: "policy: fp32 gradients + flat all-reduce copy".into(), bytes: 8 * p });
-        learner.push(Item { what: format!("policy: AdamW moments, 1/{w} ZeRO-1 share"), bytes: 8 * p / w });
+        learner.push(Item {
+            what: "policy: fp32 gradients + flat all-reduce copy".into(),
+            bytes: 8 * p,
+        });
+        learner.push(Item {
+            what: format!("policy: AdamW moments, 1/{w} ZeRO-1 share"),
+            bytes: 8 * p / w,
+        });
     }
-    learner.push(Item { what: "policy: fp32 copy published for rollout workers (rank 0)".into(), bytes: 4 * p });
-    learner.push(Item { what: "reward: weights, gradients, flat copy (fp32)".into(), bytes: 12 * r });
-    learner.push(Item { what: format!("reward: AdamW moments, 1/{w} share"), bytes: 8 * r / w });
+    learner.push(Item {
+        what: "policy: fp32 copy published for rollout workers (rank 0)".into(),
+        bytes: 4 * p,
+    });
+    learner.push(Item {
+        what: "reward: weights, gradients, flat copy (fp32)".into(),
+        bytes: 12 * r,
+    });
+    learner.push(Item {
+        what: format!("reward: AdamW moments, 1/{w} share"),
+        bytes: 8 * r / w,
+    });
     if cfg.policy.kl_coef > 0.0 {
-        learner.push(Item { what: "frozen reference policy (KL term)".into(), bytes: bytes(&cfg.model.train_dtype) as u64 * p });
+        learner.push(Item {
+            what: "frozen reference policy (KL term)".into(),
+            bytes: bytes(&cfg.model.train_dtype) as u64 * p,
+        });
     }
     learner.push(Item {
         what: format!("activations: {micro} rows x {t} tokens, larger of policy / reward pass"),
         bytes: act(policy, policy.layers).max(act(reward, k)),
     });
-    learner.push(Item { what: "LM head: one chunk of 1,024 positions' logits + grads (fp32)".into(), bytes: head_chunk });
+    learner.push(Item {
+        what: "LM head: one chunk of 1,024 positions' logits + grads (fp32)".into(),
+        bytes: head_chunk,
+    });
     let rows = cfg.sampling.max_batch.max(1) as u64;
     let rollout = vec![
-        Item { what: format!("policy weights ({})", cfg.model.rollout_dtype), bytes: bytes(&cfg.model.rollout_dtype) as u64 * p },
+        Item {
+            what: format!("policy weights ({})", cfg.model.rollout_dtype),
+            bytes: bytes(&cfg.model.rollout_dtype) as u64 * p,
+        },
         Item {
             what: format!("KV cache: {rows} rows x {t} positions"),
             bytes: rows * t * policy.layers * 2 * policy.kv_heads * policy.head_dim * bytes(&cfg.model.rollout_dtype) as u64,
         },
-        Item { what: format!("logits of one decode step ({rows} rows, fp32)"), bytes: rows * policy.vocab * 4 * 2 },
+        Item {
+            what: format!("logits of one decode step ({rows} rows, fp32)"),
+            bytes: rows * policy.vocab * 4 * 2,
+        },
     ];
-    Plan { policy_params: p, reward_params: r, learner, rollout }
+    Plan {
+        policy_params: p,
+        reward_params: r,
+        learner,
+        rollout,
+    }
 }
 
 /// The estimate for `cfg`, reading the models' `config.json`: from `shapes` when given (a
@@ -187,7 +226,8 @@ pub fn plan(cfg: &RunConfig, policy: &Shape, reward: &Shape) -> Plan {
 /// else from `model.policy` and `model.reward`.
 pub fn plan_for(cfg: &RunConfig, shapes: Option<&Path>) -> Result<Plan, String> {
     let policy_dir = shapes.unwrap_or(&cfg.model.policy);
-    let policy = Shape::from_dir(policy_dir).map_err(|e| format!("{e} (model.policy; `check --model-config DIR` estimates from a folder holding only the config.json)"))?;
+    let policy = Shape::from_dir(policy_dir)
+        .map_err(|e| format!("{e} (model.policy; `check --model-config DIR` estimates from a folder holding only the config.json)"))?;
     let reward = match (&cfg.model.reward, shapes) {
         (Some(dir), None) => Shape::from_dir(dir)?,
         _ => policy.clone(),
@@ -200,7 +240,17 @@ mod tests {
     use super::*;
 
     fn smollm2() -> Shape {
-        Shape { vocab: 49152, hidden: 576, intermediate: 1536, layers: 30, heads: 9, kv_heads: 3, head_dim: 64, tied: true, qkv_bias: false }
+        Shape {
+            vocab: 49152,
+            hidden: 576,
+            intermediate: 1536,
+            layers: 30,
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+            tied: true,
+            qkv_bias: false,
+        }
     }
 
     #[test]
@@ -208,10 +258,30 @@ mod tests {
         // SmolLM2-135M: 134,515,008 parameters (the safetensors file's count).
         assert_eq!(smollm2().params(), 134_515_008);
         // Qwen2.5-1.5B: 1,543,714,304 (tied, q/k/v biases).
-        let q = Shape { vocab: 151936, hidden: 1536, intermediate: 8960, layers: 28, heads: 12, kv_heads: 2, head_dim: 128, tied: true, qkv_bias: true };
+        let q = Shape {
+            vocab: 151936,
+            hidden: 1536,
+            intermediate: 8960,
+            layers: 28,
+            heads: 12,
+            kv_heads: 2,
+            head_dim: 128,
+            tied: true,
+            qkv_bias: true,
+        };
         assert_eq!(q.params(), 1_543_714_304);
         // Llama-3.2-1B: 1,235,814,400 (tied).
-        let l = Shape { vocab: 128256, hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kv_heads: 8, head_dim: 64, tied: true, qkv_bias: false };
+        let l = Shape {
+            vocab: 128256,
+            hidden: 2048,
+            intermediate: 8192,
+            layers: 16,
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 64,
+            tied: true,
+            qkv_bias: false,
+        };
         assert_eq!(l.params(), 1_235_814_400);
     }
 }

@@ -85,7 +85,11 @@ impl Console {
 
     /// `tty = false`: plain lines only (what tests and Slurm see).
     pub fn new(tty: bool) -> Console {
-        Console { tty, every: Duration::from_secs(30), phase: None }
+        Console {
+            tty,
+            every: Duration::from_secs(30),
+            phase: None,
+        }
     }
 
     /// Starts phase `name` of `total` `unit`s, `done` of them already done (a resumed run).
@@ -95,11 +99,30 @@ impl Console {
 
     pub fn begin_at(&mut self, name: &str, unit: &'static str, done: u64, total: u64, now: Instant) {
         self.end();
-        let p = Phase { name: name.to_string(), unit, total, done, first: done, started: now, last_line: Some(now), values: Vec::new() };
-        tracing::info!("{}: {} {}{}", p.name, p.total, plural(p.unit, p.total), if done > 0 { format!(" ({done} done before)") } else { String::new() });
+        let p = Phase {
+            name: name.to_string(),
+            unit,
+            total,
+            done,
+            first: done,
+            started: now,
+            last_line: Some(now),
+            values: Vec::new(),
+        };
+        tracing::info!(
+            "{}: {} {}{}",
+            p.name,
+            p.total,
+            plural(p.unit, p.total),
+            if done > 0 { format!(" ({done} done before)") } else { String::new() }
+        );
         if self.tty {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            );
             bar.set_prefix(p.name.clone());
             bar.set_position(done);
             *BAR.lock().unwrap() = Some(bar);
@@ -123,7 +146,10 @@ impl Console {
             bar.set_length(p.total);
             bar.set_position(p.done);
             // The bar shows done/total itself: the message is what follows them.
-            let rest = text.split_once(": ").and_then(|x| x.1.split_once(", ")).map_or(String::new(), |x| x.1.to_string());
+            let rest = text
+                .split_once(": ")
+                .and_then(|x| x.1.split_once(", "))
+                .map_or(String::new(), |x| x.1.to_string());
             bar.set_message(format!("{} {rest}", p.unit));
         }
         let due = p.last_line.is_none_or(|t| now.duration_since(t) >= self.every);
@@ -153,7 +179,11 @@ impl Console {
 }
 
 fn plural(unit: &str, n: u64) -> String {
-    if n == 1 { unit.trim_end_matches('s').to_string() } else { unit.to_string() }
+    if n == 1 {
+        unit.trim_end_matches('s').to_string()
+    } else {
+        unit.to_string()
+    }
 }
 
 /// `SFT warm start: 10/30 steps, 2.1 s/step, ETA 42s, loss 0.4933`.
@@ -233,7 +263,14 @@ mod tests {
         let mut c = Console::new(false);
         c.every = Duration::ZERO;
         c.begin_at("AIRL iterations", "iterations", 4, 12, t0);
-        let l = c.update_at(6, 12, vec![("tok/s".into(), 812.4), ("disc loss".into(), f64::NAN)], t0 + Duration::from_secs(150)).unwrap();
+        let l = c
+            .update_at(
+                6,
+                12,
+                vec![("tok/s".into(), 812.4), ("disc loss".into(), f64::NAN)],
+                t0 + Duration::from_secs(150),
+            )
+            .unwrap();
         assert_eq!(l, "AIRL iterations: 6/12 iterations, 1m15s/iteration, ETA 7m30s, tok/s 812, disc loss -");
         // Many units a second read as a rate.
         c.begin_at("evaluation", "tasks", 0, 100, t0);

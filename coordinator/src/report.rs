@@ -11,7 +11,14 @@ use plotters::prelude::*;
 use std::fmt::Write;
 use std::path::Path;
 
-const COLOURS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -40,16 +47,27 @@ pub fn chart(title: &str, x_desc: &str, series: &[Series]) -> String {
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut out, (440, 300)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut c = ChartBuilder::on(&root).caption(title, ("sans-serif", 15)).margin(8).x_label_area_size(30).y_label_area_size(48).build_cartesian_2d(x0..x1, y0..y1)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
         c.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc(x_desc).draw()?;
         for (i, s) in drawn.iter().enumerate() {
             let col = COLOURS[i % COLOURS.len()];
-            c.draw_series(LineSeries::new(s.1.iter().copied(), col.stroke_width(2)))?.label(s.0.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], col.stroke_width(2)));
+            c.draw_series(LineSeries::new(s.1.iter().copied(), col.stroke_width(2)))?
+                .label(s.0.clone())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], col.stroke_width(2)));
             if s.1.len() < 40 {
                 c.draw_series(s.1.iter().map(|&p| Circle::new(p, 2, col.filled())))?;
             }
         }
-        c.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })();
@@ -85,7 +103,10 @@ pub fn html(run_dir: &Path) -> Result<String, String> {
     let restarts: Vec<&serde_json::Value> = all.iter().filter(|r| r.get("restart").is_some()).collect();
     let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap_or_default();
     let cfg: Option<toml::Value> = toml::from_str(&config).ok();
-    let name = cfg.as_ref().and_then(|c| c["run"]["name"].as_str().map(String::from)).unwrap_or_else(|| run_dir.display().to_string());
+    let name = cfg
+        .as_ref()
+        .and_then(|c| c["run"]["name"].as_str().map(String::from))
+        .unwrap_or_else(|| run_dir.display().to_string());
     let total = cfg.as_ref().and_then(|c| c["run"]["iterations"].as_integer()).unwrap_or(0);
     let done = records.iter().filter_map(|r| r["iteration"].as_u64()).max().unwrap_or(0);
     let elapsed = records.iter().filter_map(|r| r["elapsed_s"].as_f64()).fold(0.0f64, f64::max);
@@ -111,16 +132,36 @@ pre{{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:85%}} .charts svg{
     // Warm start: per-step losses (step 0's record).
     let warm = records.iter().find(|r| r["iteration"].as_u64() == Some(0));
     let steps = |k: &str| -> Vec<(f64, f64)> {
-        warm.map(|w| l0(w, k).as_array().into_iter().flatten().enumerate().filter_map(|(i, v)| Some(((i + 1) as f64, v.as_f64()?))).collect()).unwrap_or_default()
+        warm.map(|w| {
+            l0(w, k)
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, v)| Some(((i + 1) as f64, v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
     };
     h.push_str("<h2>Learning curves</h2>\n<div class=\"charts\">\n");
-    h.push_str(&chart("Warm start: SFT loss (token NLL)", "SFT step", &[("SFT loss".into(), steps("sft_losses"))]));
-    h.push_str(&chart("Warm start: discriminator loss", "reward warm-start step", &[("experts vs their corruptions".into(), steps("reward_warm_losses"))]));
+    h.push_str(&chart(
+        "Warm start: SFT loss (token NLL)",
+        "SFT step",
+        &[("SFT loss".into(), steps("sft_losses"))],
+    ));
+    h.push_str(&chart(
+        "Warm start: discriminator loss",
+        "reward warm-start step",
+        &[("experts vs their corruptions".into(), steps("reward_warm_losses"))],
+    ));
     let f = |k: &'static str| move |r: &serde_json::Value| l0(r, k).as_f64();
     h.push_str(&chart(
         "Discriminator loss per iteration",
         "iteration",
-        &[per_iteration(&records, "first step", f("disc_loss_first")), per_iteration(&records, "last step", f("disc_loss"))],
+        &[
+            per_iteration(&records, "first step", f("disc_loss_first")),
+            per_iteration(&records, "last step", f("disc_loss")),
+        ],
     ));
     h.push_str(&chart(
         "Policy (PPO) per iteration",
@@ -139,7 +180,10 @@ pre{{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:85%}} .charts svg{
     h.push_str(&chart(
         "In-batch AUROC (reward after the discriminator steps)",
         "iteration",
-        &[per_iteration(&records, "expert vs policy", f("auroc_expert_policy_seq")), per_iteration(&records, "expert vs corrupted", f("auroc_expert_corrupted_seq"))],
+        &[
+            per_iteration(&records, "expert vs policy", f("auroc_expert_policy_seq")),
+            per_iteration(&records, "expert vs corrupted", f("auroc_expert_corrupted_seq")),
+        ],
     ));
     let e = |k: &'static str| move |r: &serde_json::Value| l0(r, "eval")[k].as_f64();
     h.push_str(&chart(
@@ -153,8 +197,16 @@ pre{{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:85%}} .charts svg{
             per_iteration(&records, "policy accuracy", e("policy_accuracy")),
         ],
     ));
-    h.push_str(&chart("Rollout accuracy (this iteration's samples)", "iteration", &[per_iteration(&records, "accuracy", |r| r["rollout"]["accuracy"].as_f64())]));
-    h.push_str(&chart("Generation throughput", "iteration", &[per_iteration(&records, "tokens/s", |r| r["rollout"]["tokens_per_s"].as_f64())]));
+    h.push_str(&chart(
+        "Rollout accuracy (this iteration's samples)",
+        "iteration",
+        &[per_iteration(&records, "accuracy", |r| r["rollout"]["accuracy"].as_f64())],
+    ));
+    h.push_str(&chart(
+        "Generation throughput",
+        "iteration",
+        &[per_iteration(&records, "tokens/s", |r| r["rollout"]["tokens_per_s"].as_f64())],
+    ));
     h.push_str(&chart(
         "Wall time per iteration (s)",
         "iteration",
@@ -186,29 +238,62 @@ pre{{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:85%}} .charts svg{
     } else {
         h.push_str("<table><tr><th>restart</th><th>from checkpoint of iteration</th><th>iterations redone</th><th>why</th></tr>\n");
         for r in &restarts {
-            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", r["restart"], r["checkpoint_iteration"], escape(&r["redone"].to_string()), escape(r["reason"].as_str().unwrap_or("")));
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r["restart"],
+                r["checkpoint_iteration"],
+                escape(&r["redone"].to_string()),
+                escape(r["reason"].as_str().unwrap_or(""))
+            );
         }
         h.push_str("</table>\n");
     }
 
     h.push_str("<h2>Checkpoints on disk</h2>\n");
-    let mut ckpts: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("step-")).collect();
+    let mut ckpts: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        .collect();
     ckpts.sort_by_key(|e| e.file_name());
     if ckpts.is_empty() {
         h.push_str("<p>None.</p>\n");
     } else {
         h.push_str("<table><tr><th>folder</th><th>iteration</th><th>policy version</th><th>learner ranks</th><th>MB</th></tr>\n");
         for c in &ckpts {
-            let m: Option<serde_json::Value> = std::fs::read_to_string(c.path().join("manifest.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-            let mb: u64 = std::fs::read_dir(c.path()).into_iter().flatten().flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>() / 1_000_000;
+            let m: Option<serde_json::Value> = std::fs::read_to_string(c.path().join("manifest.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let mb: u64 = std::fs::read_dir(c.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+                / 1_000_000;
             let cell = |k: &str| m.as_ref().map_or("no manifest".to_string(), |m| m[k].to_string());
-            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{mb}</td></tr>", escape(&c.file_name().to_string_lossy()), cell("iteration"), cell("policy_version"), cell("world_size"));
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{mb}</td></tr>",
+                escape(&c.file_name().to_string_lossy()),
+                cell("iteration"),
+                cell("policy_version"),
+                cell("world_size")
+            );
         }
         h.push_str("</table>\n");
     }
 
     h.push_str("<h2>Evaluations</h2>\n");
-    let mut evals: Vec<_> = std::fs::read_dir(run_dir.join("eval")).into_iter().flatten().flatten().filter(|e| e.path().join("report.html").exists()).collect();
+    let mut evals: Vec<_> = std::fs::read_dir(run_dir.join("eval"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("report.html").exists())
+        .collect();
     evals.sort_by_key(|e| e.file_name());
     if evals.is_empty() {
         h.push_str("<p class=\"note\">None in <code>eval/</code> yet (<code>coordinator eval --checkpoint …</code> writes them there).</p>\n");
@@ -244,7 +329,11 @@ mod tests {
     #[test]
     fn a_chart_without_points_is_a_note_and_one_with_points_is_svg() {
         assert!(chart("x", "i", &[("a".into(), vec![])]).contains("no data"));
-        let svg = chart("loss", "iteration", &[("a".into(), vec![(1.0, 0.5), (2.0, 0.25)]), ("b".into(), vec![(1.0, 1.0)])]);
+        let svg = chart(
+            "loss",
+            "iteration",
+            &[("a".into(), vec![(1.0, 0.5), (2.0, 0.25)]), ("b".into(), vec![(1.0, 1.0)])],
+        );
         assert!(svg.starts_with("<svg") && svg.contains("loss"), "{svg}");
         // One point, one x: still drawn (the axis is widened).
         assert!(chart("one", "i", &[("a".into(), vec![(3.0, 2.0)])]).starts_with("<svg"));

@@ -3,7 +3,10 @@
 
 use crate::state::Event;
 use airlift_proto::auth::Guard;
-use airlift_proto::pb::{self, coordinator_server::{Coordinator, CoordinatorServer}};
+use airlift_proto::pb::{
+    self,
+    coordinator_server::{Coordinator, CoordinatorServer},
+};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,7 +31,13 @@ fn gone() -> Status {
 impl Coordinator for CoordinatorService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let (reply, rx) = oneshot::channel();
-        self.events.send(Event::Register { req: request.into_inner(), reply }).await.map_err(|_| gone())?;
+        self.events
+            .send(Event::Register {
+                req: request.into_inner(),
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map(Response::new)
     }
 
@@ -58,7 +67,13 @@ impl Coordinator for CoordinatorService {
 
     async fn report_task(&self, request: Request<pb::TaskReport>) -> Result<Response<pb::TaskAck>, Status> {
         let (reply, rx) = oneshot::channel();
-        self.events.send(Event::Report { report: request.into_inner(), reply }).await.map_err(|_| gone())?;
+        self.events
+            .send(Event::Report {
+                report: request.into_inner(),
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map(Response::new)
     }
 

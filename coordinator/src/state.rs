@@ -25,9 +25,9 @@
 use crate::eval::EvalPlan;
 use crate::progress::Console;
 use crate::tensorboard::EventWriter;
-use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
+use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -146,19 +146,43 @@ struct IterationState {
 
 /// Events of the coordinator's loop.
 pub enum Event {
-    Register { req: pb::RegisterRequest, reply: tokio::sync::oneshot::Sender<Result<pb::RegisterResponse, Status>> },
-    Attach { worker_id: u64, outbox: Outbox },
-    Message { worker_id: u64, msg: pb::WorkerMessage },
-    Detached { worker_id: u64 },
-    Report { report: pb::TaskReport, reply: tokio::sync::oneshot::Sender<Result<pb::TaskAck, Status>> },
-    Status { reply: tokio::sync::oneshot::Sender<pb::StatusResponse> },
+    Register {
+        req: pb::RegisterRequest,
+        reply: tokio::sync::oneshot::Sender<Result<pb::RegisterResponse, Status>>,
+    },
+    Attach {
+        worker_id: u64,
+        outbox: Outbox,
+    },
+    Message {
+        worker_id: u64,
+        msg: pb::WorkerMessage,
+    },
+    Detached {
+        worker_id: u64,
+    },
+    Report {
+        report: pb::TaskReport,
+        reply: tokio::sync::oneshot::Sender<Result<pb::TaskAck, Status>>,
+    },
+    Status {
+        reply: tokio::sync::oneshot::Sender<pb::StatusResponse>,
+    },
     Tick,
-    Stop { reason: String },
+    Stop {
+        reason: String,
+    },
     /// Stop at the next safe point (after the iteration being learned, with a checkpoint);
     /// a second one stops at once.
-    Drain { reason: String },
+    Drain {
+        reason: String,
+    },
     /// The local launcher saw learner process `rank` of spawn `generation` exit.
-    LearnerExited { rank: u32, generation: u32, status: String },
+    LearnerExited {
+        rank: u32,
+        generation: u32,
+        status: String,
+    },
 }
 
 /// The whole run state.
@@ -274,7 +298,15 @@ impl RunState {
     pub fn evaluate(&mut self, plan: EvalPlan, point: Option<ResumePoint>) {
         self.policy_version = point.as_ref().map_or(0, |p| p.manifest.policy_version);
         self.resume = point;
-        self.eval = Some(EvalJob { plan, queued: false, rollout_rank: HashMap::new(), expected_scores: 0, score_tasks: Vec::new(), report_task: None, scored: Vec::new() });
+        self.eval = Some(EvalJob {
+            plan,
+            queued: false,
+            rollout_rank: HashMap::new(),
+            expected_scores: 0,
+            score_tasks: Vec::new(),
+            report_task: None,
+            scored: Vec::new(),
+        });
     }
 
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
@@ -309,7 +341,8 @@ impl RunState {
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .collect();
         }
-        self.records.retain(|r| r["iteration"].as_u64().is_some_and(|i| i <= m.iteration) || r.get("restart").is_some());
+        self.records
+            .retain(|r| r["iteration"].as_u64().is_some_and(|i| i <= m.iteration) || r.get("restart").is_some());
         let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
         if let Err(e) = std::fs::write(&path, text) {
             tracing::error!(path = %path.display(), error = %e, "cannot rewrite metrics");
@@ -325,7 +358,11 @@ impl RunState {
             }
         }
         if removed > 0 {
-            tracing::info!(files = removed, after_iteration = m.iteration, "removed trajectory files of iterations the checkpoint does not cover (they are run again)");
+            tracing::info!(
+                files = removed,
+                after_iteration = m.iteration,
+                "removed trajectory files of iterations the checkpoint does not cover (they are run again)"
+            );
         }
         self.resume = Some(point);
     }
@@ -358,7 +395,9 @@ impl RunState {
                         tracing::info!(worker_id, role = ?w.role, host = %w.host, "worker attached");
                     }
                     _ => {
-                        let _ = outbox.try_send(Err(Status::not_found(format!("worker {worker_id} is not registered (or was declared lost): register again"))));
+                        let _ = outbox.try_send(Err(Status::not_found(format!(
+                            "worker {worker_id} is not registered (or was declared lost): register again"
+                        ))));
                     }
                 }
                 self.progress();
@@ -415,7 +454,12 @@ impl RunState {
             }
             Event::Tick => {
                 let limit = Duration::from_millis(self.cfg.workers.lost_after_ms);
-                let silent: Vec<u64> = self.workers.iter().filter(|(_, w)| !w.lost && w.last_seen.elapsed() > limit).map(|(&id, _)| id).collect();
+                let silent: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| !w.lost && w.last_seen.elapsed() > limit)
+                    .map(|(&id, _)| id)
+                    .collect();
                 for id in silent {
                     self.lose(id, "it missed its heartbeats");
                 }
@@ -442,7 +486,11 @@ impl RunState {
                 if generation != self.learner_generation || self.finished() {
                     return;
                 }
-                let alive = self.workers.iter().find(|(_, w)| w.role == pb::Role::Learner && !w.lost && w.asked_rank == rank).map(|(&id, _)| id);
+                let alive = self
+                    .workers
+                    .iter()
+                    .find(|(_, w)| w.role == pb::Role::Learner && !w.lost && w.asked_rank == rank)
+                    .map(|(&id, _)| id);
                 match alive {
                     Some(id) => self.lose(id, &format!("its process exited ({status})")),
                     None => self.fail(format!("learner-{rank} exited ({status}) before it registered")),
@@ -506,7 +554,11 @@ impl RunState {
             },
         );
         tracing::info!(worker_id = id, ?role, host = %req.host, pid = req.pid, "worker registered");
-        Ok(pb::RegisterResponse { worker_id: id, config_toml: self.config_toml.clone(), run_dir: self.run_dir.display().to_string() })
+        Ok(pb::RegisterResponse {
+            worker_id: id,
+            config_toml: self.config_toml.clone(),
+            run_dir: self.run_dir.display().to_string(),
+        })
     }
 
     fn send(&mut self, worker_id: u64, msg: Msg) -> bool {
@@ -595,10 +647,14 @@ impl RunState {
             return self.fail(format!("{why}; the evaluation stopped (run it again)"));
         }
         if let Some(reason) = crate::failure::permanent(&why) {
-            return self.fail(format!("{why}; not retried: {reason}, which a restart would meet again (make room, then `--resume`)"));
+            return self.fail(format!(
+                "{why}; not retried: {reason}, which a restart would meet again (make room, then `--resume`)"
+            ));
         }
         if self.respawn.is_none() {
-            return self.fail(format!("{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"));
+            return self.fail(format!(
+                "{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"
+            ));
         }
         if self.restarts.len() >= max {
             return self.fail(format!("{why}; the learners were already restarted {max} times (run.max_restarts)"));
@@ -608,7 +664,10 @@ impl RunState {
             tracing::warn!(checkpoint = %dir.display(), error = %e, "skipping a checkpoint that failed its checks");
         }
         let Some((dir, manifest)) = choice.chosen else {
-            return self.fail(format!("{why}; there is no valid checkpoint to restart from (checkpoint.every = {})", self.cfg.checkpoint.every));
+            return self.fail(format!(
+                "{why}; there is no valid checkpoint to restart from (checkpoint.every = {})",
+                self.cfg.checkpoint.every
+            ));
         };
         // Iterations started after the checkpoint are done again.
         let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
@@ -622,9 +681,19 @@ impl RunState {
             }
         }
         self.queue.clear();
-        let learners: Vec<u64> = self.workers.iter().filter(|(_, w)| w.role == pb::Role::Learner && !w.lost).map(|(&id, _)| id).collect();
+        let learners: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.role == pb::Role::Learner && !w.lost)
+            .map(|(&id, _)| id)
+            .collect();
         for id in learners {
-            self.send(id, Msg::Shutdown(pb::Shutdown { reason: format!("restarting the learners: {why}") }));
+            self.send(
+                id,
+                Msg::Shutdown(pb::Shutdown {
+                    reason: format!("restarting the learners: {why}"),
+                }),
+            );
             let w = self.workers.get_mut(&id).unwrap();
             w.lost = true;
             w.outbox = None;
@@ -659,7 +728,12 @@ impl RunState {
     }
 
     fn learners_by_rank(&self) -> Vec<u64> {
-        let mut v: Vec<(u32, u64)> = self.workers.iter().filter(|(_, w)| w.role == pb::Role::Learner && !w.lost).filter_map(|(&id, w)| w.rank.map(|r| (r, id))).collect();
+        let mut v: Vec<(u32, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.role == pb::Role::Learner && !w.lost)
+            .filter_map(|(&id, w)| w.rank.map(|r| (r, id)))
+            .collect();
         v.sort();
         v.into_iter().map(|(_, id)| id).collect()
     }
@@ -719,7 +793,12 @@ impl RunState {
             return;
         }
         let w = self.cfg.workers.learner as usize;
-        let mut learners: Vec<u64> = self.workers.iter().filter(|(_, x)| x.role == pb::Role::Learner && !x.lost && x.outbox.is_some()).map(|(&id, _)| id).collect();
+        let mut learners: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, x)| x.role == pb::Role::Learner && !x.lost && x.outbox.is_some())
+            .map(|(&id, _)| id)
+            .collect();
         if learners.len() < w {
             return;
         }
@@ -744,7 +823,16 @@ impl RunState {
             // Rank 0 creates the NCCL unique id and answers with it (WorkerMessage.nccl_id).
             let rank0 = self.learners_by_rank()[0];
             let addrs = self.learner_collective_addrs();
-            self.send(rank0, Msg::Rendezvous(pb::Rendezvous { rank: 0, world_size: w as u32, collective_addrs: addrs, nccl_unique_id: Vec::new(), resume_checkpoint: self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default() }));
+            self.send(
+                rank0,
+                Msg::Rendezvous(pb::Rendezvous {
+                    rank: 0,
+                    world_size: w as u32,
+                    collective_addrs: addrs,
+                    nccl_unique_id: Vec::new(),
+                    resume_checkpoint: self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default(),
+                }),
+            );
             self.awaiting_nccl_id = true;
             tracing::info!(learners = w, "rendezvous sent to rank 0; waiting for its NCCL unique id");
             return;
@@ -763,7 +851,13 @@ impl RunState {
         let addrs = self.learner_collective_addrs();
         let resume = self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default();
         for (r, id) in by_rank.iter().enumerate().skip(first_rank) {
-            let rdv = pb::Rendezvous { rank: r as u32, world_size: w as u32, collective_addrs: addrs.clone(), nccl_unique_id: nccl_unique_id.clone(), resume_checkpoint: resume.clone() };
+            let rdv = pb::Rendezvous {
+                rank: r as u32,
+                world_size: w as u32,
+                collective_addrs: addrs.clone(),
+                nccl_unique_id: nccl_unique_id.clone(),
+                resume_checkpoint: resume.clone(),
+            };
             self.send(*id, Msg::Rendezvous(rdv));
         }
         self.rendezvous_sent = true;
@@ -809,17 +903,31 @@ impl RunState {
                     let counts = ckpt::split_counts(b as usize, w as usize);
                     let first: u64 = counts[..r as usize].iter().sum::<usize>() as u64;
                     let mine = counts[r as usize] as u64;
-                    let ids = (0..steps).flat_map(|k| (0..mine).map(move |j| REWARD_WARM_FIRST_ID + k * b + first + j)).collect();
+                    let ids = (0..steps)
+                        .flat_map(|k| (0..mine).map(move |j| REWARD_WARM_FIRST_ID + k * b + first + j))
+                        .collect();
                     (steps, ids, 0)
                 }
             };
-            let t = self.new_task(0, TaskKind::Learner(pb::LearnerTask { kind: kind as i32, steps: steps as u32, prompt_ids: ids, next_policy_version: next_version, ..Default::default() }));
+            let t = self.new_task(
+                0,
+                TaskKind::Learner(pb::LearnerTask {
+                    kind: kind as i32,
+                    steps: steps as u32,
+                    prompt_ids: ids,
+                    next_policy_version: next_version,
+                    ..Default::default()
+                }),
+            );
             self.warm_tasks.push(t);
             self.start(t, id);
         }
         let (name, steps) = match kind {
             pb::LearnerTaskKind::SftWarmStart => ("SFT warm start (behaviour cloning of the policy on expert traces)", self.cfg.sft.steps as u64),
-            _ => ("reward warm start (discriminator on experts against their corruptions)", self.cfg.reward.warm_start_steps as u64),
+            _ => (
+                "reward warm start (discriminator on experts against their corruptions)",
+                self.cfg.reward.warm_start_steps as u64,
+            ),
         };
         self.console.begin(name.split(" (").next().unwrap_or(name), "steps", 0, steps);
         tracing::info!("{name}: started");
@@ -842,18 +950,45 @@ impl RunState {
         let by_rank = self.learners_by_rank();
         let mut tasks = Vec::new();
         for _ in &by_rank {
-            let t = self.new_task(iteration, TaskKind::Learner(pb::LearnerTask { kind: pb::LearnerTaskKind::Checkpoint as i32, iteration, checkpoint_dir: dir.display().to_string(), ..Default::default() }));
+            let t = self.new_task(
+                iteration,
+                TaskKind::Learner(pb::LearnerTask {
+                    kind: pb::LearnerTaskKind::Checkpoint as i32,
+                    iteration,
+                    checkpoint_dir: dir.display().to_string(),
+                    ..Default::default()
+                }),
+            );
             tasks.push(t);
         }
         // Recorded after the tasks are numbered: a resumed run numbers its next tasks from here.
-        let sft = [SFT_FIRST_ID, SFT_FIRST_ID + self.cfg.sft.steps as u64 * self.cfg.sft.batch as u64 * by_rank.len() as u64];
-        let rw = [REWARD_WARM_FIRST_ID, REWARD_WARM_FIRST_ID + self.cfg.reward.warm_start_steps as u64 * self.cfg.reward.warm_start_batch as u64];
-        let data = DataFrontier { prompts_trained: self.prompts_trained, sft_prompts: sft, reward_warm_prompts: rw, next_task_id: self.next_task };
+        let sft = [
+            SFT_FIRST_ID,
+            SFT_FIRST_ID + self.cfg.sft.steps as u64 * self.cfg.sft.batch as u64 * by_rank.len() as u64,
+        ];
+        let rw = [
+            REWARD_WARM_FIRST_ID,
+            REWARD_WARM_FIRST_ID + self.cfg.reward.warm_start_steps as u64 * self.cfg.reward.warm_start_batch as u64,
+        ];
+        let data = DataFrontier {
+            prompts_trained: self.prompts_trained,
+            sft_prompts: sft,
+            reward_warm_prompts: rw,
+            next_task_id: self.next_task,
+        };
         for (t, id) in tasks.iter().zip(by_rank) {
             self.start(*t, id);
         }
         tracing::info!(iteration, dir = %dir.display(), "checkpoint");
-        self.checkpointing = Some(PendingCheckpoint { iteration, dir, tasks, reports: BTreeMap::new(), policy_version: self.policy_version, data, started: Instant::now() });
+        self.checkpointing = Some(PendingCheckpoint {
+            iteration,
+            dir,
+            tasks,
+            reports: BTreeMap::new(),
+            policy_version: self.policy_version,
+            data,
+            started: Instant::now(),
+        });
     }
 
     /// All ranks wrote their shards: write the manifest (atomically) and prune old checkpoints.
@@ -868,7 +1003,10 @@ impl RunState {
             for (rank, rep) in &p.reports {
                 let f: ckpt::FileEntry = parse(&rep["file"], "file")?;
                 if f.rank != *rank || rep["optimizer_steps"] != r0["optimizer_steps"] {
-                    return Err(format!("rank {rank} reported rank {} with optimizer steps {} (rank 0: {})", f.rank, rep["optimizer_steps"], r0["optimizer_steps"]));
+                    return Err(format!(
+                        "rank {rank} reported rank {} with optimizer steps {} (rank 0: {})",
+                        f.rank, rep["optimizer_steps"], r0["optimizer_steps"]
+                    ));
                 }
                 files.push(f);
             }
@@ -879,7 +1017,10 @@ impl RunState {
                 iteration: p.iteration,
                 policy_version: p.policy_version,
                 world_size: p.reports.len() as u32,
-                created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                created_unix_s: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
                 layouts: parse(&r0["layouts"], "layouts")?,
                 optimizer_steps: parse(&r0["optimizer_steps"], "optimizer_steps")?,
                 files,
@@ -947,7 +1088,11 @@ impl RunState {
                         policy_version: self.policy_version,
                         prompt_ids: chunk.to_vec(),
                         samples_per_prompt: plan.samples,
-                        sampling: Some(pb::SamplingParams { temperature: self.cfg.sampling.temperature, top_p: self.cfg.sampling.top_p, max_new_tokens: self.cfg.sampling.max_new_tokens }),
+                        sampling: Some(pb::SamplingParams {
+                            temperature: self.cfg.sampling.temperature,
+                            top_p: self.cfg.sampling.top_p,
+                            max_new_tokens: self.cfg.sampling.max_new_tokens,
+                        }),
                         seed: self.cfg.run.seed.wrapping_mul(1_000_003).wrapping_add(0xE7A1 + chunk[0]),
                         learner_flight_addr: self.workers[&by_rank[rank]].flight_addr.clone(),
                         weights_flight_addr: weights_addr.clone(),
@@ -1067,7 +1212,17 @@ impl RunState {
                 TaskKind::Learner(t)
             }
         };
-        self.tasks.insert(id, Task { kind, iteration, attempts: 0, worker: None, started: None, done: false });
+        self.tasks.insert(
+            id,
+            Task {
+                kind,
+                iteration,
+                attempts: 0,
+                worker: None,
+                started: None,
+                done: false,
+            },
+        );
         id
     }
 
@@ -1078,7 +1233,13 @@ impl RunState {
         task.attempts += 1;
         let msg = match &task.kind {
             TaskKind::Rollout(t) => {
-                tracing::info!(task_id, worker_id, iteration = t.iteration, prompts = t.prompt_ids.len(), "rollout task started");
+                tracing::info!(
+                    task_id,
+                    worker_id,
+                    iteration = t.iteration,
+                    prompts = t.prompt_ids.len(),
+                    "rollout task started"
+                );
                 Msg::Rollout(t.clone())
             }
             TaskKind::Learner(t) => Msg::Learner(t.clone()),
@@ -1097,7 +1258,12 @@ impl RunState {
         let by_rank = self.learners_by_rank();
         let weights_addr = self.workers[&by_rank[0]].flight_addr.clone();
         let per = ids.len() / w;
-        let mut st = IterationState { policy_version: self.policy_version, queued_at: Some(Instant::now()), prompt_end: self.prompt_cursor, ..Default::default() };
+        let mut st = IterationState {
+            policy_version: self.policy_version,
+            queued_at: Some(Instant::now()),
+            prompt_end: self.prompt_cursor,
+            ..Default::default()
+        };
         for r in 0..w {
             let shard: Vec<u64> = ids[r * per..(r + 1) * per].to_vec();
             let dest = self.workers[&by_rank[r]].flight_addr.clone();
@@ -1124,7 +1290,12 @@ impl RunState {
             }
             st.shards.push(shard);
         }
-        tracing::info!(iteration, tasks = st.rollout_tasks.len(), policy_version = self.policy_version, "rollouts queued");
+        tracing::info!(
+            iteration,
+            tasks = st.rollout_tasks.len(),
+            policy_version = self.policy_version,
+            "rollouts queued"
+        );
         self.iterations.insert(iteration, st);
         self.queued_upto = iteration;
     }
@@ -1132,7 +1303,11 @@ impl RunState {
     fn dispatch(&mut self) {
         loop {
             let Some(&task_id) = self.queue.front() else { return };
-            let idle = self.workers.iter().find(|(_, w)| w.role == pb::Role::Rollout && !w.lost && w.outbox.is_some() && w.task.is_none()).map(|(&id, _)| id);
+            let idle = self
+                .workers
+                .iter()
+                .find(|(_, w)| w.role == pb::Role::Rollout && !w.lost && w.outbox.is_some() && w.task.is_none())
+                .map(|(&id, _)| id);
             let Some(worker_id) = idle else { return };
             self.queue.pop_front();
             self.start(task_id, worker_id);
@@ -1360,7 +1535,11 @@ impl RunState {
         use std::io::Write;
         let path = self.run_dir.join("metrics.jsonl");
         let line = rec.to_string();
-        let r = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = r {
             tracing::error!(path = %path.display(), error = %e, "cannot append metrics");
         }
@@ -1454,7 +1633,9 @@ mod tests {
 
     fn rendezvous(rx: &mut mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>) -> Option<pb::Rendezvous> {
         match rx.try_recv() {
-            Ok(Ok(pb::CoordinatorMessage { kind: Some(Msg::Rendezvous(r)) })) => Some(r),
+            Ok(Ok(pb::CoordinatorMessage {
+                kind: Some(Msg::Rendezvous(r)),
+            })) => Some(r),
             _ => None,
         }
     }
@@ -1474,7 +1655,13 @@ mod tests {
         assert_eq!(st.phase, Phase::WaitingForWorkers);
         // An id from rank 1 is ignored.
         let id = vec![7u8; 128];
-        let msg = |uid: Vec<u8>, worker_id| Event::Message { worker_id, msg: pb::WorkerMessage { worker_id, kind: Some(pb::worker_message::Kind::NcclId(pb::NcclId { unique_id: uid })) } };
+        let msg = |uid: Vec<u8>, worker_id| Event::Message {
+            worker_id,
+            msg: pb::WorkerMessage {
+                worker_id,
+                kind: Some(pb::worker_message::Kind::NcclId(pb::NcclId { unique_id: uid })),
+            },
+        };
         st.handle(msg(vec![1u8; 128], a));
         assert!(rendezvous(&mut ra).is_none());
         st.handle(msg(id.clone(), b));
@@ -1489,7 +1676,13 @@ mod tests {
     fn rollout_workers_beyond_workers_rollout_are_refused() {
         let mut st = cuda_run(1);
         st.cfg.workers.rollout = 2;
-        let req = || pb::RegisterRequest { role: pb::Role::Rollout as i32, host: "h".into(), pid: 1, device: "cuda:0".into(), ..Default::default() };
+        let req = || pb::RegisterRequest {
+            role: pb::Role::Rollout as i32,
+            host: "h".into(),
+            pid: 1,
+            device: "cuda:0".into(),
+            ..Default::default()
+        };
         let mut ids = Vec::new();
         for _ in 0..2 {
             let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -1511,6 +1704,10 @@ mod tests {
     fn a_cpu_worker_is_refused_by_a_cuda_run() {
         let mut st = cuda_run(1);
         let e = register(&mut st, "cpu", 0).unwrap_err();
-        assert!(e.message().contains("workers.device = \"cuda\"") && e.message().contains("`cpu`"), "{}", e.message());
+        assert!(
+            e.message().contains("workers.device = \"cuda\"") && e.message().contains("`cpu`"),
+            "{}",
+            e.message()
+        );
     }
 }

@@ -10,13 +10,19 @@ pub fn table(records: &[serde_json::Value]) -> String {
         if l["sft_steps"].as_u64().unwrap_or(0) > 0 {
             out.push_str(&format!(
                 "sft warm start: {} steps, loss {} -> {}, {:.1} s\n",
-                l["sft_steps"], f(&l["sft_loss_first"]), f(&l["sft_loss_last"]), l["time_sft_s"].as_f64().unwrap_or(0.0)
+                l["sft_steps"],
+                f(&l["sft_loss_first"]),
+                f(&l["sft_loss_last"]),
+                l["time_sft_s"].as_f64().unwrap_or(0.0)
             ));
         }
         if l["reward_warm_steps"].as_u64().unwrap_or(0) > 0 {
             out.push_str(&format!(
                 "reward warm start (experts vs their corruptions): {} steps, loss {} -> {}, {:.1} s\n",
-                l["reward_warm_steps"], f(&l["reward_warm_loss_first"]), f(&l["reward_warm_loss_last"]), l["time_reward_warm_s"].as_f64().unwrap_or(0.0)
+                l["reward_warm_steps"],
+                f(&l["reward_warm_loss_first"]),
+                f(&l["reward_warm_loss_last"]),
+                l["time_reward_warm_s"].as_f64().unwrap_or(0.0)
             ));
         }
     }
@@ -76,7 +82,10 @@ pub fn table(records: &[serde_json::Value]) -> String {
         out.push_str(&line);
         out.push('\n');
     }
-    let chance = records.last().and_then(|r| r["learners"][0]["eval"]["error_step_chance"].as_f64()).map_or("-".to_string(), |c| format!("{c:.3}"));
+    let chance = records
+        .last()
+        .and_then(|r| r["learners"][0]["eval"]["error_step_chance"].as_f64())
+        .map_or("-".to_string(), |c| format!("{c:.3}"));
     out.push_str(&format!(
         "AUROCs, expert (e) vs policy samples (pol) and corrupted experts (cor). Held-out cor: mean / min =\n\
          sequence score by mean / min token reward; pair = each corrupted trace vs the expert it came from;\n\

@@ -138,11 +138,19 @@ impl EventWriter {
             }
         }
         let now = wall_time();
-        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).unwrap_or_else(|| "airlift".into());
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or_else(|| "airlift".into());
         let path = dir.join(format!("events.out.tfevents.{}.{host}.{}", now as u64, std::process::id()));
         let file = std::fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
         let mut w = EventWriter { path, file };
-        let head = Event { wall_time: now, step: 0, file_version: Some("brain.Event:2".into()), summary: None };
+        let head = Event {
+            wall_time: now,
+            step: 0,
+            file_version: Some("brain.Event:2".into()),
+            summary: None,
+        };
         w.file.write_all(&record(&head.encode_to_vec()))?;
         for r in records {
             w.append(r)?;
@@ -154,12 +162,20 @@ impl EventWriter {
     pub fn append(&mut self, rec: &serde_json::Value) -> std::io::Result<()> {
         let mut by_step: std::collections::BTreeMap<i64, Vec<SummaryValue>> = Default::default();
         for (step, tag, v) in scalars(rec) {
-            by_step.entry(step).or_default().push(SummaryValue { tag, simple_value: Some(v as f32) });
+            by_step.entry(step).or_default().push(SummaryValue {
+                tag,
+                simple_value: Some(v as f32),
+            });
         }
         let wall = wall_time();
         let mut bytes = Vec::new();
         for (step, value) in by_step {
-            let e = Event { wall_time: wall, step, file_version: None, summary: Some(Summary { value }) };
+            let e = Event {
+                wall_time: wall,
+                step,
+                file_version: None,
+                summary: Some(Summary { value }),
+            };
             bytes.extend(record(&e.encode_to_vec()));
         }
         self.file.write_all(&bytes)?;
@@ -172,7 +188,10 @@ impl EventWriter {
 }
 
 fn wall_time() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -195,9 +214,26 @@ mod tests {
         });
         let s = scalars(&rec);
         let tags: Vec<&str> = s.iter().map(|x| x.1.as_str()).collect();
-        assert_eq!(tags, ["run/elapsed_s", "run/policy_version", "rollout/accuracy", "rollout/tasks", "learner/disc_loss", "eval/error_step_hit1"]);
+        assert_eq!(
+            tags,
+            [
+                "run/elapsed_s",
+                "run/policy_version",
+                "rollout/accuracy",
+                "rollout/tasks",
+                "learner/disc_loss",
+                "eval/error_step_hit1"
+            ]
+        );
         assert!(s.iter().all(|x| x.0 == 3));
         let warm = serde_json::json!({"iteration": 0, "phase": "sft", "learners": [{"sft_loss_last": 0.4, "sft_losses": [1.0, 0.5]}]});
-        assert_eq!(scalars(&warm), [(0, "warm_start/sft_loss_last".to_string(), 0.4), (1, "warm_start/sft_loss".into(), 1.0), (2, "warm_start/sft_loss".into(), 0.5)]);
+        assert_eq!(
+            scalars(&warm),
+            [
+                (0, "warm_start/sft_loss_last".to_string(), 0.4),
+                (1, "warm_start/sft_loss".into(), 1.0),
+                (2, "warm_start/sft_loss".into(), 0.5)
+            ]
+        );
     }
 }

@@ -73,7 +73,10 @@ pub struct Stamp {
 impl Stamp {
     /// Stamps calls with this build's protocol version and `token`.
     pub fn new(token: Option<String>) -> Self {
-        Stamp { version: crate::PROTOCOL_VERSION, token }
+        Stamp {
+            version: crate::PROTOCOL_VERSION,
+            token,
+        }
     }
 
     /// Stamps calls with another protocol version (tests of the refusal).

@@ -163,7 +163,12 @@ pub enum CheckpointError {
     #[error("{path}: {what}")]
     BadManifest { path: PathBuf, what: String },
     #[error("{path}: written by a run with another config (config_sha256 {theirs}, this run's is {ours}); only {may_differ} may differ on resume")]
-    OtherConfig { path: PathBuf, theirs: String, ours: String, may_differ: String },
+    OtherConfig {
+        path: PathBuf,
+        theirs: String,
+        ours: String,
+        may_differ: String,
+    },
     #[error("{path}: {what}")]
     BadFile { path: PathBuf, what: String },
     #[error("{path}: {what}")]
@@ -171,7 +176,10 @@ pub enum CheckpointError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |e| CheckpointError::Io { path: path.to_path_buf(), what: e.to_string() }
+    move |e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    }
 }
 
 /// `<run>/checkpoints`.
@@ -213,18 +221,31 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         return Err(CheckpointError::NoManifest { dir: dir.to_path_buf() });
     }
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| CheckpointError::BadManifest { path: path.clone(), what: format!("not a valid manifest: {e}") })?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| CheckpointError::BadManifest {
+        path: path.clone(),
+        what: format!("not a valid manifest: {e}"),
+    })?;
     if m.format_version != FORMAT_VERSION {
-        return Err(CheckpointError::BadManifest { path, what: format!("format_version {} (this airlift reads {FORMAT_VERSION})", m.format_version) });
+        return Err(CheckpointError::BadManifest {
+            path,
+            what: format!("format_version {} (this airlift reads {FORMAT_VERSION})", m.format_version),
+        });
     }
     let bad = |what: String| Err(CheckpointError::BadManifest { path: path.clone(), what });
     if m.world_size == 0 {
         return bad("world_size is 0".into());
     }
     for model in MODELS {
-        let Some(l) = m.layouts.get(model) else { return bad(format!("no layout for `{model}`")) };
+        let Some(l) = m.layouts.get(model) else {
+            return bad(format!("no layout for `{model}`"));
+        };
         if l.names.len() != l.shapes.len() || l.names.len() != l.offsets.len() {
-            return bad(format!("layout `{model}`: {} names, {} shapes, {} offsets", l.names.len(), l.shapes.len(), l.offsets.len()));
+            return bad(format!(
+                "layout `{model}`: {} names, {} shapes, {} offsets",
+                l.names.len(),
+                l.shapes.len(),
+                l.offsets.len()
+            ));
         }
         let mut next = 0i64;
         for ((n, s), &o) in l.names.iter().zip(&l.shapes).zip(&l.offsets) {
@@ -268,13 +289,22 @@ pub fn verify(dir: &Path, config_sha256: Option<&str>) -> Result<Manifest, Check
     }
     for f in &m.files {
         let path = dir.join(&f.name);
-        let meta = std::fs::metadata(&path).map_err(|e| CheckpointError::BadFile { path: path.clone(), what: format!("missing or unreadable ({e}); the manifest lists it with {} bytes", f.bytes) })?;
+        let meta = std::fs::metadata(&path).map_err(|e| CheckpointError::BadFile {
+            path: path.clone(),
+            what: format!("missing or unreadable ({e}); the manifest lists it with {} bytes", f.bytes),
+        })?;
         if meta.len() != f.bytes {
-            return Err(CheckpointError::BadFile { path, what: format!("{} bytes, the manifest says {} (truncated or overwritten)", meta.len(), f.bytes) });
+            return Err(CheckpointError::BadFile {
+                path,
+                what: format!("{} bytes, the manifest says {} (truncated or overwritten)", meta.len(), f.bytes),
+            });
         }
         let (sha, _) = sha256_file(&path).map_err(io_err(&path))?;
         if sha != f.sha256 {
-            return Err(CheckpointError::BadFile { path, what: format!("SHA-256 {sha}, the manifest says {} (the file's bytes changed)", f.sha256) });
+            return Err(CheckpointError::BadFile {
+                path,
+                what: format!("SHA-256 {sha}, the manifest says {} (the file's bytes changed)", f.sha256),
+            });
         }
     }
     Ok(m)
@@ -292,7 +322,12 @@ pub fn newest_valid(run_dir: &Path, config_sha256: Option<&str>) -> Choice {
     let mut skipped = Vec::new();
     for (_, dir) in step_dirs(run_dir) {
         match verify(&dir, config_sha256) {
-            Ok(m) => return Choice { chosen: Some((dir, m)), skipped },
+            Ok(m) => {
+                return Choice {
+                    chosen: Some((dir, m)),
+                    skipped,
+                }
+            }
             Err(e) => skipped.push((dir, e)),
         }
     }
@@ -360,7 +395,12 @@ impl ShardWriter {
         let shapes: Vec<Vec<i64>> = lens.iter().map(|&l| vec![l as i64]).collect();
         let header = f32_header(names.iter().map(String::as_str).zip(shapes.iter().map(Vec::as_slice)), metadata);
         let file = std::fs::File::create(path).map_err(io_err(path))?;
-        let mut w = ShardWriter { file: std::io::BufWriter::with_capacity(4 << 20, file), hasher: Sha256::new(), path: path.to_path_buf(), bytes: 0 };
+        let mut w = ShardWriter {
+            file: std::io::BufWriter::with_capacity(4 << 20, file),
+            hasher: Sha256::new(),
+            path: path.to_path_buf(),
+            bytes: 0,
+        };
         w.put(&(header.len() as u64).to_le_bytes())?;
         w.put(header.as_bytes())?;
         Ok(w)
@@ -380,7 +420,10 @@ impl ShardWriter {
     /// Flushes and fsyncs; returns (size, SHA-256).
     pub fn finish(self) -> Result<(u64, String), CheckpointError> {
         let path = self.path.clone();
-        let f = self.file.into_inner().map_err(|e| CheckpointError::Io { path: path.clone(), what: e.to_string() })?;
+        let f = self.file.into_inner().map_err(|e| CheckpointError::Io {
+            path: path.clone(),
+            what: e.to_string(),
+        })?;
         f.sync_all().map_err(io_err(&path))?;
         Ok((self.bytes, hex(&self.hasher.finalize())))
     }
@@ -406,10 +449,18 @@ impl Shards {
             // folders); a file changed underneath would at worst give wrong values, which the
             // checksums checked before loading rule out for the files as verified.
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(&path))?;
-            safetensors::SafeTensors::deserialize(&map).map_err(|e| CheckpointError::BadFile { path: path.clone(), what: format!("not a valid safetensors file: {e}") })?;
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| CheckpointError::BadFile {
+                path: path.clone(),
+                what: format!("not a valid safetensors file: {e}"),
+            })?;
             maps.push(map);
         }
-        Ok(Shards { dir: dir.to_path_buf(), world: m.world_size as usize, layouts: m.layouts.clone(), maps })
+        Ok(Shards {
+            dir: dir.to_path_buf(),
+            world: m.world_size as usize,
+            layouts: m.layouts.clone(),
+            maps,
+        })
     }
 
     /// Values `[lo, hi)` of `model`'s flat vector `vector` (`param`, `adam_m`, `adam_v`),
@@ -422,7 +473,10 @@ impl Shards {
 
     /// Fills `out` with values `[lo, lo + out.len())` of `model`'s flat vector `vector`.
     pub fn read_into(&self, model: &str, vector: &str, lo: i64, out: &mut [f32]) -> Result<(), CheckpointError> {
-        let layout = self.layouts.get(model).ok_or_else(|| CheckpointError::BadManifest { path: self.dir.join(MANIFEST), what: format!("no layout for `{model}`") })?;
+        let layout = self.layouts.get(model).ok_or_else(|| CheckpointError::BadManifest {
+            path: self.dir.join(MANIFEST),
+            what: format!("no layout for `{model}`"),
+        })?;
         let hi = lo + out.len() as i64;
         let name = format!("{model}.{vector}");
         let mut filled = 0usize;
@@ -433,10 +487,19 @@ impl Shards {
                 continue;
             }
             let path = self.dir.join(shard_name(r as u32, self.world as u32));
-            let st = safetensors::SafeTensors::deserialize(map).map_err(|e| CheckpointError::BadFile { path: path.clone(), what: e.to_string() })?;
-            let t = st.tensor(&name).map_err(|_| CheckpointError::BadFile { path: path.clone(), what: format!("has no tensor `{name}`") })?;
+            let st = safetensors::SafeTensors::deserialize(map).map_err(|e| CheckpointError::BadFile {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+            let t = st.tensor(&name).map_err(|_| CheckpointError::BadFile {
+                path: path.clone(),
+                what: format!("has no tensor `{name}`"),
+            })?;
             if t.dtype() != safetensors::Dtype::F32 || t.shape() != [(b - a) as usize] {
-                return Err(CheckpointError::BadFile { path, what: format!("`{name}` is {:?} {:?}, expected F32 [{}]", t.dtype(), t.shape(), b - a) });
+                return Err(CheckpointError::BadFile {
+                    path,
+                    what: format!("`{name}` is {:?} {:?}, expected F32 [{}]", t.dtype(), t.shape(), b - a),
+                });
             }
             let bytes = &t.data()[4 * (from - a) as usize..4 * (to - a) as usize];
             let dst = &mut out[(from - lo) as usize..(to - lo) as usize];
@@ -446,7 +509,10 @@ impl Shards {
             filled += dst.len();
         }
         if filled != out.len() {
-            return Err(CheckpointError::BadManifest { path: self.dir.join(MANIFEST), what: format!("shards hold {filled} values of `{name}` [{lo}, {hi})") });
+            return Err(CheckpointError::BadManifest {
+                path: self.dir.join(MANIFEST),
+                what: format!("shards hold {filled} values of `{name}` [{lo}, {hi})"),
+            });
         }
         Ok(())
     }
@@ -461,7 +527,11 @@ fn f32_header<'a>(tensors: impl Iterator<Item = (&'a str, &'a [i64])>, metadata:
     for (name, shape) in tensors {
         let end = off + 4 * shape.iter().product::<i64>();
         let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        header.push_str(&format!(",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{off},{end}]}}", json_str(name), dims.join(",")));
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{off},{end}]}}",
+            json_str(name),
+            dims.join(",")
+        ));
         off = end;
     }
     header.push('}');
@@ -474,7 +544,10 @@ fn f32_header<'a>(tensors: impl Iterator<Item = (&'a str, &'a [i64])>, metadata:
 /// Writes a plain safetensors file of named F32 tensors (`names`/`shapes` in `layout` order)
 /// from one flat vector, e.g. an exported model.
 pub fn write_named(path: &Path, layout: &FlatLayout, flat: &[f32]) -> Result<(), CheckpointError> {
-    let header = f32_header(layout.names.iter().map(String::as_str).zip(layout.shapes.iter().map(Vec::as_slice)), &[("format".to_string(), "pt".to_string())]);
+    let header = f32_header(
+        layout.names.iter().map(String::as_str).zip(layout.shapes.iter().map(Vec::as_slice)),
+        &[("format".to_string(), "pt".to_string())],
+    );
     let f = std::fs::File::create(path).map_err(io_err(path))?;
     let mut w = std::io::BufWriter::with_capacity(4 << 20, f);
     let mut put = |b: &[u8]| w.write_all(b).map_err(io_err(path));
@@ -514,7 +587,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("airlift-ckpt-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let layout = FlatLayout { names: vec!["a".into(), "b".into()], shapes: vec![vec![2, 3], vec![5]], offsets: vec![0, 6], total: 11 };
+        let layout = FlatLayout {
+            names: vec!["a".into(), "b".into()],
+            shapes: vec![vec![2, 3], vec![5]],
+            offsets: vec![0, 6],
+            total: 11,
+        };
         let full: Vec<f32> = (0..11).map(|i| i as f32 * 0.5).collect();
         let mut files = Vec::new();
         for r in 0..2u32 {
@@ -528,7 +606,10 @@ mod tests {
                 w.write(&v).unwrap();
             }
             let (bytes, sha256) = w.finish().unwrap();
-            assert_eq!((bytes, sha256.clone()), { let (s, b) = sha256_file(&dir.join(&name)).unwrap(); (b, s) });
+            assert_eq!((bytes, sha256.clone()), {
+                let (s, b) = sha256_file(&dir.join(&name)).unwrap();
+                (b, s)
+            });
             files.push(FileEntry { name, rank: r, bytes, sha256 });
         }
         let m = Manifest {
@@ -542,8 +623,17 @@ mod tests {
             layouts: MODELS.iter().map(|m| (m.to_string(), layout.clone())).collect(),
             optimizer_steps: Default::default(),
             files,
-            rng: RngState { run_seed: 0, learners: String::new(), rollouts: String::new() },
-            data: DataFrontier { prompts_trained: 0, sft_prompts: [0, 0], reward_warm_prompts: [0, 0], next_task_id: 1 },
+            rng: RngState {
+                run_seed: 0,
+                learners: String::new(),
+                rollouts: String::new(),
+            },
+            data: DataFrontier {
+                prompts_trained: 0,
+                sft_prompts: [0, 0],
+                reward_warm_prompts: [0, 0],
+                next_task_id: 1,
+            },
             config_sha256: "x".into(),
             config_may_differ: vec![],
             config_toml: String::new(),

@@ -351,7 +351,12 @@ fn default_keep() -> u32 {
     2
 }
 fn default_checkpoint() -> CheckpointSection {
-    CheckpointSection { every: 0, keep: default_keep(), at_end: true, keep_warm_start: false }
+    CheckpointSection {
+        every: 0,
+        keep: default_keep(),
+        at_end: true,
+        keep_warm_start: false,
+    }
 }
 
 fn default_name() -> String {
@@ -484,13 +489,21 @@ fn default_sft() -> SftSection {
 impl RunConfig {
     /// Reads `path` (TOML) with `AIRLIFT__SECTION__KEY` environment overrides, then validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let load_err = |what: String| ConfigError::Load { path: path.to_path_buf(), what };
+        let load_err = |what: String| ConfigError::Load {
+            path: path.to_path_buf(),
+            what,
+        };
         if !path.exists() {
             return Err(load_err("no such file".into()));
         }
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("AIRLIFT").prefix_separator("__").separator("__").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("AIRLIFT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
             .build()
             .map_err(|e| load_err(e.to_string()))?;
         let cfg: RunConfig = built.try_deserialize().map_err(|e| load_err(e.to_string()))?;
@@ -500,7 +513,10 @@ impl RunConfig {
 
     /// Parses a TOML string (no environment overrides), then validates.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Load { path: "<config>".into(), what: e.to_string() })?;
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Load {
+            path: "<config>".into(),
+            what: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -590,9 +606,18 @@ impl RunConfig {
             return bad("workers.device", format!("`{}`: expected `cpu` or `cuda`", self.workers.device));
         }
         if self.workers.heartbeat_ms == 0 || self.workers.lost_after_ms <= self.workers.heartbeat_ms {
-            return bad("workers.lost_after_ms", format!("{} must exceed workers.heartbeat_ms = {}", self.workers.lost_after_ms, self.workers.heartbeat_ms));
+            return bad(
+                "workers.lost_after_ms",
+                format!(
+                    "{} must exceed workers.heartbeat_ms = {}",
+                    self.workers.lost_after_ms, self.workers.heartbeat_ms
+                ),
+            );
         }
-        for (key, v) in [("model.rollout_dtype", &self.model.rollout_dtype), ("model.train_dtype", &self.model.train_dtype)] {
+        for (key, v) in [
+            ("model.rollout_dtype", &self.model.rollout_dtype),
+            ("model.train_dtype", &self.model.train_dtype),
+        ] {
             if v != "fp32" && v != "bf16" {
                 return bad(key, format!("`{v}`: expected `fp32` or `bf16`"));
             }
@@ -600,7 +625,10 @@ impl RunConfig {
         if self.data.prompts_per_iteration == 0 || self.data.prompts_per_iteration % self.workers.learner != 0 {
             return bad(
                 "data.prompts_per_iteration",
-                format!("{} must be a positive multiple of workers.learner = {}", self.data.prompts_per_iteration, self.workers.learner),
+                format!(
+                    "{} must be a positive multiple of workers.learner = {}",
+                    self.data.prompts_per_iteration, self.workers.learner
+                ),
             );
         }
         if self.data.samples_per_prompt == 0 {
@@ -610,7 +638,10 @@ impl RunConfig {
             return bad("data.prompts_per_task", "must be at least 1".into());
         }
         if !(1..=6).contains(&self.data.min_steps) || self.data.min_steps > self.data.max_steps || self.data.max_steps > 6 {
-            return bad("data.max_steps", format!("need 1 <= min_steps ({}) <= max_steps ({}) <= 6", self.data.min_steps, self.data.max_steps));
+            return bad(
+                "data.max_steps",
+                format!("need 1 <= min_steps ({}) <= max_steps ({}) <= 6", self.data.min_steps, self.data.max_steps),
+            );
         }
         if self.data.max_start < 2 {
             return bad("data.max_start", "must be at least 2".into());
@@ -631,10 +662,16 @@ impl RunConfig {
             return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
         }
         if !["rollout", "learner"].contains(&self.policy.behaviour_logprobs.as_str()) {
-            return bad("policy.behaviour_logprobs", format!("`{}`: expected `rollout` or `learner`", self.policy.behaviour_logprobs));
+            return bad(
+                "policy.behaviour_logprobs",
+                format!("`{}`: expected `rollout` or `learner`", self.policy.behaviour_logprobs),
+            );
         }
         if !["negative", "ignore", "positive"].contains(&self.reward.correct_policy_samples.as_str()) {
-            return bad("reward.correct_policy_samples", format!("`{}`: expected `negative`, `ignore` or `positive`", self.reward.correct_policy_samples));
+            return bad(
+                "reward.correct_policy_samples",
+                format!("`{}`: expected `negative`, `ignore` or `positive`", self.reward.correct_policy_samples),
+            );
         }
         if self.reward.corruption_kinds.is_empty() {
             return bad("reward.corruption_kinds", format!("is empty: expected some of {CORRUPTION_KINDS:?}"));
@@ -679,9 +716,20 @@ impl RunConfig {
             return bad("sft.batch", "must be at least 1 when sft.steps > 0".into());
         }
         if self.reward.warm_start_steps > 0 && self.reward.warm_start_batch < self.workers.learner {
-            return bad("reward.warm_start_batch", format!("{} is fewer than one trace per learner ({})", self.reward.warm_start_batch, self.workers.learner));
+            return bad(
+                "reward.warm_start_batch",
+                format!(
+                    "{} is fewer than one trace per learner ({})",
+                    self.reward.warm_start_batch, self.workers.learner
+                ),
+            );
         }
-        for (key, lr) in [("reward.lr", self.reward.lr), ("policy.lr", self.policy.lr), ("sft.lr", self.sft.lr), ("reward.warm_start_lr", self.reward.warm_start_lr)] {
+        for (key, lr) in [
+            ("reward.lr", self.reward.lr),
+            ("policy.lr", self.policy.lr),
+            ("sft.lr", self.sft.lr),
+            ("reward.warm_start_lr", self.reward.warm_start_lr),
+        ] {
             if !(lr >= 0.0 && lr.is_finite()) {
                 return bad(key, format!("{lr} must be a finite non-negative number"));
             }
@@ -727,17 +775,27 @@ mod tests {
         assert!(e.contains("unknown field `learners`"), "{e}");
         let e = RunConfig::from_toml(&format!("{MIN}[workers]\nlearner = 0\n")).unwrap_err().to_string();
         assert!(e.contains("workers.learner"), "{e}");
-        let e = RunConfig::from_toml(&format!("{MIN}[data]\nprompts_per_iteration = 3\n[workers]\nlearner = 2\n")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&format!("{MIN}[data]\nprompts_per_iteration = 3\n[workers]\nlearner = 2\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data.prompts_per_iteration"), "{e}");
-        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorrect_policy_samples = \"maybe\"\n")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorrect_policy_samples = \"maybe\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reward.correct_policy_samples") && e.contains("`maybe`"), "{e}");
-        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorruption_kinds = [\"operator_flip\", \"typo\"]\n")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\ncorruption_kinds = [\"operator_flip\", \"typo\"]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reward.corruption_kinds") && e.contains("`typo`"), "{e}");
     }
 
     #[test]
     fn numbers_out_of_range_are_named_not_panicked_on() {
-        for (toml, key) in [("[policy]\nlr = inf\n", "policy.lr"), ("[sampling]\ntemperature = nan\n", "sampling.temperature"), ("[reward]\nlr = -1e-5\n", "reward.lr")] {
+        for (toml, key) in [
+            ("[policy]\nlr = inf\n", "policy.lr"),
+            ("[sampling]\ntemperature = nan\n", "sampling.temperature"),
+            ("[reward]\nlr = -1e-5\n", "reward.lr"),
+        ] {
             let e = RunConfig::from_toml(&format!("{MIN}{toml}")).unwrap_err().to_string();
             assert!(e.contains(key), "{toml}: {e}");
         }

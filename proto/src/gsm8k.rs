@@ -80,7 +80,10 @@ pub fn load(path: &Path) -> Result<Vec<Problem>, DataError> {
     } else if name.ends_with(".jsonl") || name.ends_with(".json") {
         load_jsonl(path)
     } else {
-        Err(DataError::File { path: path.into(), what: "unknown extension: expected .jsonl or .parquet".into() })
+        Err(DataError::File {
+            path: path.into(),
+            what: "unknown extension: expected .jsonl or .parquet".into(),
+        })
     }
 }
 
@@ -95,7 +98,10 @@ fn check_row(path: &Path, row: usize, question: &str, answer: &str) -> Result<Pr
             answer.lines().last().unwrap_or("")
         )));
     }
-    Ok(Problem { question: question.to_string(), answer: answer.to_string() })
+    Ok(Problem {
+        question: question.to_string(),
+        answer: answer.to_string(),
+    })
 }
 
 fn load_jsonl(path: &Path) -> Result<Vec<Problem>, DataError> {
@@ -122,7 +128,10 @@ fn load_jsonl(path: &Path) -> Result<Vec<Problem>, DataError> {
 fn string_column(path: &Path, batch: &arrow::record_batch::RecordBatch, name: &str) -> Result<Vec<Option<String>>, DataError> {
     let col = batch.column_by_name(name).ok_or_else(|| DataError::File {
         path: path.into(),
-        what: format!("no column `{name}` (columns: {:?})", batch.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()),
+        what: format!(
+            "no column `{name}` (columns: {:?})",
+            batch.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+        ),
     })?;
     let any = col.as_any();
     let get = |i: usize| -> Option<String> {
@@ -137,10 +146,7 @@ fn string_column(path: &Path, batch: &arrow::record_batch::RecordBatch, name: &s
             any.downcast_ref::<StringViewArray>().map(|a| a.value(i).to_string())
         }
     };
-    if any.downcast_ref::<StringArray>().is_none()
-        && any.downcast_ref::<LargeStringArray>().is_none()
-        && any.downcast_ref::<StringViewArray>().is_none()
-    {
+    if any.downcast_ref::<StringArray>().is_none() && any.downcast_ref::<LargeStringArray>().is_none() && any.downcast_ref::<StringViewArray>().is_none() {
         return Err(DataError::File {
             path: path.into(),
             what: format!("column `{name}` has type {}, expected a string type", col.data_type()),
@@ -151,8 +157,14 @@ fn string_column(path: &Path, batch: &arrow::record_batch::RecordBatch, name: &s
 
 fn load_parquet(path: &Path) -> Result<Vec<Problem>, DataError> {
     let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
-    let bad = |e: &dyn std::fmt::Display| DataError::File { path: path.into(), what: format!("not a readable Parquet file: {e}") };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
+    let bad = |e: &dyn std::fmt::Display| DataError::File {
+        path: path.into(),
+        what: format!("not a readable Parquet file: {e}"),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(&e))?
+        .build()
+        .map_err(|e| bad(&e))?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| bad(&e))?;
@@ -161,7 +173,11 @@ fn load_parquet(path: &Path) -> Result<Vec<Problem>, DataError> {
         for (q, a) in qs.into_iter().zip(ans) {
             let row = out.len() + 1;
             let (Some(q), Some(a)) = (q, a) else {
-                return Err(DataError::Row { path: path.into(), row, what: "`question` or `answer` is null".into() });
+                return Err(DataError::Row {
+                    path: path.into(),
+                    row,
+                    what: "`question` or `answer` is null".into(),
+                });
             };
             out.push(check_row(path, row, &q, &a)?);
         }
@@ -288,7 +304,10 @@ mod tests {
     use super::*;
 
     fn p(answer: &str) -> Problem {
-        Problem { question: "q".into(), answer: answer.into() }
+        Problem {
+            question: "q".into(),
+            answer: answer.into(),
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub mod auth;
 pub mod checkpoint;
 pub mod config;
 pub mod gsm8k;
-pub mod processbench;
 pub mod ids;
+pub mod processbench;
 pub mod trajectory;
 
 /// Generated gRPC / protobuf code (do not edit; see `build.rs`).
@@ -28,7 +28,10 @@ pub use ids::{PolicyVersion, PromptId, TaskId, WorkerId};
 /// default `077`. Call first thing in `main`, before any thread starts.
 pub fn private_files() -> Result<(), String> {
     let v = std::env::var("AIRLIFT_UMASK").unwrap_or_else(|_| "077".into());
-    let mask = u32::from_str_radix(v.trim(), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("AIRLIFT_UMASK = `{v}`: expected an octal file-mode mask such as 077 or 022"))?;
+    let mask = u32::from_str_radix(v.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("AIRLIFT_UMASK = `{v}`: expected an octal file-mode mask such as 077 or 022"))?;
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe {
         libc::umask(mask as libc::mode_t);

@@ -35,7 +35,11 @@ pub fn load(path: &Path) -> Result<Vec<Item>, String> {
         }
         let row = i + 1;
         let err = |what: String| format!("{}: row {row}: {what}", path.display());
-        let item: Item = serde_json::from_str(line).map_err(|e| err(format!("not a ProcessBench item ({e}); expected fields id, problem, steps (a list of strings), label (an integer)")))?;
+        let item: Item = serde_json::from_str(line).map_err(|e| {
+            err(format!(
+                "not a ProcessBench item ({e}); expected fields id, problem, steps (a list of strings), label (an integer)"
+            ))
+        })?;
         if item.problem.trim().is_empty() {
             return Err(err("field `problem` is empty".into()));
         }
@@ -46,7 +50,11 @@ pub fn load(path: &Path) -> Result<Vec<Item>, String> {
             return Err(err("field `steps` holds an empty step".into()));
         }
         if item.label < -1 || item.label >= item.steps.len() as i64 {
-            return Err(err(format!("field `label` = {}: expected -1 or a step index below {}", item.label, item.steps.len())));
+            return Err(err(format!(
+                "field `label` = {}: expected -1 or a step index below {}",
+                item.label,
+                item.steps.len()
+            )));
         }
         out.push(item);
     }
@@ -71,4 +79,3 @@ pub fn response_text(steps: &[String]) -> (String, Vec<(usize, usize)>) {
     }
     (text, ranges)
 }
-

@@ -2,8 +2,8 @@
 //! conversion between rows and record batches with validation that names the column and row.
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, Float32Builder, Int32Array, ListArray, ListBuilder, RecordBatch, StringArray,
-    UInt32Array, UInt32Builder, UInt64Array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float32Builder, Int32Array, ListArray, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use std::sync::Arc;
@@ -105,7 +105,11 @@ pub struct BatchError {
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, BatchError> {
-    let c = b.column_by_name(name).ok_or_else(|| BatchError { column: name.into(), row: None, what: "missing".into() })?;
+    let c = b.column_by_name(name).ok_or_else(|| BatchError {
+        column: name.into(),
+        row: None,
+        what: "missing".into(),
+    })?;
     c.as_any().downcast_ref::<T>().ok_or_else(|| BatchError {
         column: name.into(),
         row: None,
@@ -120,7 +124,11 @@ fn dict_values(b: &RecordBatch, name: &str, allowed: &[&str]) -> Result<Vec<Stri
         if allowed.contains(&s.as_str()) {
             Ok(s)
         } else {
-            Err(BatchError { column: name.into(), row: Some(i), what: format!("`{s}` is not one of {allowed:?}") })
+            Err(BatchError {
+                column: name.into(),
+                row: Some(i),
+                what: format!("`{s}` is not one of {allowed:?}"),
+            })
         }
     };
     if let Some(c) = b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
@@ -132,9 +140,7 @@ fn dict_values(b: &RecordBatch, name: &str, allowed: &[&str]) -> Result<Vec<Stri
         row: None,
         what: "dictionary values are not utf8".into(),
     })?;
-    (0..d.len())
-        .map(|i| check(i, vals.value(d.keys().value(i) as usize).to_string()))
-        .collect()
+    (0..d.len()).map(|i| check(i, vals.value(d.keys().value(i) as usize).to_string())).collect()
 }
 
 fn lists<T: arrow::datatypes::ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Result<Vec<Vec<T::Native>>, BatchError> {
@@ -179,7 +185,11 @@ pub fn from_batch(b: &RecordBatch) -> Result<Vec<TrajectoryRow>, BatchError> {
             });
         }
         if prompts[i].is_empty() {
-            return Err(BatchError { column: "prompt_tokens".into(), row: Some(i), what: "empty prompt".into() });
+            return Err(BatchError {
+                column: "prompt_tokens".into(),
+                row: Some(i),
+                what: "empty prompt".into(),
+            });
         }
         out.push(TrajectoryRow {
             iteration: it.value(i),

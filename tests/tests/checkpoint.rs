@@ -56,7 +56,10 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
             kill_group(pgid);
         }
     });
-    assert!(log.contains("checkpoint written") && !log.contains("run complete"), "the kill did not land before the end:\n{log}");
+    assert!(
+        log.contains("checkpoint written") && !log.contains("run complete"),
+        "the kill did not land before the end:\n{log}"
+    );
     let (ok, out, err) = coordinator(&["--config", cfg_b.to_str().unwrap(), "--local", "--resume"]);
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("resuming from") && err.contains("step-000002"), "{err}");
@@ -87,7 +90,10 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
     });
     assert!(killed, "{log}");
     assert!(ok, "the run did not survive the learner's death:\n{out}\n{log}");
-    assert!(out.contains("learners restarted 1 time(s)") && out.contains("from the iteration-2 checkpoint, redid iterations [3]"), "{out}");
+    assert!(
+        out.contains("learners restarted 1 time(s)") && out.contains("from the iteration-2 checkpoint, redid iterations [3]"),
+        "{out}"
+    );
     let after = records(&c);
     assert_eq!(after.len(), straight.len(), "one record per iteration, none twice");
     assert_eq!(fingerprints(after.last().unwrap()), fingerprints(straight.last().unwrap()));
@@ -99,7 +105,11 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
     let rc = rows_without_timings(&c);
     assert_eq!(rc.len(), ra.len());
     for (fa, fc) in ra.iter().zip(&rc) {
-        let strip = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| rows.iter().map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone())).collect::<Vec<_>>();
+        let strip = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| {
+            rows.iter()
+                .map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(&fa.1), strip(&fc.1), "{}", fa.0);
     }
 
@@ -118,13 +128,20 @@ fn resume_and_learner_restart_equal_the_uninterrupted_run() {
             status = format!("{o}{e}");
         }
         if !signalled && line.contains("learning") && line.contains("iteration=2") {
-            assert!(std::process::Command::new("kill").args(["-TERM", &pgid.to_string()]).status().unwrap().success());
+            assert!(std::process::Command::new("kill")
+                .args(["-TERM", &pgid.to_string()])
+                .status()
+                .unwrap()
+                .success());
             signalled = true;
         }
     });
     assert!(status.contains("state running") && status.contains("ROLE_LEARNER"), "{status}");
     assert!(signalled && !ok, "{log}");
-    assert!(log.contains("stopping: checkpoint before exit") && out.contains("run stopped (SIGTERM)"), "{out}\n{log}");
+    assert!(
+        log.contains("stopping: checkpoint before exit") && out.contains("run stopped (SIGTERM)"),
+        "{out}\n{log}"
+    );
     assert!(ckpt::verify(&ckpt::step_dir(&d, 2), None).is_ok(), "{log}");
     let (ok, out, err) = coordinator(&["--config", cfg_d.to_str().unwrap(), "--local", "--resume"]);
     assert!(ok, "{out}\n{err}");
@@ -143,7 +160,18 @@ fn loaded_state(model: &Path, dir: &Path, rank: usize, world: usize) -> Vec<(Vec
     let reward = RewardModel::from_base(model, None, Device::Cpu, 0).unwrap();
     let mut p_opt = FlatAdamW::sharded(&policy.vs, AdamWConfig::default(), rank, world);
     let mut r_opt = FlatAdamW::sharded(&reward.vs, AdamWConfig::default(), rank, world);
-    let mut models = [ModelState { name: "policy", vs: &policy.vs, opt: &mut p_opt }, ModelState { name: "reward", vs: &reward.vs, opt: &mut r_opt }];
+    let mut models = [
+        ModelState {
+            name: "policy",
+            vs: &policy.vs,
+            opt: &mut p_opt,
+        },
+        ModelState {
+            name: "reward",
+            vs: &reward.vs,
+            opt: &mut r_opt,
+        },
+    ];
     wckpt::load(dir, &m, &mut models).unwrap();
     models
         .iter()
@@ -161,7 +189,13 @@ fn saved(dir: &Path, name: &str) -> Vec<f32> {
     for r in 0..m.world_size {
         let bytes = std::fs::read(dir.join(ckpt::shard_name(r, m.world_size))).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        out.extend(st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        out.extend(
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
     out
 }
@@ -183,15 +217,27 @@ fn a_checkpoint_of_two_learners_resumes_on_one_and_on_three() {
         for rank in 0..world {
             let got = loaded_state(&dir.join("model"), &step2, rank, world);
             for (k, model) in ["policy", "reward"].iter().enumerate() {
-                assert_eq!(got[k].0, saved(&step2, &format!("{model}.param")), "{model} parameters on rank {rank} of {world}");
+                assert_eq!(
+                    got[k].0,
+                    saved(&step2, &format!("{model}.param")),
+                    "{model} parameters on rank {rank} of {world}"
+                );
                 assert_eq!(got[k].3, m.optimizer_steps[*model]);
                 moments[k].0.extend_from_slice(&got[k].1);
                 moments[k].1.extend_from_slice(&got[k].2);
             }
         }
         for (k, model) in ["policy", "reward"].iter().enumerate() {
-            assert_eq!(moments[k].0, saved(&step2, &format!("{model}.adam_m")), "{model} first moments over {world} ranks");
-            assert_eq!(moments[k].1, saved(&step2, &format!("{model}.adam_v")), "{model} second moments over {world} ranks");
+            assert_eq!(
+                moments[k].0,
+                saved(&step2, &format!("{model}.adam_m")),
+                "{model} first moments over {world} ranks"
+            );
+            assert_eq!(
+                moments[k].1,
+                saved(&step2, &format!("{model}.adam_v")),
+                "{model} second moments over {world} ranks"
+            );
         }
     }
 
@@ -203,7 +249,11 @@ fn a_checkpoint_of_two_learners_resumes_on_one_and_on_three() {
         let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume", step2.to_str().unwrap()]);
         assert!(ok, "{learners} learners:\n{out}\n{err}");
         let recs = records(&dir.join(&run));
-        assert_eq!(recs.iter().map(|r| r["iteration"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4], "{learners} learners");
+        assert_eq!(
+            recs.iter().map(|r| r["iteration"].as_u64().unwrap()).collect::<Vec<_>>(),
+            [3, 4],
+            "{learners} learners"
+        );
         assert!(recs.iter().all(|r| r["learners"].as_array().unwrap().len() == learners as usize));
         replicas_equal(&dir.join(&run));
         let log = std::fs::read_to_string(dir.join(&run).join("logs").join("learner-0.log")).unwrap();
@@ -228,31 +278,51 @@ fn bad_checkpoints_are_named_skipped_and_refused() {
     let shard1 = ckpt::shard_name(1, 2);
     type Damage = fn(&Path, &str);
     let cases: Vec<(&str, Damage, &str)> = vec![
-        ("flipped byte", |d, s| {
-            let p = d.join(s);
-            let mut b = std::fs::read(&p).unwrap();
-            let i = b.len() / 2;
-            b[i] ^= 0x40;
-            std::fs::write(&p, b).unwrap();
-        }, "SHA-256"),
-        ("truncated file", |d, s| {
-            let p = d.join(s);
-            let b = std::fs::read(&p).unwrap();
-            std::fs::write(&p, &b[..b.len() - 100]).unwrap();
-        }, "the manifest says"),
+        (
+            "flipped byte",
+            |d, s| {
+                let p = d.join(s);
+                let mut b = std::fs::read(&p).unwrap();
+                let i = b.len() / 2;
+                b[i] ^= 0x40;
+                std::fs::write(&p, b).unwrap();
+            },
+            "SHA-256",
+        ),
+        (
+            "truncated file",
+            |d, s| {
+                let p = d.join(s);
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+            },
+            "the manifest says",
+        ),
         ("missing shard", |d, s| std::fs::remove_file(d.join(s)).unwrap(), "missing or unreadable"),
-        ("missing manifest (a half-written folder)", |d, _| std::fs::remove_file(d.join(ckpt::MANIFEST)).unwrap(), "no manifest.json"),
-        ("malformed manifest", |d, _| {
-            let p = d.join(ckpt::MANIFEST);
-            let t = std::fs::read_to_string(&p).unwrap();
-            std::fs::write(&p, &t[..t.len() / 2]).unwrap();
-        }, "not a valid manifest"),
-        ("another run's config", |d, _| {
-            let p = d.join(ckpt::MANIFEST);
-            let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            m["config_sha256"] = "0".repeat(64).into();
-            std::fs::write(&p, m.to_string()).unwrap();
-        }, "another config"),
+        (
+            "missing manifest (a half-written folder)",
+            |d, _| std::fs::remove_file(d.join(ckpt::MANIFEST)).unwrap(),
+            "no manifest.json",
+        ),
+        (
+            "malformed manifest",
+            |d, _| {
+                let p = d.join(ckpt::MANIFEST);
+                let t = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(&p, &t[..t.len() / 2]).unwrap();
+            },
+            "not a valid manifest",
+        ),
+        (
+            "another run's config",
+            |d, _| {
+                let p = d.join(ckpt::MANIFEST);
+                let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                m["config_sha256"] = "0".repeat(64).into();
+                std::fs::write(&p, m.to_string()).unwrap();
+            },
+            "another config",
+        ),
     ];
     for (what, damage, expect) in cases {
         let _ = std::fs::remove_dir_all(&newest);
@@ -273,7 +343,10 @@ fn bad_checkpoints_are_named_skipped_and_refused() {
     // A whole `--resume` run past a bad newest checkpoint: it takes iteration 3's and says why.
     let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume"]);
     assert!(ok, "{out}\n{err}");
-    assert!(err.contains("skipped") && err.contains("another config") && err.contains("step-000003"), "{err}");
+    assert!(
+        err.contains("skipped") && err.contains("another config") && err.contains("step-000003"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -326,7 +399,10 @@ fn export_loads_back_to_the_checkpoints_logits_and_rewards() {
         let want: Vec<f32> = Vec::try_from(want.reshape([-1])).unwrap();
         let hf = hf_token_rewards(&out_dir.join("reward"), &[1, 520, 3458, 314, 1782, 30, 216, 17, 15, 19]);
         assert_eq!(hf["class"], "LlamaForTokenClassification", "{hf}");
-        assert!(hf["missing_keys"].as_array().unwrap().is_empty() && hf["unexpected_keys"].as_array().unwrap().is_empty(), "{hf}");
+        assert!(
+            hf["missing_keys"].as_array().unwrap().is_empty() && hf["unexpected_keys"].as_array().unwrap().is_empty(),
+            "{hf}"
+        );
         let got: Vec<f64> = hf["rewards"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
@@ -349,9 +425,17 @@ fn a_full_disk_ends_the_run_without_restarts() {
     tiny_model(&dir.join("model"));
     let mnt = dir.join("small");
     std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt.to_str().unwrap()]).status().map(|s| s.success()).unwrap_or(false);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt.to_str().unwrap()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !mounted {
-        let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
         assert_ne!(uid, "0", "root could not mount a tmpfs");
         println!("not root: cannot mount a small tmpfs, nothing checked");
         return;

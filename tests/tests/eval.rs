@@ -21,23 +21,39 @@ use std::time::{Duration, Instant};
 /// The run trains on a GSM8K-layout file of expert demonstrations (`data.train`) rather than on
 /// synthetic problems.
 const TRAIN_ROWS: [(&str, &str); 3] = [
-    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"),
-    ("A box holds 6 eggs. How many eggs are in 2 boxes?", "2 boxes hold 2 * 6 = <<2*6=12>>12 eggs.\n#### 12"),
-    ("Ann had 10 coins and spent 4. How many are left?", "She has 10 - 4 = <<10-4=6>>6 coins left.\n#### 6"),
+    (
+        "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7",
+    ),
+    (
+        "A box holds 6 eggs. How many eggs are in 2 boxes?",
+        "2 boxes hold 2 * 6 = <<2*6=12>>12 eggs.\n#### 12",
+    ),
+    (
+        "Ann had 10 coins and spent 4. How many are left?",
+        "She has 10 - 4 = <<10-4=6>>6 coins left.\n#### 6",
+    ),
 ];
 
 fn trained(dir: &Path) -> PathBuf {
     tiny_model(&dir.join("model"));
     std::fs::create_dir_all(dir).unwrap();
     let train = dir.join("train.jsonl");
-    let rows: String = TRAIN_ROWS.iter().map(|(q, a)| serde_json::json!({ "question": q, "answer": a }).to_string() + "\n").collect();
+    let rows: String = TRAIN_ROWS
+        .iter()
+        .map(|(q, a)| serde_json::json!({ "question": q, "answer": a }).to_string() + "\n")
+        .collect();
     std::fs::write(&train, rows).unwrap();
-    let cfg = tiny_config(&dir.join("model"), &dir.join("run"), "[checkpoint]\nevery = 1\nkeep = 1\nkeep_warm_start = true\n")
-        .replace("[data]\n", &format!("[data]\ntrain = \"{}\"\n", train.display()))
-        .replace("iterations = 3", "iterations = 1")
-        .replace("learner = 2", "learner = 1")
-        // Longer samples: a rollout task lasts long enough to be caught in flight.
-        .replace("max_new_tokens = 24", "max_new_tokens = 64");
+    let cfg = tiny_config(
+        &dir.join("model"),
+        &dir.join("run"),
+        "[checkpoint]\nevery = 1\nkeep = 1\nkeep_warm_start = true\n",
+    )
+    .replace("[data]\n", &format!("[data]\ntrain = \"{}\"\n", train.display()))
+    .replace("iterations = 3", "iterations = 1")
+    .replace("learner = 2", "learner = 1")
+    // Longer samples: a rollout task lasts long enough to be caught in flight.
+    .replace("max_new_tokens = 24", "max_new_tokens = 64");
     let path = dir.join("run.toml");
     std::fs::write(&path, cfg).unwrap();
     let (ok, out, err) = coordinator(&["--config", path.to_str().unwrap(), "--local"]);
@@ -81,7 +97,9 @@ fn signal(pid: u32, sig: &str) {
 /// The text of every element of `dom` matching `selector`.
 fn texts(dom: &tl::VDom, selector: &str) -> Vec<String> {
     let p = dom.parser();
-    dom.query_selector(selector).map(|q| q.filter_map(|h| h.get(p)).map(|n| n.inner_text(p).into_owned()).collect()).unwrap_or_default()
+    dom.query_selector(selector)
+        .map(|q| q.filter_map(|h| h.get(p)).map(|n| n.inner_text(p).into_owned()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -93,23 +111,61 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
 
     // 1a. The SFT-only checkpoint.
     let sft = dir.join("sft");
-    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(0).to_str().unwrap(), "--problems", "synthetic:6", "--samples", "2", "--out", sft.to_str().unwrap(), "--rollouts", "1"]);
+    let (ok, out, err) = coordinator(&[
+        "eval",
+        "--checkpoint",
+        ckpt(0).to_str().unwrap(),
+        "--problems",
+        "synthetic:6",
+        "--samples",
+        "2",
+        "--out",
+        sft.to_str().unwrap(),
+        "--rollouts",
+        "1",
+    ]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("majority vote") && out.contains("report.html"), "{out}");
     assert_eq!(sample_counts(&sft).len(), 12);
     // The console counts the job's tasks to the end: rollouts, their score tasks, the report.
-    let last = err.lines().filter_map(|l| l.split_once("evaluation: ").map(|x| x.1)).filter_map(|rest| rest.split_once(" tasks").map(|x| x.0.to_string())).last();
+    let last = err
+        .lines()
+        .filter_map(|l| l.split_once("evaluation: ").map(|x| x.1))
+        .filter_map(|rest| rest.split_once(" tasks").map(|x| x.0.to_string()))
+        .last();
     let counts = last.as_deref().and_then(|c| c.split_once('/')).map(|(a, b)| (a.to_string(), b.to_string()));
-    assert!(counts.as_ref().is_some_and(|(a, b)| a == b && b.parse::<u64>().unwrap() % 2 == 1), "no finished progress line: {counts:?}\n{err}");
+    assert!(
+        counts.as_ref().is_some_and(|(a, b)| a == b && b.parse::<u64>().unwrap() % 2 == 1),
+        "no finished progress line: {counts:?}\n{err}"
+    );
 
     // 1b. The trained checkpoint, 2 rollout workers, one SIGKILLed once it holds a task.
     let airl = dir.join("airl");
     let trained_ckpt = ckpt(1);
-    let args = ["eval", "--checkpoint", trained_ckpt.to_str().unwrap(), "--problems", "synthetic:6", "--samples", "2", "--out", airl.to_str().unwrap(), "--rollouts", "2", "--compare", sft.to_str().unwrap()];
+    let args = [
+        "eval",
+        "--checkpoint",
+        trained_ckpt.to_str().unwrap(),
+        "--problems",
+        "synthetic:6",
+        "--samples",
+        "2",
+        "--out",
+        airl.to_str().unwrap(),
+        "--rollouts",
+        "2",
+        "--compare",
+        sft.to_str().unwrap(),
+    ];
     // The first rollout worker to attach is stopped (SIGSTOP) at once, so that the task it is
     // handed stays in flight; it is SIGKILLed once the coordinator has handed it a task.
     let (mut pids, mut stopped, mut killed) = (BTreeMap::<String, u32>::new(), None::<String>, false);
-    let field = |line: &str, key: &str| line.split(&format!(" {key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
+    let field = |line: &str, key: &str| {
+        line.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    };
     let (ok, out, log) = coordinator_watched(&args, Duration::from_secs(300), |line, _| {
         if line.contains("worker registered") && line.contains("role=Rollout") {
             pids.insert(field(line, "worker_id").unwrap(), field(line, "pid").unwrap().parse().unwrap());
@@ -123,7 +179,10 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         }
     });
     assert!(ok, "{out}\n{log}");
-    assert!(killed && log.contains("worker lost") && log.contains("re-queued the lost worker's task"), "the kill did not hit a task:\n{log}");
+    assert!(
+        killed && log.contains("worker lost") && log.contains("re-queued the lost worker's task"),
+        "the kill did not hit a task:\n{log}"
+    );
     let counts = sample_counts(&airl);
     let want: Vec<(u64, u32)> = (0..6).flat_map(|p| (0..2).map(move |k| (p, k))).collect();
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), want, "every (problem, sample) of the job");
@@ -140,11 +199,18 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     let html = std::fs::read_to_string(airl.join("report.html")).unwrap();
     let dom = tl::parse(&html, tl::ParserOptions::default()).expect("report.html parses as HTML");
     assert!(dom.query_selector("svg").map_or(0, |q| q.count()) >= 4, "ROC, reliability and two histograms");
-    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src=\"http"), "self-contained");
+    assert!(
+        !html.contains("<script") && !html.contains("<link") && !html.contains("src=\"http"),
+        "self-contained"
+    );
     let cells = texts(&dom, "td").join("|");
     for (name, r) in summary["summary"]["methods"].as_object().unwrap() {
         assert!(cells.contains(name.as_str()), "method {name} in the report");
-        assert!(cells.contains(&format!("{:.3}", r["value"].as_f64().unwrap())), "{name} = {} in the report", r["value"]);
+        assert!(
+            cells.contains(&format!("{:.3}", r["value"].as_f64().unwrap())),
+            "{name} = {} in the report",
+            r["value"]
+        );
     }
     for key in ["correctness_auroc", "correctness_ece"] {
         if let Some(v) = summary["summary"][key].as_f64() {
@@ -152,19 +218,32 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         }
     }
     let heads = texts(&dom, "th").join("|");
-    assert!(heads.contains("step-000001") && heads.contains("step-000000"), "both evaluations side by side: {heads}");
+    assert!(
+        heads.contains("step-000001") && heads.contains("step-000000"),
+        "both evaluations side by side: {heads}"
+    );
     // --compare: every method paired against the other checkpoint on the same problems, shown
     // as a difference column; the traces on one colour scale with its bar.
     let versus = &summary["summary"]["versus"][0];
-    let pass1 = versus["methods"].as_array().unwrap().iter().find(|p| p["a"] == "pass@1 (mean over samples)").expect("pass@1 paired");
+    let pass1 = versus["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["a"] == "pass@1 (mean over samples)")
+        .expect("pass@1 paired");
     assert_eq!(pass1["n"], summary["summary"]["problems"]);
     assert!(pass1["lo"].as_f64().unwrap() <= pass1["diff"].as_f64().unwrap() && pass1["diff"].as_f64().unwrap() <= pass1["hi"].as_f64().unwrap());
-    assert!(heads.contains("difference") && html.contains("linear-gradient"), "difference column and colour bar");
+    assert!(
+        heads.contains("difference") && html.contains("linear-gradient"),
+        "difference column and colour bar"
+    );
 
     // 2a. ProcessBench items (scored as written, no sampling): every item once, a reward and a
     // log-prob per token, steps mapped, the metric's table with its baselines.
     let pb = dir.join("processbench.jsonl");
-    let item = |id: u32, steps: &[&str], label: i64| serde_json::json!({ "id": format!("gsm8k-{id}"), "generator": "hand", "problem": "Tom has 3 apples and buys 4 more. How many apples does he have?", "steps": steps, "final_answer_correct": label < 0, "label": label }).to_string() + "\n";
+    let item = |id: u32, steps: &[&str], label: i64| {
+        serde_json::json!({ "id": format!("gsm8k-{id}"), "generator": "hand", "problem": "Tom has 3 apples and buys 4 more. How many apples does he have?", "steps": steps, "final_answer_correct": label < 0, "label": label }).to_string() + "\n"
+    };
     let items: String = [
         item(0, &["Tom starts with 3 apples.", "He buys 4 more: 3 + 4 = 7.", "#### 7"], -1),
         item(2, &["Tom starts with 3 apples.", "He buys 4 more: 3 + 4 = 8.", "#### 8"], 1),
@@ -176,13 +255,39 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     .concat();
     std::fs::write(&pb, items).unwrap();
     let pb_out = dir.join("pb");
-    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", &format!("processbench:{}", pb.display()), "--out", pb_out.to_str().unwrap(), "--rollouts", "1"]);
+    let (ok, out, err) = coordinator(&[
+        "eval",
+        "--checkpoint",
+        ckpt(1).to_str().unwrap(),
+        "--problems",
+        &format!("processbench:{}", pb.display()),
+        "--out",
+        pb_out.to_str().unwrap(),
+        "--rollouts",
+        "1",
+    ]);
     assert!(ok, "{out}\n{err}");
-    for m in ["random", "same step every time", "oracle final-answer", "policy log-prob", "interval reward", "dense reward", "F1"] {
+    for m in [
+        "random",
+        "same step every time",
+        "oracle final-answer",
+        "policy log-prob",
+        "interval reward",
+        "dense reward",
+        "F1",
+    ] {
         assert!(out.contains(m), "the ProcessBench table shows {m}:\n{out}");
     }
-    let scored: Vec<serde_json::Value> = std::fs::read_to_string(pb_out.join("processbench.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(scored.iter().map(|r| r["item_index"].as_u64().unwrap()).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "every item once");
+    let scored: Vec<serde_json::Value> = std::fs::read_to_string(pb_out.join("processbench.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        scored.iter().map(|r| r["item_index"].as_u64().unwrap()).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>(),
+        "every item once"
+    );
     for r in &scored {
         let n = r["response_tokens"].as_array().unwrap().len();
         assert!(n > 0);
@@ -190,27 +295,73 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         assert_eq!(r["policy_logprobs"].as_array().unwrap().len(), n);
         let steps: Vec<u64> = r["token_steps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         assert_eq!(steps.len(), n);
-        assert!(steps.windows(2).all(|w| w[0] <= w[1]) && steps[0] == 0 && *steps.last().unwrap() + 1 == r["n_steps"].as_u64().unwrap(), "tokens cover the steps in order: {steps:?}");
+        assert!(
+            steps.windows(2).all(|w| w[0] <= w[1]) && steps[0] == 0 && *steps.last().unwrap() + 1 == r["n_steps"].as_u64().unwrap(),
+            "tokens cover the steps in order: {steps:?}"
+        );
     }
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pb_out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!((summary["summary"]["n_error"].as_u64(), summary["summary"]["n_correct"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (summary["summary"]["n_error"].as_u64(), summary["summary"]["n_correct"].as_u64()),
+        (Some(3), Some(3))
+    );
     let html = std::fs::read_to_string(pb_out.join("report.html")).unwrap();
-    assert!(tl::parse(&html, tl::ParserOptions::default()).is_ok() && html.contains("gsm8k-2") && html.contains("3 + 4 = 8."), "the report draws items step by step");
+    assert!(
+        tl::parse(&html, tl::ParserOptions::default()).is_ok() && html.contains("gsm8k-2") && html.contains("3 + 4 = 8."),
+        "the report draws items step by step"
+    );
 
     // 2b. A GSM8K-layout file, and the exported folders of the trained checkpoint.
     let file = dir.join("problems.jsonl");
     std::fs::write(&file, "{\"question\": \"Tom has 3 apples and buys 4 more. How many apples does he have?\", \"answer\": \"He has 3 + 4 = <<3+4=7>>7 apples.\\n#### 7\"}\n{\"question\": \"A box holds 6 eggs. How many eggs are in 2 boxes?\", \"answer\": \"2 * 6 = <<2*6=12>>12 eggs.\\n#### 12\"}\n").unwrap();
-    let (ok, out, err) = coordinator(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", file.to_str().unwrap(), "--samples", "1", "--out", dir.join("file").to_str().unwrap(), "--rollouts", "1", "--corruption-kinds", "wrong_operation,wrong_quantity"]);
+    let (ok, out, err) = coordinator(&[
+        "eval",
+        "--checkpoint",
+        ckpt(1).to_str().unwrap(),
+        "--problems",
+        file.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--out",
+        dir.join("file").to_str().unwrap(),
+        "--rollouts",
+        "1",
+        "--corruption-kinds",
+        "wrong_operation,wrong_quantity",
+    ]);
     assert!(ok, "{out}\n{err}");
     assert_eq!(sample_counts(&dir.join("file")).len(), 2);
-    let kinds: std::collections::BTreeSet<String> = records::read_corruptions(&dir.join("file").join("corruptions.parquet")).unwrap().into_iter().map(|c| c.kind).collect();
-    assert!(!kinds.is_empty() && kinds.iter().all(|k| k == "wrong_operation" || k == "wrong_quantity"), "--corruption-kinds: {kinds:?}");
+    let kinds: std::collections::BTreeSet<String> = records::read_corruptions(&dir.join("file").join("corruptions.parquet"))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "wrong_operation" || k == "wrong_quantity"),
+        "--corruption-kinds: {kinds:?}"
+    );
     let exported = dir.join("exported");
     let (ok, out, err) = coordinator(&["export", ckpt(1).to_str().unwrap(), "--out", exported.to_str().unwrap()]);
     assert!(ok, "{out}\n{err}");
     let cfg = dir.join("run.toml");
     let (p, r) = (exported.join("policy"), exported.join("reward"));
-    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "eval", "--policy", p.to_str().unwrap(), "--reward", r.to_str().unwrap(), "--problems", "synthetic:2", "--samples", "1", "--out", dir.join("exp").to_str().unwrap(), "--rollouts", "1"]);
+    let (ok, out, err) = coordinator(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "eval",
+        "--policy",
+        p.to_str().unwrap(),
+        "--reward",
+        r.to_str().unwrap(),
+        "--problems",
+        "synthetic:2",
+        "--samples",
+        "1",
+        "--out",
+        dir.join("exp").to_str().unwrap(),
+        "--rollouts",
+        "1",
+    ]);
     assert!(ok, "{out}\n{err}");
     assert_eq!(sample_counts(&dir.join("exp")).len(), 2);
 
@@ -222,17 +373,64 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         for w in want {
             assert!(err.contains(w), "{args:?}: the error should name {w}:\n{err}");
         }
-        assert!(t.elapsed() < Duration::from_secs(20) && !err.contains("worker started"), "refused up front:\n{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20) && !err.contains("worker started"),
+            "refused up front:\n{err}"
+        );
     };
-    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--corruption-kinds", "wrong_quantity,typo", "--out", dir.join("x").to_str().unwrap()], &["--corruption-kinds", "`typo`"]);
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt(1).to_str().unwrap(),
+            "--corruption-kinds",
+            "wrong_quantity,typo",
+            "--out",
+            dir.join("x").to_str().unwrap(),
+        ],
+        &["--corruption-kinds", "`typo`"],
+    );
     let bad_file = dir.join("bad.jsonl");
-    std::fs::write(&bad_file, "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q2\", \"answer\": \"no final line\"}\n").unwrap();
-    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", bad_file.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()], &["bad.jsonl", "row 2", "answer"]);
+    std::fs::write(
+        &bad_file,
+        "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q2\", \"answer\": \"no final line\"}\n",
+    )
+    .unwrap();
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt(1).to_str().unwrap(),
+            "--problems",
+            bad_file.to_str().unwrap(),
+            "--out",
+            dir.join("x").to_str().unwrap(),
+        ],
+        &["bad.jsonl", "row 2", "answer"],
+    );
     let bad_pb = dir.join("bad-pb.jsonl");
     std::fs::write(&bad_pb, item(0, &["a", "b"], -1) + &item(2, &["a", "b"], 2)).unwrap();
-    refused(&["eval", "--checkpoint", ckpt(1).to_str().unwrap(), "--problems", &format!("processbench:{}", bad_pb.display()), "--out", dir.join("w").to_str().unwrap()], &["bad-pb.jsonl", "row 2", "label"]);
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt(1).to_str().unwrap(),
+            "--problems",
+            &format!("processbench:{}", bad_pb.display()),
+            "--out",
+            dir.join("w").to_str().unwrap(),
+        ],
+        &["bad-pb.jsonl", "row 2", "label"],
+    );
     let bad_train = dir.join("bad-train.toml");
-    std::fs::write(&bad_train, std::fs::read_to_string(dir.join("run.toml")).unwrap().replace("train.jsonl", "bad.jsonl").replace(&dir.join("run").display().to_string(), &dir.join("run-bad").display().to_string())).unwrap();
+    std::fs::write(
+        &bad_train,
+        std::fs::read_to_string(dir.join("run.toml"))
+            .unwrap()
+            .replace("train.jsonl", "bad.jsonl")
+            .replace(&dir.join("run").display().to_string(), &dir.join("run-bad").display().to_string()),
+    )
+    .unwrap();
     refused(&["--config", bad_train.to_str().unwrap(), "--local"], &["data.train", "bad.jsonl", "row 2"]);
     let broken = dir.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
@@ -240,10 +438,17 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         let e = e.unwrap();
         std::fs::copy(e.path(), broken.join(e.file_name())).unwrap();
     }
-    let shard = std::fs::read_dir(&broken).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "safetensors")).unwrap();
+    let shard = std::fs::read_dir(&broken)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&shard).unwrap();
     f.set_len(f.metadata().unwrap().len() - 8).unwrap();
-    refused(&["eval", "--checkpoint", broken.to_str().unwrap(), "--out", dir.join("y").to_str().unwrap()], &["--checkpoint", "broken", shard.file_name().unwrap().to_str().unwrap()]);
+    refused(
+        &["eval", "--checkpoint", broken.to_str().unwrap(), "--out", dir.join("y").to_str().unwrap()],
+        &["--checkpoint", "broken", shard.file_name().unwrap().to_str().unwrap()],
+    );
     let other_tok = dir.join("reward-other-tokenizer");
     std::fs::create_dir_all(&other_tok).unwrap();
     for e in std::fs::read_dir(&r).unwrap() {
@@ -254,7 +459,17 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
     let text = std::fs::read_to_string(&tj).unwrap();
     std::fs::write(&tj, text.replacen("\"<|im_end|>\"", "\"<|end|>\"", 1)).unwrap();
     refused(
-        &["--config", cfg.to_str().unwrap(), "eval", "--policy", p.to_str().unwrap(), "--reward", other_tok.to_str().unwrap(), "--out", dir.join("z").to_str().unwrap()],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "eval",
+            "--policy",
+            p.to_str().unwrap(),
+            "--reward",
+            other_tok.to_str().unwrap(),
+            "--out",
+            dir.join("z").to_str().unwrap(),
+        ],
         &["reward-other-tokenizer", "tokenizer.json differs"],
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -265,7 +480,10 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
 #[test]
 fn the_error_line_ends_at_its_newline() {
     let dir = temp_dir("error-line");
-    let cfg = airlift_proto::config::RunConfig::from_toml(&tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", "warm_start_steps = 1\ncorruptions_per_expert = 3")).unwrap();
+    let cfg = airlift_proto::config::RunConfig::from_toml(
+        &tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", "warm_start_steps = 1\ncorruptions_per_expert = 3"),
+    )
+    .unwrap();
     let tok = airlift_worker::tokenizer::Tokenizer::from_dir(&cache().join("models").join("SmolLM2-135M-Instruct")).unwrap();
     let mut data = airlift_worker::runtime::data::RunData::new(&cfg, 2);
     let mut seen = 0;
@@ -294,7 +512,10 @@ fn the_error_line_ends_at_its_newline() {
 fn every_corruption_kind_is_drawn() {
     let dir = temp_dir("kinds");
     let kinds = "corruption_kinds = [\"operator_flip\", \"answer_nudge\", \"number_alter\", \"wrong_operation\", \"wrong_quantity\"]";
-    let cfg = airlift_proto::config::RunConfig::from_toml(&tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", &format!("warm_start_steps = 1\ncorruptions_per_expert = 4\n{kinds}"))).unwrap();
+    let cfg = airlift_proto::config::RunConfig::from_toml(
+        &tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", &format!("warm_start_steps = 1\ncorruptions_per_expert = 4\n{kinds}")),
+    )
+    .unwrap();
     let tok = airlift_worker::tokenizer::Tokenizer::from_dir(&cache().join("models").join("SmolLM2-135M-Instruct")).unwrap();
     let mut data = airlift_worker::runtime::data::RunData::new(&cfg, 2);
     let mut count: std::collections::BTreeMap<String, usize> = Default::default();

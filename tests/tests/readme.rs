@@ -35,7 +35,10 @@ fn commands() -> Vec<String> {
             continue;
         }
         for part in pending.split("&&").flat_map(|p| p.split(';')) {
-            let words: Vec<&str> = part.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with('-') || *w == "export").collect();
+            let words: Vec<&str> = part
+                .split_whitespace()
+                .skip_while(|w| w.contains('=') && !w.starts_with('-') || *w == "export")
+                .collect();
             if !words.is_empty() {
                 out.push(words.join(" "));
             }
@@ -60,7 +63,11 @@ fn the_readme_commands_exist_as_written() {
     let cmds = commands();
     assert!(cmds.len() >= 15, "{cmds:?}");
     let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
-    let targets: BTreeSet<&str> = makefile.lines().filter_map(|l| l.split_once(':').map(|x| x.0)).filter(|t| !t.contains(' ') && !t.contains('$') && !t.is_empty()).collect();
+    let targets: BTreeSet<&str> = makefile
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|x| x.0))
+        .filter(|t| !t.contains(' ') && !t.contains('$') && !t.is_empty())
+        .collect();
     let mut checked = 0;
     for cmd in &cmds {
         let words: Vec<&str> = cmd.split_whitespace().collect();
@@ -110,7 +117,10 @@ fn the_readme_commands_exist_as_written() {
         let main_help = help(binary, None);
         let sub_help = sub.filter(|s| main_help.contains(&format!("  {s} "))).map(|s| help(binary, Some(s)));
         if let Some(s) = sub {
-            assert!(sub_help.is_some() || binary == "coordinator" && s.starts_with('$'), "README: `{cmd}`: `{binary}` has no subcommand `{s}`:\n{main_help}");
+            assert!(
+                sub_help.is_some() || binary == "coordinator" && s.starts_with('$'),
+                "README: `{cmd}`: `{binary}` has no subcommand `{s}`:\n{main_help}"
+            );
         }
         for w in words.iter().filter(|w| w.starts_with("--")) {
             let flag = w.split('=').next().unwrap();

@@ -11,8 +11,17 @@ fn root() -> PathBuf {
 
 /// `coordinator ARGS` from the repository root (the recipes' paths are relative to it).
 fn coordinator(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin("coordinator")).args(args).current_dir(root()).env_remove("RUST_BACKTRACE").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = std::process::Command::new(bin("coordinator"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -39,7 +48,11 @@ fn every_recipe_checks_out_and_a_plan_too_large_is_refused() {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let (ok, out, err) = coordinator(&a);
         assert!(ok, "{}: check failed:\n{out}\n{err}", path.display());
-        assert!(err.contains("parameters: policy") && err.contains("memory per learner") && err.contains("KV cache"), "{}:\n{err}", path.display());
+        assert!(
+            err.contains("parameters: policy") && err.contains("memory per learner") && err.contains("KV cache"),
+            "{}:\n{err}",
+            path.display()
+        );
         assert!(out.contains("LEARNERS="), "{out}");
         println!("{}:\n{err}", path.display());
     }
@@ -48,7 +61,9 @@ fn every_recipe_checks_out_and_a_plan_too_large_is_refused() {
     // The same 1.5B recipe on 20 GB GPUs does not fit, and the error says which key and why.
     let dir = temp_dir("recipe");
     let small = dir.join("small.toml");
-    let text = std::fs::read_to_string(root().join("configs/qwen2.5-1.5b-gsm8k-8gpu.toml")).unwrap().replace("memory_gb = 80", "memory_gb = 20");
+    let text = std::fs::read_to_string(root().join("configs/qwen2.5-1.5b-gsm8k-8gpu.toml"))
+        .unwrap()
+        .replace("memory_gb = 80", "memory_gb = 20");
     std::fs::write(&small, text).unwrap();
     let shape = root().join("configs/shapes/Qwen2.5-1.5B-Instruct");
     let (ok, _, err) = coordinator(&["--config", small.to_str().unwrap(), "check", "--model-config", shape.to_str().unwrap()]);

@@ -20,14 +20,26 @@ fn check_run(run: &std::path::Path) {
         assert_eq!(l[0]["reward_fingerprint"], l[1]["reward_fingerprint"], "iteration {}", rec["iteration"]);
     }
     // The warm starts ran on both ranks: SFT and the reward's experts-vs-corruptions steps.
-    assert!(m[0]["learners"].as_array().unwrap().iter().all(|l| l["sft_steps"] == 1 && l["reward_warm_steps"] == 1), "{}", m[0]);
+    assert!(
+        m[0]["learners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["sft_steps"] == 1 && l["reward_warm_steps"] == 1),
+        "{}",
+        m[0]
+    );
     // Parameters change from step to step.
     let fps: HashSet<String> = m.iter().map(|r| r["learners"][0]["policy_fingerprint"].as_str().unwrap().to_string()).collect();
     assert_eq!(fps.len(), 4);
     let files = trajectories(run);
     assert_eq!(files.len(), 6, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     for it in 1..=3u64 {
-        let rows: Vec<_> = files.iter().filter(|(n, _)| n.starts_with(&format!("iter-{it:06}"))).flat_map(|(_, r)| r.clone()).collect();
+        let rows: Vec<_> = files
+            .iter()
+            .filter(|(n, _)| n.starts_with(&format!("iter-{it:06}")))
+            .flat_map(|(_, r)| r.clone())
+            .collect();
         let policy: Vec<_> = rows.iter().filter(|r| r.source == "policy").collect();
         // Exactly prompts × samples policy rows, no (task, sample) twice.
         assert_eq!(policy.len(), 4 * 2, "iteration {it}");
@@ -35,7 +47,9 @@ fn check_run(run: &std::path::Path) {
         assert_eq!(keys.len(), policy.len());
         let prompts: HashSet<u64> = policy.iter().map(|r| r.prompt_id).collect();
         assert_eq!(prompts.len(), 4);
-        assert!(policy.iter().all(|r| r.iteration == it && r.behaviour_logprobs.len() == r.response_tokens.len()));
+        assert!(policy
+            .iter()
+            .all(|r| r.iteration == it && r.behaviour_logprobs.len() == r.response_tokens.len()));
         assert_eq!(rows.iter().filter(|r| r.source == "expert").count(), 4);
         assert_eq!(rows.iter().filter(|r| r.source == "corrupted").count(), 4);
         assert!(rows.iter().filter(|r| r.source == "corrupted").all(|r| r.first_error_token.is_some()));
@@ -46,8 +60,21 @@ fn check_run(run: &std::path::Path) {
     // The run's files are its user's alone (umask 077 unless AIRLIFT_UMASK says otherwise).
     use std::os::unix::fs::PermissionsExt;
     let traj = std::fs::read_dir(run.join("trajectories")).unwrap().next().unwrap().unwrap().path();
-    let shard = std::fs::read_dir(run.join("checkpoints/step-000003")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "safetensors")).unwrap();
-    for p in [run.to_path_buf(), run.join("metrics.jsonl"), run.join("token"), run.join("checkpoints"), shard, traj, run.join("logs/learner-0.log"), run.join("report.html")] {
+    let shard = std::fs::read_dir(run.join("checkpoints/step-000003"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    for p in [
+        run.to_path_buf(),
+        run.join("metrics.jsonl"),
+        run.join("token"),
+        run.join("checkpoints"),
+        shard,
+        traj,
+        run.join("logs/learner-0.log"),
+        run.join("report.html"),
+    ] {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
     }
@@ -66,7 +93,13 @@ fn two_rollouts_two_learners_three_iterations() {
     println!("run took {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
     assert!(stdout.contains("airlift run summary"));
     // The console names each phase in words and counts it to its end.
-    for want in ["SFT warm start: 1/1 steps", "reward warm start: 1/1 steps", "AIRL iterations: 3/3 iterations", "disc loss ", "tok/s "] {
+    for want in [
+        "SFT warm start: 1/1 steps",
+        "reward warm start: 1/1 steps",
+        "AIRL iterations: 3/3 iterations",
+        "disc loss ",
+        "tok/s ",
+    ] {
         assert!(stderr.contains(want), "the console lacks `{want}`:\n{stderr}");
     }
     assert!(!stderr.contains("LEARNER_TASK_KIND"), "internal enum names on the console:\n{stderr}");
@@ -78,28 +111,41 @@ fn two_rollouts_two_learners_three_iterations() {
     assert!(svgs >= 8, "{svgs} charts");
     let last = metrics(&run).last().cloned().unwrap();
     let disc = format!("{:.3}", last["learners"][0]["disc_loss"].as_f64().unwrap());
-    assert!(page.contains(&disc) && page.contains("Checkpoints on disk") && page.contains("step-000003") && page.contains("[run]"), "report lacks the run's numbers ({disc}):\n{page}");
+    assert!(
+        page.contains(&disc) && page.contains("Checkpoints on disk") && page.contains("step-000003") && page.contains("[run]"),
+        "report lacks the run's numbers ({disc}):\n{page}"
+    );
     assert!(!page.contains("<script"), "self-contained, no scripts");
     check_run(&run);
     // fp32 sampling at max_staleness = 0: each iteration learns from samples of the policy it
     // holds, so its PPO step starts at ratio 1 (up to the rounding between the sampler's cached
     // forward and the learner's packed one) and clips nothing.
     for rec in metrics(&run).iter().filter(|r| r["iteration"].as_u64().unwrap() > 0) {
-        assert_eq!(rec["behaviour_policy_version"].as_u64().unwrap() + 1, rec["policy_version"].as_u64().unwrap(), "{rec}");
+        assert_eq!(
+            rec["behaviour_policy_version"].as_u64().unwrap() + 1,
+            rec["policy_version"].as_u64().unwrap(),
+            "{rec}"
+        );
         for l in rec["learners"].as_array().unwrap() {
             let kl = l["approx_kl"].as_f64().unwrap();
             assert!(kl.abs() < 1e-6, "approx_kl {kl:e} at staleness 0 in fp32: {rec}");
             assert_eq!(l["clip_fraction"].as_f64(), Some(0.0), "{rec}");
             // The measured train–inference mismatch agrees: none to speak of in fp32.
             let mismatch = l["behaviour_kl"].as_f64().unwrap();
-            assert!(mismatch.abs() < 1e-6 && l["behaviour_outside_clip"].as_f64() == Some(0.0), "behaviour_kl {mismatch:e}: {rec}");
+            assert!(
+                mismatch.abs() < 1e-6 && l["behaviour_outside_clip"].as_f64() == Some(0.0),
+                "behaviour_kl {mismatch:e}: {rec}"
+            );
         }
     }
     // The folder now holds a run: a fresh run there is refused (nothing is touched), unless
     // told to resume it or to overwrite it.
     let before = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let (ok, _, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
-    assert!(!ok && stderr.contains("holds another run's outputs") && stderr.contains("--overwrite") && stderr.contains("--resume"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("holds another run's outputs") && stderr.contains("--overwrite") && stderr.contains("--resume"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
     // --overwrite (what `make demo` passes) starts afresh: the old outputs are replaced, not mixed.
     std::fs::write(run.join("trajectories").join("iter-000009-rank0.parquet"), b"left over").unwrap();
@@ -116,7 +162,11 @@ fn a_rollout_worker_killed_mid_iteration_loses_nothing() {
     tiny_model(&dir.join("model"));
     let run = dir.join("run");
     // Longer generations so that the kill lands while tasks are running.
-    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &run, "").replace("max_new_tokens = 24", "max_new_tokens = 256")).unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        tiny_config(&dir.join("model"), &run, "").replace("max_new_tokens = 24", "max_new_tokens = 256"),
+    )
+    .unwrap();
     let mut child = Command::new(bin("coordinator"))
         .args(["--config", dir.join("c.toml").to_str().unwrap(), "--local"])
         .stdin(Stdio::null())
@@ -175,7 +225,8 @@ fn wrong_token_and_wrong_protocol_version_are_refused() {
     let dir = temp_dir("refuse");
     tiny_model(&dir.join("model"));
     std::fs::write(dir.join("token"), "right-token\n").unwrap();
-    let cfg = tiny_config(&dir.join("model"), &dir.join("run"), "").replace("[workers]", &format!("token_file = \"{}\"\n[workers]", dir.join("token").display()));
+    let cfg =
+        tiny_config(&dir.join("model"), &dir.join("run"), "").replace("[workers]", &format!("token_file = \"{}\"\n[workers]", dir.join("token").display()));
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
     let port = free_port();
     let mut coord = Command::new(bin("coordinator"))
@@ -187,7 +238,11 @@ fn wrong_token_and_wrong_protocol_version_are_refused() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     // A worker with the wrong token.
-    let out = Command::new(bin("worker")).args(["run", "--role", "rollout", "--coordinator", &url]).env("AIRLIFT_TOKEN", "wrong-token").output().unwrap();
+    let out = Command::new(bin("worker"))
+        .args(["run", "--role", "rollout", "--coordinator", &url])
+        .env("AIRLIFT_TOKEN", "wrong-token")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("wrong run token"), "{err}");
@@ -200,11 +255,21 @@ fn wrong_token_and_wrong_protocol_version_are_refused() {
         let mut c = airlift_proto::pb::coordinator_client::CoordinatorClient::with_interceptor(ch, stamp);
         c.run_status(airlift_proto::pb::StatusRequest {}).await.unwrap_err().message().to_string()
     });
-    assert!(msg.contains("protocol version mismatch") && msg.contains(&airlift_proto::PROTOCOL_VERSION.to_string()), "{msg}");
+    assert!(
+        msg.contains("protocol version mismatch") && msg.contains(&airlift_proto::PROTOCOL_VERSION.to_string()),
+        "{msg}"
+    );
     // The right token and version get the status.
-    let out = Command::new(bin("coordinator")).args(["status", "--coordinator", &url, "--token-file", dir.join("token").to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin("coordinator"))
+        .args(["status", "--coordinator", &url, "--token-file", dir.join("token").to_str().unwrap()])
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && s.contains("state waiting-for-workers"), "{s}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && s.contains("state waiting-for-workers"),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     coord.kill().unwrap();
     let _ = coord.wait();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -251,12 +316,19 @@ fn bounded_staleness_run_keeps_every_row_and_replicas_identical() {
         let after = rec["policy_version"].as_u64().unwrap();
         assert!(after - 1 - behaviour <= 1, "{rec}");
         let kl = rec["learners"][0]["approx_kl"].as_f64().unwrap();
-        if after - 1 - behaviour == 1 { stale.push(kl) } else { fresh.push(kl) }
+        if after - 1 - behaviour == 1 {
+            stale.push(kl)
+        } else {
+            fresh.push(kl)
+        }
     }
     println!("approx_kl of stale iterations {stale:?}, of fresh ones {fresh:?}");
     assert!(!stale.is_empty(), "max_staleness = 1 never sampled with an older policy");
     let fresh_max = fresh.iter().copied().fold(0.0, f64::max);
-    assert!(stale.iter().all(|&kl| kl > 1e-12 && kl > 100.0 * fresh_max), "stale {stale:?} against fresh {fresh:?}");
+    assert!(
+        stale.iter().all(|&kl| kl > 1e-12 && kl > 100.0 * fresh_max),
+        "stale {stale:?} against fresh {fresh:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -271,7 +343,10 @@ fn a_worker_that_cannot_start_ends_the_local_run_with_its_error() {
     let start = std::time::Instant::now();
     let (ok, stdout, stderr) = coordinator(&["--config", dir.join("c.toml").to_str().unwrap(), "--local"]);
     assert!(!ok, "{stdout}\n{stderr}");
-    let said = stderr.lines().filter(|l| l.starts_with("  learner-") || l.starts_with("  rollout-")).collect::<Vec<_>>();
+    let said = stderr
+        .lines()
+        .filter(|l| l.starts_with("  learner-") || l.starts_with("  rollout-"))
+        .collect::<Vec<_>>();
     // The worker that failed first names the missing folder; the others may only have seen the
     // coordinator shutting down.
     assert!(said.iter().any(|l| l.contains("no-such-model")), "{stderr}");

@@ -33,7 +33,11 @@ impl Slurm {
     fn start(dir: &Path) -> Slurm {
         let out = Command::new(repo().join("cluster/local-slurm.sh")).arg("start").arg(dir).output().unwrap();
         let s = Slurm { dir: dir.to_path_buf() };
-        assert!(out.status.success(), "cluster/local-slurm.sh start failed (needs root or sudo for apt-get and the daemons):\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cluster/local-slurm.sh start failed (needs root or sudo for apt-get and the daemons):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s
     }
 
@@ -51,20 +55,31 @@ impl Slurm {
 
     fn run(&self, c: &mut Command) -> (bool, String) {
         let out = c.output().unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     }
 
     /// Submits `config` with cluster/submit; returns the job id.
     fn submit(&self, config: &Path) -> u64 {
         let (ok, text) = self.run(self.cmd("cluster/submit").arg(config));
         assert!(ok, "{text}");
-        text.lines().find_map(|l| l.strip_prefix("Submitted batch job ")).unwrap_or_else(|| panic!("{text}")).trim().parse().unwrap()
+        text.lines()
+            .find_map(|l| l.strip_prefix("Submitted batch job "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// `scontrol show job` fields: JobState, ExitCode, Restarts, Reason.
     fn job(&self, id: u64) -> std::collections::HashMap<String, String> {
         let (_, text) = self.run(self.cmd("scontrol").args(["show", "job", &id.to_string()]));
-        text.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        text.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Waits until job `id` has ended (not pending or running), calling `on_output` with its
@@ -79,7 +94,11 @@ impl Slurm {
                 "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" => {}
                 _ => return j,
             }
-            assert!(Instant::now() < deadline, "job {id} still {state} after {timeout:?}:\n{}", std::fs::read_to_string(out).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {state} after {timeout:?}:\n{}",
+                std::fs::read_to_string(out).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -93,7 +112,9 @@ impl Drop for Slurm {
 
 /// Lines of a job's output that report errors (the summary's legend mentions "error" in prose).
 fn error_lines(text: &str) -> Vec<&str> {
-    text.lines().filter(|l| l.contains(" ERROR ") || l.contains("error:") || l.contains("Error:") || l.contains("CANCELLED")).collect()
+    text.lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains("error:") || l.contains("Error:") || l.contains("CANCELLED"))
+        .collect()
 }
 
 fn job_out(run: &Path, id: u64) -> PathBuf {
@@ -121,7 +142,12 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     assert_eq!(straight.len(), 5);
     let rows_a = rows_without_timings(&a);
     for it in 1..=4 {
-        let policy = rows_a.iter().filter(|(n, _)| n.starts_with(&format!("iter-{it:06}"))).flat_map(|(_, r)| r).filter(|r| r.source == "policy").count();
+        let policy = rows_a
+            .iter()
+            .filter(|(n, _)| n.starts_with(&format!("iter-{it:06}")))
+            .flat_map(|(_, r)| r)
+            .filter(|r| r.source == "policy")
+            .count();
         assert_eq!(policy, 6 * 2, "iteration {it}");
     }
 
@@ -138,9 +164,19 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     });
     let text = std::fs::read_to_string(job_out(&b, id)).unwrap();
     assert!(signalled, "{text}");
-    assert_eq!((j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()), ("COMPLETED", "0:0", "1"), "{text}");
-    assert!(text.contains("stopping: checkpoint before exit") || text.contains("checkpoint written"), "{text}");
-    assert!(text.contains("requeueing job") && text.contains("resuming from the newest checkpoint"), "{text}");
+    assert_eq!(
+        (j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()),
+        ("COMPLETED", "0:0", "1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stopping: checkpoint before exit") || text.contains("checkpoint written"),
+        "{text}"
+    );
+    assert!(
+        text.contains("requeueing job") && text.contains("resuming from the newest checkpoint"),
+        "{text}"
+    );
     same_run(&a, &b, &straight, &rows_a);
 
     // 3. `scontrol requeue` in the middle of iteration 3, no warning.
@@ -157,13 +193,23 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     });
     let text = std::fs::read_to_string(job_out(&c, id)).unwrap();
     assert!(requeued, "{text}");
-    assert_eq!((j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()), ("COMPLETED", "0:0", "1"), "{text}");
+    assert_eq!(
+        (j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()),
+        ("COMPLETED", "0:0", "1"),
+        "{text}"
+    );
     assert!(text.contains("resuming from the newest checkpoint"), "{text}");
     same_run(&a, &c, &straight, &rows_a);
 
     // 4. A wrong model path: the job fails within seconds, naming the path.
     let cfg = dir.join("bad-model.toml");
-    std::fs::write(&cfg, std::fs::read_to_string(checkpointed_config(&dir, "d", 2)).unwrap().replace(dir.join("model").to_str().unwrap(), "/nonexistent/airlift-model")).unwrap();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(checkpointed_config(&dir, "d", 2))
+            .unwrap()
+            .replace(dir.join("model").to_str().unwrap(), "/nonexistent/airlift-model"),
+    )
+    .unwrap();
     let d = dir.join("d");
     let t = Instant::now();
     let id = slurm.submit(&cfg);
@@ -177,7 +223,13 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     let cfg = checkpointed_config(&dir, "e", 2);
     let e = dir.join("e");
     std::fs::create_dir_all(&e).unwrap();
-    let (ok, text) = slurm.run(slurm.cmd("sbatch").args(["--ntasks=2", &format!("--output={}/slurm-%j.out", e.display())]).arg("cluster/airlift.sbatch").env("CONFIG", &cfg));
+    let (ok, text) = slurm.run(
+        slurm
+            .cmd("sbatch")
+            .args(["--ntasks=2", &format!("--output={}/slurm-%j.out", e.display())])
+            .arg("cluster/airlift.sbatch")
+            .env("CONFIG", &cfg),
+    );
     assert!(ok, "{text}");
     let id: u64 = text.trim().rsplit(' ').next().unwrap().parse().unwrap();
     let j = slurm.wait(id, &job_out(&e, id), Duration::from_secs(60), |_| {});
@@ -190,10 +242,29 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     // 6. An evaluation job of run a's last checkpoint.
     let out = dir.join("evals").join("last");
     let ckpt = a.join("checkpoints").join("step-000004");
-    let flags = ["--checkpoint", ckpt.to_str().unwrap(), "--problems", "synthetic:4", "--samples", "2", "--out", out.to_str().unwrap(), "--learners", "2", "--rollouts", "2"];
+    let flags = [
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--problems",
+        "synthetic:4",
+        "--samples",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--learners",
+        "2",
+        "--rollouts",
+        "2",
+    ];
     let (ok, text) = slurm.run(slurm.cmd("cluster/submit-eval").args(flags));
     assert!(ok, "{text}");
-    let id: u64 = text.lines().find_map(|l| l.strip_prefix("Submitted batch job ")).unwrap_or_else(|| panic!("{text}")).trim().parse().unwrap();
+    let id: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Submitted batch job "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim()
+        .parse()
+        .unwrap();
     let job_file = dir.join("evals").join(format!("slurm-last-{id}.out"));
     let j = slurm.wait(id, &job_file, long, |_| {});
     let text = std::fs::read_to_string(&job_file).unwrap();
@@ -203,8 +274,18 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     assert_eq!(samples.len(), 8, "4 problems x 2 samples");
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"q\"}\n").unwrap();
-    let (ok, text) = slurm.run(slurm.cmd("cluster/submit-eval").args(["--checkpoint", ckpt.to_str().unwrap(), "--problems", bad.to_str().unwrap(), "--out", dir.join("evals/bad").to_str().unwrap()]));
-    assert!(!ok && text.contains("bad.jsonl") && text.contains("row 1") && !text.contains("Submitted"), "{text}");
+    let (ok, text) = slurm.run(slurm.cmd("cluster/submit-eval").args([
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--problems",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("evals/bad").to_str().unwrap(),
+    ]));
+    assert!(
+        !ok && text.contains("bad.jsonl") && text.contains("row 1") && !text.contains("Submitted"),
+        "{text}"
+    );
     drop(slurm);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -218,9 +299,19 @@ fn same_run(a: &Path, other: &Path, straight: &[serde_json::Value], rows_a: &[(S
         assert_eq!(fingerprints(x), fingerprints(y), "{} iteration {}", other.display(), x["iteration"]);
     }
     let rows = rows_without_timings(other);
-    assert_eq!(rows.iter().map(|f| &f.0).collect::<Vec<_>>(), rows_a.iter().map(|f| &f.0).collect::<Vec<_>>(), "{} vs {}", other.display(), a.display());
+    assert_eq!(
+        rows.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        rows_a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        "{} vs {}",
+        other.display(),
+        a.display()
+    );
     for (fa, fo) in rows_a.iter().zip(&rows) {
-        let key = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| rows.iter().map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone())).collect::<Vec<_>>();
+        let key = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| {
+            rows.iter()
+                .map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(key(&fa.1), key(&fo.1), "{}", fa.0);
     }
 }

@@ -9,10 +9,10 @@
 
 use airlift_proto::config::RunConfig;
 use airlift_worker::airl::iteration::{IterationBatch, Learner, NoReduce};
-use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::Split;
 use airlift_worker::runtime::{airl_config, data::RunData};
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::{model, tokenizer::Tokenizer};
 use std::time::Instant;
 use tch::{Device, Kind};
@@ -28,13 +28,31 @@ fn main() -> anyhow::Result<()> {
     let mut policy = model::load(&cfg.model.policy, Device::Cpu, Kind::Float)?;
     policy.model.set_compute_kind(compute);
     let tok = Tokenizer::from_dir(&cfg.model.policy)?;
-    let mut reward = RewardModel::from_base(&cfg.model.policy, cfg.reward.backbone_layers.map(|k| k as usize), Device::Cpu, cfg.run.seed ^ 0x5EED)?;
+    let mut reward = RewardModel::from_base(
+        &cfg.model.policy,
+        cfg.reward.backbone_layers.map(|k| k as usize),
+        Device::Cpu,
+        cfg.run.seed ^ 0x5EED,
+    )?;
     reward.set_compute_kind(compute);
     let eos = policy.model.config().eos_token_ids[0];
     let airl = airl_config(&cfg, eos);
     let policy_opt = FlatAdamW::new(&policy.vs, AdamWConfig { lr: 0.0, ..Default::default() });
-    let reward_opt = FlatAdamW::new(&reward.vs, AdamWConfig { lr: cfg.reward.lr, total_steps: steps as u64, ..Default::default() });
-    let mut l = Learner { policy: policy.model, policy_opt, reference: None, reward, reward_opt };
+    let reward_opt = FlatAdamW::new(
+        &reward.vs,
+        AdamWConfig {
+            lr: cfg.reward.lr,
+            total_steps: steps as u64,
+            ..Default::default()
+        },
+    );
+    let mut l = Learner {
+        policy: policy.model,
+        policy_opt,
+        reference: None,
+        reward,
+        reward_opt,
+    };
     let mut data = RunData::new(&cfg, eos as u32);
     let mut eval = IterationBatch::default();
     for id in 0..48 {

@@ -6,9 +6,9 @@
 use crate::generate::{Generator, SamplingParams};
 use crate::model::{self, head};
 use crate::rng::SplitMix64;
+use crate::train::optim::{AdamWConfig, FlatAdamW};
 use std::path::Path;
 use std::time::Instant;
-use crate::train::optim::{AdamWConfig, FlatAdamW};
 use tch::{Device, Kind, Tensor};
 
 /// One result row.
@@ -69,11 +69,18 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
         let m = model::load(dir, spec.device, kind)?;
         let pad = m.model.config().pad_token_id.unwrap_or(0);
         for &b in &spec.gen_batches {
-            let params = SamplingParams { max_new_tokens: spec.new_tokens, ignore_eos: true, ..Default::default() };
+            let params = SamplingParams {
+                max_new_tokens: spec.new_tokens,
+                ignore_eos: true,
+                ..Default::default()
+            };
             // Untimed: the cache for this bucket (and its CUDA graph), the kernels' first use.
             let mut g = Generator::new(&m.model, b);
             g.prepare(&m.model, b, prompt.len(), spec.new_tokens, pad);
-            let warm = SamplingParams { max_new_tokens: 4, ..params.clone() };
+            let warm = SamplingParams {
+                max_new_tokens: 4,
+                ..params.clone()
+            };
             g.generate(&m.model, &vec![prompt.clone(); b], &[], pad, &warm);
             sync(spec.device);
             let out = g.generate(&m.model, &vec![prompt.clone(); b], &[], pad, &params);
@@ -91,7 +98,11 @@ pub fn run(dir: &Path, spec: &BenchSpec) -> anyhow::Result<Vec<Row>> {
             let secs = train_step_seconds(dir, kind, spec)?;
             print(Row {
                 what: format!("train step {}x{}", spec.train_batch, spec.train_seq),
-                dtype: if kind == Kind::Float { "fp32".into() } else { format!("{}*", kind_name(kind)) },
+                dtype: if kind == Kind::Float {
+                    "fp32".into()
+                } else {
+                    format!("{}*", kind_name(kind))
+                },
                 batch: spec.train_batch,
                 seconds: secs,
                 tokens_per_s: (spec.train_batch * spec.train_seq) as f64 / secs,
@@ -111,7 +122,15 @@ pub fn train_step_seconds(dir: &Path, compute: Kind, spec: &BenchSpec) -> anyhow
     let mut m = model::load(dir, spec.device, Kind::Float)?;
     m.model.set_compute_kind(compute);
     let vocab = m.model.config().vocab_size;
-    let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-5, weight_decay: 0.01, max_grad_norm: None, ..Default::default() });
+    let mut opt = FlatAdamW::new(
+        &m.vs,
+        AdamWConfig {
+            lr: 1e-5,
+            weight_decay: 0.01,
+            max_grad_norm: None,
+            ..Default::default()
+        },
+    );
     let (b, t) = (spec.train_batch as i64, spec.train_seq as i64);
     let mut rng = SplitMix64::new(1234);
     let ids: Vec<i64> = (0..b * t).map(|_| rng.range(0, vocab - 1)).collect();

@@ -267,14 +267,24 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => run_generate(a),
-        Command::BenchFlight { model, rows, batch_rows, response_tokens } => {
+        Command::BenchFlight {
+            model,
+            rows,
+            batch_rows,
+            response_tokens,
+        } => {
             if batch_rows == 0 {
                 bail!("--batch-rows must be at least 1");
             }
             crate::runtime::bench_flight::run(model.as_deref(), rows, batch_rows, response_tokens)?;
             Ok(())
         }
-        Command::BenchCheckpoint { model, reward_layers, learners, dir } => crate::train::bench_checkpoint::run(&model, reward_layers, &learners, &dir),
+        Command::BenchCheckpoint {
+            model,
+            reward_layers,
+            learners,
+            dir,
+        } => crate::train::bench_checkpoint::run(&model, reward_layers, &learners, &dir),
         Command::Info => {
             println!("airlift worker {}", env!("CARGO_PKG_VERSION"));
             println!("{}", crate::cuda::support());
@@ -285,14 +295,25 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::NcclCheck { values } => crate::collective::nccl::self_check(values).map_err(anyhow::Error::msg),
-        Command::RandomModel { tokenizer_from, config_from, out, seed } => {
+        Command::RandomModel {
+            tokenizer_from,
+            config_from,
+            out,
+            seed,
+        } => {
             crate::model::write_random_llama(&out, config_from.as_deref(), &tokenizer_from, seed)?;
             println!("wrote {}", out.display());
             Ok(())
         }
         Command::Run(a) => {
             let token = airlift_proto::auth::load_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
-            let opts = crate::runtime::WorkerOptions { role: a.role, coordinator: a.coordinator, rank: a.rank, host: a.host, token };
+            let opts = crate::runtime::WorkerOptions {
+                role: a.role,
+                coordinator: a.coordinator,
+                rank: a.rank,
+                host: a.host,
+                token,
+            };
             crate::runtime::run(opts)?;
             Ok(())
         }

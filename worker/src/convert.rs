@@ -217,7 +217,12 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<Converted, ConvertErr
         std::fs::remove_dir_all(out_dir).map_err(io(out_dir))?;
     }
     std::fs::rename(&tmp, out_dir).map_err(io(out_dir))?;
-    Ok(Converted { dir: out_dir.into(), tensors: g.tensors.len(), parameters, architecture: arch })
+    Ok(Converted {
+        dir: out_dir.into(),
+        tensors: g.tensors.len(),
+        parameters,
+        architecture: arch,
+    })
 }
 
 /// The `normalizer` and `pre_tokenizer` of the `tokenizer.json` rebuilt for GGUF pre-tokenizer
@@ -243,7 +248,11 @@ pub fn pre_tokenizer_json(pre: &str) -> Result<(Json, Json), String> {
             "pretokenizers": [ { "type": "Digits", "individual_digits": true }, byte_level ]
         }),
         "gpt-2" | "default" => byte_level,
-        other => return Err(format!("tokenizer.ggml.pre = `{other}`: airlift rebuilds only the smollm, qwen2, starcoder and gpt-2 pre-tokenizers")),
+        other => {
+            return Err(format!(
+                "tokenizer.ggml.pre = `{other}`: airlift rebuilds only the smollm, qwen2, starcoder and gpt-2 pre-tokenizers"
+            ))
+        }
     };
     Ok((normalizer, pre_tokenizer))
 }
@@ -297,10 +306,12 @@ fn tokenizer_json(g: &Gguf, tokens: &[&str]) -> Result<Json, ConvertError> {
 
 /// A summary line of the GGUF metadata, for `worker convert-gguf`.
 pub fn describe(g: &Gguf) -> String {
-    let get = |k: &str| g.metadata.get(k).map(|v| match v {
-        Value::String(s) => s.clone(),
-        v => format!("{:?}", v),
-    });
+    let get = |k: &str| {
+        g.metadata.get(k).map(|v| match v {
+            Value::String(s) => s.clone(),
+            v => format!("{:?}", v),
+        })
+    };
     format!(
         "{} (architecture {}, GGUF v{}, {} tensors)",
         get("general.name").unwrap_or_default(),

@@ -41,7 +41,10 @@ fn library_loaded(prefix: &str) -> bool {
 
 /// This process's CUDA support.
 pub fn support() -> Support {
-    Support { loaded: library_loaded("libtorch_cuda.so"), devices: tch::Cuda::device_count() }
+    Support {
+        loaded: library_loaded("libtorch_cuda.so"),
+        devices: tch::Cuda::device_count(),
+    }
 }
 
 /// A call into the C++ shim (CUDA graphs, fused AdamW) that failed.
@@ -141,7 +144,10 @@ pub struct AdamWStep {
 /// read. All tensors: fp32, one device, `params[i]`, `grads[i]` and the moments the same size.
 pub fn fused_adamw(params: &[Tensor], grads: &[Tensor], exp_avgs: &[Tensor], exp_avg_sqs: &[Tensor], step: &Tensor, h: AdamWStep) -> Result<(), GraphError> {
     let n = params.len();
-    assert!(grads.len() == n && exp_avgs.len() == n && exp_avg_sqs.len() == n, "fused AdamW: lists of different lengths");
+    assert!(
+        grads.len() == n && exp_avgs.len() == n && exp_avg_sqs.len() == n,
+        "fused AdamW: lists of different lengths"
+    );
     #[cfg(airlift_cuda_graphs)]
     {
         let ptrs = |ts: &[Tensor]| ts.iter().map(|t| t.as_ptr() as *const std::ffi::c_void).collect::<Vec<_>>();
@@ -187,7 +193,9 @@ impl Graph {
         #[cfg(airlift_cuda_graphs)]
         {
             // SAFETY: a new graph object, owned by the returned Graph and deleted in Drop.
-            let g = Graph { ptr: unsafe { shim::airlift_graph_new() } };
+            let g = Graph {
+                ptr: unsafe { shim::airlift_graph_new() },
+            };
             shim::call("capture begin", |e, n| unsafe { shim::airlift_graph_capture_begin(g.ptr, e, n) })?;
             let out = f();
             shim::call("capture end", |e, n| unsafe { shim::airlift_graph_capture_end(g.ptr, e, n) })?;

@@ -61,7 +61,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_p: 1.0, max_new_tokens: 256, seed: 0, ignore_eos: false }
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_new_tokens: 256,
+            seed: 0,
+            ignore_eos: false,
+        }
     }
 }
 
@@ -224,8 +230,13 @@ impl Generator {
 
         let b = slots as usize;
         let mut rngs: Vec<SplitMix64> = (0..n).map(|r| SplitMix64::for_stream(p.seed, r as u64)).collect();
-        let mut out: Vec<Completion> =
-            (0..n).map(|_| Completion { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length }).collect();
+        let mut out: Vec<Completion> = (0..n)
+            .map(|_| Completion {
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                finish: FinishReason::Length,
+            })
+            .collect();
         let mut slot_seq: Vec<Option<usize>> = vec![None; b];
         let mut pos = vec![0i64; b];
         let mut feed = vec![pad_id; b];
@@ -268,7 +279,10 @@ impl Generator {
                 let rows_i: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
                 let ps: Vec<&[u32]> = seqs.iter().map(|&s| prompts[s].as_slice()).collect();
                 let logits = model.prefill_slots(&st.cache, &rows_i, &ps, pad_id);
-                let u: Vec<f32> = seqs.iter().map(|&s| if p.temperature > 0.0 { rngs[s].next_f64() as f32 } else { 0.0 }).collect();
+                let u: Vec<f32> = seqs
+                    .iter()
+                    .map(|&s| if p.temperature > 0.0 { rngs[s].next_f64() as f32 } else { 0.0 })
+                    .collect();
                 let (toks, logps) = sample_to_host(&logits, p, &u);
                 prefill_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
                 for (i, &r) in rows.iter().enumerate() {
@@ -310,7 +324,11 @@ impl Generator {
                 remaining -= advance(&mut slot_seq, &mut pos, &mut feed, r, done, toks[r], next) as usize;
             }
         }
-        BatchOutput { completions: out, elapsed_ms: start.elapsed().as_secs_f64() * 1e3, prefill_ms: prefill_ms.unwrap_or(0.0) }
+        BatchOutput {
+            completions: out,
+            elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+            prefill_ms: prefill_ms.unwrap_or(0.0),
+        }
     }
 }
 

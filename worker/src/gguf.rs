@@ -210,7 +210,11 @@ impl Gguf {
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the file is opened read-only and not modified while mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let mut c = Cursor { path: &path, buf: &mmap, pos: 0 };
+        let mut c = Cursor {
+            path: &path,
+            buf: &mmap,
+            pos: 0,
+        };
         let magic: [u8; 4] = c.take(4, "magic")?.try_into().unwrap();
         if &magic != b"GGUF" {
             return Err(GgufError::Magic { path, magic });
@@ -239,7 +243,12 @@ impl Gguf {
             let ggml_type = c.u32()?;
             let offset = c.u64()? as usize;
             ne.reverse();
-            tensors.push(TensorInfo { name, shape: ne, ggml_type, offset });
+            tensors.push(TensorInfo {
+                name,
+                shape: ne,
+                ggml_type,
+                offset,
+            });
         }
         let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
         let data_start = c.pos.div_ceil(alignment) * alignment;
@@ -247,7 +256,13 @@ impl Gguf {
             t.offset += data_start;
         }
         drop(c);
-        Ok(Gguf { path, mmap, version, metadata, tensors })
+        Ok(Gguf {
+            path,
+            mmap,
+            version,
+            metadata,
+            tensors,
+        })
     }
 
     /// The file this was read from.
@@ -256,7 +271,11 @@ impl Gguf {
     }
 
     fn meta_err(&self, key: &str, what: impl Into<String>) -> GgufError {
-        GgufError::Metadata { path: self.path.clone(), key: key.into(), what: what.into() }
+        GgufError::Metadata {
+            path: self.path.clone(),
+            key: key.into(),
+            what: what.into(),
+        }
     }
 
     /// A required metadata value.
@@ -313,10 +332,10 @@ impl Gguf {
 
     /// The directory entry of tensor `name`.
     pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.into() })
+        self.tensors.iter().find(|t| t.name == name).ok_or_else(|| GgufError::MissingTensor {
+            path: self.path.clone(),
+            name: name.into(),
+        })
     }
 
     /// Dequantises tensor `info` to `f32`, row-major in `info.shape`.
@@ -335,7 +354,11 @@ impl Gguf {
             });
         }
         let len = n / per_block * block_bytes;
-        let mut c = Cursor { path: &self.path, buf: &self.mmap, pos: info.offset };
+        let mut c = Cursor {
+            path: &self.path,
+            buf: &self.mmap,
+            pos: info.offset,
+        };
         let data = c.take(len, &format!("data of tensor `{}`", info.name))?;
         Ok(dequantize_blocks(info.ggml_type, data, n))
     }

@@ -30,7 +30,10 @@ pub fn tune_allocator() {
         // steps, then reached 21 GB within one step and was OOM-killed. At 512 MB its reward's
         // 0.9 GB optimizer temporaries were mapped afresh every step (120k page faults a
         // second, 17% of its time in the kernel, 20 s a step against 13 s).
-        let mb = std::env::var("AIRLIFT_MMAP_THRESHOLD_MB").ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(1536);
+        let mb = std::env::var("AIRLIFT_MMAP_THRESHOLD_MB")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(1536);
         libc::mallopt(libc::M_MMAP_THRESHOLD, mb.clamp(1, 2047) << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         // Grow the heap in 256 MB steps rather than one page range per request.
@@ -72,7 +75,10 @@ impl Usage {
             // SAFETY: `ru` is a valid out-pointer for getrusage.
             if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
                 // Linux reports ru_maxrss in KB.
-                return Usage { peak_rss_mb: ru.ru_maxrss as f64 / 1024.0, minor_faults: ru.ru_minflt as u64 };
+                return Usage {
+                    peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
+                    minor_faults: ru.ru_minflt as u64,
+                };
             }
         }
         Usage::default()

@@ -112,19 +112,23 @@ impl Tokenizer {
     /// `<dir>/tokenizer_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| TokenizerError::Load { path: path.clone(), what: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| TokenizerError::Load {
+            path: path.clone(),
+            what: e.to_string(),
+        })?;
         let config_path = dir.join("tokenizer_config.json");
         let mut template = None;
         if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|e| TokenizerError::Load { path: config_path.clone(), what: e.to_string() })?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| TokenizerError::Load { path: config_path.clone(), what: format!("not valid JSON: {e}") })?;
+            let text = std::fs::read_to_string(&config_path).map_err(|e| TokenizerError::Load {
+                path: config_path.clone(),
+                what: e.to_string(),
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| TokenizerError::Load {
+                path: config_path.clone(),
+                what: format!("not valid JSON: {e}"),
+            })?;
             if let Some(t) = v.get("chat_template").and_then(|t| t.as_str()) {
-                template = Some(
-                    ChatTemplate::from_jinja(t).ok_or(TokenizerError::UnknownTemplate { path: config_path.clone() })?,
-                );
+                template = Some(ChatTemplate::from_jinja(t).ok_or(TokenizerError::UnknownTemplate { path: config_path.clone() })?);
             }
         }
         Ok(Tokenizer { inner, template, config_path })
@@ -202,7 +206,12 @@ mod tests {
     fn qwen25_template_default_system_prompt_is_the_literal() {
         let jinja = "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- else %}{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- endif %}";
         let t = ChatTemplate::from_jinja(jinja).unwrap();
-        assert_eq!(t, ChatTemplate::ChatMl { default_system: Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into()) });
+        assert_eq!(
+            t,
+            ChatTemplate::ChatMl {
+                default_system: Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into())
+            }
+        );
     }
 
     #[test]

@@ -22,13 +22,21 @@ pub enum WeightsError {
     #[error("{dir}: no model.safetensors or model.safetensors.index.json")]
     NotFound { dir: PathBuf },
     #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
-    Shape { path: PathBuf, name: String, found: Vec<usize>, expected: Vec<i64> },
+    Shape {
+        path: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<i64>,
+    },
     #[error("{dir}: checkpoint does not match the model: missing keys [{missing}]; unexpected keys [{unexpected}]")]
     Mismatch { dir: PathBuf, missing: String, unexpected: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
-    move |source| WeightsError::Io { path: path.to_path_buf(), source }
+    move |source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The safetensors files of a checkpoint folder.
@@ -36,8 +44,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(io(&index))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| WeightsError::Format { path: index.clone(), what: format!("not valid JSON: {e}") })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| WeightsError::Format {
+            path: index.clone(),
+            what: format!("not valid JSON: {e}"),
+        })?;
         let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| WeightsError::Format {
             path: index.clone(),
             what: "expected an object field `weight_map`".into(),
@@ -73,8 +83,10 @@ pub fn load_into(vs: &VarStore, dir: &Path, ignore: impl Fn(&str) -> bool) -> Re
         let file = File::open(&path).map_err(io(&path))?;
         // SAFETY: read-only map of a file we do not modify.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
-        let st = SafeTensors::deserialize(&mmap)
-            .map_err(|e| WeightsError::Format { path: path.clone(), what: format!("not a safetensors file: {e}") })?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| WeightsError::Format {
+            path: path.clone(),
+            what: format!("not a safetensors file: {e}"),
+        })?;
         for (name, view) in st.tensors() {
             let Some(var) = vars.get(&name) else {
                 if !(name.ends_with("rotary_emb.inv_freq") || ignore(&name)) {
@@ -84,7 +96,12 @@ pub fn load_into(vs: &VarStore, dir: &Path, ignore: impl Fn(&str) -> bool) -> Re
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if shape != var.size() {
-                return Err(WeightsError::Shape { path, name, found: view.shape().to_vec(), expected: var.size() });
+                return Err(WeightsError::Shape {
+                    path,
+                    name,
+                    found: view.shape().to_vec(),
+                    expected: var.size(),
+                });
             }
             let kind = kind_of(view.dtype()).ok_or_else(|| WeightsError::Format {
                 path: path.clone(),
@@ -111,7 +128,11 @@ pub fn load_into(vs: &VarStore, dir: &Path, ignore: impl Fn(&str) -> bool) -> Re
         let mut missing: Vec<String> = missing.into_iter().cloned().collect();
         missing.sort();
         unexpected.sort();
-        return Err(WeightsError::Mismatch { dir: dir.to_path_buf(), missing: list(missing), unexpected: list(unexpected) });
+        return Err(WeightsError::Mismatch {
+            dir: dir.to_path_buf(),
+            missing: list(missing),
+            unexpected: list(unexpected),
+        });
     }
     Ok(())
 }
@@ -128,7 +149,12 @@ impl RawTensor {
     /// An f32 tensor.
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        RawTensor { name: name.into(), shape, dtype: Dtype::F32, data }
+        RawTensor {
+            name: name.into(),
+            shape,
+            dtype: Dtype::F32,
+            data,
+        }
     }
 
     /// A copy of a tch tensor (fp32, bf16 or fp16), moved to the CPU.
@@ -143,7 +169,12 @@ impl RawTensor {
         let n = t.numel();
         let mut data = vec![0u8; n * width];
         t.copy_data_u8(&mut data, n);
-        RawTensor { name: name.into(), shape: t.size().iter().map(|&d| d as usize).collect(), dtype, data }
+        RawTensor {
+            name: name.into(),
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            dtype,
+            data,
+        }
     }
 }
 
@@ -166,8 +197,10 @@ impl safetensors::View for &RawTensor {
 pub fn save(tensors: &[RawTensor], path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), WeightsError> {
     let tmp = path.with_extension("safetensors.part");
     let views: BTreeMap<String, &RawTensor> = tensors.iter().map(|t| (t.name.clone(), t)).collect();
-    safetensors::serialize_to_file(views, metadata, &tmp)
-        .map_err(|e| WeightsError::Format { path: tmp.clone(), what: format!("writing safetensors: {e}") })?;
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| WeightsError::Format {
+        path: tmp.clone(),
+        what: format!("writing safetensors: {e}"),
+    })?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 

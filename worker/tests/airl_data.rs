@@ -10,7 +10,15 @@ use airlift_worker::tokenizer::Tokenizer;
 use std::collections::HashSet;
 
 fn hard() -> SynthConfig {
-    SynthConfig { min_steps: 1, max_steps: 6, start_range: (2, 60), addend_range: (1, 40), factor_range: (2, 9), max_value: 5000, ..Default::default() }
+    SynthConfig {
+        min_steps: 1,
+        max_steps: 6,
+        start_range: (2, 60),
+        addend_range: (1, 40),
+        factor_range: (2, 9),
+        max_value: 5000,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -52,19 +60,32 @@ fn ten_thousand_distinct_problems_seeded_and_split() {
     let c = synth::dataset(&cfg, 6, 100, Split::Train);
     assert_ne!(a[0].problem, c[0].problem);
     let eval = synth::dataset(&cfg, 5, 1_000, Split::Eval);
-    assert!(eval.iter().all(|p| split_of(&p.problem.question) == Split::Eval && !qs.contains(p.problem.question.as_str())));
+    assert!(eval
+        .iter()
+        .all(|p| split_of(&p.problem.question) == Split::Eval && !qs.contains(p.problem.question.as_str())));
     let templates: HashSet<&str> = a.iter().map(|p| p.template).collect();
-    assert!(TEMPLATES.len() >= 20 && templates.len() == TEMPLATES.len(), "{} templates used", templates.len());
+    assert!(
+        TEMPLATES.len() >= 20 && templates.len() == TEMPLATES.len(),
+        "{} templates used",
+        templates.len()
+    );
     println!("example:\n{}\n{}", a[0].problem.question, a[0].problem.answer);
 }
 
 /// Checks one corruption: the trace is now wrong, and the first error token lies in the changed
 /// line.
 fn check(tok: &Tokenizer, original: &str, c: &corrupt::Corruption) {
-    let p = gsm8k::Problem { question: "q".into(), answer: original.to_string() };
+    let p = gsm8k::Problem {
+        question: "q".into(),
+        answer: original.to_string(),
+    };
     let graded_wrong = !gsm8k::grade(&c.text, &p).1;
     assert!(graded_wrong || !all_steps_true(&c.text), "{:?} left the trace right:\n{}", c.kind, c.text);
-    assert_eq!(original[..c.first_error_byte], c.text[..c.first_error_byte], "text before the error is unchanged");
+    assert_eq!(
+        original[..c.first_error_byte],
+        c.text[..c.first_error_byte],
+        "text before the error is unchanged"
+    );
     assert_ne!(original.as_bytes().get(c.first_error_byte), c.text.as_bytes().get(c.first_error_byte));
     let (ids, offsets) = tok.encode_with_offsets(&c.text).unwrap();
     let k = first_error_token(&offsets, c.first_error_byte);
@@ -72,8 +93,16 @@ fn check(tok: &Tokenizer, original: &str, c: &corrupt::Corruption) {
     let line_start = c.text[..c.first_error_byte].rfind('\n').map_or(0, |i| i + 1);
     let line_end = c.text[c.first_error_byte..].find('\n').map_or(c.text.len(), |i| c.first_error_byte + i);
     let (s, e) = offsets[k];
-    assert!(s >= line_start.saturating_sub(1) && e <= line_end, "token {k} {:?} outside the changed line {line_start}..{line_end}", (s, e));
-    assert!(s <= c.first_error_byte && c.first_error_byte < e.max(s + 1), "token {k} does not cover byte {}", c.first_error_byte);
+    assert!(
+        s >= line_start.saturating_sub(1) && e <= line_end,
+        "token {k} {:?} outside the changed line {line_start}..{line_end}",
+        (s, e)
+    );
+    assert!(
+        s <= c.first_error_byte && c.first_error_byte < e.max(s + 1),
+        "token {k} does not cover byte {}",
+        c.first_error_byte
+    );
 }
 
 #[test]
@@ -122,7 +151,10 @@ fn corruptions_of_real_gsm8k_answers_are_wrong_and_located() {
 fn check_consistent(tok: &Tokenizer, original: &str, c: &corrupt::Corruption) {
     check(tok, original, c);
     assert!(all_steps_true(&c.text), "{:?} left a false line:\n{}", c.kind, c.text);
-    let p = gsm8k::Problem { question: "q".into(), answer: original.to_string() };
+    let p = gsm8k::Problem {
+        question: "q".into(),
+        answer: original.to_string(),
+    };
     assert!(!gsm8k::grade(&c.text, &p).1, "{:?} kept the final answer:\n{}", c.kind, c.text);
 }
 

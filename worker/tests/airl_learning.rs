@@ -6,17 +6,17 @@
 mod common;
 
 use airlift_worker::airl::corrupt::{self, first_error_token, KINDS};
-use airlift_worker::airl::losses::DiscriminatorForm;
 use airlift_worker::airl::iteration::{AirlConfig, IterationBatch, Learner, NoReduce, Sample};
-use airlift_worker::collective::local_rings;
-use airlift_worker::train::data_parallel::{DataParallel, GradReducer};
-use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
+use airlift_worker::airl::losses::DiscriminatorForm;
 use airlift_worker::airl::reward::RewardModel;
 use airlift_worker::airl::synth::{self, Split, SynthConfig};
+use airlift_worker::collective::local_rings;
 use airlift_worker::generate::{generate, SamplingParams};
 use airlift_worker::model;
 use airlift_worker::rng::SplitMix64;
 use airlift_worker::tokenizer::Tokenizer;
+use airlift_worker::train::data_parallel::{DataParallel, GradReducer};
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -31,10 +31,28 @@ fn tiny_policy_dir(tag: &str) -> PathBuf {
 
 fn learner(dir: &PathBuf, policy_lr: f64, reward_lr: f64) -> Learner {
     let p = model::load(dir, Device::Cpu, Kind::Float).unwrap();
-    let policy_opt = FlatAdamW::new(&p.vs, AdamWConfig { lr: policy_lr, ..Default::default() });
+    let policy_opt = FlatAdamW::new(
+        &p.vs,
+        AdamWConfig {
+            lr: policy_lr,
+            ..Default::default()
+        },
+    );
     let reward = RewardModel::from_base(dir, None, Device::Cpu, 1).unwrap();
-    let reward_opt = FlatAdamW::new(&reward.vs, AdamWConfig { lr: reward_lr, ..Default::default() });
-    Learner { policy: p.model, policy_opt, reference: None, reward, reward_opt }
+    let reward_opt = FlatAdamW::new(
+        &reward.vs,
+        AdamWConfig {
+            lr: reward_lr,
+            ..Default::default()
+        },
+    );
+    Learner {
+        policy: p.model,
+        policy_opt,
+        reference: None,
+        reward,
+        reward_opt,
+    }
 }
 
 /// The expert trace of each problem (question as prompt, answer + EOS as response), group = its index.
@@ -45,7 +63,12 @@ fn expert_samples(tok: &Tokenizer, problems: &[synth::SynthProblem]) -> Vec<Samp
         .map(|(i, p)| {
             let mut response = tok.encode(&p.problem.answer).unwrap();
             response.push(EOS);
-            Sample { prompt: tok.encode(&p.problem.question).unwrap(), response, group: i as i64, ..Default::default() }
+            Sample {
+                prompt: tok.encode(&p.problem.question).unwrap(),
+                response,
+                group: i as i64,
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -59,7 +82,12 @@ fn batch(l: &Learner, tok: &Tokenizer, problems: &[synth::SynthProblem], g: usiz
         let prompt = tok.encode(&format!("{}\n", p.problem.question)).unwrap();
         let mut response = tok.encode(&p.problem.answer).unwrap();
         response.push(EOS);
-        b.experts.push(Sample { prompt: prompt.clone(), response, group: i as i64, ..Default::default() });
+        b.experts.push(Sample {
+            prompt: prompt.clone(),
+            response,
+            group: i as i64,
+            ..Default::default()
+        });
         let c = corrupt::corrupt(&p.problem.answer, KINDS[i % 3], &mut rng).unwrap();
         let (mut ids, offsets) = tok.encode_with_offsets(&c.text).unwrap();
         ids.push(EOS);
@@ -74,7 +102,12 @@ fn batch(l: &Learner, tok: &Tokenizer, problems: &[synth::SynthProblem], g: usiz
             prompts.push((i, prompt.clone()));
         }
     }
-    let params = SamplingParams { temperature: 1.0, max_new_tokens: 40, seed, ..Default::default() };
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 40,
+        seed,
+        ..Default::default()
+    };
     let ps: Vec<Vec<u32>> = prompts.iter().map(|p| p.1.clone()).collect();
     let out = generate(&l.policy, &ps, &[EOS as i64], EOS as i64, &params);
     for ((i, prompt), c) in prompts.into_iter().zip(out.completions) {
@@ -97,7 +130,13 @@ fn discriminator_separates_experts_from_an_untrained_policy_on_held_out_problems
     let dir = tiny_policy_dir("disc");
     // Policy learning rate 0: the policy stays the untrained sampler the test is about.
     let mut l = learner(&dir, 0.0, 3e-3);
-    let cfg = AirlConfig { discriminator: DiscriminatorForm::Logit, disc_steps: 2, micro_batch: 16, pad_id: EOS as i64, ..Default::default() };
+    let cfg = AirlConfig {
+        discriminator: DiscriminatorForm::Logit,
+        disc_steps: 2,
+        micro_batch: 16,
+        pad_id: EOS as i64,
+        ..Default::default()
+    };
     let synth_cfg = SynthConfig::default();
     let train = synth::dataset(&synth_cfg, 1, 96, Split::Train);
     let held_out = synth::dataset(&synth_cfg, 1, 24, Split::Eval);
@@ -115,7 +154,11 @@ fn discriminator_separates_experts_from_an_untrained_policy_on_held_out_problems
     println!("held-out AUROC before: {before:.3?}");
     println!("held-out AUROC after:  {after:.3?}");
     println!("took {:.1} s", start.elapsed().as_secs_f64());
-    assert!(after.expert_policy_seq > 0.9, "held-out sequence AUROC expert vs policy {:.3}", after.expert_policy_seq);
+    assert!(
+        after.expert_policy_seq > 0.9,
+        "held-out sequence AUROC expert vs policy {:.3}",
+        after.expert_policy_seq
+    );
     assert!(after.expert_corrupted_seq.is_finite() && after.expert_corrupted_paired.is_finite());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -123,16 +166,30 @@ fn discriminator_separates_experts_from_an_untrained_policy_on_held_out_problems
 #[test]
 fn ppo_update_follows_the_sign_of_the_advantage() {
     let dir = tiny_policy_dir("ppo");
-    let cfg = AirlConfig { pad_id: EOS as i64, ..Default::default() };
+    let cfg = AirlConfig {
+        pad_id: EOS as i64,
+        ..Default::default()
+    };
     for sign in [1.0f32, -1.0] {
         let mut l = learner(&dir, 1e-3, 0.0);
-        let sample = Sample { prompt: vec![10, 20, 30, 40], response: vec![500, 600, 700, 800, 900], group: 0, ..Default::default() };
+        let sample = Sample {
+            prompt: vec![10, 20, 30, 40],
+            response: vec![500, 600, 700, 800, 900],
+            group: 0,
+            ..Default::default()
+        };
         let lp0 = l.response_token_logprobs(std::slice::from_ref(&sample), cfg.pad_id)[0].clone();
-        let with_behaviour = Sample { behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()), ..sample.clone() };
+        let with_behaviour = Sample {
+            behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()),
+            ..sample.clone()
+        };
         let m = l.policy_update(std::slice::from_ref(&with_behaviour), &[vec![sign; 5]], &[], &cfg, &mut NoReduce);
         let lp1 = l.response_token_logprobs(std::slice::from_ref(&sample), cfg.pad_id)[0].clone();
         let (s0, s1): (f64, f64) = (lp0.iter().sum(), lp1.iter().sum());
-        println!("advantage {sign:+}: log p(trace) {s0:.4} -> {s1:.4} (policy loss {:.4}, clip fraction {})", m.policy_loss, m.clip_fraction);
+        println!(
+            "advantage {sign:+}: log p(trace) {s0:.4} -> {s1:.4} (policy loss {:.4}, clip fraction {})",
+            m.policy_loss, m.clip_fraction
+        );
         assert!(if sign > 0.0 { s1 > s0 + 1e-3 } else { s1 < s0 - 1e-3 }, "advantage {sign}: {s0} -> {s1}");
         assert_eq!(m.clip_fraction, 0.0, "first step from the behaviour policy is unclipped");
     }
@@ -144,7 +201,11 @@ fn sft_steps_raise_the_likelihood_of_expert_traces() {
     let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
     let dir = tiny_policy_dir("sft");
     let mut l = learner(&dir, 1e-2, 0.0);
-    let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 4, ..Default::default() };
+    let cfg = AirlConfig {
+        pad_id: EOS as i64,
+        micro_batch: 4,
+        ..Default::default()
+    };
     let experts = expert_samples(&tok, &synth::dataset(&SynthConfig::default(), 2, 8, Split::Train));
     let losses: Vec<f64> = (0..5).map(|_| l.sft_step(&experts, &cfg, &mut NoReduce)).collect();
     println!("sft loss by step: {losses:?}");
@@ -160,13 +221,26 @@ fn the_replay_term_is_an_sft_step_when_advantages_are_zero() {
     let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
     let dir = tiny_policy_dir("replay");
     let experts = expert_samples(&tok, &synth::dataset(&SynthConfig::default(), 3, 6, Split::Train));
-    let sample = Sample { prompt: vec![10, 20, 30, 40], response: vec![500, 600, 700, 800, 900], group: 0, ..Default::default() };
+    let sample = Sample {
+        prompt: vec![10, 20, 30, 40],
+        response: vec![500, 600, 700, 800, 900],
+        group: 0,
+        ..Default::default()
+    };
     let lp_of = |l: &Learner, rows: &[Sample]| -> f64 { l.response_token_logprobs(rows, EOS as i64).iter().flatten().sum() };
     let run = |coef: f64| {
         let mut l = learner(&dir, 1e-2, 0.0);
         let lp0 = l.response_token_logprobs(std::slice::from_ref(&sample), EOS as i64)[0].clone();
-        let s = Sample { behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()), ..sample.clone() };
-        let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 4, sft_coef: coef, ..Default::default() };
+        let s = Sample {
+            behaviour_logprobs: Some(lp0.iter().map(|&x| x as f32).collect()),
+            ..sample.clone()
+        };
+        let cfg = AirlConfig {
+            pad_id: EOS as i64,
+            micro_batch: 4,
+            sft_coef: coef,
+            ..Default::default()
+        };
         let m = l.policy_update(std::slice::from_ref(&s), &[vec![0.0; 5]], &experts, &cfg, &mut NoReduce);
         (lp_of(&l, &experts), m.expert_nll)
     };
@@ -174,12 +248,23 @@ fn the_replay_term_is_an_sft_step_when_advantages_are_zero() {
     let (without, nll0) = run(0.0);
     let mut sft = learner(&dir, 1e-2, 0.0);
     let before = lp_of(&sft, &experts);
-    let sft_loss = sft.sft_step(&experts, &AirlConfig { pad_id: EOS as i64, micro_batch: 4, ..Default::default() }, &mut NoReduce);
+    let sft_loss = sft.sft_step(
+        &experts,
+        &AirlConfig {
+            pad_id: EOS as i64,
+            micro_batch: 4,
+            ..Default::default()
+        },
+        &mut NoReduce,
+    );
     let after_sft = lp_of(&sft, &experts);
     println!("experts' log-likelihood: start {before:.4}, replay 1 {with:.4}, replay 0 {without:.4}, SFT step {after_sft:.4}; nll {nll:.6} vs sft loss {sft_loss:.6}");
     assert!((with - after_sft).abs() < 1e-3 * after_sft.abs(), "replay step {with} vs SFT step {after_sft}");
     assert!(with > before + 1.0, "the replay term raises the experts' likelihood: {before} -> {with}");
-    assert!((without - before).abs() < 0.05 * (with - before), "without the term the experts barely move: {before} -> {without}");
+    assert!(
+        (without - before).abs() < 0.05 * (with - before),
+        "without the term the experts barely move: {before} -> {without}"
+    );
     assert!((nll - sft_loss).abs() < 1e-6 * sft_loss, "expert_nll {nll} is the SFT loss {sft_loss}");
     assert_eq!(nll0, 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -207,10 +292,32 @@ impl<R: GradReducer> GradReducer for Recording<R> {
 /// A learner as rank `rank` of `world` holds it (ZeRO-1: its optimizer steps its own shard).
 fn sharded_learner(dir: &PathBuf, rank: usize, world: usize) -> Learner {
     let p = model::load(dir, Device::Cpu, Kind::Float).unwrap();
-    let policy_opt = FlatAdamW::sharded(&p.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, rank, world);
+    let policy_opt = FlatAdamW::sharded(
+        &p.vs,
+        AdamWConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+        rank,
+        world,
+    );
     let reward = RewardModel::from_base(dir, None, Device::Cpu, 1).unwrap();
-    let reward_opt = FlatAdamW::sharded(&reward.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, rank, world);
-    Learner { policy: p.model, policy_opt, reference: None, reward, reward_opt }
+    let reward_opt = FlatAdamW::sharded(
+        &reward.vs,
+        AdamWConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+        rank,
+        world,
+    );
+    Learner {
+        policy: p.model,
+        policy_opt,
+        reference: None,
+        reward,
+        reward_opt,
+    }
 }
 
 /// Two learners, each on half the rows, take the step one learner takes on all of them: the
@@ -222,21 +329,51 @@ fn sharded_learner(dir: &PathBuf, rank: usize, world: usize) -> Learner {
 fn two_learners_step_like_one_on_the_same_rows() {
     let tok = Tokenizer::from_dir(&common::smollm2_dir()).unwrap();
     let dir = tiny_policy_dir("dp");
-    let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 2, ..Default::default() };
-    let rows = expert_samples(&tok, &synth::dataset(&SynthConfig { min_steps: 1, max_steps: 5, ..Default::default() }, 4, 4, Split::Train));
+    let cfg = AirlConfig {
+        pad_id: EOS as i64,
+        micro_batch: 2,
+        ..Default::default()
+    };
+    let rows = expert_samples(
+        &tok,
+        &synth::dataset(
+            &SynthConfig {
+                min_steps: 1,
+                max_steps: 5,
+                ..Default::default()
+            },
+            4,
+            4,
+            Split::Train,
+        ),
+    );
     let lens: Vec<usize> = rows.iter().map(|r| r.response.len()).collect();
     assert_ne!(lens[0] + lens[1], lens[2] + lens[3], "the halves must differ in tokens: {lens:?}");
     // PPO rows: the same traces with their own log-probs as behaviour, advantages of both signs.
     let behaviour = learner(&dir, 0.0, 0.0).response_token_logprobs(&rows, cfg.pad_id);
-    let ppo_rows: Vec<Sample> = rows.iter().zip(&behaviour).map(|(r, b)| Sample { behaviour_logprobs: Some(b.iter().map(|&x| x as f32).collect()), ..r.clone() }).collect();
-    let adv: Vec<Vec<f32>> = ppo_rows.iter().enumerate().map(|(i, r)| vec![if i % 2 == 0 { 1.0 } else { -0.5 }; r.response.len()]).collect();
+    let ppo_rows: Vec<Sample> = rows
+        .iter()
+        .zip(&behaviour)
+        .map(|(r, b)| Sample {
+            behaviour_logprobs: Some(b.iter().map(|&x| x as f32).collect()),
+            ..r.clone()
+        })
+        .collect();
+    let adv: Vec<Vec<f32>> = ppo_rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| vec![if i % 2 == 0 { 1.0 } else { -0.5 }; r.response.len()])
+        .collect();
 
     let step = |l: &mut Learner, red: &mut dyn GradReducer, idx: std::ops::Range<usize>| {
         l.sft_step(&rows[idx.clone()], &cfg, red);
         l.policy_update(&ppo_rows[idx.clone()], &adv[idx], &[], &cfg, red);
     };
     let mut one = learner(&dir, 1e-3, 1e-3);
-    let mut rec = Recording { inner: airlift_worker::airl::iteration::NoReduce, grads: Vec::new() };
+    let mut rec = Recording {
+        inner: airlift_worker::airl::iteration::NoReduce,
+        grads: Vec::new(),
+    };
     step(&mut one, &mut rec, 0..4);
     let want_params = one.policy_opt.flat().copy();
 
@@ -247,9 +384,16 @@ fn two_learners_step_like_one_on_the_same_rows() {
         .map(|(rank, ring)| {
             let (dir, step_rows) = (dir.clone(), (rows.clone(), ppo_rows.clone(), adv.clone()));
             std::thread::spawn(move || {
-                let cfg = AirlConfig { pad_id: EOS as i64, micro_batch: 2, ..Default::default() };
+                let cfg = AirlConfig {
+                    pad_id: EOS as i64,
+                    micro_batch: 2,
+                    ..Default::default()
+                };
                 let mut l = sharded_learner(&dir, rank, 2);
-                let mut red = Recording { inner: DataParallel { coll: Box::new(ring) }, grads: Vec::new() };
+                let mut red = Recording {
+                    inner: DataParallel { coll: Box::new(ring) },
+                    grads: Vec::new(),
+                };
                 let half = rank * 2..rank * 2 + 2;
                 l.sft_step(&step_rows.0[half.clone()], &cfg, &mut red);
                 l.policy_update(&step_rows.1[half.clone()], &step_rows.2[half], &[], &cfg, &mut red);
@@ -263,7 +407,10 @@ fn two_learners_step_like_one_on_the_same_rows() {
     for (k, what) in ["SFT", "PPO"].iter().enumerate() {
         for (rank, (grads, _)) in got.iter().enumerate() {
             let e = rel(&grads[k], &rec.grads[k]);
-            println!("{what} gradient (norm {:.3e}), rank {rank} of 2 against one learner: relative error {e:.2e}", rec.grads[k].norm().double_value(&[]));
+            println!(
+                "{what} gradient (norm {:.3e}), rank {rank} of 2 against one learner: relative error {e:.2e}",
+                rec.grads[k].norm().double_value(&[])
+            );
             assert!(e < 1e-5, "{what} gradient on rank {rank}: relative error {e:e}");
         }
     }
@@ -292,16 +439,35 @@ fn right_policy_samples_are_left_out_or_labelled_expert_as_configured() {
     // The reward's parameters after one discriminator step on `batch` with `mode`.
     let step = |batch: &IterationBatch, mode: CorrectSamples| -> Tensor {
         let mut l = learner(&dir, 0.0, 1e-3);
-        let cfg = AirlConfig { discriminator: DiscriminatorForm::Logit, correct_policy_samples: mode, micro_batch: 64, pad_id: EOS as i64, ..Default::default() };
+        let cfg = AirlConfig {
+            discriminator: DiscriminatorForm::Logit,
+            correct_policy_samples: mode,
+            micro_batch: 64,
+            pad_id: EOS as i64,
+            ..Default::default()
+        };
         l.discriminator_steps(batch, &cfg, 1, &mut NoReduce);
         Tensor::cat(&l.reward.vs.trainable_variables().iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
     };
     let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
     let negative = step(&b, CorrectSamples::Negative);
     let ignore = step(&b, CorrectSamples::Ignore);
-    let without = step(&IterationBatch { policy: wrong.clone(), ..b.clone() }, CorrectSamples::Negative);
+    let without = step(
+        &IterationBatch {
+            policy: wrong.clone(),
+            ..b.clone()
+        },
+        CorrectSamples::Negative,
+    );
     let positive = step(&b, CorrectSamples::Positive);
-    let as_experts = step(&IterationBatch { policy: wrong, experts: [b.experts.clone(), right].concat(), ..b.clone() }, CorrectSamples::Negative);
+    let as_experts = step(
+        &IterationBatch {
+            policy: wrong,
+            experts: [b.experts.clone(), right].concat(),
+            ..b.clone()
+        },
+        CorrectSamples::Negative,
+    );
     // Adam's first step moves a parameter by about ±lr (1e-3): "the same step" allows a tenth of
     // that for the rows' other summation order, "a different step" asks for half of it.
     assert!(diff(&ignore, &without) < 1e-4, "ignore vs without: {}", diff(&ignore, &without));
@@ -327,15 +493,30 @@ fn behaviour_mismatch_is_measured_and_learner_log_probs_remove_it() {
     for learner_behaviour in [false, true] {
         // Policy learning rate 0: the PPO step's ratio is the mismatch alone.
         let mut l = learner(&dir, 0.0, 0.0);
-        let cfg = AirlConfig { discriminator: DiscriminatorForm::Logit, learner_behaviour, pad_id: EOS as i64, ..Default::default() };
+        let cfg = AirlConfig {
+            discriminator: DiscriminatorForm::Logit,
+            learner_behaviour,
+            pad_id: EOS as i64,
+            ..Default::default()
+        };
         let m = l.iteration(&b, &cfg, &mut NoReduce);
         // k3 of ±0.3: e^∓0.3 − 1 ± 0.3, about 0.045 on average; every ratio (e^±0.3) is outside 1 ± 0.2.
         assert!((m.behaviour_kl - 0.0453).abs() < 3e-3, "behaviour_kl {}", m.behaviour_kl);
         assert!(m.behaviour_outside_clip > 0.99, "{}", m.behaviour_outside_clip);
         if learner_behaviour {
-            assert!(m.approx_kl.abs() < 1e-12 && m.clip_fraction == 0.0, "learner log-probs: approx_kl {} clipped {}", m.approx_kl, m.clip_fraction);
+            assert!(
+                m.approx_kl.abs() < 1e-12 && m.clip_fraction == 0.0,
+                "learner log-probs: approx_kl {} clipped {}",
+                m.approx_kl,
+                m.clip_fraction
+            );
         } else {
-            assert!((m.approx_kl - m.behaviour_kl).abs() < 1e-6 && m.clip_fraction > 0.0, "rollout log-probs: approx_kl {} clipped {}", m.approx_kl, m.clip_fraction);
+            assert!(
+                (m.approx_kl - m.behaviour_kl).abs() < 1e-6 && m.clip_fraction > 0.0,
+                "rollout log-probs: approx_kl {} clipped {}",
+                m.approx_kl,
+                m.clip_fraction
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -31,7 +31,15 @@ fn discriminator_losses_and_gradients() {
     ] {
         let f = fx["f"].copy().set_requires_grad(true);
         let d = discriminator_logits(&f, Some(&fx["policy_logp"]), form);
-        let loss = discriminator_loss(&d, &fx["mask"], &fx["labels"], &DiscLossOptions { label_smoothing: smoothing, class_balance: balance });
+        let loss = discriminator_loss(
+            &d,
+            &fx["mask"],
+            &fx["labels"],
+            &DiscLossOptions {
+                label_smoothing: smoothing,
+                class_balance: balance,
+            },
+        );
         loss.backward();
         close(&format!("{name} loss"), &loss, &fx[&format!("{name}_loss")]);
         close(&format!("{name} grad"), &f.grad(), &fx[&format!("{name}_grad_f")]);

@@ -3,9 +3,9 @@
 
 mod common;
 
-use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use airlift_worker::airl::reward::{RewardModel, HEAD_BIAS, HEAD_WEIGHT};
 use airlift_worker::model;
+use airlift_worker::train::optim::{AdamWConfig, FlatAdamW};
 use common::*;
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
@@ -17,7 +17,10 @@ fn tiny(name: &str) -> std::path::PathBuf {
 fn loss_of(m: &airlift_worker::Llama) -> Tensor {
     let ids = Tensor::from_slice(&[3i64, 17, 42, 99, 5, 8, 150, 77]).view([2, 4]);
     let logits = m.forward_padded(&ids, &ids.ones_like());
-    logits.narrow(1, 0, 3).reshape([-1, 160]).cross_entropy_for_logits(&ids.narrow(1, 1, 3).reshape([-1]))
+    logits
+        .narrow(1, 0, 3)
+        .reshape([-1, 160])
+        .cross_entropy_for_logits(&ids.narrow(1, 1, 3).reshape([-1]))
 }
 
 #[test]
@@ -27,14 +30,32 @@ fn flat_adamw_matches_libtorch_adamw() {
     let b = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
     // eps = 1e-3: k_proj's bias has a gradient that is zero up to rounding (softmax ignores a
     // per-query constant), and Adam turns rounding noise into ±lr steps when eps is tiny.
-    let cfg = AdamWConfig { lr: 1e-2, weight_decay: 0.1, eps: 1e-3, max_grad_norm: None, ..Default::default() };
-    let mut reference = tch::nn::AdamW { beta1: cfg.beta1, beta2: cfg.beta2, wd: cfg.weight_decay, eps: cfg.eps, amsgrad: false }
-        .build(&a.vs, cfg.lr)
-        .unwrap();
+    let cfg = AdamWConfig {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        eps: 1e-3,
+        max_grad_norm: None,
+        ..Default::default()
+    };
+    let mut reference = tch::nn::AdamW {
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        wd: cfg.weight_decay,
+        eps: cfg.eps,
+        amsgrad: false,
+    }
+    .build(&a.vs, cfg.lr)
+    .unwrap();
     // libtorch decays every parameter alike, airlift only matrices: compare without decay here
     // (decay is checked on its own below).
     reference.set_weight_decay(0.0);
-    let mut flat = FlatAdamW::new(&b.vs, AdamWConfig { weight_decay: 0.0, ..cfg.clone() });
+    let mut flat = FlatAdamW::new(
+        &b.vs,
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..cfg.clone()
+        },
+    );
     for _ in 0..3 {
         reference.zero_grad();
         loss_of(&a.model).backward();
@@ -62,7 +83,12 @@ fn flat_adamw_matches_libtorch_adamw() {
 fn weight_decay_skips_norms_and_biases_and_clipping_bounds_the_update() {
     let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
     let before: std::collections::HashMap<String, Tensor> = m.vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
-    let cfg = AdamWConfig { lr: 0.1, weight_decay: 0.5, max_grad_norm: Some(1.0), ..Default::default() };
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        weight_decay: 0.5,
+        max_grad_norm: Some(1.0),
+        ..Default::default()
+    };
     let mut opt = FlatAdamW::new(&m.vs, cfg);
     // A zero gradient: only weight decay moves anything.
     opt.zero_grad();
@@ -90,7 +116,15 @@ fn weight_decay_skips_norms_and_biases_and_clipping_bounds_the_update() {
 fn gradient_clipping_changes_the_update() {
     let run = |max_grad_norm: Option<f64>, grads: &[Tensor]| {
         let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
-        let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-2, weight_decay: 0.0, max_grad_norm, ..Default::default() });
+        let mut opt = FlatAdamW::new(
+            &m.vs,
+            AdamWConfig {
+                lr: 1e-2,
+                weight_decay: 0.0,
+                max_grad_norm,
+                ..Default::default()
+            },
+        );
         let norms: Vec<f64> = grads.iter().map(|g| opt.step_with(g).grad_norm).collect();
         (opt.flat().copy(), norms)
     };
@@ -101,13 +135,25 @@ fn gradient_clipping_changes_the_update() {
     let g1 = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 1e-4;
     let g2 = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 100.0;
     let (clipped, norms) = run(Some(1.0), &[g1.copy(), g2.copy()]);
-    let scaled: Vec<Tensor> = [&g1, &g2].iter().zip(&norms).map(|(g, &norm)| if norm > 1.0 { *g * (1.0 / (norm + 1e-6)) } else { g.copy() }).collect();
+    let scaled: Vec<Tensor> = [&g1, &g2]
+        .iter()
+        .zip(&norms)
+        .map(|(g, &norm)| if norm > 1.0 { *g * (1.0 / (norm + 1e-6)) } else { g.copy() })
+        .collect();
     let (by_hand, _) = run(None, &scaled);
     let (raw, _) = run(None, &[g1, g2]);
     assert!(norms[0] < 1.0 && norms[1] > 1.0, "{norms:?}");
     let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
-    assert!(diff(&clipped, &by_hand) < 1e-7, "clipped step = step on the scaled gradient: {:e}", diff(&clipped, &by_hand));
-    assert!(diff(&clipped, &raw) > 1e-3, "clipping must change the second update: {:e}", diff(&clipped, &raw));
+    assert!(
+        diff(&clipped, &by_hand) < 1e-7,
+        "clipped step = step on the scaled gradient: {:e}",
+        diff(&clipped, &by_hand)
+    );
+    assert!(
+        diff(&clipped, &raw) > 1e-3,
+        "clipping must change the second update: {:e}",
+        diff(&clipped, &raw)
+    );
 }
 
 /// A gradient with a NaN or an infinity is skipped whole: parameters, moments and step count
@@ -115,7 +161,13 @@ fn gradient_clipping_changes_the_update() {
 #[test]
 fn a_non_finite_gradient_is_skipped_not_applied() {
     let m = model::load(&tiny("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
-    let mut opt = FlatAdamW::new(&m.vs, AdamWConfig { lr: 1e-2, ..Default::default() });
+    let mut opt = FlatAdamW::new(
+        &m.vs,
+        AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
     let n = opt.numel();
     let g = Tensor::randn([n], (Kind::Float, Device::Cpu));
     opt.step_with(&g);
@@ -142,16 +194,44 @@ fn non_finite_parameters_are_not_checkpointed() {
     let mut opt = FlatAdamW::new(&m.vs, AdamWConfig::default());
     let dir = std::env::temp_dir().join(format!("airlift-nan-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    assert!(save_shard(&dir, 0, 1, &[ModelState { name: "policy", vs: &m.vs, opt: &mut opt }]).is_ok());
+    assert!(save_shard(
+        &dir,
+        0,
+        1,
+        &[ModelState {
+            name: "policy",
+            vs: &m.vs,
+            opt: &mut opt
+        }]
+    )
+    .is_ok());
     let _ = opt.flat().get(5).fill_(f64::NAN);
-    let e = save_shard(&dir, 0, 1, &[ModelState { name: "policy", vs: &m.vs, opt: &mut opt }]).err().expect("refused").to_string();
+    let e = save_shard(
+        &dir,
+        0,
+        1,
+        &[ModelState {
+            name: "policy",
+            vs: &m.vs,
+            opt: &mut opt,
+        }],
+    )
+    .err()
+    .expect("refused")
+    .to_string();
     assert!(e.contains("policy parameter 5 is NaN") && e.contains("not written"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn warmup_then_cosine_schedule() {
-    let c = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1, ..Default::default() };
+    let c = AdamWConfig {
+        lr: 1.0,
+        warmup_steps: 4,
+        total_steps: 14,
+        min_lr_ratio: 0.1,
+        ..Default::default()
+    };
     assert_eq!(c.lr_at(0), 0.25);
     assert_eq!(c.lr_at(3), 1.0);
     assert!((c.lr_at(4) - 1.0).abs() < 1e-12);
@@ -169,7 +249,10 @@ fn frozen_optimizer_holds_no_moments_and_refuses_a_step() {
     let name = "model.norm.weight";
     let vars = m.vs.variables();
     let off: i64 = o.names().iter().take_while(|n| *n != name).map(|n| vars[n].numel() as i64).sum();
-    assert!(o.flat().narrow(0, off, vars[name].numel() as i64).equal(&vars[name].reshape([-1])), "parameters are views of the buffer");
+    assert!(
+        o.flat().narrow(0, off, vars[name].numel() as i64).equal(&vars[name].reshape([-1])),
+        "parameters are views of the buffer"
+    );
     let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut o = FlatAdamW::frozen(&m.vs, AdamWConfig::default(), 0, 1);
         let g = Tensor::zeros([o.numel()], (Kind::Float, Device::Cpu));
@@ -181,7 +264,13 @@ fn frozen_optimizer_holds_no_moments_and_refuses_a_step() {
 #[test]
 fn sharded_optimizers_together_equal_one() {
     let one = model::load(&tiny("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();
-    let mut full = FlatAdamW::new(&one.vs, AdamWConfig { lr: 1e-2, ..Default::default() });
+    let mut full = FlatAdamW::new(
+        &one.vs,
+        AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
     loss_of(&one.model).backward();
     let g = full.flat_grad();
     full.step_with(&g);
@@ -189,7 +278,15 @@ fn sharded_optimizers_together_equal_one() {
     let mut pieces = Vec::new();
     for rank in 0..3 {
         let m = model::load(&tiny("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();
-        let mut o = FlatAdamW::sharded(&m.vs, AdamWConfig { lr: 1e-2, ..Default::default() }, rank, 3);
+        let mut o = FlatAdamW::sharded(
+            &m.vs,
+            AdamWConfig {
+                lr: 1e-2,
+                ..Default::default()
+            },
+            rank,
+            3,
+        );
         o.step_with(&g);
         let (lo, hi) = o.shard();
         pieces.push(o.flat().narrow(0, lo, hi - lo).copy());

@@ -13,7 +13,18 @@ fn worker() -> Command {
 fn gsm8k_prints_answers_and_a_summary() {
     let data = common::cache().join("data").join("gsm8k").join("test.jsonl");
     let out = worker()
-        .args(["--threads", "2", "gsm8k", "--limit", "2", "--batch-size", "2", "--max-new-tokens", "8", "--model"])
+        .args([
+            "--threads",
+            "2",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--model",
+        ])
         .arg(common::smollm2_dir())
         .arg("--data")
         .arg(&data)
@@ -27,7 +38,10 @@ fn gsm8k_prints_answers_and_a_summary() {
 
 #[test]
 fn bad_input_is_named() {
-    let out = worker().args(["gsm8k", "--model", "/nonexistent/model", "--data", "/nonexistent/x.jsonl"]).output().unwrap();
+    let out = worker()
+        .args(["gsm8k", "--model", "/nonexistent/model", "--data", "/nonexistent/x.jsonl"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/x.jsonl"), "{err}");

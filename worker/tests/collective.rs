@@ -6,7 +6,15 @@ use airlift_worker::rng::SplitMix64;
 
 fn data(rank: usize, n: usize, integers: bool) -> Vec<f32> {
     let mut g = SplitMix64::for_stream(rank as u64, n as u64);
-    (0..n).map(|_| if integers { g.range(-1000, 1000) as f32 } else { (g.next_f64() * 2.0 - 1.0) as f32 }).collect()
+    (0..n)
+        .map(|_| {
+            if integers {
+                g.range(-1000, 1000) as f32
+            } else {
+                (g.next_f64() * 2.0 - 1.0) as f32
+            }
+        })
+        .collect()
 }
 
 fn run<F: Fn(&mut dyn Collective) -> Vec<f32> + Send + Sync + Copy + 'static>(world: usize, f: F) -> Vec<Vec<f32>> {
@@ -58,7 +66,10 @@ fn all_gather_reduce_scatter_and_broadcast() {
             c.all_gather(&mut v, &counts).unwrap();
             v
         });
-        assert!(got.iter().all(|g| g == &(0..n).map(|i| i as f32).collect::<Vec<_>>()), "all-gather {world}: {got:?}");
+        assert!(
+            got.iter().all(|g| g == &(0..n).map(|i| i as f32).collect::<Vec<_>>()),
+            "all-gather {world}: {got:?}"
+        );
         let got = run(world, move |c| {
             let mut v = vec![c.rank() as f32 + 1.0; n];
             c.reduce_scatter_sum(&mut v, &split_counts(n, c.world())).unwrap();

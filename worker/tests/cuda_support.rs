@@ -21,7 +21,10 @@ fn worker_binary_needs_libtorch_cuda() {
         panic!("readelf not found: install binutils");
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("[libtorch_cuda.so]"), "libtorch_cuda.so is not a NEEDED library of worker:\n{text}");
+    assert!(
+        text.contains("[libtorch_cuda.so]"),
+        "libtorch_cuda.so is not a NEEDED library of worker:\n{text}"
+    );
 }
 
 #[test]

@@ -102,7 +102,10 @@ fn fused_weights_follow_in_place_weight_updates() {
     let (vs, m) = random_model(3);
     let mut g = Generator::new(&m, 2);
     let prompts = vec![vec![4u32, 5, 6], vec![7, 8]];
-    let p = SamplingParams { max_new_tokens: 6, ..Default::default() };
+    let p = SamplingParams {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
     let before = g.generate(&m, &prompts, &[], 0, &p);
     // A weight sync copies new values into the same tensors; refresh must pick them up.
     tch::no_grad(|| {
@@ -128,7 +131,12 @@ fn continuous_batching_gives_each_sequence_what_it_gets_alone() {
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(&tok.chat_prompt(t)).unwrap()).collect();
     let eos = m.model.config().eos_token_ids.clone();
     for temperature in [0.0, 0.8] {
-        let p = SamplingParams { temperature, max_new_tokens: 10, seed: 11, ..Default::default() };
+        let p = SamplingParams {
+            temperature,
+            max_new_tokens: 10,
+            seed: 11,
+            ..Default::default()
+        };
         // All five at once; two slots refilled as sequences finish; one at a time.
         let all = Generator::new(&m.model, 8).generate(&m.model, &prompts, &eos, 2, &p);
         let two = Generator::new(&m.model, 2).generate(&m.model, &prompts, &eos, 2, &p);

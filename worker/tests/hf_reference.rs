@@ -17,7 +17,11 @@ fn reference_logits_match(name: &str) {
     let mask = &r["attention_mask"];
     let logits = tch::no_grad(|| {
         m.model.forward(
-            &ForwardInput { input_ids: &r["input_ids"], positions: &r["position_ids"], key_mask: &mask.to_kind(Kind::Bool) },
+            &ForwardInput {
+                input_ids: &r["input_ids"],
+                positions: &r["position_ids"],
+                key_mask: &mask.to_kind(Kind::Bool),
+            },
             None,
         )
     });
@@ -61,7 +65,10 @@ fn prompts() -> Vec<Vec<u32>> {
 fn batched_greedy_equals_one_at_a_time() {
     for name in TINY {
         let m = model::load(&fixtures().join("models").join(name), Device::Cpu, Kind::Float).unwrap();
-        let params = SamplingParams { max_new_tokens: 24, ..Default::default() };
+        let params = SamplingParams {
+            max_new_tokens: 24,
+            ..Default::default()
+        };
         let batch = generate(&m.model, &prompts(), &[2], 0, &params);
         for (i, p) in prompts().iter().enumerate() {
             let alone = generate(&m.model, std::slice::from_ref(p), &[2], 0, &params);
@@ -75,7 +82,13 @@ fn batched_greedy_equals_one_at_a_time() {
 #[test]
 fn behaviour_logprobs_equal_a_teacher_forced_forward() {
     let m = model::load(&fixtures().join("models").join("qwen2_bias_untied"), Device::Cpu, Kind::Float).unwrap();
-    let params = SamplingParams { temperature: 0.7, top_p: 0.9, max_new_tokens: 16, seed: 3, ..Default::default() };
+    let params = SamplingParams {
+        temperature: 0.7,
+        top_p: 0.9,
+        max_new_tokens: 16,
+        seed: 3,
+        ..Default::default()
+    };
     let out = generate(&m.model, &prompts(), &[2], 0, &params);
     for (p, c) in prompts().iter().zip(&out.completions) {
         let seq: Vec<i64> = p.iter().chain(&c.tokens).map(|&t| t as i64).collect();
@@ -93,12 +106,31 @@ fn behaviour_logprobs_equal_a_teacher_forced_forward() {
 fn sampling_is_seeded_and_top_p_narrows_to_greedy() {
     let m = model::load(&fixtures().join("models").join("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();
     let sample = |seed, top_p| {
-        let p = SamplingParams { temperature: 1.0, top_p, max_new_tokens: 12, seed, ..Default::default() };
-        generate(&m.model, &prompts(), &[], 0, &p).completions.into_iter().map(|c| c.tokens).collect::<Vec<_>>()
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p,
+            max_new_tokens: 12,
+            seed,
+            ..Default::default()
+        };
+        generate(&m.model, &prompts(), &[], 0, &p)
+            .completions
+            .into_iter()
+            .map(|c| c.tokens)
+            .collect::<Vec<_>>()
     };
     assert_eq!(sample(1, 1.0), sample(1, 1.0));
     assert_ne!(sample(1, 1.0), sample(2, 1.0));
-    let greedy = generate(&m.model, &prompts(), &[], 0, &SamplingParams { max_new_tokens: 12, ..Default::default() });
+    let greedy = generate(
+        &m.model,
+        &prompts(),
+        &[],
+        0,
+        &SamplingParams {
+            max_new_tokens: 12,
+            ..Default::default()
+        },
+    );
     let greedy: Vec<_> = greedy.completions.into_iter().map(|c| c.tokens).collect();
     assert_eq!(sample(5, 1e-6), greedy, "top_p -> 0 keeps only the most likely token");
 }
@@ -106,10 +138,28 @@ fn sampling_is_seeded_and_top_p_narrows_to_greedy() {
 #[test]
 fn generation_stops_at_eos_per_sequence() {
     let m = model::load(&fixtures().join("models").join("llama_gqa_tied"), Device::Cpu, Kind::Float).unwrap();
-    let free = generate(&m.model, &prompts(), &[], 0, &SamplingParams { max_new_tokens: 10, ..Default::default() });
+    let free = generate(
+        &m.model,
+        &prompts(),
+        &[],
+        0,
+        &SamplingParams {
+            max_new_tokens: 10,
+            ..Default::default()
+        },
+    );
     // Declare the 3rd token that row 0 generates as EOS: row 0 must stop right there.
     let eos = free.completions[0].tokens[2] as i64;
-    let out = generate(&m.model, &prompts(), &[eos], 0, &SamplingParams { max_new_tokens: 10, ..Default::default() });
+    let out = generate(
+        &m.model,
+        &prompts(),
+        &[eos],
+        0,
+        &SamplingParams {
+            max_new_tokens: 10,
+            ..Default::default()
+        },
+    );
     for (f, c) in free.completions.iter().zip(&out.completions) {
         let cut = f.tokens.iter().position(|&t| t as i64 == eos);
         match cut {
@@ -166,7 +216,12 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     let one = model::load(&src, Device::Cpu, Kind::Float).unwrap();
     let two = model::load(&dir, Device::Cpu, Kind::Float).unwrap();
     let ids = Tensor::from_slice(&[3i64, 9, 27, 81]).unsqueeze(0);
-    let (x, y) = tch::no_grad(|| (one.model.forward_padded(&ids, &ids.ones_like()), two.model.forward_padded(&ids, &ids.ones_like())));
+    let (x, y) = tch::no_grad(|| {
+        (
+            one.model.forward_padded(&ids, &ids.ones_like()),
+            two.model.forward_padded(&ids, &ids.ones_like()),
+        )
+    });
     assert!(x.equal(&y));
     std::fs::remove_dir_all(&dir).unwrap();
 }

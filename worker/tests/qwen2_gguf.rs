@@ -29,7 +29,11 @@ fn qwen2_pre_tokenizer_splits_like_transformers() {
         norm.normalize(&mut n).unwrap();
         let mut pts = PreTokenizedString::from(n.get());
         pre.pre_tokenize(&mut pts).unwrap();
-        let got: Vec<String> = pts.get_splits(OffsetReferential::Original, OffsetType::Byte).into_iter().map(|(s, _, _)| s.to_string()).collect();
+        let got: Vec<String> = pts
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect();
         let want: Vec<String> = case["pieces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
         assert_eq!(got, want, "pieces of {text:?}");
     }
@@ -72,10 +76,16 @@ fn converted_qwen2_logits_match_transformers_gguf_loader() {
         assert_eq!(tok.chat_prompt(user), text, "prompt {i}: the chat template renders what transformers renders");
         let t: Vec<i64> = want.iter().map(|&x| x as i64).collect();
         let ids = Tensor::from_slice(&t).unsqueeze(0);
-        let ours = tch::no_grad(|| m.model.forward_padded(&ids, &ids.ones_like())).select(1, t.len() as i64 - 1).squeeze_dim(0);
+        let ours = tch::no_grad(|| m.model.forward_padded(&ids, &ids.ones_like()))
+            .select(1, t.len() as i64 - 1)
+            .squeeze_dim(0);
         let theirs = &reference[&format!("last_logits_{i}")];
         let err = common::max_rel_err(&ours, theirs);
-        println!("prompt {i}: max relative error vs transformers(GGUF) {err:.2e}; argmax {} / {}", ours.argmax(0, false).int64_value(&[]), theirs.argmax(0, false).int64_value(&[]));
+        println!(
+            "prompt {i}: max relative error vs transformers(GGUF) {err:.2e}; argmax {} / {}",
+            ours.argmax(0, false).int64_value(&[]),
+            theirs.argmax(0, false).int64_value(&[])
+        );
         assert!(err <= 1e-3, "prompt {i}: {err:e}");
         assert_eq!(ours.argmax(0, false).int64_value(&[]), theirs.argmax(0, false).int64_value(&[]));
     }

@@ -30,7 +30,13 @@ fn rebuilt_tokenizer_matches_transformers_gguf_tokenizer() {
         assert_eq!(tok.encode(s.as_str().unwrap()).unwrap(), ids(want), "{s}");
     }
     // The chat template renders exactly what transformers renders, and tokenises the same.
-    for ((p, chat), want) in r["prompts"].as_array().unwrap().iter().zip(r["chat_prompts"].as_array().unwrap()).zip(r["prompt_ids"].as_array().unwrap()) {
+    for ((p, chat), want) in r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["chat_prompts"].as_array().unwrap())
+        .zip(r["prompt_ids"].as_array().unwrap())
+    {
         assert_eq!(tok.chat_prompt(p.as_str().unwrap()), chat.as_str().unwrap());
         assert_eq!(tok.encode(chat.as_str().unwrap()).unwrap(), ids(want));
     }
@@ -42,7 +48,9 @@ fn rebuilt_tokenizer_matches_transformers_gguf_tokenizer() {
 fn last_logits(m: &airlift_worker::Llama, prompt: &[u32]) -> Tensor {
     let t: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
     let ids = Tensor::from_slice(&t).unsqueeze(0);
-    tch::no_grad(|| m.forward_padded(&ids, &ids.ones_like())).select(1, t.len() as i64 - 1).squeeze_dim(0)
+    tch::no_grad(|| m.forward_padded(&ids, &ids.ones_like()))
+        .select(1, t.len() as i64 - 1)
+        .squeeze_dim(0)
 }
 
 #[test]
@@ -81,7 +89,11 @@ fn converted_logits_match_transformers_gguf_loader_and_unpermutation_matters() {
 fn greedy_tokens_match_transformers_on_the_converted_folder() {
     let r = reference();
     let m = model::load(&smollm2_dir(), Device::Cpu, Kind::Float).unwrap();
-    let params = SamplingParams { max_new_tokens: 64, ignore_eos: true, ..Default::default() };
+    let params = SamplingParams {
+        max_new_tokens: 64,
+        ignore_eos: true,
+        ..Default::default()
+    };
     for (p, want) in r["prompt_ids"].as_array().unwrap().iter().zip(r["greedy_64"].as_array().unwrap()) {
         let out = generate(&m.model, &[ids(p)], &[], 2, &params);
         assert_eq!(out.completions[0].tokens, ids(want));

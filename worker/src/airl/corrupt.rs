@@ -115,14 +115,22 @@ fn parse_number(b: &[u8], mut i: usize) -> Option<Num> {
         i += 1;
     }
     let digits_start = i;
-    while i < b.len() && (b[i].is_ascii_digit() || (b[i] == b',' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) || (b[i] == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit())) {
+    while i < b.len()
+        && (b[i].is_ascii_digit()
+            || (b[i] == b',' && i + 1 < b.len() && b[i + 1].is_ascii_digit())
+            || (b[i] == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()))
+    {
         i += 1;
     }
     if i == digits_start {
         return None;
     }
     let text: String = std::str::from_utf8(&b[digits_start..i]).ok()?.chars().filter(|c| *c != ',').collect();
-    Some(Num { start, end: i, value: text.parse().ok()? })
+    Some(Num {
+        start,
+        end: i,
+        value: text.parse().ok()?,
+    })
 }
 
 fn skip_spaces(b: &[u8], mut i: usize) -> usize {
@@ -251,7 +259,11 @@ pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut 
             let new = format_like(num.value + delta);
             let text = format!("{}{}{}", &answer[..num.start], new, &answer[num.end..]);
             let first = num.start + common_prefix(&answer[num.start..num.end], &new);
-            Some(Corruption { kind, text, first_error_byte: first })
+            Some(Corruption {
+                kind,
+                text,
+                first_error_byte: first,
+            })
         }
         CorruptionKind::OperatorFlip => {
             let eqs = equations(answer);
@@ -277,7 +289,11 @@ pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut 
             }
             let (pos, op, flipped) = candidates[rng.range(0, candidates.len() as i64 - 1) as usize];
             let text = format!("{}{}{}", &answer[..pos], flipped, &answer[pos + op.len_utf8()..]);
-            Some(Corruption { kind, text, first_error_byte: pos })
+            Some(Corruption {
+                kind,
+                text,
+                first_error_byte: pos,
+            })
         }
         CorruptionKind::NumberAlter => {
             let eqs = equations(answer);
@@ -307,7 +323,11 @@ pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut 
                 let new = format!("{prefix}{}", format_like(new_v));
                 let text = format!("{}{}{}", &answer[..old.start], new, &answer[old.end..]);
                 let first = old.start + common_prefix(old_text, &new);
-                return Some(Corruption { kind, text, first_error_byte: first });
+                return Some(Corruption {
+                    kind,
+                    text,
+                    first_error_byte: first,
+                });
             }
             None
         }

@@ -16,12 +16,12 @@
 
 use super::losses::{self, CorrectSamples, DiscriminatorForm};
 use super::metrics::{auroc, IterationMetrics};
-use crate::train::optim::FlatAdamW;
-pub use crate::train::{GradReducer, NoReduce};
 use super::reward::RewardModel;
 use crate::model::head;
 use crate::model::llama::Llama;
 use crate::model::packed::{self, Packed};
+use crate::train::optim::FlatAdamW;
+pub use crate::train::{GradReducer, NoReduce};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -198,7 +198,10 @@ impl Padded {
             .map(|trees| {
                 let rows: Vec<i64> = trees.iter().flatten().map(|&r| r as i64).collect();
                 let tokens: Vec<Vec<&[u32]>> = trees.iter().map(|t| t.iter().map(|&r| self.tokens[r].as_slice()).collect()).collect();
-                Micro { rows: Tensor::from_slice(&rows).to_device(dev), packed: Packed::new(&tokens, width, dev) }
+                Micro {
+                    rows: Tensor::from_slice(&rows).to_device(dev),
+                    packed: Packed::new(&tokens, width, dev),
+                }
             })
             .collect()
     }
@@ -237,7 +240,11 @@ impl Padded {
         let t = t.to_kind(Kind::Double).to_device(Device::Cpu);
         let l1 = t.size()[1] as usize;
         let flat = Vec::<f64>::try_from(t.reshape([-1])).expect("float tensor");
-        self.spans.iter().enumerate().map(|(r, &(p, len))| flat[r * l1 + p - 1..r * l1 + p - 1 + len].to_vec()).collect()
+        self.spans
+            .iter()
+            .enumerate()
+            .map(|(r, &(p, len))| flat[r * l1 + p - 1..r * l1 + p - 1 + len].to_vec())
+            .collect()
     }
 }
 
@@ -302,7 +309,9 @@ fn selected_hidden(model: &Llama, packed: &Packed, tgt: &Tensor, sel: &Tensor) -
 
 /// Values [k] at flat indices `idx` back into the shape of `sel` [n, L−1] (0 elsewhere).
 fn scatter_selected(values: &Tensor, idx: &Tensor, sel: &Tensor) -> Tensor {
-    Tensor::zeros([sel.numel() as i64], (Kind::Float, values.device())).index_add(0, idx, values).view(sel.size().as_slice())
+    Tensor::zeros([sel.numel() as i64], (Kind::Float, values.device()))
+        .index_add(0, idx, values)
+        .view(sel.size().as_slice())
 }
 
 /// A token-level loss on the policy's log-probs at the positions `sel` selects, with its
@@ -328,7 +337,9 @@ fn selected_logprob_loss(
 /// Token log-probs [N, L−1] of the padded rows' response tokens under `model` (no grad; 0 at
 /// other positions), micro-batched.
 fn logprobs_no_grad(model: &Llama, x: &Padded, micros: &[Micro]) -> Tensor {
-    map_micro_no_grad(x, micros, |m| selected_logprobs(model, &m.packed, &m.take(&x.targets), &m.take(&x.resp_all), false).0)
+    map_micro_no_grad(x, micros, |m| {
+        selected_logprobs(model, &m.packed, &m.take(&x.targets), &m.take(&x.resp_all), false).0
+    })
 }
 
 /// Reward-model values in shifted space [N, L−1] (no grad), micro-batched.
@@ -389,7 +400,13 @@ impl BatchRewards {
         for (r, c) in self.corrupted.iter().zip(&batch.corrupted) {
             if let Some(e) = batch.experts.iter().position(|e| e.group == c.group) {
                 let (a, b) = (expert_seq[e], sequence_score(r));
-                wins += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+                wins += if a > b {
+                    1.0
+                } else if a == b {
+                    0.5
+                } else {
+                    0.0
+                };
                 pairs += 1;
             }
         }
@@ -451,11 +468,23 @@ impl Learner {
             let d = losses::discriminator_logits(&f, lp.as_ref(), cfg.discriminator);
             x.gather(&losses::token_rewards(&d, &x.resp_mask, cfg.reward_temperature, cfg.reward_clip))
         };
-        BatchRewards { policy: score(&batch.policy), experts: score(&batch.experts), corrupted: score(&batch.corrupted) }
+        BatchRewards {
+            policy: score(&batch.policy),
+            experts: score(&batch.experts),
+            corrupted: score(&batch.corrupted),
+        }
     }
 
     /// One discriminator step on all rows (experts labelled 1, the rest 0); returns the loss.
-    fn disc_step(&mut self, x: &Padded, micros: &[Micro], labels: &Tensor, policy_lp: Option<&Tensor>, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> (f64, f64) {
+    fn disc_step(
+        &mut self,
+        x: &Padded,
+        micros: &[Micro],
+        labels: &Tensor,
+        policy_lp: Option<&Tensor>,
+        cfg: &AirlConfig,
+        reducer: &mut dyn GradReducer,
+    ) -> (f64, f64) {
         let weights = losses::sequence_weights(labels, cfg.class_balance);
         self.reward_opt.zero_grad();
         let mut total = 0.0;
@@ -493,7 +522,8 @@ impl Learner {
             x_all.mask_corrupted(first_corrupted, &batch.corrupted, cfg.ignore_corrupted_prefix, cfg.ignore_corrupted_suffix);
         }
         let positive = |i: usize| {
-            i < batch.experts.len() || (cfg.correct_policy_samples == CorrectSamples::Positive && i < batch.experts.len() + policy.len() && right(policy[i - batch.experts.len()]))
+            i < batch.experts.len()
+                || (cfg.correct_policy_samples == CorrectSamples::Positive && i < batch.experts.len() + policy.len() && right(policy[i - batch.experts.len()]))
         };
         let labels: Vec<f32> = (0..all.len()).map(|i| if positive(i) { 1.0 } else { 0.0 }).collect();
         let labels = Tensor::from_slice(&labels).to_device(dev);
@@ -513,7 +543,10 @@ impl Learner {
 
     /// Runs one AIRL iteration on `batch` and returns its metrics.
     pub fn iteration(&mut self, batch: &IterationBatch, cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
-        assert!(!batch.policy.is_empty() && !batch.experts.is_empty(), "an iteration needs policy samples and expert traces");
+        assert!(
+            !batch.policy.is_empty() && !batch.experts.is_empty(),
+            "an iteration needs policy samples and expert traces"
+        );
         let dev = self.device();
         let mut m = IterationMetrics {
             n_policy: batch.policy.len(),
@@ -544,7 +577,11 @@ impl Learner {
         m.auroc_expert_corrupted_paired = sep.expert_corrupted_paired;
         m.auroc_expert_corrupted_tok = sep.expert_corrupted_tok;
         let graded: Vec<bool> = batch.policy.iter().filter_map(|s| s.correct).collect();
-        m.policy_accuracy = if graded.is_empty() { f64::NAN } else { graded.iter().filter(|&&c| c).count() as f64 / graded.len() as f64 };
+        m.policy_accuracy = if graded.is_empty() {
+            f64::NAN
+        } else {
+            graded.iter().filter(|&&c| c).count() as f64 / graded.len() as f64
+        };
 
         let mut adv_rows: Vec<&Sample> = batch.policy.iter().collect();
         let mut adv_rewards: Vec<Vec<f32>> = rewards
@@ -593,7 +630,14 @@ impl Learner {
     /// PPO steps on `samples` with given per-token `advantages` (one list per sample, one value
     /// per response token); `experts` are the replay term's rows (`cfg.sft_coef`); fills the
     /// policy fields of the returned metrics.
-    pub fn policy_update(&mut self, samples: &[Sample], advantages: &[Vec<f32>], experts: &[Sample], cfg: &AirlConfig, reducer: &mut dyn GradReducer) -> IterationMetrics {
+    pub fn policy_update(
+        &mut self,
+        samples: &[Sample],
+        advantages: &[Vec<f32>],
+        experts: &[Sample],
+        cfg: &AirlConfig,
+        reducer: &mut dyn GradReducer,
+    ) -> IterationMetrics {
         let rows: Vec<&Sample> = samples.iter().collect();
         let x = pad(&rows, cfg.pad_id, self.device());
         let refs: Vec<&[f32]> = advantages.iter().map(|v| v.as_slice()).collect();
@@ -606,7 +650,16 @@ impl Learner {
     /// PPO steps on `samples`; with `cfg.sft_coef > 0` each step's loss also holds
     /// `sft_coef` × the token-mean NLL of `experts` (their gradients are summed before the step).
     #[allow(clippy::too_many_arguments)]
-    fn ppo_steps(&mut self, samples: &[Sample], x: &Padded, adv: &Tensor, experts: &[Sample], cfg: &AirlConfig, reducer: &mut dyn GradReducer, m: &mut IterationMetrics) {
+    fn ppo_steps(
+        &mut self,
+        samples: &[Sample],
+        x: &Padded,
+        adv: &Tensor,
+        experts: &[Sample],
+        cfg: &AirlConfig,
+        reducer: &mut dyn GradReducer,
+        m: &mut IterationMetrics,
+    ) {
         let dev = self.device();
         let micro = cfg.micro_batch.max(1) as i64;
         m.advantage_abs = losses::masked_mean(&adv.abs(), &x.resp_mask).double_value(&[]);
@@ -680,7 +733,9 @@ impl Learner {
                 for mb in emicros {
                     let mask = mb.take(&xe.resp_mask);
                     let coef = cfg.sft_coef / etokens;
-                    let (_, nll, _) = selected_logprob_loss(&self.policy, &mb.packed, &mb.take(&xe.targets), &mask, false, |lp, _| -lp.sum(Kind::Float) * coef);
+                    let (_, nll, _) = selected_logprob_loss(&self.policy, &mb.packed, &mb.take(&xe.targets), &mask, false, |lp, _| {
+                        -lp.sum(Kind::Float) * coef
+                    });
                     nll_sum += nll.double_value(&[]) / cfg.sft_coef;
                 }
             }
@@ -710,7 +765,9 @@ impl Learner {
         let mut total = 0.0;
         for m in x.micro_batches(micro, cfg.pack_prefixes) {
             let mask = m.take(&x.resp_mask);
-            let (_, loss, _) = selected_logprob_loss(&self.policy, &m.packed, &m.take(&x.targets), &mask, false, |lp, _| -lp.sum(Kind::Float) / total_tokens);
+            let (_, loss, _) = selected_logprob_loss(&self.policy, &m.packed, &m.take(&x.targets), &mask, false, |lp, _| {
+                -lp.sum(Kind::Float) / total_tokens
+            });
             total += loss.double_value(&[]);
         }
         let mut g = self.policy_opt.flat_grad();
@@ -744,10 +801,22 @@ mod tests {
         tch::manual_seed(1);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let m = Llama::new(&vs.root(), &raw.into_config().unwrap());
-        let a = Sample { prompt: vec![1, 2, 3], response: vec![4, 5, 6, 7], ..Default::default() };
-        let b = Sample { prompt: vec![9], response: vec![10, 11], ..Default::default() };
+        let a = Sample {
+            prompt: vec![1, 2, 3],
+            response: vec![4, 5, 6, 7],
+            ..Default::default()
+        };
+        let b = Sample {
+            prompt: vec![9],
+            response: vec![10, 11],
+            ..Default::default()
+        };
         // a and c share their prompt and first response token: one tree of 8 nodes.
-        let c = Sample { prompt: vec![1, 2, 3], response: vec![4, 8], ..Default::default() };
+        let c = Sample {
+            prompt: vec![1, 2, 3],
+            response: vec![4, 8],
+            ..Default::default()
+        };
         let x = pad(&[&a, &b, &c], 0, Device::Cpu);
         let micros = x.micro_batches(8, true);
         assert_eq!(micros.len(), 1);
@@ -799,8 +868,17 @@ mod tests {
 
     #[test]
     fn corrupted_prefixes_leave_the_mask() {
-        let expert = Sample { prompt: vec![1, 2], response: vec![3, 4, 5], ..Default::default() };
-        let corrupted = Sample { prompt: vec![1, 2, 9], response: vec![3, 6, 5, 7], first_error_token: Some(1), ..Default::default() };
+        let expert = Sample {
+            prompt: vec![1, 2],
+            response: vec![3, 4, 5],
+            ..Default::default()
+        };
+        let corrupted = Sample {
+            prompt: vec![1, 2, 9],
+            response: vec![3, 6, 5, 7],
+            first_error_token: Some(1),
+            ..Default::default()
+        };
         let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
         x.mask_corrupted(1, std::slice::from_ref(&corrupted), true, false);
         let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
@@ -808,7 +886,10 @@ mod tests {
         // shifted 2..6, its first token (before the error) removed.
         assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1.]);
         // The error's line ends after response token 2: token 3 leaves too.
-        let corrupted = Sample { error_line_end: Some(3), ..corrupted };
+        let corrupted = Sample {
+            error_line_end: Some(3),
+            ..corrupted
+        };
         let mut x = pad(&[&expert, &corrupted], 0, Device::Cpu);
         x.mask_corrupted(1, std::slice::from_ref(&corrupted), true, true);
         let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();

@@ -27,7 +27,9 @@ pub fn lowest_step(rewards: &[f64], steps: &[usize]) -> Option<usize> {
         sum[s] += r;
         count[s] += 1;
     }
-    (0..n).filter(|&s| count[s] > 0).min_by(|&a, &b| (sum[a] / count[a] as f64).total_cmp(&(sum[b] / count[b] as f64)))
+    (0..n)
+        .filter(|&s| count[s] > 0)
+        .min_by(|&a, &b| (sum[a] / count[a] as f64).total_cmp(&(sum[b] / count[b] as f64)))
 }
 
 /// Hit@1 of error localisation over traces `(token rewards, step ids, first wrong token)`, and

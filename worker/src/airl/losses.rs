@@ -147,7 +147,11 @@ pub fn group_advantages(rewards: &Tensor, mask: &Tensor, group_ids: &[i64], gamm
 
 /// Log-probabilities [N, T] of `targets` [N, T] under `logits` [N, T, V] (computed in fp32).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Tensor {
-    logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float).gather(2, &targets.unsqueeze(2), false).squeeze_dim(2)
+    logits
+        .to_kind(Kind::Float)
+        .log_softmax(-1, Kind::Float)
+        .gather(2, &targets.unsqueeze(2), false)
+        .squeeze_dim(2)
 }
 
 /// Mean entropy of the distributions `logits` [N, T, V] over response tokens.
@@ -184,8 +188,16 @@ pub fn ppo_loss(logp: &Tensor, behaviour_logp: &Tensor, advantages: &Tensor, mas
     // Summed here in token order, so that the value is the same bit for bit whatever the
     // tensors' layout (a libtorch f64 reduction differed by an ulp after a resume).
     let x: Vec<f32> = Vec::try_from(log_ratio.detach().masked_select(&mask.gt(0.0)).to_kind(Kind::Float).to_device(tch::Device::Cpu)).expect("f32 log-ratios");
-    let approx_kl = if x.is_empty() { 0.0 } else { x.iter().map(|&v| (v as f64).exp_m1() - v as f64).sum::<f64>() / x.len() as f64 };
-    PpoOutput { loss, clip_fraction, approx_kl }
+    let approx_kl = if x.is_empty() {
+        0.0
+    } else {
+        x.iter().map(|&v| (v as f64).exp_m1() - v as f64).sum::<f64>() / x.len() as f64
+    };
+    PpoOutput {
+        loss,
+        clip_fraction,
+        approx_kl,
+    }
 }
 
 /// The unclipped and clipped policy-gradient terms `−A·ρ` and `−A·clip(ρ, 1−ε, 1+ε)`.

@@ -2,10 +2,10 @@
 //! model, the losses and advantages, and one training iteration (the optimiser and data
 //! parallelism it uses are in [`crate::train`]).
 
-pub mod losses;
 pub mod corrupt;
-pub mod synth;
-pub mod reward;
 pub mod iteration;
-pub mod metrics;
 pub mod localize;
+pub mod losses;
+pub mod metrics;
+pub mod reward;
+pub mod synth;

@@ -41,7 +41,10 @@ pub struct RewardModel {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RewardError + '_ {
-    move |source| RewardError::Io { path: path.to_path_buf(), source }
+    move |source| RewardError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl RewardModel {
@@ -52,7 +55,16 @@ impl RewardModel {
         let score = vs.root() / "score";
         let head_w = score.var("weight", &[1, cfg.hidden_size], Init::Const(0.0));
         let head_b = score.var("bias", &[1], Init::Const(0.0));
-        Ok((RewardModel { vs, trunk, head_w, head_b, raw }, cfg))
+        Ok((
+            RewardModel {
+                vs,
+                trunk,
+                head_w,
+                head_b,
+                raw,
+            },
+            cfg,
+        ))
     }
 
     /// A reward model initialised from the causal LM folder `base`: its first `layers` layers
@@ -88,7 +100,9 @@ impl RewardModel {
             let mut rng = SplitMix64::new(seed);
             let std = 0.1 / (cfg.hidden_size as f64).sqrt();
             let w: Vec<f32> = (0..cfg.hidden_size).map(|_| (normal(&mut rng) * std) as f32).collect();
-            rm.head_w.shallow_clone().copy_(&Tensor::from_slice(&w).view([1, cfg.hidden_size]).to_device(device));
+            rm.head_w
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&w).view([1, cfg.hidden_size]).to_device(device));
         });
         Ok(rm)
     }

@@ -89,13 +89,20 @@ impl SynthConfig {
         if self.ops.is_empty() {
             return Err("ops must name at least one of add, sub, mul, div".into());
         }
-        for (name, (lo, hi), min) in [("start_range", self.start_range, 1), ("addend_range", self.addend_range, 1), ("factor_range", self.factor_range, 2)] {
+        for (name, (lo, hi), min) in [
+            ("start_range", self.start_range, 1),
+            ("addend_range", self.addend_range, 1),
+            ("factor_range", self.factor_range, 2),
+        ] {
             if lo < min || lo > hi {
                 return Err(format!("{name} = ({lo}, {hi}) must have {min} <= lo <= hi"));
             }
         }
         if self.max_value < self.start_range.1 {
-            return Err(format!("max_value = {} is below start_range's upper end {}", self.max_value, self.start_range.1));
+            return Err(format!(
+                "max_value = {} is below start_range's upper end {}",
+                self.max_value, self.start_range.1
+            ));
         }
         Ok(())
     }
@@ -157,151 +164,281 @@ pub struct Template {
 
 macro_rules! t {
     ($id:literal, $start:literal, $add:expr, $sub:expr, $mul:expr, $div:expr, $ask:literal) => {
-        Template { id: $id, start: $start, add: $add, sub: $sub, mul: $mul, div: $div, ask: $ask }
+        Template {
+            id: $id,
+            start: $start,
+            add: $add,
+            sub: $sub,
+            mul: $mul,
+            div: $div,
+            ask: $ask,
+        }
     };
 }
 
 /// The story templates (22).
 pub const TEMPLATES: &[Template] = &[
-    t!("apples", "{n} has {a} apples.",
-       ("{p} picks {b} more apples.", "After picking more, {n} has {x} apples."),
-       ("{p} eats {b} of them.", "After eating some, {n} has {x} apples."),
-       ("Then {p} ends up with {b} times as many apples.", "{b} times as many is {x} apples."),
-       ("{p} splits the apples into {b} equal bags and keeps one bag.", "One bag holds {x} apples."),
-       "How many apples does {n} have now?"),
-    t!("marbles", "{n} owns {a} marbles.",
-       ("A friend gives {n} {b} marbles.", "With the gift, {n} has {x} marbles."),
-       ("{p} loses {b} marbles at school.", "After losing some, {n} has {x} marbles."),
-       ("{p} trades them for {b} times as many marbles.", "The trade gives {x} marbles."),
-       ("{p} shares them equally with friends so that {b} people get the same number, {n} included.", "Each person gets {x} marbles."),
-       "How many marbles does {n} have in the end?"),
-    t!("stickers", "{n} collects {a} stickers.",
-       ("{p} buys a pack of {b} stickers.", "Adding the pack gives {x} stickers."),
-       ("{p} uses {b} stickers on a card.", "Using some leaves {x} stickers."),
-       ("{p} then has {b} times as many stickers after a swap meet.", "After the swap meet {n} has {x} stickers."),
-       ("{p} puts them on {b} pages equally and counts one page.", "One page has {x} stickers."),
-       "How many stickers does {n} count at the end?"),
-    t!("books", "A shelf holds {a} books.",
-       ("The library adds {b} books to it.", "The shelf now holds {x} books."),
-       ("Readers borrow {b} books from it.", "After borrowing, the shelf holds {x} books."),
-       ("The library fills a wall with {b} shelves like it.", "The wall holds {x} books."),
-       ("The books are split evenly across {b} classrooms; we follow one classroom.", "One classroom gets {x} books."),
-       "How many books are there at the end?"),
-    t!("cookies", "{n} bakes {a} cookies.",
-       ("{p} bakes another {b} cookies.", "In total {n} has {x} cookies."),
-       ("{p} gives {b} cookies to neighbours.", "After giving some away, {n} has {x} cookies."),
-       ("{p} bakes {b} batches of that size in total.", "The batches make {x} cookies."),
-       ("{p} packs them into {b} equal boxes and looks at one box.", "Each box holds {x} cookies."),
-       "How many cookies are in the end result?"),
-    t!("pages", "{n} reads {a} pages of a book.",
-       ("The next day {p} reads {b} more pages.", "So far {n} has read {x} pages."),
-       ("{p} realises {b} of those pages were a preface {p} skips from the count.", "Without the preface that is {x} pages."),
-       ("By the end of the month {p} has read {b} times that many pages.", "That is {x} pages."),
-       ("{p} spreads that reading evenly over {b} days.", "Each day is {x} pages."),
-       "How many pages is that?"),
-    t!("savings", "{n} saves ${a}.",
-       ("{p} earns ${b} more from chores.", "Now {n} has {x} dollars."),
-       ("{p} spends ${b} on a toy.", "After the toy, {n} has {x} dollars."),
-       ("{p} invests it and it grows to {b} times as much.", "The savings become {x} dollars."),
-       ("{p} splits the money equally among {b} jars and looks at one jar.", "One jar holds {x} dollars."),
-       "How many dollars is that?"),
-    t!("wages", "{n} earns ${a} per hour.",
-       ("{p} gets a raise of ${b} per hour.", "The new wage is {x} dollars per hour."),
-       ("Taxes take ${b} of each hour's pay.", "After taxes {n} keeps {x} dollars per hour."),
-       ("{p} works {b} hours.", "For those hours {n} earns {x} dollars."),
-       ("{p} shares that pay equally among {b} family members.", "Each share is {x} dollars."),
-       "How many dollars does the last step come to?"),
-    t!("practice", "{n} practises piano for {a} minutes.",
-       ("{p} adds {b} minutes of scales.", "The practice lasts {x} minutes."),
-       ("{p} takes a break of {b} minutes from that time.", "Without the break it is {x} minutes."),
-       ("{p} practises like that for {b} days.", "Over those days it is {x} minutes."),
-       ("{p} divides the time evenly among {b} pieces.", "Each piece gets {x} minutes."),
-       "How many minutes is that?"),
-    t!("factory", "A machine makes {a} toys per hour.",
-       ("An upgrade lets it make {b} more toys per hour.", "It now makes {x} toys per hour."),
-       ("{b} toys per hour come out broken and are thrown away.", "Good toys per hour: {x}."),
-       ("It runs for {b} hours.", "In that time it makes {x} toys."),
-       ("The toys are shipped equally to {b} stores; we follow one store.", "One store gets {x} toys."),
-       "How many toys does that come to?"),
-    t!("bus", "A bus leaves with {a} passengers.",
-       ("At the first stop {b} people get on.", "Now there are {x} passengers."),
-       ("At the next stop {b} people get off.", "Then there are {x} passengers."),
-       ("A train carries {b} times as many passengers as the bus has now.", "The train carries {x} passengers."),
-       ("The passengers split equally into {b} groups for a tour; we follow one group.", "One group has {x} passengers."),
-       "How many passengers does the last count give?"),
-    t!("garden", "{n} plants {a} tulips.",
-       ("{p} plants {b} more tulips.", "There are {x} tulips."),
-       ("Rabbits eat {b} tulips.", "After the rabbits, {x} tulips remain."),
-       ("Each tulip bulb multiplies, giving {b} times as many tulips next year.", "Next year there are {x} tulips."),
-       ("{p} gives the tulips equally to {b} friends; we look at one friend.", "Each friend gets {x} tulips."),
-       "How many tulips is that?"),
-    t!("driving", "{n} drives at {a} km per hour.",
-       ("{p} speeds up by {b} km per hour.", "The speed becomes {x} km per hour."),
-       ("Traffic slows {n} down by {b} km per hour.", "The speed drops to {x} km per hour."),
-       ("{p} keeps that speed for {b} hours.", "The distance is {x} km."),
-       ("The trip is split into {b} equal legs.", "Each leg is {x} km."),
-       "What number does the last step give?"),
-    t!("water", "A tank holds {a} litres of water.",
-       ("A hose adds {b} litres.", "The tank holds {x} litres."),
-       ("A leak drains {b} litres.", "After the leak, {x} litres remain."),
-       ("A bigger tank holds {b} times as much.", "The bigger tank holds {x} litres."),
-       ("The water is poured equally into {b} buckets; we look at one bucket.", "One bucket gets {x} litres."),
-       "How many litres is that?"),
-    t!("eggs", "{n}'s hens lay {a} eggs.",
-       ("The next morning they lay {b} more eggs.", "That makes {x} eggs."),
-       ("{p} uses {b} eggs for breakfast.", "After breakfast there are {x} eggs."),
-       ("Over the season they lay {b} times that many.", "Over the season that is {x} eggs."),
-       ("{p} sells them in {b} equal cartons and checks one carton.", "Each carton has {x} eggs."),
-       "How many eggs is that?"),
-    t!("pencils", "A teacher has {a} pencils.",
-       ("She buys {b} more pencils.", "She has {x} pencils."),
-       ("Students break {b} pencils.", "Unbroken pencils: {x}."),
-       ("The school orders {b} times as many pencils as she has.", "The order is {x} pencils."),
-       ("The pencils are handed out equally to {b} tables; we count one table.", "Each table gets {x} pencils."),
-       "How many pencils is that?"),
-    t!("steps", "{n} walks {a} steps before lunch.",
-       ("{p} walks {b} more steps after lunch.", "That is {x} steps."),
-       ("{p} subtracts {b} steps counted twice by the app.", "The real count is {x} steps."),
-       ("{p} walks that much for {b} days.", "Over the days that is {x} steps."),
-       ("{p} splits the walking equally into {b} walks.", "Each walk is {x} steps."),
-       "How many steps is that?"),
-    t!("tickets", "A cinema sells {a} tickets in the morning.",
-       ("It sells {b} more tickets at noon.", "That makes {x} tickets."),
-       ("{b} tickets are refunded.", "After refunds, {x} tickets are sold."),
-       ("Each ticket costs ${b}.", "The tickets bring in {x} dollars."),
-       ("That amount is split equally among {b} staff members.", "Each staff member gets {x} dollars."),
-       "What number does the last step give?"),
-    t!("candies", "{n} has a jar of {a} candies.",
-       ("{p} adds {b} candies.", "The jar has {x} candies."),
-       ("{p} eats {b} candies.", "The jar has {x} candies left."),
-       ("{p} fills a bigger jar with {b} times as many candies.", "The bigger jar has {x} candies."),
-       ("{p} shares the candies equally with {b} kids; we count one kid's share.", "Each kid gets {x} candies."),
-       "How many candies is that?"),
-    t!("bakery", "A bakery makes {a} loaves of bread.",
-       ("It bakes another {b} loaves.", "There are {x} loaves."),
-       ("It sells {b} loaves in the morning.", "After the morning, {x} loaves are left."),
-       ("A bigger branch makes {b} times as many loaves.", "The bigger branch makes {x} loaves."),
-       ("The loaves go equally to {b} cafes; we follow one cafe.", "Each cafe gets {x} loaves."),
-       "How many loaves is that?"),
-    t!("fish", "An aquarium has {a} fish.",
-       ("It gets {b} new fish.", "It has {x} fish."),
-       ("{b} fish move to another tank.", "It has {x} fish left."),
-       ("A new aquarium will hold {b} times as many fish.", "The new aquarium holds {x} fish."),
-       ("The fish are placed equally into {b} tanks; we look at one tank.", "Each tank has {x} fish."),
-       "How many fish is that?"),
-    t!("runner", "{n} runs {a} laps on Monday.",
-       ("On Tuesday {p} runs {b} laps more than on Monday.", "On Tuesday {n} runs {x} laps."),
-       ("On Wednesday {p} runs {b} laps fewer than the day before.", "On Wednesday {n} runs {x} laps."),
-       ("Over the season {p} runs {b} times that many laps.", "Over the season that is {x} laps."),
-       ("{p} spreads those laps evenly over {b} sessions.", "Each session is {x} laps."),
-       "How many laps does the last step give?"),
+    t!(
+        "apples",
+        "{n} has {a} apples.",
+        ("{p} picks {b} more apples.", "After picking more, {n} has {x} apples."),
+        ("{p} eats {b} of them.", "After eating some, {n} has {x} apples."),
+        ("Then {p} ends up with {b} times as many apples.", "{b} times as many is {x} apples."),
+        ("{p} splits the apples into {b} equal bags and keeps one bag.", "One bag holds {x} apples."),
+        "How many apples does {n} have now?"
+    ),
+    t!(
+        "marbles",
+        "{n} owns {a} marbles.",
+        ("A friend gives {n} {b} marbles.", "With the gift, {n} has {x} marbles."),
+        ("{p} loses {b} marbles at school.", "After losing some, {n} has {x} marbles."),
+        ("{p} trades them for {b} times as many marbles.", "The trade gives {x} marbles."),
+        (
+            "{p} shares them equally with friends so that {b} people get the same number, {n} included.",
+            "Each person gets {x} marbles."
+        ),
+        "How many marbles does {n} have in the end?"
+    ),
+    t!(
+        "stickers",
+        "{n} collects {a} stickers.",
+        ("{p} buys a pack of {b} stickers.", "Adding the pack gives {x} stickers."),
+        ("{p} uses {b} stickers on a card.", "Using some leaves {x} stickers."),
+        (
+            "{p} then has {b} times as many stickers after a swap meet.",
+            "After the swap meet {n} has {x} stickers."
+        ),
+        ("{p} puts them on {b} pages equally and counts one page.", "One page has {x} stickers."),
+        "How many stickers does {n} count at the end?"
+    ),
+    t!(
+        "books",
+        "A shelf holds {a} books.",
+        ("The library adds {b} books to it.", "The shelf now holds {x} books."),
+        ("Readers borrow {b} books from it.", "After borrowing, the shelf holds {x} books."),
+        ("The library fills a wall with {b} shelves like it.", "The wall holds {x} books."),
+        (
+            "The books are split evenly across {b} classrooms; we follow one classroom.",
+            "One classroom gets {x} books."
+        ),
+        "How many books are there at the end?"
+    ),
+    t!(
+        "cookies",
+        "{n} bakes {a} cookies.",
+        ("{p} bakes another {b} cookies.", "In total {n} has {x} cookies."),
+        ("{p} gives {b} cookies to neighbours.", "After giving some away, {n} has {x} cookies."),
+        ("{p} bakes {b} batches of that size in total.", "The batches make {x} cookies."),
+        ("{p} packs them into {b} equal boxes and looks at one box.", "Each box holds {x} cookies."),
+        "How many cookies are in the end result?"
+    ),
+    t!(
+        "pages",
+        "{n} reads {a} pages of a book.",
+        ("The next day {p} reads {b} more pages.", "So far {n} has read {x} pages."),
+        (
+            "{p} realises {b} of those pages were a preface {p} skips from the count.",
+            "Without the preface that is {x} pages."
+        ),
+        ("By the end of the month {p} has read {b} times that many pages.", "That is {x} pages."),
+        ("{p} spreads that reading evenly over {b} days.", "Each day is {x} pages."),
+        "How many pages is that?"
+    ),
+    t!(
+        "savings",
+        "{n} saves ${a}.",
+        ("{p} earns ${b} more from chores.", "Now {n} has {x} dollars."),
+        ("{p} spends ${b} on a toy.", "After the toy, {n} has {x} dollars."),
+        ("{p} invests it and it grows to {b} times as much.", "The savings become {x} dollars."),
+        (
+            "{p} splits the money equally among {b} jars and looks at one jar.",
+            "One jar holds {x} dollars."
+        ),
+        "How many dollars is that?"
+    ),
+    t!(
+        "wages",
+        "{n} earns ${a} per hour.",
+        ("{p} gets a raise of ${b} per hour.", "The new wage is {x} dollars per hour."),
+        ("Taxes take ${b} of each hour's pay.", "After taxes {n} keeps {x} dollars per hour."),
+        ("{p} works {b} hours.", "For those hours {n} earns {x} dollars."),
+        ("{p} shares that pay equally among {b} family members.", "Each share is {x} dollars."),
+        "How many dollars does the last step come to?"
+    ),
+    t!(
+        "practice",
+        "{n} practises piano for {a} minutes.",
+        ("{p} adds {b} minutes of scales.", "The practice lasts {x} minutes."),
+        ("{p} takes a break of {b} minutes from that time.", "Without the break it is {x} minutes."),
+        ("{p} practises like that for {b} days.", "Over those days it is {x} minutes."),
+        ("{p} divides the time evenly among {b} pieces.", "Each piece gets {x} minutes."),
+        "How many minutes is that?"
+    ),
+    t!(
+        "factory",
+        "A machine makes {a} toys per hour.",
+        ("An upgrade lets it make {b} more toys per hour.", "It now makes {x} toys per hour."),
+        ("{b} toys per hour come out broken and are thrown away.", "Good toys per hour: {x}."),
+        ("It runs for {b} hours.", "In that time it makes {x} toys."),
+        ("The toys are shipped equally to {b} stores; we follow one store.", "One store gets {x} toys."),
+        "How many toys does that come to?"
+    ),
+    t!(
+        "bus",
+        "A bus leaves with {a} passengers.",
+        ("At the first stop {b} people get on.", "Now there are {x} passengers."),
+        ("At the next stop {b} people get off.", "Then there are {x} passengers."),
+        (
+            "A train carries {b} times as many passengers as the bus has now.",
+            "The train carries {x} passengers."
+        ),
+        (
+            "The passengers split equally into {b} groups for a tour; we follow one group.",
+            "One group has {x} passengers."
+        ),
+        "How many passengers does the last count give?"
+    ),
+    t!(
+        "garden",
+        "{n} plants {a} tulips.",
+        ("{p} plants {b} more tulips.", "There are {x} tulips."),
+        ("Rabbits eat {b} tulips.", "After the rabbits, {x} tulips remain."),
+        (
+            "Each tulip bulb multiplies, giving {b} times as many tulips next year.",
+            "Next year there are {x} tulips."
+        ),
+        (
+            "{p} gives the tulips equally to {b} friends; we look at one friend.",
+            "Each friend gets {x} tulips."
+        ),
+        "How many tulips is that?"
+    ),
+    t!(
+        "driving",
+        "{n} drives at {a} km per hour.",
+        ("{p} speeds up by {b} km per hour.", "The speed becomes {x} km per hour."),
+        ("Traffic slows {n} down by {b} km per hour.", "The speed drops to {x} km per hour."),
+        ("{p} keeps that speed for {b} hours.", "The distance is {x} km."),
+        ("The trip is split into {b} equal legs.", "Each leg is {x} km."),
+        "What number does the last step give?"
+    ),
+    t!(
+        "water",
+        "A tank holds {a} litres of water.",
+        ("A hose adds {b} litres.", "The tank holds {x} litres."),
+        ("A leak drains {b} litres.", "After the leak, {x} litres remain."),
+        ("A bigger tank holds {b} times as much.", "The bigger tank holds {x} litres."),
+        (
+            "The water is poured equally into {b} buckets; we look at one bucket.",
+            "One bucket gets {x} litres."
+        ),
+        "How many litres is that?"
+    ),
+    t!(
+        "eggs",
+        "{n}'s hens lay {a} eggs.",
+        ("The next morning they lay {b} more eggs.", "That makes {x} eggs."),
+        ("{p} uses {b} eggs for breakfast.", "After breakfast there are {x} eggs."),
+        ("Over the season they lay {b} times that many.", "Over the season that is {x} eggs."),
+        ("{p} sells them in {b} equal cartons and checks one carton.", "Each carton has {x} eggs."),
+        "How many eggs is that?"
+    ),
+    t!(
+        "pencils",
+        "A teacher has {a} pencils.",
+        ("She buys {b} more pencils.", "She has {x} pencils."),
+        ("Students break {b} pencils.", "Unbroken pencils: {x}."),
+        ("The school orders {b} times as many pencils as she has.", "The order is {x} pencils."),
+        (
+            "The pencils are handed out equally to {b} tables; we count one table.",
+            "Each table gets {x} pencils."
+        ),
+        "How many pencils is that?"
+    ),
+    t!(
+        "steps",
+        "{n} walks {a} steps before lunch.",
+        ("{p} walks {b} more steps after lunch.", "That is {x} steps."),
+        ("{p} subtracts {b} steps counted twice by the app.", "The real count is {x} steps."),
+        ("{p} walks that much for {b} days.", "Over the days that is {x} steps."),
+        ("{p} splits the walking equally into {b} walks.", "Each walk is {x} steps."),
+        "How many steps is that?"
+    ),
+    t!(
+        "tickets",
+        "A cinema sells {a} tickets in the morning.",
+        ("It sells {b} more tickets at noon.", "That makes {x} tickets."),
+        ("{b} tickets are refunded.", "After refunds, {x} tickets are sold."),
+        ("Each ticket costs ${b}.", "The tickets bring in {x} dollars."),
+        ("That amount is split equally among {b} staff members.", "Each staff member gets {x} dollars."),
+        "What number does the last step give?"
+    ),
+    t!(
+        "candies",
+        "{n} has a jar of {a} candies.",
+        ("{p} adds {b} candies.", "The jar has {x} candies."),
+        ("{p} eats {b} candies.", "The jar has {x} candies left."),
+        ("{p} fills a bigger jar with {b} times as many candies.", "The bigger jar has {x} candies."),
+        (
+            "{p} shares the candies equally with {b} kids; we count one kid's share.",
+            "Each kid gets {x} candies."
+        ),
+        "How many candies is that?"
+    ),
+    t!(
+        "bakery",
+        "A bakery makes {a} loaves of bread.",
+        ("It bakes another {b} loaves.", "There are {x} loaves."),
+        ("It sells {b} loaves in the morning.", "After the morning, {x} loaves are left."),
+        ("A bigger branch makes {b} times as many loaves.", "The bigger branch makes {x} loaves."),
+        ("The loaves go equally to {b} cafes; we follow one cafe.", "Each cafe gets {x} loaves."),
+        "How many loaves is that?"
+    ),
+    t!(
+        "fish",
+        "An aquarium has {a} fish.",
+        ("It gets {b} new fish.", "It has {x} fish."),
+        ("{b} fish move to another tank.", "It has {x} fish left."),
+        ("A new aquarium will hold {b} times as many fish.", "The new aquarium holds {x} fish."),
+        ("The fish are placed equally into {b} tanks; we look at one tank.", "Each tank has {x} fish."),
+        "How many fish is that?"
+    ),
+    t!(
+        "runner",
+        "{n} runs {a} laps on Monday.",
+        ("On Tuesday {p} runs {b} laps more than on Monday.", "On Tuesday {n} runs {x} laps."),
+        ("On Wednesday {p} runs {b} laps fewer than the day before.", "On Wednesday {n} runs {x} laps."),
+        ("Over the season {p} runs {b} times that many laps.", "Over the season that is {x} laps."),
+        ("{p} spreads those laps evenly over {b} sessions.", "Each session is {x} laps."),
+        "How many laps does the last step give?"
+    ),
 ];
 
 const NAMES: &[(&str, &str)] = &[
-    ("Ava", "She"), ("Ben", "He"), ("Chloe", "She"), ("Daniel", "He"), ("Emma", "She"), ("Felix", "He"),
-    ("Grace", "She"), ("Henry", "He"), ("Isla", "She"), ("Jack", "He"), ("Kira", "She"), ("Liam", "He"),
-    ("Maya", "She"), ("Noah", "He"), ("Olivia", "She"), ("Pablo", "He"), ("Quinn", "She"), ("Ravi", "He"),
-    ("Sofia", "She"), ("Tom", "He"), ("Uma", "She"), ("Victor", "He"), ("Wendy", "She"), ("Yusuf", "He"),
+    ("Ava", "She"),
+    ("Ben", "He"),
+    ("Chloe", "She"),
+    ("Daniel", "He"),
+    ("Emma", "She"),
+    ("Felix", "He"),
+    ("Grace", "She"),
+    ("Henry", "He"),
+    ("Isla", "She"),
+    ("Jack", "He"),
+    ("Kira", "She"),
+    ("Liam", "He"),
+    ("Maya", "She"),
+    ("Noah", "He"),
+    ("Olivia", "She"),
+    ("Pablo", "He"),
+    ("Quinn", "She"),
+    ("Ravi", "He"),
+    ("Sofia", "She"),
+    ("Tom", "He"),
+    ("Uma", "She"),
+    ("Victor", "He"),
+    ("Wendy", "She"),
+    ("Yusuf", "He"),
 ];
 
 fn fill(s: &str, name: &str, pronoun: &str, a: i64, b: i64, r: i64, op: Op) -> String {
@@ -314,7 +451,15 @@ fn fill(s: &str, name: &str, pronoun: &str, a: i64, b: i64, r: i64, op: Op) -> S
     while let Some(i) = rest.find("{p}") {
         res.push_str(&rest[..i]);
         let sentence_start = res.is_empty() || res.ends_with(". ");
-        res.push_str(if sentence_start { pronoun } else { if pronoun == "He" { "he" } else { "she" } });
+        res.push_str(if sentence_start {
+            pronoun
+        } else {
+            if pronoun == "He" {
+                "he"
+            } else {
+                "she"
+            }
+        });
         rest = &rest[i + 3..];
     }
     res.push_str(rest);
@@ -375,7 +520,10 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Option<SynthProblem
         question.push(fill(tpl.ask, name, pronoun, 0, 0, 0, Op::Add));
         lines.push(format!("#### {a}"));
         return Some(SynthProblem {
-            problem: Problem { question: question.join(" "), answer: lines.join("\n") },
+            problem: Problem {
+                question: question.join(" "),
+                answer: lines.join("\n"),
+            },
             steps,
             template: tpl.id,
             answer: a,
@@ -391,7 +539,11 @@ pub fn dataset(cfg: &SynthConfig, seed: u64, n: usize, split: Split) -> Vec<Synt
     let mut out = Vec::with_capacity(n);
     let mut index = 0u64;
     while out.len() < n {
-        assert!(index < 200 * n as u64 + 1000, "synthetic generator: only {} distinct {split:?} problems after {index} draws", out.len());
+        assert!(
+            index < 200 * n as u64 + 1000,
+            "synthetic generator: only {} distinct {split:?} problems after {index} draws",
+            out.len()
+        );
         if let Some(p) = generate(cfg, seed, index) {
             if split_of(&p.problem.question) == split && seen.insert(p.problem.question.clone()) {
                 out.push(p);

@@ -73,11 +73,14 @@ pub fn split_counts(n: usize, world: usize) -> Vec<usize> {
 }
 
 pub(crate) fn offsets(counts: &[usize]) -> Vec<usize> {
-    counts.iter().scan(0, |acc, &c| {
-        let o = *acc;
-        *acc += c;
-        Some(o)
-    }).collect()
+    counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let o = *acc;
+            *acc += c;
+            Some(o)
+        })
+        .collect()
 }
 
 /// The CPU ring over TCP.
@@ -99,7 +102,12 @@ impl TcpRing {
         let world = addrs.len();
         assert!(rank < world, "rank {rank} of {world}");
         if world == 1 {
-            return Ok(TcpRing { rank, world, next: None, prev: None });
+            return Ok(TcpRing {
+                rank,
+                world,
+                next: None,
+                prev: None,
+            });
         }
         let next_addr = addrs[(rank + 1) % world].clone();
         let dialer = std::thread::spawn(move || -> io::Result<TcpStream> {
@@ -116,7 +124,12 @@ impl TcpRing {
                         let _ = e;
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    Err(e) => return Err(io::Error::new(e.kind(), format!("collective: cannot reach rank {} at {next_addr}: {e}", (rank + 1) % world))),
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("collective: cannot reach rank {} at {next_addr}: {e}", (rank + 1) % world),
+                        ))
+                    }
                 }
             }
         });
@@ -127,13 +140,24 @@ impl TcpRing {
         let from = u64::from_le_bytes(hello[..8].try_into().unwrap()) as usize;
         let their_tag = u64::from_le_bytes(hello[8..].try_into().unwrap());
         if their_tag != tag {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "collective: a peer of another run (or with another token) connected"));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "collective: a peer of another run (or with another token) connected",
+            ));
         }
         if from != (rank + world - 1) % world {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("collective: rank {rank} expected rank {} before it, got {from}", (rank + world - 1) % world)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("collective: rank {rank} expected rank {} before it, got {from}", (rank + world - 1) % world),
+            ));
         }
         let next = dialer.join().expect("dialer thread")?;
-        Ok(TcpRing { rank, world, next: Some(next), prev: Some(prev) })
+        Ok(TcpRing {
+            rank,
+            world,
+            next: Some(next),
+            prev: Some(prev),
+        })
     }
 
     /// Sends `out` to the next rank while receiving `inp.len()` values from the previous one.
@@ -256,4 +280,3 @@ pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
 
 /// Gradient values all-reduced per ring pass (64 MiB of fp32): bounds the copies in flight.
 pub const GRAD_BUCKET: usize = 16 << 20;
-

@@ -43,7 +43,10 @@ fn check(call: &'static str, r: Result<result::NcclStatus, result::NcclError>) -
     r.map(|_| ()).map_err(|e| {
         // SAFETY: ncclGetErrorString returns a static NUL-terminated string for any result code.
         let what = unsafe { std::ffi::CStr::from_ptr(sys::ncclGetErrorString(e.0)) }.to_string_lossy().into_owned();
-        NcclError::Call { call, what: format!("{what} ({:?})", e.0) }
+        NcclError::Call {
+            call,
+            what: format!("{what} ({:?})", e.0),
+        }
     })
 }
 
@@ -71,7 +74,10 @@ pub fn version() -> Result<String, NcclError> {
     if !available() {
         return Err(NcclError::NoLibrary);
     }
-    let v = result::get_nccl_version().map_err(|e| NcclError::Call { call: "ncclGetVersion", what: format!("{:?}", e.0) })?;
+    let v = result::get_nccl_version().map_err(|e| NcclError::Call {
+        call: "ncclGetVersion",
+        what: format!("{:?}", e.0),
+    })?;
     Ok(format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
 }
 
@@ -115,7 +121,9 @@ impl Nccl {
         if id.len() != UNIQUE_ID_BYTES {
             return Err(NcclError::BadId(id.len()));
         }
-        let mut uid = sys::ncclUniqueId { internal: [0; UNIQUE_ID_BYTES] };
+        let mut uid = sys::ncclUniqueId {
+            internal: [0; UNIQUE_ID_BYTES],
+        };
         for (d, &b) in uid.internal.iter_mut().zip(id) {
             *d = b as std::ffi::c_char;
         }
@@ -134,7 +142,12 @@ impl Nccl {
 
     fn check_tensor(&self, t: &Tensor) -> Result<(), NcclError> {
         if t.device() != self.device || t.kind() != Kind::Float || !t.is_contiguous() {
-            return Err(NcclError::BadTensor(format!("{:?} {:?} contiguous={}", t.kind(), t.device(), t.is_contiguous())));
+            return Err(NcclError::BadTensor(format!(
+                "{:?} {:?} contiguous={}",
+                t.kind(),
+                t.device(),
+                t.is_contiguous()
+            )));
         }
         Ok(())
     }
@@ -150,7 +163,15 @@ impl Nccl {
         let p = Self::ptr(t, 0);
         // SAFETY: in-place all-reduce over the tensor's own numel() values.
         check("ncclAllReduce", unsafe {
-            result::all_reduce(p, p, t.numel(), sys::ncclDataType_t::ncclFloat32, sys::ncclRedOp_t::ncclSum, self.comm, Self::stream())
+            result::all_reduce(
+                p,
+                p,
+                t.numel(),
+                sys::ncclDataType_t::ncclFloat32,
+                sys::ncclRedOp_t::ncclSum,
+                self.comm,
+                Self::stream(),
+            )
         })
     }
 
@@ -172,7 +193,18 @@ impl Nccl {
         self.grouped("ncclReduce (reduce-scatter)", |comm, r| {
             let p = Self::ptr(t, off[r]);
             // SAFETY: segment r lies inside the tensor (check_segments).
-            unsafe { result::reduce(p, p, counts[r], sys::ncclDataType_t::ncclFloat32, sys::ncclRedOp_t::ncclSum, r as i32, comm, Self::stream()) }
+            unsafe {
+                result::reduce(
+                    p,
+                    p,
+                    counts[r],
+                    sys::ncclDataType_t::ncclFloat32,
+                    sys::ncclRedOp_t::ncclSum,
+                    r as i32,
+                    comm,
+                    Self::stream(),
+                )
+            }
         })
     }
 
@@ -189,7 +221,13 @@ impl Nccl {
     fn check_segments(&self, t: &Tensor, counts: &[usize]) -> Result<(), NcclError> {
         self.check_tensor(t)?;
         if counts.len() != self.world || counts.iter().sum::<usize>() != t.numel() {
-            return Err(NcclError::BadTensor(format!("{} segments summing to {} for {} ranks and {} values", counts.len(), counts.iter().sum::<usize>(), self.world, t.numel())));
+            return Err(NcclError::BadTensor(format!(
+                "{} segments summing to {} for {} ranks and {} values",
+                counts.len(),
+                counts.iter().sum::<usize>(),
+                self.world,
+                t.numel()
+            )));
         }
         Ok(())
     }
@@ -346,9 +384,17 @@ pub fn self_check(values: usize) -> Result<(), NcclError> {
     }
     tch::Cuda::synchronize(0);
     let secs = t.elapsed().as_secs_f64() / ITERS as f64;
-    println!("{:<34} {:>6.1} MB: {:>9.3} ms  (device memcpy, for scale)", "reference: tensor copy", bytes / 1e6, secs * 1e3);
+    println!(
+        "{:<34} {:>6.1} MB: {:>9.3} ms  (device memcpy, for scale)",
+        "reference: tensor copy",
+        bytes / 1e6,
+        secs * 1e3
+    );
     if !x.equal(&want) || !y.equal(&want) {
-        return Err(NcclError::Call { call: "check", what: "a one-rank collective changed the values".into() });
+        return Err(NcclError::Call {
+            call: "check",
+            what: "a one-rank collective changed the values".into(),
+        });
     }
     println!("values unchanged by one-rank collectives: ok");
     Ok(())

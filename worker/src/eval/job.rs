@@ -62,7 +62,13 @@ pub fn scores(samples: &[SampleRecord], corruptions: &[CorruptionRecord]) -> (Ve
     let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let s = samples
         .iter()
-        .map(|r| SampleScore { problem: r.problem_id, answer: r.predicted_answer.clone(), correct: r.correct, logprobs: f(&r.behaviour_logprobs), rewards: f(&r.token_rewards) })
+        .map(|r| SampleScore {
+            problem: r.problem_id,
+            answer: r.predicted_answer.clone(),
+            correct: r.correct,
+            logprobs: f(&r.behaviour_logprobs),
+            rewards: f(&r.token_rewards),
+        })
         .collect();
     let c = corruptions
         .iter()
@@ -82,7 +88,10 @@ pub fn scores(samples: &[SampleRecord], corruptions: &[CorruptionRecord]) -> (Ve
 /// its printed table. `token_text` turns a token id into its text (for the shaded traces).
 pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary, String), String> {
     let parts = parts_dir(job.dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&parts).map_err(|e| format!("{}: {e}", parts.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&parts)
+        .map_err(|e| format!("{}: {e}", parts.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     files.sort();
     let (mut samples, mut corruptions) = (Vec::new(), Vec::new());
     for f in &files {
@@ -105,10 +114,21 @@ pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary,
     let wanted: Vec<(u64, u32)> = job.problems.iter().flat_map(|&p| (0..job.samples_per_problem).map(move |k| (p, k))).collect();
     let missing: Vec<_> = wanted.iter().filter(|k| !seen.contains_key(k)).collect();
     if !missing.is_empty() {
-        return Err(format!("{}: {} of {} (problem, sample) pairs missing, e.g. {:?}", parts.display(), missing.len(), wanted.len(), &missing[..missing.len().min(5)]));
+        return Err(format!(
+            "{}: {} of {} (problem, sample) pairs missing, e.g. {:?}",
+            parts.display(),
+            missing.len(),
+            wanted.len(),
+            &missing[..missing.len().min(5)]
+        ));
     }
     if seen.len() != wanted.len() {
-        return Err(format!("{}: {} samples scored, the job asked for {}", parts.display(), seen.len(), wanted.len()));
+        return Err(format!(
+            "{}: {} samples scored, the job asked for {}",
+            parts.display(),
+            seen.len(),
+            wanted.len()
+        ));
     }
     samples.sort_by_key(|s| (s.problem_id, s.sample_index));
     corruptions.sort_by_key(|c| (c.problem_id, c.corruption_index));
@@ -132,14 +152,31 @@ pub fn finish(job: &Job, token_text: &dyn Fn(u32) -> String) -> Result<(Summary,
         sum.versus.push(summary::versus(&s, &c, (&os, &oc), &f.label, 0xE7A2));
     }
     let table = summary::table(&sum);
-    let file = SummaryFile { label: job.label.into(), problem_set: job.problem_set.into(), summary: serde_json::to_value(&sum).map_err(|e| e.to_string())?, table: table.clone() };
+    let file = SummaryFile {
+        label: job.label.into(),
+        problem_set: job.problem_set.into(),
+        summary: serde_json::to_value(&sum).map_err(|e| e.to_string())?,
+        table: table.clone(),
+    };
     let path = job.dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
 
     // The report: this evaluation, then the ones it was compared with.
-    let mut evals = vec![Evaluation { label: job.label, problem_set: job.problem_set, summary: &file.summary, samples: &samples, corruptions: &corruptions }];
+    let mut evals = vec![Evaluation {
+        label: job.label,
+        problem_set: job.problem_set,
+        summary: &file.summary,
+        samples: &samples,
+        corruptions: &corruptions,
+    }];
     for (f, s, c) in &others {
-        evals.push(Evaluation { label: &f.label, problem_set: &f.problem_set, summary: &f.summary, samples: s, corruptions: c });
+        evals.push(Evaluation {
+            label: &f.label,
+            problem_set: &f.problem_set,
+            summary: &f.summary,
+            samples: s,
+            corruptions: c,
+        });
     }
     let html = report::html(&evals, token_text);
     let path = job.dir.join("report.html");
@@ -156,8 +193,14 @@ mod tests {
     #[test]
     fn absolute_paths_under_the_base_become_relative() {
         let label = "/home/me/airlift/runs/default/checkpoints/step-000005 (iteration 5, policy v6)";
-        assert_eq!(relative_paths(label, Path::new("/home/me/airlift")), "runs/default/checkpoints/step-000005 (iteration 5, policy v6)");
-        assert_eq!(relative_paths("processbench:/home/me/airlift/.cache/pb.jsonl", Path::new("/home/me/airlift/")), "processbench:.cache/pb.jsonl");
+        assert_eq!(
+            relative_paths(label, Path::new("/home/me/airlift")),
+            "runs/default/checkpoints/step-000005 (iteration 5, policy v6)"
+        );
+        assert_eq!(
+            relative_paths("processbench:/home/me/airlift/.cache/pb.jsonl", Path::new("/home/me/airlift/")),
+            "processbench:.cache/pb.jsonl"
+        );
         // Elsewhere, or a folder whose name only starts like the base: unchanged.
         assert_eq!(relative_paths("/data/gsm8k.jsonl", Path::new("/home/me/airlift")), "/data/gsm8k.jsonl");
         assert_eq!(relative_paths("/home/me/airlift2/x", Path::new("/home/me/airlift")), "/home/me/airlift2/x");

@@ -70,11 +70,13 @@ pub fn weighted_vote(answers: &[Option<String>], weights: &[f64]) -> Option<usiz
             None => totals.push((a, i, w)),
         }
     }
-    totals.iter().fold(None::<&(&str, usize, f64)>, |best, t| match best {
-        Some(b) if b.2 >= t.2 => Some(b),
-        _ => Some(t),
-    })
-    .map(|t| t.1)
+    totals
+        .iter()
+        .fold(None::<&(&str, usize, f64)>, |best, t| match best {
+            Some(b) if b.2 >= t.2 => Some(b),
+            _ => Some(t),
+        })
+        .map(|t| t.1)
 }
 
 /// The expected correctness of [`weighted_vote`] when a tie for the largest total is broken
@@ -104,7 +106,11 @@ fn top_share(items: impl Iterator<Item = (f64, bool)> + Clone) -> f64 {
     let Some(top) = items.clone().map(|x| x.0).reduce(f64::max) else { return 0.0 };
     let tied = |v: f64| v == top || (v - top).abs() <= 1e-12 * top.abs().max(1e-300);
     let (n, k) = items.filter(|x| tied(x.0)).fold((0usize, 0usize), |(n, k), x| (n + 1, k + x.1 as usize));
-    if n == 0 { 0.0 } else { k as f64 / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        k as f64 / n as f64
+    }
 }
 
 /// Majority vote ([`weighted_vote`] with weight 1 each).
@@ -154,7 +160,11 @@ pub fn hit_at(ranked: &[usize], truth: usize, k: usize) -> bool {
 
 /// The chance of hit@k for a line drawn at random among `lines` lines: min(k, lines) / lines.
 pub fn chance_at(lines: usize, k: usize) -> f64 {
-    if lines == 0 { 0.0 } else { k.min(lines) as f64 / lines as f64 }
+    if lines == 0 {
+        0.0
+    } else {
+        k.min(lines) as f64 / lines as f64
+    }
 }
 
 #[cfg(test)]

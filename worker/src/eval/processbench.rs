@@ -22,11 +22,11 @@
 //!   fixed step (about 44 F1 on this subset: the metric rewards saying "no error" on correct
 //!   items, so this is the bar a step-level method must clear to show it localises anything).
 
-pub use airlift_proto::processbench::{load, response_text, Item, STEP_SEPARATOR};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::gsm8k;
 use crate::rng::SplitMix64;
 use crate::tokenizer::Tokenizer;
+pub use airlift_proto::processbench::{load, response_text, Item, STEP_SEPARATOR};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,12 +65,19 @@ pub fn score_items(l: &Learner, airl: &AirlConfig, tok: &Tokenizer, file: &Path,
         let mut batch = IterationBatch::default();
         let mut steps = Vec::new();
         for &id in chunk {
-            let it = items.get(id as usize).ok_or_else(|| format!("{}: item {id} asked for, the file has {}", file.display(), items.len()))?;
+            let it = items
+                .get(id as usize)
+                .ok_or_else(|| format!("{}: item {id} asked for, the file has {}", file.display(), items.len()))?;
             let prompt = tok.encode(&tok.chat_prompt(&gsm8k::prompt_for(&it.problem))).map_err(|e| e.to_string())?;
             let (text, ranges) = response_text(&it.steps);
             let (response, offsets) = tok.encode_with_offsets(&text).map_err(|e| e.to_string())?;
             steps.push(token_steps(&offsets, &ranges));
-            batch.policy.push(Sample { prompt, response, group: id as i64, ..Default::default() });
+            batch.policy.push(Sample {
+                prompt,
+                response,
+                group: id as i64,
+                ..Default::default()
+            });
         }
         let rewards = l.rewards(&batch, airl);
         let lps = l.response_token_logprobs(&batch.policy, airl.pad_id);
@@ -105,7 +112,14 @@ pub fn item_scores(r: &ItemRecord) -> ItemScores {
     let n = r.n_steps as usize;
     let (reward_mean, reward_min) = step_mean_min(&f(&r.token_rewards), &r.token_steps, n);
     let (logprob_mean, _) = step_mean_min(&f(&r.policy_logprobs), &r.token_steps, n);
-    ItemScores { id: r.id.clone(), label: r.label, final_answer_correct: r.final_answer_correct, reward_mean, reward_min, logprob_mean }
+    ItemScores {
+        id: r.id.clone(),
+        label: r.label,
+        final_answer_correct: r.final_answer_correct,
+        reward_mean,
+        reward_min,
+        logprob_mean,
+    }
 }
 
 /// The report task: merge the parts (every wanted item exactly once), write
@@ -113,10 +127,16 @@ pub fn item_scores(r: &ItemRecord) -> ItemScores {
 /// the summary and its table.
 pub fn finish(dir: &Path, label: &str, problem_set: &str, file: &Path, wanted: &[u64]) -> Result<(Summary, String), String> {
     let parts = super::job::parts_dir(dir);
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&parts).map_err(|e| format!("{}: {e}", parts.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&parts)
+        .map_err(|e| format!("{}: {e}", parts.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     names.sort();
     let mut by_index: BTreeMap<u64, ItemRecord> = BTreeMap::new();
-    for p in names.iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("processbench-") && n.to_string_lossy().ends_with(".json"))) {
+    for p in names.iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("processbench-") && n.to_string_lossy().ends_with(".json"))
+    }) {
         let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
         let recs: Vec<ItemRecord> = serde_json::from_slice(&text).map_err(|e| format!("{}: not a ProcessBench part: {e}", p.display()))?;
         for r in recs {
@@ -127,7 +147,14 @@ pub fn finish(dir: &Path, label: &str, problem_set: &str, file: &Path, wanted: &
     }
     let missing: Vec<u64> = wanted.iter().copied().filter(|i| !by_index.contains_key(i)).collect();
     if !missing.is_empty() || by_index.len() != wanted.len() {
-        return Err(format!("{}: {} of {} items missing (e.g. {:?}), {} scored", parts.display(), missing.len(), wanted.len(), &missing[..missing.len().min(5)], by_index.len()));
+        return Err(format!(
+            "{}: {} of {} items missing (e.g. {:?}), {} scored",
+            parts.display(),
+            missing.len(),
+            wanted.len(),
+            &missing[..missing.len().min(5)],
+            by_index.len()
+        ));
     }
     let records: Vec<ItemRecord> = by_index.into_values().collect();
     let scores: Vec<ItemScores> = records.iter().map(item_scores).collect();
@@ -238,7 +265,13 @@ pub fn metric(preds: &[i64], labels: &[i64]) -> Metric {
     }
     let rate = |h: usize, n: usize| if n > 0 { h as f64 / n as f64 } else { f64::NAN };
     let (acc_error, acc_correct) = (rate(he, ne), rate(hc, nc));
-    Metric { acc_error, n_error: ne, acc_correct, n_correct: nc, f1: harmonic(acc_error, acc_correct) }
+    Metric {
+        acc_error,
+        n_error: ne,
+        acc_correct,
+        n_correct: nc,
+        f1: harmonic(acc_error, acc_correct),
+    }
 }
 
 /// The threshold that maximises F1 of [`first_below`] over `items` (score lists with labels);
@@ -263,7 +296,10 @@ pub fn best_threshold(items: &[(&[f64], i64)]) -> f64 {
 
 /// The fold of an item for cross-fitting: `(N / 2) mod 2` for ids `…-N`, else its position mod 2.
 pub fn fold_of(id: &str, position: usize) -> usize {
-    id.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).map_or(position % 2, |n| ((n / 2) % 2) as usize)
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .map_or(position % 2, |n| ((n / 2) % 2) as usize)
 }
 
 /// Out-of-fold predictions of one step score: each fold predicted with the threshold chosen on
@@ -273,7 +309,13 @@ pub fn cross_fit(items: &[ItemScores], score: &dyn Fn(&ItemScores) -> Vec<f64>) 
     let scores: Vec<Vec<f64>> = items.iter().map(score).collect();
     let mut thresholds = [0.0; 2];
     for (f, t) in thresholds.iter_mut().enumerate() {
-        let train: Vec<(&[f64], i64)> = items.iter().zip(&scores).zip(&folds).filter(|(_, &g)| g != f).map(|((it, s), _)| (s.as_slice(), it.label)).collect();
+        let train: Vec<(&[f64], i64)> = items
+            .iter()
+            .zip(&scores)
+            .zip(&folds)
+            .filter(|(_, &g)| g != f)
+            .map(|((it, s), _)| (s.as_slice(), it.label))
+            .collect();
         *t = best_threshold(&train);
     }
     let preds = scores.iter().zip(&folds).map(|(s, &f)| first_below(s, thresholds[f])).collect();
@@ -400,18 +442,42 @@ pub fn summarize(items: &[ItemScores], seed: u64) -> Summary {
     let (ne, nc) = (errors.len(), items.len() - errors.len());
     let acc_e = if ne > 0 { errors.iter().map(inv).sum::<f64>() / ne as f64 } else { f64::NAN };
     let corrects: Vec<&ItemScores> = items.iter().filter(|it| it.label < 0).collect();
-    let acc_c = if nc > 0 { corrects.iter().map(inv).sum::<f64>() / nc as f64 } else { f64::NAN };
+    let acc_c = if nc > 0 {
+        corrects.iter().map(inv).sum::<f64>() / nc as f64
+    } else {
+        f64::NAN
+    };
     methods.push(MethodResult {
         method: "random (no error or a step, uniformly; expected value)".into(),
-        metric: Metric { acc_error: acc_e, n_error: ne, acc_correct: acc_c, n_correct: nc, f1: harmonic(acc_e, acc_c) },
+        metric: Metric {
+            acc_error: acc_e,
+            n_error: ne,
+            acc_correct: acc_c,
+            n_correct: nc,
+            f1: harmonic(acc_e, acc_c),
+        },
         f1_ci: (f64::NAN, f64::NAN),
-        hit_at_1: if ne > 0 { errors.iter().map(|it| 1.0 / it.reward_mean.len() as f64).sum::<f64>() / ne as f64 } else { f64::NAN },
+        hit_at_1: if ne > 0 {
+            errors.iter().map(|it| 1.0 / it.reward_mean.len() as f64).sum::<f64>() / ne as f64
+        } else {
+            f64::NAN
+        },
         setting: "analytic".into(),
         preds: Vec::new(),
     });
-    for (name, oracle) in [("same step every time (best fixed answer, out of fold)", false), ("oracle final-answer correctness + one fixed step", true)] {
+    for (name, oracle) in [
+        ("same step every time (best fixed answer, out of fold)", false),
+        ("oracle final-answer correctness + one fixed step", true),
+    ] {
         let (preds, k) = fixed_step_cross_fit(items, oracle);
-        methods.push(MethodResult { method: name.into(), metric: metric(&preds, &labels), f1_ci: (0.0, 0.0), hit_at_1: f64::NAN, setting: format!("step per fold: {} / {}", k[0], k[1]), preds });
+        methods.push(MethodResult {
+            method: name.into(),
+            metric: metric(&preds, &labels),
+            f1_ci: (0.0, 0.0),
+            hit_at_1: f64::NAN,
+            setting: format!("step per fold: {} / {}", k[0], k[1]),
+            preds,
+        });
     }
     let mut full_thresholds = Vec::new();
     for (name, f) in scored.iter().rev() {
@@ -421,7 +487,14 @@ pub fn summarize(items: &[ItemScores], seed: u64) -> Summary {
         let full = best_threshold(&pairs);
         let in_sample = metric(&all.iter().map(|s| first_below(s, full)).collect::<Vec<_>>(), &labels).f1;
         full_thresholds.push((name.to_string(), full, in_sample));
-        methods.push(MethodResult { method: name.to_string(), metric: metric(&preds, &labels), f1_ci: (0.0, 0.0), hit_at_1: hit(f), setting: format!("threshold per fold: {:.4} / {:.4}", t[0], t[1]), preds });
+        methods.push(MethodResult {
+            method: name.to_string(),
+            metric: metric(&preds, &labels),
+            f1_ci: (0.0, 0.0),
+            hit_at_1: hit(f),
+            setting: format!("threshold per fold: {:.4} / {:.4}", t[0], t[1]),
+            preds,
+        });
     }
     // Bootstrap intervals and paired differences (same resamples for all).
     let with_preds: Vec<usize> = (0..methods.len()).filter(|&m| !methods[m].preds.is_empty()).collect();
@@ -441,10 +514,23 @@ pub fn summarize(items: &[ItemScores], seed: u64) -> Summary {
         if let (Some(i), Some(j)) = (pos(a), pos(b)) {
             let mut d: Vec<f64> = boot[i].iter().zip(&boot[j]).map(|(x, y)| x - y).collect();
             let diff = methods[with_preds[i]].metric.f1 - methods[with_preds[j]].metric.f1;
-            paired.push(Paired { a: a.into(), b: b.into(), diff, ci: (percentile(&mut d, 0.025), percentile(&mut d, 0.975)) });
+            paired.push(Paired {
+                a: a.into(),
+                b: b.into(),
+                diff,
+                ci: (percentile(&mut d, 0.025), percentile(&mut d, 0.975)),
+            });
         }
     }
-    Summary { items: items.len(), n_error: ne, n_correct: nc, methods, paired, full_thresholds, bootstrap_resamples: RESAMPLES }
+    Summary {
+        items: items.len(),
+        n_error: ne,
+        n_correct: nc,
+        methods,
+        paired,
+        full_thresholds,
+        bootstrap_resamples: RESAMPLES,
+    }
 }
 
 /// The printed table of a summary.
@@ -455,12 +541,31 @@ pub fn table(s: &Summary) -> String {
         s.items, s.n_error, s.n_correct, "method", "acc err", "acc ok", "F1", "F1 95% CI", "hit@1"
     );
     for m in &s.methods {
-        let ci = if m.f1_ci.0.is_nan() { "-".to_string() } else { format!("{}-{}", pct(m.f1_ci.0).trim(), pct(m.f1_ci.1).trim()) };
-        out.push_str(&format!("{:<56} {:>7} {:>7} {:>6}  {:>13}  {:>6}\n", m.method, pct(m.metric.acc_error), pct(m.metric.acc_correct), pct(m.metric.f1), ci, pct(m.hit_at_1)));
+        let ci = if m.f1_ci.0.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{}-{}", pct(m.f1_ci.0).trim(), pct(m.f1_ci.1).trim())
+        };
+        out.push_str(&format!(
+            "{:<56} {:>7} {:>7} {:>6}  {:>13}  {:>6}\n",
+            m.method,
+            pct(m.metric.acc_error),
+            pct(m.metric.acc_correct),
+            pct(m.metric.f1),
+            ci,
+            pct(m.hit_at_1)
+        ));
     }
     out.push_str("paired F1 differences (same items, bootstrap over items):\n");
     for p in &s.paired {
-        out.push_str(&format!("  {} - {}: {:+.1} [{:+.1}, {:+.1}]\n", p.a, p.b, 100.0 * p.diff, 100.0 * p.ci.0, 100.0 * p.ci.1));
+        out.push_str(&format!(
+            "  {} - {}: {:+.1} [{:+.1}, {:+.1}]\n",
+            p.a,
+            p.b,
+            100.0 * p.diff,
+            100.0 * p.ci.0,
+            100.0 * p.ci.1
+        ));
     }
     out.push_str("thresholds on all items (for a held-out file; in-sample F1 is optimistic):\n");
     for (name, t, f1) in &s.full_thresholds {
@@ -490,7 +595,13 @@ pub fn report_html(label: &str, s: &Summary, items: &[Item], scores: &[ItemScore
                 (false, true) => " class=pick",
                 _ => "",
             };
-            h.push_str(&format!("<tr{class}><td>{k}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>", esc(step), sc.reward_mean[k], sc.reward_min[k], sc.logprob_mean[k]));
+            h.push_str(&format!(
+                "<tr{class}><td>{k}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                esc(step),
+                sc.reward_mean[k],
+                sc.reward_min[k],
+                sc.logprob_mean[k]
+            ));
         }
         h.push_str("</table>");
     }
@@ -503,7 +614,14 @@ mod tests {
     use super::*;
 
     fn item(id: &str, label: i64, reward: &[f64]) -> ItemScores {
-        ItemScores { id: id.into(), label, final_answer_correct: Some(label < 0), reward_mean: reward.to_vec(), reward_min: reward.to_vec(), logprob_mean: vec![0.0; reward.len()] }
+        ItemScores {
+            id: id.into(),
+            label,
+            final_answer_correct: Some(label < 0),
+            reward_mean: reward.to_vec(),
+            reward_min: reward.to_vec(),
+            logprob_mean: vec![0.0; reward.len()],
+        }
     }
 
     #[test]
@@ -547,9 +665,17 @@ mod tests {
 
     #[test]
     fn folds_split_even_ids_and_thresholds_come_from_the_other_fold() {
-        assert_eq!((fold_of("gsm8k-0", 9), fold_of("gsm8k-2", 9), fold_of("gsm8k-4", 9), fold_of("x", 3)), (0, 1, 0, 1));
+        assert_eq!(
+            (fold_of("gsm8k-0", 9), fold_of("gsm8k-2", 9), fold_of("gsm8k-4", 9), fold_of("x", 3)),
+            (0, 1, 0, 1)
+        );
         // Fold 0 (ids 0, 4) wants a threshold between 1 and 2; fold 1 (ids 2, 6) between -1 and 0.
-        let items = vec![item("g-0", 0, &[1.0]), item("g-4", -1, &[2.0]), item("g-2", 0, &[-1.0]), item("g-6", -1, &[0.0])];
+        let items = vec![
+            item("g-0", 0, &[1.0]),
+            item("g-4", -1, &[2.0]),
+            item("g-2", 0, &[-1.0]),
+            item("g-6", -1, &[0.0]),
+        ];
         let (preds, t) = cross_fit(&items, &|it| it.reward_mean.clone());
         assert!(t[0] > -1.0 && t[0] <= 0.0 + 1e-6, "fold 0 predicted with fold 1's threshold: {t:?}");
         assert!(t[1] > 1.0 && t[1] <= 2.0 + 1e-6, "fold 1 predicted with fold 0's threshold: {t:?}");
@@ -561,7 +687,15 @@ mod tests {
     #[test]
     fn summary_orders_baselines_first_and_pairs_methods() {
         // Both classes in both folds (fold = i mod 2 for id 2i; the class alternates every two).
-        let items: Vec<ItemScores> = (0..40).map(|i| if (i / 2) % 2 == 0 { item(&format!("g-{}", 2 * i), 1, &[1.0, -1.0, 0.5]) } else { item(&format!("g-{}", 2 * i), -1, &[1.0, 1.0, 1.0]) }).collect();
+        let items: Vec<ItemScores> = (0..40)
+            .map(|i| {
+                if (i / 2) % 2 == 0 {
+                    item(&format!("g-{}", 2 * i), 1, &[1.0, -1.0, 0.5])
+                } else {
+                    item(&format!("g-{}", 2 * i), -1, &[1.0, 1.0, 1.0])
+                }
+            })
+            .collect();
         let s = summarize(&items, 1);
         assert!(s.methods[0].method.starts_with("random"));
         let interval = s.methods.iter().find(|m| m.method.starts_with("interval")).unwrap();
@@ -569,6 +703,9 @@ mod tests {
         assert_eq!(interval.hit_at_1, 1.0);
         // Random: 1 / 4 on both classes.
         assert!((s.methods[0].metric.f1 - 0.25).abs() < 1e-12);
-        assert!(s.paired.iter().any(|p| p.a.starts_with("interval") && p.b.starts_with("policy") && p.diff > 0.9));
+        assert!(s
+            .paired
+            .iter()
+            .any(|p| p.a.starts_with("interval") && p.b.starts_with("policy") && p.diff > 0.9));
     }
 }

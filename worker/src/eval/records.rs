@@ -89,7 +89,10 @@ const NULLABLE: [&str; 2] = ["reference_answer", "predicted_answer"];
 /// A record batch whose schema is fixed by the column names and types alone (not by whether
 /// this batch happens to hold a null, as `RecordBatch::try_from_iter` would decide).
 fn fixed_batch<const N: usize>(cols: [(&str, ArrayRef); N]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let fields: Vec<Field> = cols.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), NULLABLE.contains(name))).collect();
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|(name, a)| Field::new(*name, a.data_type().clone(), NULLABLE.contains(name)))
+        .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols.into_iter().map(|c| c.1).collect())
 }
 
@@ -133,7 +136,10 @@ pub fn corruptions_batch(rows: &[CorruptionRecord]) -> RecordBatch {
 
 /// Writes `batch` to `path` through a temporary file and a rename (a reader never sees half a file).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), RecordError> {
-    let err = |e: &dyn std::fmt::Display| RecordError { path: path.display().to_string(), what: e.to_string() };
+    let err = |e: &dyn std::fmt::Display| RecordError {
+        path: path.display().to_string(),
+        what: e.to_string(),
+    };
     let tmp = path.with_extension("parquet.part");
     let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| err(&e))?;
@@ -144,9 +150,15 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), RecordError
 
 /// The record batches of a Parquet file.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, RecordError> {
-    let err = |e: &dyn std::fmt::Display| RecordError { path: path.display().to_string(), what: e.to_string() };
+    let err = |e: &dyn std::fmt::Display| RecordError {
+        path: path.display().to_string(),
+        what: e.to_string(),
+    };
     let file = std::fs::File::open(path).map_err(|e| err(&e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(&e))?.build().map_err(|e| err(&e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| err(&e))?
+        .build()
+        .map_err(|e| err(&e))?;
     reader.map(|b| b.map_err(|e| err(&e))).collect()
 }
 
@@ -159,10 +171,15 @@ struct Cols<'a> {
 impl<'a> Cols<'a> {
     fn get<T: 'static>(&self, name: &str) -> Result<&'a T, RecordError> {
         let c = self.b.column_by_name(name).ok_or_else(|| self.err(format!("no column `{name}`")))?;
-        c.as_any().downcast_ref::<T>().ok_or_else(|| self.err(format!("column `{name}` has type {}", c.data_type())))
+        c.as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| self.err(format!("column `{name}` has type {}", c.data_type())))
     }
     fn err(&self, what: String) -> RecordError {
-        RecordError { path: self.path.display().to_string(), what }
+        RecordError {
+            path: self.path.display().to_string(),
+            what,
+        }
     }
     fn u64(&self, name: &str) -> Result<Vec<u64>, RecordError> {
         Ok(self.get::<UInt64Array>(name)?.values().to_vec())
@@ -177,13 +194,25 @@ impl<'a> Cols<'a> {
     fn u32_lists(&self, name: &str) -> Result<Vec<Vec<u32>>, RecordError> {
         let a = self.get::<ListArray>(name)?;
         (0..a.len())
-            .map(|i| a.value(i).as_any().downcast_ref::<arrow::array::PrimitiveArray<UInt32Type>>().map(|v| v.values().to_vec()).ok_or_else(|| self.err(format!("`{name}` items are not u32"))))
+            .map(|i| {
+                a.value(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::PrimitiveArray<UInt32Type>>()
+                    .map(|v| v.values().to_vec())
+                    .ok_or_else(|| self.err(format!("`{name}` items are not u32")))
+            })
             .collect()
     }
     fn f32_lists(&self, name: &str) -> Result<Vec<Vec<f32>>, RecordError> {
         let a = self.get::<ListArray>(name)?;
         (0..a.len())
-            .map(|i| a.value(i).as_any().downcast_ref::<arrow::array::PrimitiveArray<Float32Type>>().map(|v| v.values().to_vec()).ok_or_else(|| self.err(format!("`{name}` items are not f32"))))
+            .map(|i| {
+                a.value(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::PrimitiveArray<Float32Type>>()
+                    .map(|v| v.values().to_vec())
+                    .ok_or_else(|| self.err(format!("`{name}` items are not f32")))
+            })
             .collect()
     }
 }
@@ -194,8 +223,19 @@ pub fn read_samples(path: &Path) -> Result<Vec<SampleRecord>, RecordError> {
     for b in read_parquet(path)? {
         let c = Cols { b: &b, path };
         let (pid, si, task, ver) = (c.u64("problem_id")?, c.u32("sample_index")?, c.u64("task_id")?, c.u64("policy_version")?);
-        let (q, refs, text, pred, fin) = (c.str("question")?, c.str("reference_answer")?, c.str("text")?, c.str("predicted_answer")?, c.str("finish_reason")?);
-        let (toks, lps, rws, lines) = (c.u32_lists("response_tokens")?, c.f32_lists("behaviour_logprobs")?, c.f32_lists("token_rewards")?, c.u32_lists("token_lines")?);
+        let (q, refs, text, pred, fin) = (
+            c.str("question")?,
+            c.str("reference_answer")?,
+            c.str("text")?,
+            c.str("predicted_answer")?,
+            c.str("finish_reason")?,
+        );
+        let (toks, lps, rws, lines) = (
+            c.u32_lists("response_tokens")?,
+            c.f32_lists("behaviour_logprobs")?,
+            c.f32_lists("token_rewards")?,
+            c.u32_lists("token_lines")?,
+        );
         let correct = c.get::<BooleanArray>("correct")?;
         for i in 0..b.num_rows() {
             out.push(SampleRecord {
@@ -225,7 +265,12 @@ pub fn read_corruptions(path: &Path) -> Result<Vec<CorruptionRecord>, RecordErro
     for b in read_parquet(path)? {
         let c = Cols { b: &b, path };
         let (pid, idx, kind, text) = (c.u64("problem_id")?, c.u32("corruption_index")?, c.str("kind")?, c.str("text")?);
-        let (toks, lps, rws, lines) = (c.u32_lists("response_tokens")?, c.f32_lists("policy_logprobs")?, c.f32_lists("token_rewards")?, c.u32_lists("token_lines")?);
+        let (toks, lps, rws, lines) = (
+            c.u32_lists("response_tokens")?,
+            c.f32_lists("policy_logprobs")?,
+            c.f32_lists("token_rewards")?,
+            c.u32_lists("token_lines")?,
+        );
         let (fe, fl) = (c.u32("first_error_token")?, c.u32("first_error_line")?);
         for i in 0..b.num_rows() {
             out.push(CorruptionRecord {
@@ -284,9 +329,18 @@ mod tests {
         write_parquet(&dir.join("s.parquet"), &samples_batch(std::slice::from_ref(&s))).unwrap();
         write_parquet(&dir.join("c.parquet"), &corruptions_batch(std::slice::from_ref(&c))).unwrap();
         // One schema whatever the data: a sample with both answers has the same as one with none.
-        let answered = SampleRecord { predicted_answer: Some("7".into()), ..s.clone() };
-        let unanswered = SampleRecord { reference_answer: None, ..s.clone() };
-        assert_eq!(samples_batch(std::slice::from_ref(&answered)).schema(), samples_batch(std::slice::from_ref(&unanswered)).schema());
+        let answered = SampleRecord {
+            predicted_answer: Some("7".into()),
+            ..s.clone()
+        };
+        let unanswered = SampleRecord {
+            reference_answer: None,
+            ..s.clone()
+        };
+        assert_eq!(
+            samples_batch(std::slice::from_ref(&answered)).schema(),
+            samples_batch(std::slice::from_ref(&unanswered)).schema()
+        );
         assert!(!samples_batch(std::slice::from_ref(&s)).schema().field_with_name("text").unwrap().is_nullable());
         assert_eq!(read_samples(&dir.join("s.parquet")).unwrap(), vec![s]);
         assert_eq!(read_corruptions(&dir.join("c.parquet")).unwrap(), vec![c]);

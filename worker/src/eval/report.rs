@@ -34,12 +34,24 @@ pub fn num(v: &serde_json::Value) -> String {
 /// follows in parentheses (`step-000005 (iteration 5, policy v6)`).
 pub fn short(label: &str) -> String {
     let (path, rest) = label.split_once(" (").map_or((label, ""), |(p, r)| (p, r));
-    let path = path.split(" + ").map(|p| std::path::Path::new(p).file_name().map_or(p.to_string(), |n| n.to_string_lossy().into_owned())).collect::<Vec<_>>().join(" + ");
-    if rest.is_empty() { path } else { format!("{path} ({rest}") }
+    let path = path
+        .split(" + ")
+        .map(|p| std::path::Path::new(p).file_name().map_or(p.to_string(), |n| n.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    if rest.is_empty() {
+        path
+    } else {
+        format!("{path} ({rest}")
+    }
 }
 
 fn mean(v: &[f32]) -> f64 {
-    if v.is_empty() { 0.0 } else { v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+    }
 }
 
 /// The page.
@@ -58,7 +70,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     );
     h.push_str("<table><tr><th>evaluation</th><th>problems</th><th>samples each</th><th>problem set</th></tr>\n");
     for e in evals {
-        let _ = writeln!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(e.label), e.summary["problems"], num(&e.summary["samples_per_problem"]), escape(e.problem_set));
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(e.label),
+            e.summary["problems"],
+            num(&e.summary["samples_per_problem"]),
+            escape(e.problem_set)
+        );
     }
     h.push_str("</table>\n");
 
@@ -69,18 +88,34 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     }
     let versus: Vec<&serde_json::Value> = evals[0].summary["versus"].as_array().map(|v| v.iter().collect()).unwrap_or_default();
     for v in &versus {
-        let _ = write!(h, "<th>difference<br>vs {}</th><th>95% interval</th>", escape(&short(v["other"].as_str().unwrap_or(""))));
+        let _ = write!(
+            h,
+            "<th>difference<br>vs {}</th><th>95% interval</th>",
+            escape(&short(v["other"].as_str().unwrap_or("")))
+        );
     }
     h.push_str("</tr>\n");
-    let names: Vec<String> = evals[0].summary["methods"].as_object().map(|m| super::summary::in_method_order(m.keys()).into_iter().cloned().collect()).unwrap_or_default();
+    let names: Vec<String> = evals[0].summary["methods"]
+        .as_object()
+        .map(|m| super::summary::in_method_order(m.keys()).into_iter().cloned().collect())
+        .unwrap_or_default();
     for name in &names {
         let _ = write!(h, "<tr><td>{}</td>", escape(name));
         for e in evals {
             let r = &e.summary["methods"][name];
-            let _ = write!(h, "<td>{}</td><td>[{}, {}]</td><td>{}</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]), r["n"]);
+            let _ = write!(
+                h,
+                "<td>{}</td><td>[{}, {}]</td><td>{}</td>",
+                num(&r["value"]),
+                num(&r["lo"]),
+                num(&r["hi"]),
+                r["n"]
+            );
         }
         for v in &versus {
-            h.push_str(&diff_cells(v["methods"].as_array().and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str())))));
+            h.push_str(&diff_cells(
+                v["methods"].as_array().and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str()))),
+            ));
         }
         h.push_str("</tr>\n");
     }
@@ -95,7 +130,15 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{} − {}</td><td>{}</td><td>[{}, {}]</td><td>{} / {}</td><td>{}</td></tr>",
-                escape(e.label), escape(p["a"].as_str().unwrap_or("")), escape(p["b"].as_str().unwrap_or("")), num(&p["diff"]), num(&p["lo"]), num(&p["hi"]), p["only_a"], p["only_b"], p["n"]
+                escape(e.label),
+                escape(p["a"].as_str().unwrap_or("")),
+                escape(p["b"].as_str().unwrap_or("")),
+                num(&p["diff"]),
+                num(&p["lo"]),
+                num(&p["hi"]),
+                p["only_a"],
+                p["only_b"],
+                p["n"]
             );
         }
     }
@@ -104,11 +147,22 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>right / wrong samples</th><th>AUROC</th><th>95% interval (problems)</th><th>ECE (10 bins)</th><th>Pearson r</th></tr>\n");
     for e in evals {
         let s = e.summary;
-        let auroc = if s["correctness_auroc"].is_f64() { num(&s["correctness_auroc"]) } else { "undefined (too few of a class)".into() };
+        let auroc = if s["correctness_auroc"].is_f64() {
+            num(&s["correctness_auroc"])
+        } else {
+            "undefined (too few of a class)".into()
+        };
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{} / {}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td></tr>",
-            escape(e.label), s["correct_samples"], s["wrong_samples"], auroc, num(&s["correctness_auroc_lo"]), num(&s["correctness_auroc_hi"]), num(&s["correctness_ece"]), num(&s["correctness_pearson"])
+            escape(e.label),
+            s["correct_samples"],
+            s["wrong_samples"],
+            auroc,
+            num(&s["correctness_auroc_lo"]),
+            num(&s["correctness_auroc_hi"]),
+            num(&s["correctness_ece"]),
+            num(&s["correctness_pearson"])
         );
     }
     h.push_str("</table>\n");
@@ -118,10 +172,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         let _ = write!(h, "<th>{}<br>rate</th><th>95% interval</th>", escape(e.label));
     }
     for v in &versus {
-        let _ = write!(h, "<th>difference<br>vs {}</th><th>95% interval</th>", escape(&short(v["other"].as_str().unwrap_or(""))));
+        let _ = write!(
+            h,
+            "<th>difference<br>vs {}</th><th>95% interval</th>",
+            escape(&short(v["other"].as_str().unwrap_or("")))
+        );
     }
     h.push_str("</tr>\n");
-    let loc: Vec<String> = evals[0].summary["localisation"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let loc: Vec<String> = evals[0].summary["localisation"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     for name in &loc {
         let _ = write!(h, "<tr><td>{}</td>", escape(name));
         for e in evals {
@@ -129,7 +190,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
             let _ = write!(h, "<td>{}</td><td>[{}, {}]</td>", num(&r["value"]), num(&r["lo"]), num(&r["hi"]));
         }
         for v in &versus {
-            h.push_str(&diff_cells(v["localisation"].as_array().and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str())))));
+            h.push_str(&diff_cells(
+                v["localisation"]
+                    .as_array()
+                    .and_then(|d| d.iter().find(|p| p["a"].as_str() == Some(name.as_str()))),
+            ));
         }
         h.push_str("</tr>\n");
     }
@@ -140,11 +205,30 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         }
         h.push_str("</tr>\n");
     }
-    let _ = writeln!(h, "</table><p class=\"note\">{} corruptions. Differences (hit@1 only) are per problem, paired on the problems both evaluations corrupted.</p>", evals.iter().map(|e| format!("{}: {}", escape(e.label), e.corruptions.len())).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        h,
+        "</table><p class=\"note\">{} corruptions. Differences (hit@1 only) are per problem, paired on the problems both evaluations corrupted.</p>",
+        evals
+            .iter()
+            .map(|e| format!("{}: {}", escape(e.label), e.corruptions.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for e in evals {
-        let Some(kinds) = e.summary["localisation_by_kind"].as_object().filter(|k| !k.is_empty()) else { continue };
-        let methods: Vec<String> = kinds.values().next().and_then(|k| k["hit_at_1"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        let _ = write!(h, "<h3>hit@1 by corruption kind: {}</h3>\n<table><tr><th>kind</th><th>traces</th><th>random line</th>", escape(e.label));
+        let Some(kinds) = e.summary["localisation_by_kind"].as_object().filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        let methods: Vec<String> = kinds
+            .values()
+            .next()
+            .and_then(|k| k["hit_at_1"].as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<h3>hit@1 by corruption kind: {}</h3>\n<table><tr><th>kind</th><th>traces</th><th>random line</th>",
+            escape(e.label)
+        );
         for m in &methods {
             let _ = write!(h, "<th>{}</th>", escape(m));
         }
@@ -196,7 +280,11 @@ fn spread<'a, T>(items: impl Iterator<Item = &'a T>, problem: impl Fn(&T) -> u64
         if !seen_p.insert(problem(it)) {
             continue;
         }
-        if seen_k.insert(key(it)) { first.push(it) } else { later.push(it) }
+        if seen_k.insert(key(it)) {
+            first.push(it)
+        } else {
+            later.push(it)
+        }
     }
     first.into_iter().chain(later).take(k).collect()
 }
@@ -231,7 +319,15 @@ fn traces(e: &Evaluation, token_text: &dyn Fn(u32) -> String) -> String {
             escape(s.reference_answer.as_deref().unwrap_or("?")),
             mean(&s.token_rewards)
         );
-        h.push_str(&trace(&s.response_tokens, &s.token_rewards, &s.token_lines, None, &Default::default(), scale, token_text));
+        h.push_str(&trace(
+            &s.response_tokens,
+            &s.token_rewards,
+            &s.token_lines,
+            None,
+            &Default::default(),
+            scale,
+            token_text,
+        ));
     }
     for c in corrupted {
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
@@ -239,20 +335,46 @@ fn traces(e: &Evaluation, token_text: &dyn Fn(u32) -> String) -> String {
         let mut marks: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
         // The three scored methods (the first-line and last-line baselines are left untagged),
         // tagged by their first word: interval, dense, log-prob.
-        for (name, ranked) in super::summary::line_rankings(&f(&c.token_rewards), &f(&c.policy_logprobs), &steps).into_iter().take(3) {
+        for (name, ranked) in super::summary::line_rankings(&f(&c.token_rewards), &f(&c.policy_logprobs), &steps)
+            .into_iter()
+            .take(3)
+        {
             if let Some(&l) = ranked.first() {
                 marks.entry(l as u32).or_default().push(name.split(' ').next().unwrap_or(name));
             }
         }
-        let _ = writeln!(h, "<h3>problem {} corruption {} ({}), first wrong line {}</h3>", c.problem_id, c.corruption_index, escape(&c.kind), c.first_error_line);
-        h.push_str(&trace(&c.response_tokens, &c.token_rewards, &c.token_lines, Some(c.first_error_line), &marks, scale, token_text));
+        let _ = writeln!(
+            h,
+            "<h3>problem {} corruption {} ({}), first wrong line {}</h3>",
+            c.problem_id,
+            c.corruption_index,
+            escape(&c.kind),
+            c.first_error_line
+        );
+        h.push_str(&trace(
+            &c.response_tokens,
+            &c.token_rewards,
+            &c.token_lines,
+            Some(c.first_error_line),
+            &marks,
+            scale,
+            token_text,
+        ));
     }
     h
 }
 
 /// Tokens as spans shaded by reward on the scale ±`scale`, lines as blocks; `wrong` outlines
 /// that line; `marks` tags lines (e.g. with the methods that picked them).
-fn trace(tokens: &[u32], rewards: &[f32], lines: &[u32], wrong: Option<u32>, marks: &std::collections::BTreeMap<u32, Vec<&str>>, scale: f32, token_text: &dyn Fn(u32) -> String) -> String {
+fn trace(
+    tokens: &[u32],
+    rewards: &[f32],
+    lines: &[u32],
+    wrong: Option<u32>,
+    marks: &std::collections::BTreeMap<u32, Vec<&str>>,
+    scale: f32,
+    token_text: &dyn Fn(u32) -> String,
+) -> String {
     let mut h = String::from("<div class=\"trace\">");
     let mut line = u32::MAX;
     let close = |h: &mut String, line: u32| {
@@ -272,10 +394,19 @@ fn trace(tokens: &[u32], rewards: &[f32], lines: &[u32], wrong: Option<u32>, mar
             line = l;
         }
         let r = (rewards.get(i).copied().unwrap_or(0.0) / scale).clamp(-1.0, 1.0);
-        let (red, green) = if r < 0.0 { (255, (255.0 * (1.0 + r)) as u8) } else { ((255.0 * (1.0 - r)) as u8, 255) };
+        let (red, green) = if r < 0.0 {
+            (255, (255.0 * (1.0 + r)) as u8)
+        } else {
+            ((255.0 * (1.0 - r)) as u8, 255)
+        };
         let blue = 255u8.min(red).min(green);
         let text = token_text(t).replace('\n', "");
-        let _ = write!(h, "<span style=\"background:rgb({red},{green},{blue})\" title=\"{:.3}\">{}</span>", rewards.get(i).copied().unwrap_or(0.0), escape(&text));
+        let _ = write!(
+            h,
+            "<span style=\"background:rgb({red},{green},{blue})\" title=\"{:.3}\">{}</span>",
+            rewards.get(i).copied().unwrap_or(0.0),
+            escape(&text)
+        );
     }
     if line != u32::MAX {
         close(&mut h, line);
@@ -297,7 +428,11 @@ fn roc_points(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
     let (mut tp, mut fp) = (0.0, 0.0);
     let mut pts = vec![(0.0, 0.0)];
     for (i, &(s, c)) in v.iter().enumerate() {
-        if c { tp += 1.0 } else { fp += 1.0 }
+        if c {
+            tp += 1.0
+        } else {
+            fp += 1.0
+        }
         if i + 1 == v.len() || v[i + 1].0 != s {
             pts.push((fp / neg, tp / pos));
         }
@@ -319,15 +454,33 @@ fn svg(draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Res
 fn roc_chart(evals: &[Evaluation]) -> String {
     svg(|root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).caption("ROC: correct vs wrong samples", ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("false positive rate").y_desc("true positive rate").draw()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("ROC: correct vs wrong samples", ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .light_line_style(RGBColor(245, 245, 245))
+            .x_desc("false positive rate")
+            .y_desc("true positive rate")
+            .draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], &RGBColor(180, 180, 180)))?;
         // An evaluation whose AUROC is undefined (too few right or wrong samples) gets no curve.
         for (i, e) in evals.iter().enumerate().filter(|(_, e)| e.summary["correctness_auroc"].is_f64()) {
             let c = COLOURS[i % COLOURS.len()];
-            chart.draw_series(LineSeries::new(roc_points(&scored(e)), c.stroke_width(2)))?.label(format!("{} (AUROC {})", short(e.label), num(&e.summary["correctness_auroc"]))).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart
+                .draw_series(LineSeries::new(roc_points(&scored(e)), c.stroke_width(2)))?
+                .label(format!("{} (AUROC {})", short(e.label), num(&e.summary["correctness_auroc"])))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })
@@ -336,8 +489,18 @@ fn roc_chart(evals: &[Evaluation]) -> String {
 fn reliability_chart(evals: &[Evaluation]) -> String {
     svg(|root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).caption("Reliability: sigmoid(mean reward)", ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("predicted P(correct)").y_desc("fraction correct").draw()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Reliability: sigmoid(mean reward)", ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .light_line_style(RGBColor(245, 245, 245))
+            .x_desc("predicted P(correct)")
+            .y_desc("fraction correct")
+            .draw()?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], &RGBColor(180, 180, 180)))?;
         for (i, e) in evals.iter().enumerate() {
             let c = COLOURS[i % COLOURS.len()];
@@ -350,10 +513,18 @@ fn reliability_chart(evals: &[Evaluation]) -> String {
                 bins[b].2 += 1;
             }
             let pts: Vec<(f64, f64)> = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 / b.2 as f64, b.1 / b.2 as f64)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(short(e.label)).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+                .label(short(e.label))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })
@@ -362,7 +533,11 @@ fn reliability_chart(evals: &[Evaluation]) -> String {
 fn histogram(e: &Evaluation) -> String {
     let s = scored(e);
     let (lo, hi) = s.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x.0), b.max(x.0)));
-    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0) - 1.0, hi.max(0.0) + 1.0) };
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (lo.min(0.0) - 1.0, hi.max(0.0) + 1.0)
+    };
     const BINS: usize = 20;
     let w = (hi - lo) / BINS as f64;
     let mut counts = [[0usize; BINS]; 2];
@@ -374,8 +549,18 @@ fn histogram(e: &Evaluation) -> String {
     let caption = format!("Mean reward: {}", short(e.label));
     svg(|root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).caption(caption, ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(40).build_cartesian_2d(lo..hi, 0f64..top * 1.1)?;
-        chart.configure_mesh().light_line_style(RGBColor(245, 245, 245)).x_desc("mean token reward").y_desc("samples").draw()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(lo..hi, 0f64..top * 1.1)?;
+        chart
+            .configure_mesh()
+            .light_line_style(RGBColor(245, 245, 245))
+            .x_desc("mean token reward")
+            .y_desc("samples")
+            .draw()?;
         for (k, (name, c)) in [("wrong", RGBColor(214, 39, 40)), ("correct", RGBColor(44, 160, 44))].into_iter().enumerate() {
             let idx = if name == "correct" { 1 } else { 0 };
             let bars: Vec<Rectangle<(f64, f64)>> = (0..BINS)
@@ -385,9 +570,17 @@ fn histogram(e: &Evaluation) -> String {
                     Rectangle::new([(x0, 0.0), (x0 + w / 2.0, counts[idx][b] as f64)], c.mix(0.7).filled())
                 })
                 .collect();
-            chart.draw_series(bars)?.label(name).legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 10, y + 4)], c.filled()));
+            chart
+                .draw_series(bars)?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 10, y + 4)], c.filled()));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })
@@ -399,7 +592,10 @@ mod tests {
 
     #[test]
     fn labels_escapes_and_roc_points() {
-        assert_eq!(short("runs/a/checkpoints/step-000005 (iteration 5, policy v6)"), "step-000005 (iteration 5, policy v6)");
+        assert_eq!(
+            short("runs/a/checkpoints/step-000005 (iteration 5, policy v6)"),
+            "step-000005 (iteration 5, policy v6)"
+        );
         assert_eq!(short("x/policy + x/reward"), "policy + reward");
         assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
         // Scores 3 (correct), 2 (wrong), 2 (correct), 1 (wrong): the tie at 2 is one step.

@@ -47,7 +47,12 @@ pub struct Rate {
 
 fn rate(k: usize, n: usize) -> Rate {
     let (lo, hi) = wilson(k, n);
-    Rate { value: if n > 0 { k as f64 / n as f64 } else { f64::NAN }, lo, hi, n }
+    Rate {
+        value: if n > 0 { k as f64 / n as f64 } else { f64::NAN },
+        lo,
+        hi,
+        n,
+    }
 }
 
 /// The mean of per-problem scores with its 95% bootstrap interval over problems (`n` problems):
@@ -167,7 +172,11 @@ pub fn paired_diff(name_a: &str, a: &[f64], name_b: &str, b: &[f64], seed: u64) 
 }
 
 fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { f64::NEG_INFINITY } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        f64::NEG_INFINITY
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -178,7 +187,13 @@ fn min(v: &[f64]) -> f64 {
 fn aggregate(s: &SampleScore, how: &str) -> f64 {
     match how {
         "mean" => mean(&s.rewards),
-        "min" => if s.rewards.is_empty() { f64::NEG_INFINITY } else { min(&s.rewards) },
+        "min" => {
+            if s.rewards.is_empty() {
+                f64::NEG_INFINITY
+            } else {
+                min(&s.rewards)
+            }
+        }
         "last" => s.rewards.last().copied().unwrap_or(f64::NEG_INFINITY),
         _ => unreachable!("aggregate {how}"),
     }
@@ -243,7 +258,9 @@ fn localisation_scores(corruptions: &[CorruptionScore]) -> BTreeMap<String, BTre
             e.1 += 1;
         }
     }
-    hits.into_iter().map(|(k, v)| (k, v.into_iter().map(|(p, (h, n))| (p, h / n as f64)).collect())).collect()
+    hits.into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(|(p, (h, n))| (p, h / n as f64)).collect()))
+        .collect()
 }
 
 /// This evaluation against another one of the same problems (`--compare`): for every choosing
@@ -263,7 +280,10 @@ pub struct Versus {
 
 /// [`Versus`] of this evaluation's scores against `other`'s (labelled `other_label`).
 pub fn versus(samples: &[SampleScore], corruptions: &[CorruptionScore], other: (&[SampleScore], &[CorruptionScore]), other_label: &str, seed: u64) -> Versus {
-    let diffs = |a: BTreeMap<String, BTreeMap<u64, f64>>, b: BTreeMap<String, BTreeMap<u64, f64>>, order: &dyn Fn(&BTreeMap<String, BTreeMap<u64, f64>>) -> Vec<String>| -> Vec<PairedDiff> {
+    let diffs = |a: BTreeMap<String, BTreeMap<u64, f64>>,
+                 b: BTreeMap<String, BTreeMap<u64, f64>>,
+                 order: &dyn Fn(&BTreeMap<String, BTreeMap<u64, f64>>) -> Vec<String>|
+     -> Vec<PairedDiff> {
         order(&a)
             .into_iter()
             .filter_map(|name| {
@@ -277,16 +297,29 @@ pub fn versus(samples: &[SampleScore], corruptions: &[CorruptionScore], other: (
     };
     let this = group_by_problem(samples);
     let that = group_by_problem(other.0);
-    let methods = diffs(method_scores(samples), method_scores(other.0), &|m| in_method_order(m.keys()).into_iter().cloned().collect());
+    let methods = diffs(method_scores(samples), method_scores(other.0), &|m| {
+        in_method_order(m.keys()).into_iter().cloned().collect()
+    });
     let localisation = diffs(localisation_scores(corruptions), localisation_scores(other.1), &|m| m.keys().cloned().collect());
-    Versus { other: other_label.into(), problems: this.keys().filter(|p| that.contains_key(p)).count(), methods, localisation }
+    Versus {
+        other: other_label.into(),
+        problems: this.keys().filter(|p| that.contains_key(p)).count(),
+        methods,
+        localisation,
+    }
 }
 
 /// The printed comparison with another evaluation.
 pub fn versus_table(v: &Versus) -> String {
-    let mut out = format!("against {} (paired on {} common problems; difference, 95% bootstrap interval over problems, problems better / worse):\n", v.other, v.problems);
+    let mut out = format!(
+        "against {} (paired on {} common problems; difference, 95% bootstrap interval over problems, problems better / worse):\n",
+        v.other, v.problems
+    );
     for p in v.methods.iter().chain(&v.localisation) {
-        out.push_str(&format!("  {:<48} {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
+        out.push_str(&format!(
+            "  {:<48} {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n",
+            p.a, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n
+        ));
     }
     out
 }
@@ -313,12 +346,19 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
     let probs: Vec<f64> = seq.iter().map(|r| 1.0 / (1.0 + (-r).exp())).collect();
     let y: Vec<f64> = labels.iter().map(|&c| c as u8 as f64).collect();
     // AUROC's interval: resample problems, each with all its samples.
-    let groups: Vec<Vec<(f64, bool)>> = by_problem.values().map(|g| g.iter().map(|s| (aggregate(s, "mean"), s.correct)).collect()).collect();
+    let groups: Vec<Vec<(f64, bool)>> = by_problem
+        .values()
+        .map(|g| g.iter().map(|s| (aggregate(s, "mean"), s.correct)).collect())
+        .collect();
     let (auroc_lo, auroc_hi) = if defined {
         bootstrap_interval(groups.len(), seed ^ 0xA0C, |idx| {
             let (seq, labels): (Vec<f64>, Vec<bool>) = idx.iter().flat_map(|&i| groups[i].iter().copied()).unzip();
             let (p, n) = split(&seq, &labels);
-            if p.is_empty() || n.is_empty() { f64::NAN } else { auroc(&p, &n) }
+            if p.is_empty() || n.is_empty() {
+                f64::NAN
+            } else {
+                auroc(&p, &n)
+            }
         })
     } else {
         (f64::NAN, f64::NAN)
@@ -400,8 +440,14 @@ pub fn in_method_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<&
 
 /// The printed table.
 pub fn table(s: &Summary) -> String {
-    let mut out = format!("{} problems, {:.1} samples each ({} right, {} wrong)\n", s.problems, s.samples_per_problem, s.correct_samples, s.wrong_samples);
-    out.push_str(&format!("{:<42} {:>8}  {:>17}  {:>5}\n", "method (expected value, ties split)", "accuracy", "95% interval", "n"));
+    let mut out = format!(
+        "{} problems, {:.1} samples each ({} right, {} wrong)\n",
+        s.problems, s.samples_per_problem, s.correct_samples, s.wrong_samples
+    );
+    out.push_str(&format!(
+        "{:<42} {:>8}  {:>17}  {:>5}\n",
+        "method (expected value, ties split)", "accuracy", "95% interval", "n"
+    ));
     for name in in_method_order(s.methods.keys()) {
         let r = &s.methods[name];
         out.push_str(&format!("{name:<42} {:>8.3}  [{:>6.3}, {:>6.3}]  {:>5}\n", r.value, r.lo, r.hi, r.n));
@@ -422,16 +468,26 @@ pub fn table(s: &Summary) -> String {
         for (name, r) in &s.localisation {
             out.push_str(&format!("{name:<50} {:>8.3}  [{:>6.3}, {:>6.3}]  {:>5}\n", r.value, r.lo, r.hi, r.n));
         }
-        out.push_str(&format!("random line: hit@1 {:.3}, hit@3 {:.3}\n", s.localisation_chance_at_1, s.localisation_chance_at_3));
+        out.push_str(&format!(
+            "random line: hit@1 {:.3}, hit@3 {:.3}\n",
+            s.localisation_chance_at_1, s.localisation_chance_at_3
+        ));
         out.push_str("hit@1 by corruption kind (n traces; random line):\n");
         for (kind, k) in &s.localisation_by_kind {
-            let cells: Vec<String> = k.hit_at_1.iter().map(|(m, r)| format!("{} {:.3}", m.split(" (").next().unwrap_or(m), r.value)).collect();
+            let cells: Vec<String> = k
+                .hit_at_1
+                .iter()
+                .map(|(m, r)| format!("{} {:.3}", m.split(" (").next().unwrap_or(m), r.value))
+                .collect();
             out.push_str(&format!("  {kind:<16} n={:<4} random {:.3}; {}\n", k.traces, k.random_line, cells.join(", ")));
         }
     }
     out.push_str("paired on the same problems (difference, 95% bootstrap interval over problems, problems where a / b did better):\n");
     for p in &s.paired {
-        out.push_str(&format!("  {} - {}: {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n", p.a, p.b, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n));
+        out.push_str(&format!(
+            "  {} - {}: {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {})\n",
+            p.a, p.b, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n
+        ));
     }
     for v in &s.versus {
         out.push_str(&versus_table(v));
@@ -444,7 +500,13 @@ mod tests {
     use super::*;
 
     fn sample(problem: u64, answer: &str, correct: bool, lp: f64, rewards: &[f64]) -> SampleScore {
-        SampleScore { problem, answer: Some(answer.into()), correct, logprobs: vec![lp; rewards.len()], rewards: rewards.to_vec() }
+        SampleScore {
+            problem,
+            answer: Some(answer.into()),
+            correct,
+            logprobs: vec![lp; rewards.len()],
+            rewards: rewards.to_vec(),
+        }
     }
 
     #[test]
@@ -538,7 +600,14 @@ mod tests {
             sample(1, "8", false, -0.1, &[0.0]),
             sample(3, "3", false, -0.1, &[0.0]),
         ];
-        let corruption = |problem, rewards: Vec<f64>| CorruptionScore { problem, rewards, logprobs: vec![0.0; 2], steps: vec![0, 1], first_wrong_line: 1, kind: "k".into() };
+        let corruption = |problem, rewards: Vec<f64>| CorruptionScore {
+            problem,
+            rewards,
+            logprobs: vec![0.0; 2],
+            steps: vec![0, 1],
+            first_wrong_line: 1,
+            kind: "k".into(),
+        };
         // Interval reward: this finds the error on problem 0, the other does not.
         let v = versus(&this, &[corruption(0, vec![1.0, -1.0])], (&other, &[corruption(0, vec![-1.0, 1.0])]), "sft", 3);
         assert_eq!((v.other.as_str(), v.problems), ("sft", 2));
@@ -558,7 +627,14 @@ mod tests {
     fn localisation_by_hand() {
         // Lines 0, 1, 2; the error is on line 1. Mean rewards per line 0.5, −0.5, 0.0 (hit);
         // minimum per line 0.0, −0.5, −1.0 (miss at 1, hit at 3); log-probs lowest on line 0.
-        let c = CorruptionScore { problem: 0, rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0], logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1], steps: vec![0, 0, 1, 2, 2], first_wrong_line: 1, kind: "wrong_quantity".into() };
+        let c = CorruptionScore {
+            problem: 0,
+            rewards: vec![1.0, 0.0, -0.5, 1.0, -1.0],
+            logprobs: vec![-3.0, -3.0, -0.1, -0.1, -0.1],
+            steps: vec![0, 0, 1, 2, 2],
+            first_wrong_line: 1,
+            kind: "wrong_quantity".into(),
+        };
         let s = summarize(&[], &[c], 0);
         let l = |k: &str| s.localisation[k].value;
         assert_eq!(l("interval reward (lowest mean line) hit@1"), 1.0);
@@ -568,6 +644,9 @@ mod tests {
         assert_eq!(s.localisation_chance_at_1, 1.0 / 3.0);
         assert_eq!((l("first line hit@1"), l("last line hit@1"), l("last line hit@3")), (0.0, 0.0, 1.0));
         let k = &s.localisation_by_kind["wrong_quantity"];
-        assert_eq!((k.traces, k.random_line, k.hit_at_1["interval reward (lowest mean line)"].value), (1, 1.0 / 3.0, 1.0));
+        assert_eq!(
+            (k.traces, k.random_line, k.hit_at_1["interval reward (lowest mean line)"].value),
+            (1, 1.0 / 3.0, 1.0)
+        );
     }
 }

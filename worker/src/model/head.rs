@@ -154,7 +154,12 @@ pub fn logprob_loss_chunked(
     });
     let surrogate = (hidden * grad_h.to_kind(kind)).sum(Kind::Float) + (weight * grad_w.to_kind(weight.kind())).sum(Kind::Float);
     let entropy = entropy.then(|| ent_sum.double_value(&[]) / n.max(1) as f64);
-    HeadPass { logprobs, loss: total, entropy, surrogate }
+    HeadPass {
+        logprobs,
+        loss: total,
+        entropy,
+        surrogate,
+    }
 }
 
 #[cfg(test)]

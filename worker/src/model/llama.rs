@@ -12,9 +12,9 @@
 //! is the storage precision; [`Llama::forward`] computes in `compute_kind`, casting weights on
 //! the fly when the two differ (fp32 master weights with bf16 compute for training).
 
+use super::packed::Packed;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use super::packed::Packed;
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
@@ -207,10 +207,7 @@ impl RawConfig {
             match rs.rope_type.as_str() {
                 "default" | "linear" => {}
                 "llama3" => {
-                    if rs.low_freq_factor.is_none()
-                        || rs.high_freq_factor.is_none()
-                        || rs.original_max_position_embeddings.is_none()
-                    {
+                    if rs.low_freq_factor.is_none() || rs.high_freq_factor.is_none() || rs.original_max_position_embeddings.is_none() {
                         return invalid(
                             "rope_scaling",
                             "llama3 scaling needs low_freq_factor, high_freq_factor and original_max_position_embeddings".into(),
@@ -335,7 +332,10 @@ fn decode_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     let y = if out <= DECODE_ROWS_PER_GEMM {
         w.mm(&xt)
     } else {
-        let blocks: Vec<Tensor> = (0..out).step_by(DECODE_ROWS_PER_GEMM as usize).map(|s| w.narrow(0, s, DECODE_ROWS_PER_GEMM.min(out - s)).mm(&xt)).collect();
+        let blocks: Vec<Tensor> = (0..out)
+            .step_by(DECODE_ROWS_PER_GEMM as usize)
+            .map(|s| w.narrow(0, s, DECODE_ROWS_PER_GEMM.min(out - s)).mm(&xt))
+            .collect();
         Tensor::cat(&blocks, 0)
     };
     let y = y.tr().contiguous();
@@ -352,7 +352,10 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
-        RmsNorm { weight: p.var("weight", &[dim], Init::Const(1.0)), eps }
+        RmsNorm {
+            weight: p.var("weight", &[dim], Init::Const(1.0)),
+            eps,
+        }
     }
 
     /// As `LlamaRMSNorm` (normalise in fp32, cast back, scale), as libtorch's one `rms_norm`
@@ -414,14 +417,7 @@ impl Attention {
 
     /// `x`: [B, T, H]; `cos`/`sin`: [B, 1, T, D]; `mask`: [B, 1, T, S] bool (true = attend), or
     /// `None` for causal attention over the T positions (no cache).
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: Option<(&mut Tensor, &mut Tensor, i64)>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, cache: Option<(&mut Tensor, &mut Tensor, i64)>) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let q = self.q_proj.forward(x).view([b, t, self.num_heads, self.head_dim]).transpose(1, 2);
         let k = self.k_proj.forward(x).view([b, t, self.num_kv_heads, self.head_dim]).transpose(1, 2);
@@ -528,8 +524,7 @@ impl Llama {
 
     fn build(root: &nn::Path, cfg: &Config, with_head: bool) -> Self {
         let model = root / "model";
-        let embed_tokens =
-            (&model / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], Init::Randn { mean: 0.0, stdev: 0.02 });
+        let embed_tokens = (&model / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], Init::Randn { mean: 0.0, stdev: 0.02 });
         let layers = (0..cfg.num_layers).map(|i| Block::new(&model / "layers" / i, cfg)).collect();
         let norm = RmsNorm::new(&model / "norm", cfg.hidden_size, cfg.rms_norm_eps);
         let lm_head = match (with_head, cfg.tie_word_embeddings) {
@@ -538,7 +533,15 @@ impl Llama {
             (true, false) => Head::Untied(Linear::new(root / "lm_head", cfg.hidden_size, cfg.vocab_size, false)),
         };
         let inv_freq = Tensor::from_slice(&cfg.inv_freq()).to_kind(Kind::Float).to_device(root.device());
-        Llama { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freq, compute_kind: root.kind() }
+        Llama {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            compute_kind: root.kind(),
+        }
     }
 
     /// The resolved config.
@@ -567,7 +570,10 @@ impl Llama {
         let shape = [rows, self.cfg.num_kv_heads, capacity, self.cfg.head_dim];
         let opts = (kind, self.device());
         let n = self.cfg.num_layers as usize;
-        ((0..n).map(|_| Tensor::zeros(shape, opts)).collect(), (0..n).map(|_| Tensor::zeros(shape, opts)).collect())
+        (
+            (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+            (0..n).map(|_| Tensor::zeros(shape, opts)).collect(),
+        )
     }
 
     /// A cache for `batch` sequences of up to `capacity` positions.
@@ -593,7 +599,15 @@ impl Llama {
     pub fn hidden_states_right_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
         let positions = positions_from_mask(attention_mask);
         let key_mask = attention_mask.to_kind(Kind::Bool);
-        self.hidden_states_masked(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None, true)
+        self.hidden_states_masked(
+            &ForwardInput {
+                input_ids,
+                positions: &positions,
+                key_mask: &key_mask,
+            },
+            None,
+            true,
+        )
     }
 
     fn hidden_states_masked(&self, input: &ForwardInput, cache: Option<&mut KvCache>, causal_only: bool) -> Tensor {
@@ -695,7 +709,14 @@ impl Llama {
     pub fn forward_padded(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
         let key_mask = attention_mask.to_kind(Kind::Bool);
         let positions = positions_from_mask(attention_mask);
-        self.forward(&ForwardInput { input_ids, positions: &positions, key_mask: &key_mask }, None)
+        self.forward(
+            &ForwardInput {
+                input_ids,
+                positions: &positions,
+                key_mask: &key_mask,
+            },
+            None,
+        )
     }
 }
 
@@ -856,7 +877,14 @@ impl Llama {
         let mask = Tensor::from_slice(&mask).view([n, l]).to_device(dev);
         let positions = positions_from_mask(&mask);
         let mut tmp = self.new_cache(n, l);
-        let hidden = self.hidden_states(&ForwardInput { input_ids: &ids, positions: &positions, key_mask: &mask }, Some(&mut tmp));
+        let hidden = self.hidden_states(
+            &ForwardInput {
+                input_ids: &ids,
+                positions: &positions,
+                key_mask: &mask,
+            },
+            Some(&mut tmp),
+        );
         let last: Vec<i64> = unique.iter().map(|p| p.len() as i64 - 1).collect();
         let last = Tensor::from_slice(&last).to_device(dev);
         let hs = cfg_hidden(&self.cfg);

@@ -44,7 +44,12 @@ struct Trie {
 
 impl Trie {
     fn new(rows: &[&[u32]]) -> Self {
-        let mut t = Trie { tokens: Vec::new(), parent: Vec::new(), depth: Vec::new(), paths: Vec::new() };
+        let mut t = Trie {
+            tokens: Vec::new(),
+            parent: Vec::new(),
+            depth: Vec::new(),
+            paths: Vec::new(),
+        };
         let mut child: HashMap<(Option<usize>, u32), usize> = HashMap::new();
         for row in rows {
             let mut at = None;
@@ -96,7 +101,11 @@ impl Packed {
                 m[n * t + n] = true;
             }
             for path in &trie.paths {
-                assert!(!path.is_empty() && path.len() <= width, "a packed row needs 1..={width} tokens, not {}", path.len());
+                assert!(
+                    !path.is_empty() && path.len() <= width,
+                    "a packed row needs 1..={width} tokens, not {}",
+                    path.len()
+                );
                 let last = *path.last().expect("non-empty");
                 gather.extend((0..width).map(|c| (bi * t + path.get(c).copied().unwrap_or(last)) as i64));
             }
@@ -209,7 +218,10 @@ mod tests {
         assert_eq!(micro_batches(&prompts, &lens, 8, 20, true), vec![vec![vec![0, 2, 5], vec![1, 4], vec![3]]]);
         // micro 2: p1 splits into [0, 2] (17) and [5] (11); budget 2 × 20 = 40 holds two trees
         // of up to 20 (or three of up to 13).
-        assert_eq!(micro_batches(&prompts, &lens, 2, 20, true), vec![vec![vec![0, 2], vec![5]], vec![vec![1, 4], vec![3]]]);
+        assert_eq!(
+            micro_batches(&prompts, &lens, 2, 20, true),
+            vec![vec![vec![0, 2], vec![5]], vec![vec![1, 4], vec![3]]]
+        );
         // micro 1: every row its own tree, one tree per micro-batch when rows are long.
         let one = micro_batches(&prompts, &lens, 1, 20, true);
         assert!(one.iter().all(|m| m.iter().all(|t| t.len() == 1)));

@@ -36,7 +36,11 @@ fn rows(n: usize, prompt: usize, response: usize, offset: u64) -> Vec<Trajectory
 /// Runs the benchmark; `model` (optional) is a policy folder for the weight-sync row.
 pub fn run(model: Option<&Path>, total_rows: usize, batch_rows: usize, response: usize) -> Result<(), WorkerError> {
     let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| other(&e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| other(&e))?;
     let store = Arc::new(LearnerStore::default());
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| other(&e))?;
     let addr = listener.local_addr().map_err(|e| other(&e))?.to_string();
@@ -51,7 +55,9 @@ pub fn run(model: Option<&Path>, total_rows: usize, batch_rows: usize, response:
     // Trajectories: rollout → learner.
     let warm = rows(batch_rows, 128, response, 1 << 40);
     rt.block_on(clients.put_rows(&addr, &warm)).map_err(|e| other(&e))?;
-    let batches: Vec<Vec<TrajectoryRow>> = (0..total_rows.div_ceil(batch_rows)).map(|b| rows(batch_rows, 128, response, (b * batch_rows) as u64)).collect();
+    let batches: Vec<Vec<TrajectoryRow>> = (0..total_rows.div_ceil(batch_rows))
+        .map(|b| rows(batch_rows, 128, response, (b * batch_rows) as u64))
+        .collect();
     let bytes: usize = batches.iter().map(|b| trajectory::to_batch(b).get_array_memory_size()).sum();
     let t = Instant::now();
     let mut accepted = 0;
@@ -119,6 +125,11 @@ pub fn run(model: Option<&Path>, total_rows: usize, batch_rows: usize, response:
     drop(s);
     let got = reader.join().map_err(|_| other(&"reader thread"))?.map_err(|e| other(&e))?;
     let secs = t.elapsed().as_secs_f64();
-    println!("raw loopback TCP            {:>9.1} MB/s  ({:.0} MB in {:.3} s)", got as f64 / 1e6 / secs, got as f64 / 1e6, secs);
+    println!(
+        "raw loopback TCP            {:>9.1} MB/s  ({:.0} MB in {:.3} s)",
+        got as f64 / 1e6 / secs,
+        got as f64 / 1e6,
+        secs
+    );
     Ok(())
 }

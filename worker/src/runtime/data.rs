@@ -8,11 +8,11 @@ use crate::airl::corrupt::{self, first_error_token, strip_calculator_annotations
 use crate::airl::iteration::{IterationBatch, Sample};
 use crate::airl::synth::{self, Split, SynthConfig, SynthProblem};
 use crate::gsm8k::{self, Problem, ProblemSource};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use crate::rng::SplitMix64;
 use crate::tokenizer::Tokenizer;
 use airlift_proto::config::RunConfig;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// Problems of one split, generated on demand.
 pub struct RunData {
@@ -39,10 +39,18 @@ impl RunData {
             start_range: (2, cfg.data.max_start),
             ..SynthConfig::default()
         };
-        RunData { synth, seed: cfg.run.seed, train: Vec::new(), eval: Vec::new(), eos, corruptions_per_expert: cfg.reward.corruptions_per_expert as usize,
+        RunData {
+            synth,
+            seed: cfg.run.seed,
+            train: Vec::new(),
+            eval: Vec::new(),
+            eos,
+            corruptions_per_expert: cfg.reward.corruptions_per_expert as usize,
             // The config's validation admits only known names.
             kinds: cfg.reward.corruption_kinds.iter().filter_map(|k| CorruptionKind::from_name(k)).collect(),
-            files: HashMap::new(), train_file: cfg.data.train.clone() }
+            files: HashMap::new(),
+            train_file: cfg.data.train.clone(),
+        }
     }
 
     /// The number of rows of the `data.train` file (read on first use), if one is configured.
@@ -97,13 +105,21 @@ impl RunData {
         match source {
             ProblemSource::SyntheticTrain => Ok(&self.problem(Split::Train, id).problem),
             ProblemSource::SyntheticEval => Ok(&self.problem(Split::Eval, id).problem),
-            ProblemSource::ProcessBench(path) => Err(format!("{}: ProcessBench items are scored as written; they are not problems to sample", path.display())),
+            ProblemSource::ProcessBench(path) => Err(format!(
+                "{}: ProcessBench items are scored as written; they are not problems to sample",
+                path.display()
+            )),
             ProblemSource::File(path) => {
                 self.load_file(path)?;
                 let v = &self.files[path];
                 // Training ids run on past the end of `data.train` (epochs); evaluation ids never do.
-                let row = if self.train_file.as_ref() == Some(path) { id as usize % v.len() } else { id as usize };
-                v.get(row).ok_or_else(|| format!("{}: problem {id} asked for, the file has {} rows", path.display(), v.len()))
+                let row = if self.train_file.as_ref() == Some(path) {
+                    id as usize % v.len()
+                } else {
+                    id as usize
+                };
+                v.get(row)
+                    .ok_or_else(|| format!("{}: problem {id} asked for, the file has {} rows", path.display(), v.len()))
             }
         }
     }
@@ -133,7 +149,13 @@ impl RunData {
         let answer = strip_calculator_annotations(&self.problem_of(source, id)?.answer);
         let mut response = tok.encode(&answer).map_err(|e| e.to_string())?;
         response.push(self.eos);
-        Ok(Sample { prompt, response, group: id as i64, correct: Some(true), ..Default::default() })
+        Ok(Sample {
+            prompt,
+            response,
+            group: id as i64,
+            correct: Some(true),
+            ..Default::default()
+        })
     }
 
     /// Adds problem `id`'s expert trace and its corruptions to `batch` (for discriminator steps
@@ -170,10 +192,20 @@ impl RunData {
                     let (mut ids, offsets) = tok.encode_with_offsets(&c.text).map_err(|e| e.to_string())?;
                     let fe = first_error_token(&offsets, c.first_error_byte);
                     // Past the token that holds the newline ending the error's line (or all).
-                    let end = c.text[c.first_error_byte..].find('\n').map_or(ids.len() + 1, |i| first_error_token(&offsets, c.first_error_byte + i) + 1);
+                    let end = c.text[c.first_error_byte..]
+                        .find('\n')
+                        .map_or(ids.len() + 1, |i| first_error_token(&offsets, c.first_error_byte + i) + 1);
                     ids.push(self.eos);
                     out.push(Corrupted {
-                        sample: Sample { prompt: prompt.clone(), response: ids, group: id as i64, first_error_token: Some(fe), error_line_end: Some(end), correct: Some(false), ..Default::default() },
+                        sample: Sample {
+                            prompt: prompt.clone(),
+                            response: ids,
+                            group: id as i64,
+                            first_error_token: Some(fe),
+                            error_line_end: Some(end),
+                            correct: Some(false),
+                            ..Default::default()
+                        },
                         text: c.text,
                         kind: c.kind,
                     });

@@ -16,8 +16,8 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
-    PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult,
+    SchemaResult, Ticket,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -58,19 +58,34 @@ impl RowLimits {
     /// Why `r` is refused, if it is; `floor` is the iteration the learner waits for now.
     pub fn check(&self, r: &TrajectoryRow, floor: u64) -> Result<(), String> {
         if r.source != "policy" {
-            return Err(format!("source `{}`: only `policy` rows come over Flight (a learner makes the expert and corrupted rows itself)", r.source));
+            return Err(format!(
+                "source `{}`: only `policy` rows come over Flight (a learner makes the expert and corrupted rows itself)",
+                r.source
+            ));
         }
         if r.response_tokens.is_empty() {
             return Err("response_tokens is empty".into());
         }
         if r.response_tokens.len() > self.max_response_tokens {
-            return Err(format!("response_tokens has {} tokens, more than sampling.max_new_tokens = {}", r.response_tokens.len(), self.max_response_tokens));
+            return Err(format!(
+                "response_tokens has {} tokens, more than sampling.max_new_tokens = {}",
+                r.response_tokens.len(),
+                self.max_response_tokens
+            ));
         }
         if r.prompt_tokens.is_empty() || r.prompt_tokens.len() > self.max_prompt_tokens {
-            return Err(format!("prompt_tokens has {} tokens (expected 1..={})", r.prompt_tokens.len(), self.max_prompt_tokens));
+            return Err(format!(
+                "prompt_tokens has {} tokens (expected 1..={})",
+                r.prompt_tokens.len(),
+                self.max_prompt_tokens
+            ));
         }
         if r.behaviour_logprobs.len() != r.response_tokens.len() {
-            return Err(format!("behaviour_logprobs has {} values for {} response tokens", r.behaviour_logprobs.len(), r.response_tokens.len()));
+            return Err(format!(
+                "behaviour_logprobs has {} values for {} response tokens",
+                r.behaviour_logprobs.len(),
+                r.response_tokens.len()
+            ));
         }
         for (field, toks) in [("prompt_tokens", &r.prompt_tokens), ("response_tokens", &r.response_tokens)] {
             if let Some((i, t)) = toks.iter().enumerate().find(|(_, &t)| t >= self.vocab) {
@@ -84,7 +99,11 @@ impl RowLimits {
         // Rows of iterations already past are dropped as stale by the next `take`; rows too far
         // ahead would be held without bound.
         if r.iteration == 0 || r.iteration > floor + self.max_ahead {
-            return Err(format!("iteration {} (this learner takes iterations 1..={})", r.iteration, floor + self.max_ahead));
+            return Err(format!(
+                "iteration {} (this learner takes iterations 1..={})",
+                r.iteration,
+                floor + self.max_ahead
+            ));
         }
         Ok(())
     }
@@ -175,7 +194,10 @@ impl LearnerStore {
         loop {
             let ready = tasks.iter().map(|t| inbox.get(t).map_or(0, |r| r.rows.len())).sum::<usize>() >= total;
             if ready {
-                let rows = tasks.iter().flat_map(|t| inbox.remove(t).map(|r| r.rows.into_values().collect::<Vec<_>>()).unwrap_or_default()).collect();
+                let rows = tasks
+                    .iter()
+                    .flat_map(|t| inbox.remove(t).map(|r| r.rows.into_values().collect::<Vec<_>>()).unwrap_or_default())
+                    .collect();
                 let before = inbox.values().map(|r| r.rows.len()).sum::<usize>();
                 inbox.retain(|_, r| r.rows.values().any(|row| row.iteration >= iteration));
                 let dropped = before - inbox.values().map(|r| r.rows.len()).sum::<usize>();
@@ -252,7 +274,9 @@ impl FlightService for LearnerFlight {
             })?;
             accepted += self.store.insert(rows);
         }
-        let ack = PutResult { app_metadata: accepted.to_string().into_bytes().into() };
+        let ack = PutResult {
+            app_metadata: accepted.to_string().into_bytes().into(),
+        };
         Ok(Response::new(futures::stream::once(async { Ok(ack) }).boxed()))
     }
 
@@ -271,7 +295,10 @@ impl FlightService for LearnerFlight {
                 Some((v, flat)) if v >= want => break (v, flat),
                 _ if tokio::time::Instant::now() >= deadline => {
                     let have = current.map_or("none".to_string(), |(v, _)| format!("version {v}"));
-                    return Err(Status::unavailable(format!("policy version {want} was not published within {} s (this learner has {have})", WEIGHTS_WAIT.as_secs())));
+                    return Err(Status::unavailable(format!(
+                        "policy version {want} was not published within {} s (this learner has {have})",
+                        WEIGHTS_WAIT.as_secs()
+                    )));
                 }
                 _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
@@ -346,7 +373,10 @@ pub struct Clients {
 impl Clients {
     /// An empty pool whose clients stamp every call with `stamp`.
     pub fn new(stamp: Stamp) -> Self {
-        Clients { stamp, by_addr: HashMap::new() }
+        Clients {
+            stamp,
+            by_addr: HashMap::new(),
+        }
     }
 
     async fn get(&mut self, addr: &str) -> Result<&mut FlightClient, FlightError> {
@@ -382,7 +412,10 @@ async fn put_rows_on(c: &mut FlightClient, rows: &[TrajectoryRow]) -> Result<usi
         .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["trajectories".into()])))
         .build(futures::stream::iter([Ok(batch)]));
     let results: Vec<PutResult> = c.do_put(data).await?.try_collect().await?;
-    Ok(results.iter().filter_map(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse::<usize>().ok()).sum())
+    Ok(results
+        .iter()
+        .filter_map(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse::<usize>().ok())
+        .sum())
 }
 
 async fn get_weights_on(c: &mut FlightClient, version: u64) -> Result<Vec<f32>, FlightError> {
@@ -428,7 +461,12 @@ mod tests {
     fn rows_that_would_crash_or_spoil_a_learner_are_refused_by_name() {
         let s = LearnerStore::default();
         assert!(s.check(&[row(1, 5, 0)]).unwrap_err().contains("not ready"));
-        s.set_limits(RowLimits { vocab: 100, max_response_tokens: 4, max_prompt_tokens: 8, max_ahead: 1 });
+        s.set_limits(RowLimits {
+            vocab: 100,
+            max_response_tokens: 4,
+            max_prompt_tokens: 8,
+            max_ahead: 1,
+        });
         assert_eq!(s.check(&[row(1, 5, 0), row(2, 5, 1)]), Ok(()));
         let bad = |f: fn(&mut TrajectoryRow), want: &str| {
             let mut r = row(1, 5, 3);
@@ -439,11 +477,17 @@ mod tests {
         bad(|r| r.behaviour_logprobs[0] = f32::NAN, "behaviour_logprobs[0] = NaN");
         bad(|r| r.behaviour_logprobs[0] = f32::NEG_INFINITY, "behaviour_logprobs[0] = -inf");
         bad(|r| r.behaviour_logprobs[0] = 0.5, "log-probability <= 0");
-        bad(|r| r.response_tokens[0] = 4_000_000_000, "response_tokens[0] = 4000000000 is outside the vocabulary");
+        bad(
+            |r| r.response_tokens[0] = 4_000_000_000,
+            "response_tokens[0] = 4000000000 is outside the vocabulary",
+        );
         bad(|r| r.prompt_tokens[0] = 100, "prompt_tokens[0] = 100");
         bad(|r| r.behaviour_logprobs = vec![-0.1; 3], "3 values for 1 response tokens");
         bad(|r| (r.response_tokens, r.behaviour_logprobs) = (vec![], vec![]), "response_tokens is empty");
-        bad(|r| (r.response_tokens, r.behaviour_logprobs) = (vec![1; 5], vec![-0.1; 5]), "more than sampling.max_new_tokens = 4");
+        bad(
+            |r| (r.response_tokens, r.behaviour_logprobs) = (vec![1; 5], vec![-0.1; 5]),
+            "more than sampling.max_new_tokens = 4",
+        );
         bad(|r| r.prompt_tokens = vec![1; 9], "prompt_tokens has 9 tokens");
         bad(|r| r.source = "expert".into(), "source `expert`");
         bad(|r| r.iteration = 1 << 63, "this learner takes iterations 1..=2");
@@ -466,17 +510,30 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let store = Arc::new(LearnerStore::default());
-            store.set_limits(RowLimits { vocab: 100, max_response_tokens: 4, max_prompt_tokens: 8, max_ahead: 1 });
+            store.set_limits(RowLimits {
+                vocab: 100,
+                max_response_tokens: 4,
+                max_prompt_tokens: 8,
+                max_ahead: 1,
+            });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
-            tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
             let mut clients = Clients::new(Stamp::new(Some("t".into())));
             let mut nan = row(1, 7, 1);
             nan.behaviour_logprobs[0] = f32::NAN;
             let e = clients.put_rows(&addr, &[row(1, 7, 0), nan]).await.unwrap_err().to_string();
             assert!(e.contains("task 7, sample 1") && e.contains("behaviour_logprobs[0] = NaN"), "{e}");
-            assert_eq!(clients.put_rows(&addr, &[row(1, 7, 0), row(1, 7, 1)]).await.unwrap(), 2, "the refused batch left nothing behind");
+            assert_eq!(
+                clients.put_rows(&addr, &[row(1, 7, 0), row(1, 7, 1)]).await.unwrap(),
+                2,
+                "the refused batch left nothing behind"
+            );
         });
     }
 

@@ -11,23 +11,23 @@ use super::flight::{LearnerFlight, LearnerStore, RowLimits};
 use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::airl::localize;
-use crate::eval::{job, processbench};
-use crate::eval::records::{self, CorruptionRecord, SampleRecord};
-use airlift_proto::gsm8k::ProblemSource;
-use crate::train::optim::{AdamWConfig, FlatAdamW};
 use crate::airl::reward::RewardModel;
 use crate::airl::synth::Split;
 use crate::collective::nccl::{self, Nccl};
 use crate::collective::{Collective, TcpRing};
-use crate::train::checkpoint::{self, ModelState};
-use crate::train::DataParallel;
+use crate::eval::records::{self, CorruptionRecord, SampleRecord};
+use crate::eval::{job, processbench};
 use crate::generate::SamplingParams;
 use crate::gsm8k;
 use crate::model;
 use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::{self, ModelState};
+use crate::train::optim::{AdamWConfig, FlatAdamW};
+use crate::train::DataParallel;
 use airlift_proto::auth::Guard;
 use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::RunConfig;
+use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg, worker_message};
 use airlift_proto::trajectory::{self, TrajectoryRow};
 use std::path::Path;
@@ -54,122 +54,159 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             tracing::error!(error = %e, "flight server stopped");
         }
     });
-    let req = pb::RegisterRequest { device: super::local_device_name(), flight_addr: flight_addr.clone(), collective_addr: ring_addr, rank: opts.rank, ..Default::default() };
+    let req = pb::RegisterRequest {
+        device: super::local_device_name(),
+        flight_addr: flight_addr.clone(),
+        collective_addr: ring_addr,
+        rank: opts.rank,
+        ..Default::default()
+    };
     let mut s = register(opts, req, rt)?;
     // Errors from here on also go to the coordinator, which reports them as the reason.
     let result = (|| -> Result<(), WorkerError> {
-    let cfg = s.config.clone();
-    let device = super::device(&cfg)?;
-    if cfg.workers.threads > 0 {
-        tch::set_num_threads(cfg.workers.threads as i32);
-    }
-
-    // Models: fp32 master weights, compute in the configured precision.
-    let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-    let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
-    let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
-    policy.model.set_compute_kind(compute);
-    let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
-    let reference = if cfg.policy.kl_coef > 0.0 {
-        Some(model::load(&cfg.model.policy, device, compute).map_err(|e| other(&e))?)
-    } else {
-        None
-    };
-    let reward_base = cfg.model.reward.clone().unwrap_or_else(|| cfg.model.policy.clone());
-    let mut reward = match &cfg.model.reward_weights {
-        Some(dir) => RewardModel::load(dir, device).map_err(|e| other(&format!("model.reward_weights {}: {e}", dir.display())))?,
-        None => RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED).map_err(|e| other(&e))?,
-    };
-    reward.set_compute_kind(compute);
-    // From here on pushed rows are checked against the run (see `RowLimits`).
-    store.set_limits(RowLimits {
-        vocab: policy.model.config().vocab_size as u32,
-        max_response_tokens: cfg.sampling.max_new_tokens as usize,
-        max_prompt_tokens: policy.model.config().max_position_embeddings as usize,
-        max_ahead: cfg.run.max_staleness.saturating_add(1),
-    });
-    let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
-    let pad = policy.model.config().pad_token_id.unwrap_or(eos);
-
-    // Rendezvous: the first message the coordinator sends a learner.
-    let rdv = match s.inbox.recv() {
-        Ok(Msg::Rendezvous(r)) => r,
-        Ok(Msg::Shutdown(sd)) => {
-            tracing::info!(reason = %sd.reason, "shut down before the rendezvous");
-            return Ok(());
+        let cfg = s.config.clone();
+        let device = super::device(&cfg)?;
+        if cfg.workers.threads > 0 {
+            tch::set_num_threads(cfg.workers.threads as i32);
         }
-        Ok(other) => return Err(WorkerError::Other(format!("expected a rendezvous first, got {other:?}"))),
-        Err(_) => return Err(WorkerError::Other("coordinator stream closed before the rendezvous".into())),
-    };
-    let (rank, world) = (rdv.rank as usize, rdv.world_size as usize);
-    let coll: Box<dyn Collective> = if device.is_cuda() {
-        let id = if rank == 0 {
-            let id = nccl::unique_id().map_err(|e| other(&e))?;
-            s.send_up(worker_message::Kind::NcclId(pb::NcclId { unique_id: id.clone() }))?;
-            id
+
+        // Models: fp32 master weights, compute in the configured precision.
+        let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
+        let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+        let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
+        policy.model.set_compute_kind(compute);
+        let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
+        let reference = if cfg.policy.kl_coef > 0.0 {
+            Some(model::load(&cfg.model.policy, device, compute).map_err(|e| other(&e))?)
         } else {
-            rdv.nccl_unique_id.clone()
+            None
         };
-        let c = Nccl::init(rank, world, &id).map_err(|e| other(&e))?;
-        tracing::info!(rank, world, nccl = %nccl::version().unwrap_or_default(), "NCCL communicator formed");
-        Box::new(c)
-    } else {
-        let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, s.stamp_tag()).map_err(|e| other(&e))?;
-        tracing::info!(rank, world, "collective ring formed");
-        Box::new(ring)
-    };
-    let dp = DataParallel { coll };
+        let reward_base = cfg.model.reward.clone().unwrap_or_else(|| cfg.model.policy.clone());
+        let mut reward = match &cfg.model.reward_weights {
+            Some(dir) => RewardModel::load(dir, device).map_err(|e| other(&format!("model.reward_weights {}: {e}", dir.display())))?,
+            None => {
+                RewardModel::from_base(&reward_base, cfg.reward.backbone_layers.map(|k| k as usize), device, cfg.run.seed ^ 0x5EED).map_err(|e| other(&e))?
+            }
+        };
+        reward.set_compute_kind(compute);
+        // From here on pushed rows are checked against the run (see `RowLimits`).
+        store.set_limits(RowLimits {
+            vocab: policy.model.config().vocab_size as u32,
+            max_response_tokens: cfg.sampling.max_new_tokens as usize,
+            max_prompt_tokens: policy.model.config().max_position_embeddings as usize,
+            max_ahead: cfg.run.max_staleness.saturating_add(1),
+        });
+        let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
+        let pad = policy.model.config().pad_token_id.unwrap_or(eos);
 
-    let total_iters = cfg.run.iterations.max(1);
-    let policy_cfg = AdamWConfig { lr: cfg.policy.lr, warmup_steps: 0, total_steps: 0, ..Default::default() };
-    let policy_opt = if cfg.policy.steps == 0 { FlatAdamW::frozen(&policy.vs, policy_cfg, rank, world) } else { FlatAdamW::sharded(&policy.vs, policy_cfg, rank, world) };
-    let reward_opt = FlatAdamW::sharded(
-        &reward.vs,
-        AdamWConfig { lr: cfg.reward.lr, total_steps: total_iters * cfg.reward.disc_steps as u64, ..Default::default() },
-        rank,
-        world,
-    );
-    let policy_vs = policy.vs;
-    let learner = Learner { policy: policy.model, policy_opt, reference: reference.map(|r| r.model), reward, reward_opt };
-    let airl = airl_config(&cfg, pad);
-    let data = RunData::new(&cfg, eos as u32);
-    let traj_dir = s.run_dir.join("trajectories");
-    let mut me = Rank { l: learner, policy_vs, dp, cfg, airl, tok, data, store: store.clone(), rank, world, traj_dir };
-    if !rdv.resume_checkpoint.is_empty() {
-        let version = me.resume(Path::new(&rdv.resume_checkpoint))?;
-        if rank == 0 {
-            store.publish(version, flat_params(&me.policy_vs));
+        // Rendezvous: the first message the coordinator sends a learner.
+        let rdv = match s.inbox.recv() {
+            Ok(Msg::Rendezvous(r)) => r,
+            Ok(Msg::Shutdown(sd)) => {
+                tracing::info!(reason = %sd.reason, "shut down before the rendezvous");
+                return Ok(());
+            }
+            Ok(other) => return Err(WorkerError::Other(format!("expected a rendezvous first, got {other:?}"))),
+            Err(_) => return Err(WorkerError::Other("coordinator stream closed before the rendezvous".into())),
+        };
+        let (rank, world) = (rdv.rank as usize, rdv.world_size as usize);
+        let coll: Box<dyn Collective> = if device.is_cuda() {
+            let id = if rank == 0 {
+                let id = nccl::unique_id().map_err(|e| other(&e))?;
+                s.send_up(worker_message::Kind::NcclId(pb::NcclId { unique_id: id.clone() }))?;
+                id
+            } else {
+                rdv.nccl_unique_id.clone()
+            };
+            let c = Nccl::init(rank, world, &id).map_err(|e| other(&e))?;
+            tracing::info!(rank, world, nccl = %nccl::version().unwrap_or_default(), "NCCL communicator formed");
+            Box::new(c)
+        } else {
+            let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, s.stamp_tag()).map_err(|e| other(&e))?;
+            tracing::info!(rank, world, "collective ring formed");
+            Box::new(ring)
+        };
+        let dp = DataParallel { coll };
+
+        let total_iters = cfg.run.iterations.max(1);
+        let policy_cfg = AdamWConfig {
+            lr: cfg.policy.lr,
+            warmup_steps: 0,
+            total_steps: 0,
+            ..Default::default()
+        };
+        let policy_opt = if cfg.policy.steps == 0 {
+            FlatAdamW::frozen(&policy.vs, policy_cfg, rank, world)
+        } else {
+            FlatAdamW::sharded(&policy.vs, policy_cfg, rank, world)
+        };
+        let reward_opt = FlatAdamW::sharded(
+            &reward.vs,
+            AdamWConfig {
+                lr: cfg.reward.lr,
+                total_steps: total_iters * cfg.reward.disc_steps as u64,
+                ..Default::default()
+            },
+            rank,
+            world,
+        );
+        let policy_vs = policy.vs;
+        let learner = Learner {
+            policy: policy.model,
+            policy_opt,
+            reference: reference.map(|r| r.model),
+            reward,
+            reward_opt,
+        };
+        let airl = airl_config(&cfg, pad);
+        let data = RunData::new(&cfg, eos as u32);
+        let traj_dir = s.run_dir.join("trajectories");
+        let mut me = Rank {
+            l: learner,
+            policy_vs,
+            dp,
+            cfg,
+            airl,
+            tok,
+            data,
+            store: store.clone(),
+            rank,
+            world,
+            traj_dir,
+        };
+        if !rdv.resume_checkpoint.is_empty() {
+            let version = me.resume(Path::new(&rdv.resume_checkpoint))?;
+            if rank == 0 {
+                store.publish(version, flat_params(&me.policy_vs));
+            }
+        } else if rank == 0 {
+            store.publish(0, flat_params(&me.policy_vs));
         }
-    } else if rank == 0 {
-        store.publish(0, flat_params(&me.policy_vs));
-    }
 
-    while let Ok(msg) = s.inbox.recv() {
-        match msg {
-            Msg::Learner(task) => {
-                let task_id = task.task_id;
-                let result = me.run_task(&task, &s.progress(task_id));
-                if let Err(e) = &result {
-                    tracing::error!(task_id, error = %e, "learner task failed");
+        while let Ok(msg) = s.inbox.recv() {
+            match msg {
+                Msg::Learner(task) => {
+                    let task_id = task.task_id;
+                    let result = me.run_task(&task, &s.progress(task_id));
+                    if let Err(e) = &result {
+                        tracing::error!(task_id, error = %e, "learner task failed");
+                    }
+                    s.report(task_id, result.map_err(|e| e.to_string()))?;
                 }
-                s.report(task_id, result.map_err(|e| e.to_string()))?;
+                Msg::Shutdown(sd) => {
+                    tracing::info!(reason = %sd.reason, "shutting down");
+                    break;
+                }
+                other => tracing::warn!(?other, "learner ignores this message"),
             }
-            Msg::Shutdown(sd) => {
-                tracing::info!(reason = %sd.reason, "shutting down");
-                break;
-            }
-            other => tracing::warn!(?other, "learner ignores this message"),
         }
-    }
-    Ok(())
+        Ok(())
     })();
     if let Err(e) = &result {
         s.fatal(e);
     }
     result
 }
-
-
 
 /// A learner rank between tasks: its models and optimizers, data parallelism, the run's settings
 /// and data, and where its outputs go. Each kind of learner task is one method.
@@ -226,7 +263,9 @@ impl Rank {
     /// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
     /// problems, `task.steps` data-parallel steps at `sft.lr`.
     fn sft_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
-        let Rank { l, dp, cfg, airl, tok, data, .. } = self;
+        let Rank {
+            l, dp, cfg, airl, tok, data, ..
+        } = self;
         let steps = task.steps as usize;
         let per_step = per_step(task)?;
         let t = Instant::now();
@@ -235,29 +274,43 @@ impl Rank {
         l.policy_opt.set_lr(cfg.sft.lr);
         let mut losses = Vec::with_capacity(steps);
         for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
-            let experts: Vec<Sample> = ids.iter().map(|&id| data.expert(tok, Split::Train, id)).collect::<Result<_, _>>().map_err(WorkerError::Other)?;
+            let experts: Vec<Sample> = ids
+                .iter()
+                .map(|&id| data.expert(tok, Split::Train, id))
+                .collect::<Result<_, _>>()
+                .map_err(WorkerError::Other)?;
             let loss = l.sft_step(&experts, airl, dp);
             tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
             progress(step as u32 + 1, steps as u32, &[("loss", loss)]);
             losses.push(loss);
         }
         l.policy_opt.set_lr(policy_lr);
-        Ok((0, serde_json::json!({
-            "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(), "sft_losses": losses,
-            "time_sft_s": t.elapsed().as_secs_f64(),
-        })))
-}
+        Ok((
+            0,
+            serde_json::json!({
+                "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(), "sft_losses": losses,
+                "time_sft_s": t.elapsed().as_secs_f64(),
+            }),
+        ))
+    }
 
     /// The reward warm start: `task.steps` discriminator steps on the experts of the task's
     /// problems against their own corruptions, with their own schedule (cosine over the warm start
     /// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
     fn reward_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
-        let Rank { l, dp, cfg, airl, tok, data, .. } = self;
+        let Rank {
+            l, dp, cfg, airl, tok, data, ..
+        } = self;
         let steps = task.steps as usize;
         let per_step = per_step(task)?;
         let t = Instant::now();
         let main = l.reward_opt.config().clone();
-        l.reward_opt.restart(AdamWConfig { lr: cfg.reward.warm_start_lr, warmup_steps: 0, total_steps: steps as u64, ..main.clone() });
+        l.reward_opt.restart(AdamWConfig {
+            lr: cfg.reward.warm_start_lr,
+            warmup_steps: 0,
+            total_steps: steps as u64,
+            ..main.clone()
+        });
         let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
         let mut losses = Vec::with_capacity(steps);
         for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
@@ -271,19 +324,37 @@ impl Rank {
             }
             loss_last = d.loss_last;
             losses.push(d.loss_last);
-            tracing::info!(step = step + 1, steps, loss = format!("{:.4}", d.loss_last), rss_mb = crate::sysmem::rss_now_mb().round(), "reward warm start");
+            tracing::info!(
+                step = step + 1,
+                steps,
+                loss = format!("{:.4}", d.loss_last),
+                rss_mb = crate::sysmem::rss_now_mb().round(),
+                "reward warm start"
+            );
             progress(step as u32 + 1, steps as u32, &[("loss", d.loss_last)]);
         }
         l.reward_opt.restart(main);
-        Ok((0, serde_json::json!({
-            "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last, "reward_warm_losses": losses,
-            "time_reward_warm_s": t.elapsed().as_secs_f64(),
-        })))
-}
-
+        Ok((
+            0,
+            serde_json::json!({
+                "reward_warm_steps": steps, "reward_warm_loss_first": loss_first, "reward_warm_loss_last": loss_last, "reward_warm_losses": losses,
+                "time_reward_warm_s": t.elapsed().as_secs_f64(),
+            }),
+        ))
+    }
 
     fn iteration(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
-        let Rank { l, dp, airl, tok, data, store, rank, traj_dir, .. } = self;
+        let Rank {
+            l,
+            dp,
+            airl,
+            tok,
+            data,
+            store,
+            rank,
+            traj_dir,
+            ..
+        } = self;
         let rank = *rank;
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
         let t_wait = Instant::now();
@@ -327,7 +398,7 @@ impl Rank {
         records::write_parquet(&path, &trajectory::to_batch(&rows_out)).map_err(|e| other(&e))?;
 
         Ok((rows.len() as u64, metrics))
-}
+    }
 
     /// Held-out metrics on the eval-split problems `ids`: expert vs corrupted and expert vs fresh
     /// policy samples (one per problem, the run's sampling settings), and the accuracy of those
@@ -356,7 +427,13 @@ impl Rank {
             let text = tok.decode(&c.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
             let ok = gsm8k::grade(&text, &data.problem(Split::Eval, id).problem).1;
             correct += ok as usize;
-            batch.policy.push(Sample { prompt: p.clone(), response: c.tokens, group: id as i64, correct: Some(ok), ..Default::default() });
+            batch.policy.push(Sample {
+                prompt: p.clone(),
+                response: c.tokens,
+                group: id as i64,
+                correct: Some(ok),
+                ..Default::default()
+            });
         }
         let rewards = l.rewards(&batch, airl);
         let a = rewards.aurocs(&batch);
@@ -376,7 +453,7 @@ impl Rank {
             "auroc_expert_corrupted_paired": a.expert_corrupted_paired, "auroc_expert_corrupted_tok": a.expert_corrupted_tok,
             "policy_accuracy": correct as f64 / n as f64, "problems": n,
         }))
-}
+    }
 
     /// Evaluation job: scores every token of the samples of the task's rollout tasks and of the
     /// controlled corruptions of its problems' expert answers (with the policy's log-probs), and
@@ -395,7 +472,12 @@ impl Rank {
         check_rows(task, &rows)?;
         let mut batch = IterationBatch::default();
         for r in &rows {
-            batch.policy.push(Sample { prompt: r.prompt_tokens.clone(), response: r.response_tokens.clone(), group: r.prompt_id as i64, ..Default::default() });
+            batch.policy.push(Sample {
+                prompt: r.prompt_tokens.clone(),
+                response: r.response_tokens.clone(),
+                group: r.prompt_id as i64,
+                ..Default::default()
+            });
         }
         let mut kinds = Vec::new();
         for &pid in &task.prompt_ids {
@@ -405,7 +487,11 @@ impl Rank {
             }
         }
         let rewards = l.rewards(&batch, airl);
-        let corrupted_lp = if batch.corrupted.is_empty() { Vec::new() } else { l.response_token_logprobs(&batch.corrupted, airl.pad_id) };
+        let corrupted_lp = if batch.corrupted.is_empty() {
+            Vec::new()
+        } else {
+            l.response_token_logprobs(&batch.corrupted, airl.pad_id)
+        };
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         let mut samples = Vec::with_capacity(rows.len());
         for (r, rw) in rows.iter().zip(&rewards.policy) {
@@ -450,7 +536,10 @@ impl Rank {
         records::write_parquet(&job::samples_part(dir, task.task_id), &records::samples_batch(&samples)).map_err(|e| other(&e))?;
         records::write_parquet(&job::corruptions_part(dir, task.task_id), &records::corruptions_batch(&corruptions)).map_err(|e| other(&e))?;
         let correct = samples.iter().filter(|s| s.correct).count();
-        Ok((samples.len() as u64, serde_json::json!({ "samples": samples.len(), "corruptions": corruptions.len(), "correct": correct, "time_score_s": t.elapsed().as_secs_f64() })))
+        Ok((
+            samples.len() as u64,
+            serde_json::json!({ "samples": samples.len(), "corruptions": corruptions.len(), "correct": correct, "time_score_s": t.elapsed().as_secs_f64() }),
+        ))
     }
 
     /// Evaluation job, rank 0 after every score task: merge the parts, write the Parquet files,
@@ -462,8 +551,12 @@ impl Rank {
         let cwd = std::env::current_dir().unwrap_or_default();
         let (label, problem_set) = (job::relative_paths(&task.label, &cwd), job::relative_paths(&task.problem_set, &cwd));
         if let ProblemSource::ProcessBench(file) = ProblemSource::parse(&task.problem_set) {
-            let (summary, table) = processbench::finish(Path::new(&task.output_dir), &label, &problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
-            return Ok((0, serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() })));
+            let (summary, table) =
+                processbench::finish(Path::new(&task.output_dir), &label, &problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
+            return Ok((
+                0,
+                serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() }),
+            ));
         }
         let compare: Vec<std::path::PathBuf> = task.compare_dirs.iter().map(std::path::PathBuf::from).collect();
         let j = job::Job {
@@ -475,7 +568,10 @@ impl Rank {
             compare: &compare,
         };
         let (summary, table) = job::finish(&j, &|t| tok.decode(&[t]).unwrap_or_default()).map_err(WorkerError::Other)?;
-        Ok((0, serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() })))
+        Ok((
+            0,
+            serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() }),
+        ))
     }
 
     /// Loads the learner state from a checkpoint the coordinator verified; returns its policy version.
@@ -484,15 +580,23 @@ impl Rank {
         let t = Instant::now();
         let m = ckpt::read_manifest(dir).map_err(|e| WorkerError::Other(e.to_string()))?;
         let mut models = [
-            ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
-            ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+            ModelState {
+                name: "policy",
+                vs: policy_vs,
+                opt: &mut l.policy_opt,
+            },
+            ModelState {
+                name: "reward",
+                vs: &l.reward.vs,
+                opt: &mut l.reward_opt,
+            },
         ];
         checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
         // Rows of the iterations after the checkpoint's are now in reach (see `RowLimits`).
         store.raise_floor(m.iteration + 1);
         tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
         Ok(m.policy_version)
-}
+    }
 
     /// Writes this rank's shard of a checkpoint and reports its file, layouts and step counts.
     fn checkpoint(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
@@ -501,14 +605,25 @@ impl Rank {
         let t = Instant::now();
         let dir = Path::new(&task.checkpoint_dir);
         let models = [
-            ModelState { name: "policy", vs: policy_vs, opt: &mut l.policy_opt },
-            ModelState { name: "reward", vs: &l.reward.vs, opt: &mut l.reward_opt },
+            ModelState {
+                name: "policy",
+                vs: policy_vs,
+                opt: &mut l.policy_opt,
+            },
+            ModelState {
+                name: "reward",
+                vs: &l.reward.vs,
+                opt: &mut l.reward_opt,
+            },
         ];
         let w = checkpoint::save_shard(dir, rank, world, &models).map_err(|e| WorkerError::Other(e.to_string()))?;
         let secs = t.elapsed().as_secs_f64();
         tracing::info!(file = %dir.join(&w.file.name).display(), mb = w.file.bytes / 1_000_000, secs = format!("{secs:.2}"), "checkpoint shard written");
-        Ok((0, serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs })))
-}
+        Ok((
+            0,
+            serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs }),
+        ))
+    }
 }
 
 impl Session {
@@ -521,15 +636,24 @@ impl Session {
     }
 }
 
-
 /// The rows of the rollout tasks `task` names, all of them (or an error after [`ROWS_TIMEOUT`]).
 fn take_rows(store: &LearnerStore, task: &pb::LearnerTask) -> Result<Vec<TrajectoryRow>, WorkerError> {
     let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
-    let rows = store
-        .take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT)
-        .ok_or_else(|| WorkerError::Other(format!("task {} (iteration {}): {expected} rows did not all arrive within {} s", task.task_id, task.iteration, ROWS_TIMEOUT.as_secs())))?;
+    let rows = store.take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT).ok_or_else(|| {
+        WorkerError::Other(format!(
+            "task {} (iteration {}): {expected} rows did not all arrive within {} s",
+            task.task_id,
+            task.iteration,
+            ROWS_TIMEOUT.as_secs()
+        ))
+    })?;
     if rows.len() != expected {
-        return Err(WorkerError::Other(format!("task {} (iteration {}): expected {expected} rows, got {}", task.task_id, task.iteration, rows.len())));
+        return Err(WorkerError::Other(format!(
+            "task {} (iteration {}): expected {expected} rows, got {}",
+            task.task_id,
+            task.iteration,
+            rows.len()
+        )));
     }
     Ok(rows)
 }
@@ -544,12 +668,19 @@ fn check_rows(task: &pb::LearnerTask, rows: &[TrajectoryRow]) -> Result<(), Work
         } else if !task.prompt_ids.contains(&r.prompt_id) {
             Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
         } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
-            Some(format!("prompt {} has sample {} twice", r.prompt_id, r.sample_index % task.samples_per_prompt.max(1)))
+            Some(format!(
+                "prompt {} has sample {} twice",
+                r.prompt_id,
+                r.sample_index % task.samples_per_prompt.max(1)
+            ))
         } else {
             None
         };
         if let Some(why) = bad {
-            return Err(WorkerError::Other(format!("iteration {}: row (task {}, sample {}) from Flight: {why}", task.iteration, r.task_id, r.sample_index)));
+            return Err(WorkerError::Other(format!(
+                "iteration {}: row (task {}, sample {}) from Flight: {why}",
+                task.iteration, r.task_id, r.sample_index
+            )));
         }
     }
     Ok(())
@@ -565,11 +696,13 @@ fn token_lines(tok: &Tokenizer, tokens: &[u32]) -> Vec<u32> {
 fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
     let n = task.prompt_ids.len();
     if task.steps == 0 || n % task.steps as usize != 0 {
-        return Err(WorkerError::Other(format!("task {}: {n} prompt ids do not split into {} equal steps", task.task_id, task.steps)));
+        return Err(WorkerError::Other(format!(
+            "task {}: {n} prompt ids do not split into {} equal steps",
+            task.task_id, task.steps
+        )));
     }
     Ok(n / task.steps as usize)
 }
-
 
 fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64, pid: u64, index: u32) -> TrajectoryRow {
     TrajectoryRow {
@@ -590,6 +723,3 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
         first_error_token: s.first_error_token.map(|v| v as i32),
     }
 }
-
-
-

@@ -68,7 +68,10 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 async fn connect(addr: &str, stamp: Stamp) -> Result<Client, WorkerError> {
     let start = std::time::Instant::now();
-    let endpoint = Channel::from_shared(addr.to_string()).map_err(|e| WorkerError::Connect { addr: addr.into(), what: format!("bad URL: {e}") })?;
+    let endpoint = Channel::from_shared(addr.to_string()).map_err(|e| WorkerError::Connect {
+        addr: addr.into(),
+        what: format!("bad URL: {e}"),
+    })?;
     loop {
         match endpoint.connect().await {
             Ok(ch) => return Ok(CoordinatorClient::with_interceptor(ch, stamp).max_decoding_message_size(64 << 20)),
@@ -76,7 +79,12 @@ async fn connect(addr: &str, stamp: Stamp) -> Result<Client, WorkerError> {
                 tracing::debug!(error = %e, "coordinator not reachable yet, retrying");
                 tokio::time::sleep(CONNECT_BACKOFF).await;
             }
-            Err(e) => return Err(WorkerError::Connect { addr: addr.into(), what: format!("not reachable for {} s: {e}", CONNECT_PATIENCE.as_secs()) }),
+            Err(e) => {
+                return Err(WorkerError::Connect {
+                    addr: addr.into(),
+                    what: format!("not reachable for {} s: {e}", CONNECT_PATIENCE.as_secs()),
+                })
+            }
         }
     }
 }
@@ -98,9 +106,14 @@ pub(crate) struct Session {
 impl Session {
     /// Sends one message up the attached stream.
     pub fn send_up(&self, kind: worker_message::Kind) -> Result<(), WorkerError> {
-        let m = pb::WorkerMessage { worker_id: self.worker_id, kind: Some(kind) };
+        let m = pb::WorkerMessage {
+            worker_id: self.worker_id,
+            kind: Some(kind),
+        };
         let up = self.up.clone();
-        self.rt.block_on(async move { up.send(m).await }).map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
+        self.rt
+            .block_on(async move { up.send(m).await })
+            .map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
     }
 
     /// Tells the coordinator this worker cannot go on and why (it reports the reason instead of
@@ -118,7 +131,10 @@ impl Session {
         let (up, worker_id) = (self.up.clone(), self.worker_id);
         move |done, total, values| {
             let values = values.iter().filter(|(_, v)| v.is_finite()).map(|&(k, v)| (k.to_string(), v)).collect();
-            let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Progress(pb::Progress { task_id, done, total, values })) };
+            let m = pb::WorkerMessage {
+                worker_id,
+                kind: Some(worker_message::Kind::Progress(pb::Progress { task_id, done, total, values })),
+            };
             let _ = up.try_send(m);
         }
     }
@@ -129,7 +145,14 @@ impl Session {
             Ok((rows, metrics)) => (true, String::new(), rows, metrics),
             Err(e) => (false, e, 0, String::new()),
         };
-        let req = pb::TaskReport { worker_id: self.worker_id, task_id, ok, error, rows, metrics_json };
+        let req = pb::TaskReport {
+            worker_id: self.worker_id,
+            task_id,
+            ok,
+            error,
+            rows,
+            metrics_json,
+        };
         let mut client = self.client.clone();
         self.rt.block_on(async move { client.report_task(req).await })?;
         Ok(())
@@ -162,13 +185,21 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
     let mut c = client.clone();
     let up = up_tx.clone();
     rt.spawn(async move {
-        let _ = up_tx.send(pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})) }).await;
+        let _ = up_tx
+            .send(pb::WorkerMessage {
+                worker_id,
+                kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})),
+            })
+            .await;
         let hb = up_tx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(heartbeat);
             loop {
                 tick.tick().await;
-                let m = pb::WorkerMessage { worker_id, kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})) };
+                let m = pb::WorkerMessage {
+                    worker_id,
+                    kind: Some(worker_message::Kind::Heartbeat(pb::Heartbeat {})),
+                };
                 if hb.send(m).await.is_err() {
                     break;
                 }
@@ -187,23 +218,38 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
                             }
                         }
                         Ok(None) => {
-                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: "coordinator closed the stream".into() }));
+                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
+                                reason: "coordinator closed the stream".into(),
+                            }));
                             break;
                         }
                         Err(e) => {
-                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: format!("stream to the coordinator broke: {}", e.message()) }));
+                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
+                                reason: format!("stream to the coordinator broke: {}", e.message()),
+                            }));
                             break;
                         }
                     }
                 }
             }
             Err(e) => {
-                let _ = down_tx.send(Msg::Shutdown(pb::Shutdown { reason: format!("attach refused: {}", e.message()) }));
+                let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
+                    reason: format!("attach refused: {}", e.message()),
+                }));
             }
         }
     });
     let run_dir = std::path::PathBuf::from(resp.run_dir);
-    Ok(Session { rt, client, worker_id, config, run_dir, stamp, inbox: down_rx, up })
+    Ok(Session {
+        rt,
+        client,
+        worker_id,
+        config,
+        run_dir,
+        stamp,
+        inbox: down_rx,
+        up,
+    })
 }
 
 /// Runs a worker process until the coordinator shuts it down.
@@ -222,7 +268,11 @@ pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
 /// The AIRL settings of a run config (`pad_id`: the policy's padding token).
 pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
     AirlConfig {
-        discriminator: if cfg.reward.discriminator == "logit" { DiscriminatorForm::Logit } else { DiscriminatorForm::Airl },
+        discriminator: if cfg.reward.discriminator == "logit" {
+            DiscriminatorForm::Logit
+        } else {
+            DiscriminatorForm::Airl
+        },
         label_smoothing: cfg.reward.label_smoothing,
         class_balance: cfg.reward.class_balance,
         reward_temperature: cfg.reward.temperature,
@@ -242,13 +292,18 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
         // Checked by `RunConfig::validate`.
         learner_behaviour: cfg.policy.behaviour_logprobs == "learner",
-        correct_policy_samples: crate::airl::losses::CorrectSamples::parse(&cfg.reward.correct_policy_samples).unwrap_or(crate::airl::losses::CorrectSamples::Negative),
+        correct_policy_samples: crate::airl::losses::CorrectSamples::parse(&cfg.reward.correct_policy_samples)
+            .unwrap_or(crate::airl::losses::CorrectSamples::Negative),
     }
 }
 
 /// What a worker reports as its device when it registers: `cuda:0` where libtorch sees a GPU.
 pub(crate) fn local_device_name() -> String {
-    if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }
+    if tch::Cuda::is_available() {
+        "cuda:0".into()
+    } else {
+        "cpu".into()
+    }
 }
 
 /// The device of this worker's models: `workers.device = "cuda"` takes GPU 0 (one GPU per worker
@@ -268,7 +323,10 @@ pub(crate) fn device(cfg: &RunConfig) -> Result<tch::Device, WorkerError> {
 
 /// FNV-1a over the bytes of f32 values: a cheap fingerprint for "bitwise identical".
 pub fn fingerprint(values: &[f32]) -> String {
-    let h = values.iter().flat_map(|v| v.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let h = values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
     format!("{h:016x}")
 }
 

@@ -14,40 +14,56 @@ use std::time::Instant;
 use tch::Kind;
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
-    let mut s = register(opts, pb::RegisterRequest { device: super::local_device_name(), ..Default::default() }, rt)?;
+    let mut s = register(
+        opts,
+        pb::RegisterRequest {
+            device: super::local_device_name(),
+            ..Default::default()
+        },
+        rt,
+    )?;
     // Errors from here on also go to the coordinator, which reports them as the reason.
     let result = (|| -> Result<(), WorkerError> {
-    let cfg = s.config.clone();
-    if cfg.workers.threads > 0 {
-        tch::set_num_threads(cfg.workers.threads as i32);
-    }
-    let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
-    let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
-    let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
-    let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
-    let pad = m.model.config().pad_token_id.unwrap_or(eos.first().copied().unwrap_or(0));
-    let data = RunData::new(&cfg, eos.first().copied().unwrap_or(0) as u32);
-    let gen = Generator::new(&m.model, cfg.sampling.max_batch as usize);
-    tracing::info!(worker_id = s.worker_id, cuda_graphs = gen.uses_graphs(), "rollout worker ready");
-    let mut w = Rollout { clients: flight::Clients::new(s.stamp.clone()), m, gen, tok, data, version: 0, eos, pad };
-    while let Ok(msg) = s.inbox.recv() {
-        match msg {
-            Msg::Rollout(task) => {
-                let task_id = task.task_id;
-                let result = w.run_task(&mut s, task);
-                if let Err(e) = &result {
-                    tracing::error!(task_id, error = %e, "rollout task failed");
-                }
-                s.report(task_id, result.map_err(|e| e.to_string()))?;
-            }
-            Msg::Shutdown(sd) => {
-                tracing::info!(reason = %sd.reason, "shutting down");
-                break;
-            }
-            other => tracing::warn!(?other, "rollout worker ignores this message"),
+        let cfg = s.config.clone();
+        if cfg.workers.threads > 0 {
+            tch::set_num_threads(cfg.workers.threads as i32);
         }
-    }
-    Ok(())
+        let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+        let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
+        let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
+        let pad = m.model.config().pad_token_id.unwrap_or(eos.first().copied().unwrap_or(0));
+        let data = RunData::new(&cfg, eos.first().copied().unwrap_or(0) as u32);
+        let gen = Generator::new(&m.model, cfg.sampling.max_batch as usize);
+        tracing::info!(worker_id = s.worker_id, cuda_graphs = gen.uses_graphs(), "rollout worker ready");
+        let mut w = Rollout {
+            clients: flight::Clients::new(s.stamp.clone()),
+            m,
+            gen,
+            tok,
+            data,
+            version: 0,
+            eos,
+            pad,
+        };
+        while let Ok(msg) = s.inbox.recv() {
+            match msg {
+                Msg::Rollout(task) => {
+                    let task_id = task.task_id;
+                    let result = w.run_task(&mut s, task);
+                    if let Err(e) = &result {
+                        tracing::error!(task_id, error = %e, "rollout task failed");
+                    }
+                    s.report(task_id, result.map_err(|e| e.to_string()))?;
+                }
+                Msg::Shutdown(sd) => {
+                    tracing::info!(reason = %sd.reason, "shutting down");
+                    break;
+                }
+                other => tracing::warn!(?other, "rollout worker ignores this message"),
+            }
+        }
+        Ok(())
     })();
     if let Err(e) = &result {
         s.fatal(e);
@@ -71,15 +87,23 @@ struct Rollout {
 impl Rollout {
     /// Runs one rollout task: pulls newer weights if needed, samples, grades, sends the rows.
     fn run_task(&mut self, s: &mut Session, task: pb::RolloutTask) -> Result<(u64, String), WorkerError> {
-        let Rollout { clients, m, gen, tok, data, version, eos, pad } = self;
+        let Rollout {
+            clients,
+            m,
+            gen,
+            tok,
+            data,
+            version,
+            eos,
+            pad,
+        } = self;
         let (eos, pad) = (eos.as_slice(), *pad);
         let mut sync_ms = 0.0;
         if task.policy_version != *version {
             let t = Instant::now();
-            let flat = s
-                .rt
-                .block_on(clients.get_weights(&task.weights_flight_addr, task.policy_version))
-                .map_err(|e| WorkerError::Other(format!("pulling policy v{} from {}: {e}", task.policy_version, task.weights_flight_addr)))?;
+            let flat =
+                s.rt.block_on(clients.get_weights(&task.weights_flight_addr, task.policy_version))
+                    .map_err(|e| WorkerError::Other(format!("pulling policy v{} from {}: {e}", task.policy_version, task.weights_flight_addr)))?;
             load_flat_params(&m.vs, &flat)?;
             gen.refresh(&m.model);
             *version = task.policy_version;
@@ -134,10 +158,9 @@ impl Rollout {
         }
         let gen_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let accepted = s
-            .rt
-            .block_on(clients.put_rows(&task.learner_flight_addr, &rows))
-            .map_err(|e| WorkerError::Other(format!("sending rows to {}: {e}", task.learner_flight_addr)))?;
+        let accepted =
+            s.rt.block_on(clients.put_rows(&task.learner_flight_addr, &rows))
+                .map_err(|e| WorkerError::Other(format!("sending rows to {}: {e}", task.learner_flight_addr)))?;
         let transfer_ms = t.elapsed().as_secs_f64() * 1e3;
         let correct = rows.iter().filter(|r| r.correct == Some(true)).count();
         let metrics = serde_json::json!({

@@ -56,10 +56,19 @@ fn dd_write(path: &Path, bytes: u64) -> anyhow::Result<f64> {
 
 /// Runs the benchmark for each rank count in `worlds`, writing under `dir`.
 pub fn run(model_dir: &Path, reward_layers: usize, worlds: &[usize], dir: &Path) -> anyhow::Result<()> {
-    println!("checkpoint benchmark: {} (policy + {reward_layers}-layer reward, fp32 parameters + AdamW m, v), folder {}", model_dir.display(), dir.display());
-    println!("{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "ranks", "MB", "write s", "MB/s", "verify s", "MB/s", "load s", "MB/s", "dd s", "dd MB/s");
+    println!(
+        "checkpoint benchmark: {} (policy + {reward_layers}-layer reward, fp32 parameters + AdamW m, v), folder {}",
+        model_dir.display(),
+        dir.display()
+    );
+    println!(
+        "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "ranks", "MB", "write s", "MB/s", "verify s", "MB/s", "load s", "MB/s", "dd s", "dd MB/s"
+    );
     for &world in worlds {
-        let mut ranks = (0..world).map(|r| rank_state(model_dir, reward_layers, r, world)).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut ranks = (0..world)
+            .map(|r| rank_state(model_dir, reward_layers, r, world))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let step = dir.join(format!("bench-{world}"));
         let _ = std::fs::remove_dir_all(&step);
         std::fs::create_dir_all(&step)?;
@@ -71,7 +80,18 @@ pub fn run(model_dir: &Path, reward_layers: usize, worlds: &[usize], dir: &Path)
                 .map(|(r, st)| {
                     let step = step.clone();
                     s.spawn(move || {
-                        let models = [ModelState { name: "policy", vs: &st.policy.vs, opt: &mut st.p_opt }, ModelState { name: "reward", vs: &st.reward.vs, opt: &mut st.r_opt }];
+                        let models = [
+                            ModelState {
+                                name: "policy",
+                                vs: &st.policy.vs,
+                                opt: &mut st.p_opt,
+                            },
+                            ModelState {
+                                name: "reward",
+                                vs: &st.reward.vs,
+                                opt: &mut st.r_opt,
+                            },
+                        ];
                         save_shard(&step, r, world, &models)
                     })
                 })
@@ -92,8 +112,17 @@ pub fn run(model_dir: &Path, reward_layers: usize, worlds: &[usize], dir: &Path)
             layouts: written[0].layouts.clone(),
             optimizer_steps: written[0].optimizer_steps.clone(),
             files: written.iter().map(|w| w.file.clone()).collect(),
-            rng: ckpt::RngState { run_seed: 0, learners: String::new(), rollouts: String::new() },
-            data: ckpt::DataFrontier { prompts_trained: 0, sft_prompts: [0, 0], reward_warm_prompts: [0, 0], next_task_id: 0 },
+            rng: ckpt::RngState {
+                run_seed: 0,
+                learners: String::new(),
+                rollouts: String::new(),
+            },
+            data: ckpt::DataFrontier {
+                prompts_trained: 0,
+                sft_prompts: [0, 0],
+                reward_warm_prompts: [0, 0],
+                next_task_id: 0,
+            },
             config_sha256: String::new(),
             config_may_differ: Vec::new(),
             config_toml: String::new(),
@@ -109,7 +138,18 @@ pub fn run(model_dir: &Path, reward_layers: usize, worlds: &[usize], dir: &Path)
                 .map(|st| {
                     let (step, m) = (step.clone(), &m);
                     s.spawn(move || {
-                        let mut models = [ModelState { name: "policy", vs: &st.policy.vs, opt: &mut st.p_opt }, ModelState { name: "reward", vs: &st.reward.vs, opt: &mut st.r_opt }];
+                        let mut models = [
+                            ModelState {
+                                name: "policy",
+                                vs: &st.policy.vs,
+                                opt: &mut st.p_opt,
+                            },
+                            ModelState {
+                                name: "reward",
+                                vs: &st.reward.vs,
+                                opt: &mut st.r_opt,
+                            },
+                        ];
                         load(&step, m, &mut models)
                     })
                 })

@@ -4,7 +4,7 @@
 
 use super::flat::{layout_of, FlatLayout};
 use super::optim::FlatAdamW;
-use airlift_proto::checkpoint::{self as ckpt, CheckpointError, FileEntry, Manifest, Shards, ShardWriter};
+use airlift_proto::checkpoint::{self as ckpt, CheckpointError, FileEntry, Manifest, ShardWriter, Shards};
 use std::path::Path;
 use tch::nn::VarStore;
 
@@ -67,7 +67,12 @@ pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) 
             if let Some(i) = chunk.iter().position(|v| !v.is_finite()) {
                 return Err(CheckpointError::BadFile {
                     path: path.clone(),
-                    what: format!("{} parameter {} is {}: a checkpoint with non-finite parameters is not written", m.name, at + i, chunk[i]),
+                    what: format!(
+                        "{} parameter {} is {}: a checkpoint with non-finite parameters is not written",
+                        m.name,
+                        at + i,
+                        chunk[i]
+                    ),
                 });
             }
             at += chunk.len();
@@ -96,7 +101,16 @@ pub fn save_shard(dir: &Path, rank: usize, world: usize, models: &[ModelState]) 
         steps.insert(m.name.to_string(), m.opt.steps_taken());
     }
     let (bytes, sha256) = w.finish()?;
-    Ok(Written { file: FileEntry { name, rank: rank as u32, bytes, sha256 }, layouts, optimizer_steps: steps })
+    Ok(Written {
+        file: FileEntry {
+            name,
+            rank: rank as u32,
+            bytes,
+            sha256,
+        },
+        layouts,
+        optimizer_steps: steps,
+    })
 }
 
 /// Loads the checkpoint in `dir` (already verified) into `models`: every model's whole
@@ -107,7 +121,10 @@ pub fn load(dir: &Path, m: &Manifest, models: &mut [ModelState]) -> Result<(), S
     let manifest = dir.join(ckpt::MANIFEST);
     for s in models.iter() {
         let ours = layout_of(s.vs);
-        let theirs = m.layouts.get(s.name).ok_or_else(|| format!("{}: no layout for `{}`", manifest.display(), s.name))?;
+        let theirs = m
+            .layouts
+            .get(s.name)
+            .ok_or_else(|| format!("{}: no layout for `{}`", manifest.display(), s.name))?;
         if *theirs != ours {
             let diff = theirs
                 .names

@@ -39,7 +39,9 @@ impl GradReducer for DataParallel {
         if self.coll.world() == 1 {
             return;
         }
-        self.coll.all_reduce_sum_tensor(grad).unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
+        self.coll
+            .all_reduce_sum_tensor(grad)
+            .unwrap_or_else(|e| panic!("learner rank {}: gradient all-reduce failed: {e}", self.coll.rank()));
         let w = self.coll.world() as f64;
         tch::no_grad(|| {
             let _ = grad.g_div_scalar_(w);
@@ -51,7 +53,9 @@ impl GradReducer for DataParallel {
             return x;
         }
         let mut t = Tensor::from_slice(&[x]);
-        self.coll.all_reduce_sum_tensor(&mut t).unwrap_or_else(|e| panic!("learner rank {}: all-reduce of a scalar failed: {e}", self.coll.rank()));
+        self.coll
+            .all_reduce_sum_tensor(&mut t)
+            .unwrap_or_else(|e| panic!("learner rank {}: all-reduce of a scalar failed: {e}", self.coll.rank()));
         t.double_value(&[0]) / self.coll.world() as f64
     }
 
@@ -60,6 +64,8 @@ impl GradReducer for DataParallel {
             return;
         }
         let counts = opt.shard_counts(self.coll.world());
-        self.coll.all_gather_tensor(opt.flat(), &counts).unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
+        self.coll
+            .all_gather_tensor(opt.flat(), &counts)
+            .unwrap_or_else(|e| panic!("learner rank {}: parameter all-gather failed: {e}", self.coll.rank()));
     }
 }

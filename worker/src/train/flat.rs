@@ -24,7 +24,12 @@ pub fn layout_of(vs: &VarStore) -> FlatLayout {
         offsets.push(total);
         total += t.numel() as i64;
     }
-    FlatLayout { names: vars.iter().map(|(n, _)| n.clone()).collect(), shapes: vars.iter().map(|(_, t)| t.size()).collect(), offsets, total }
+    FlatLayout {
+        names: vars.iter().map(|(n, _)| n.clone()).collect(),
+        shapes: vars.iter().map(|(_, t)| t.size()).collect(),
+        offsets,
+        total,
+    }
 }
 
 /// Flat fp32 values of the trainable variables of `vs`, in flat order.

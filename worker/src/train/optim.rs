@@ -291,7 +291,11 @@ impl FlatAdamW {
         let grad_norm = tch::no_grad(|| grad.norm().double_value(&[]));
         if !grad_norm.is_finite() {
             self.skipped += 1;
-            tracing::warn!(grad_norm, skipped = self.skipped, "non-finite gradient: optimizer step skipped, parameters unchanged");
+            tracing::warn!(
+                grad_norm,
+                skipped = self.skipped,
+                "non-finite gradient: optimizer step skipped, parameters unchanged"
+            );
             return StepStats { grad_norm, lr };
         }
         self.step += 1;
@@ -353,7 +357,13 @@ impl FlatAdamW {
                 continue;
             }
             let weight_decay = if decayed { c.weight_decay } else { 0.0 };
-            let h = crate::cuda::AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, weight_decay, eps: c.eps };
+            let h = crate::cuda::AdamWStep {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                weight_decay,
+                eps: c.eps,
+            };
             crate::cuda::fused_adamw(&p, &gs, &m, &v, &self.step_t, h).unwrap_or_else(|e| panic!("{e}"));
         }
     }
