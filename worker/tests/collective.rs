@@ -147,3 +147,45 @@ fn nccl_collectives_on_one_gpu() {
     assert!(c.all_reduce_sum_device(&bad).unwrap_err().to_string().contains("f32"));
     assert!(c.all_gather_device(&t, &[3, 4]).is_err());
 }
+
+/// Strangers on a rank's collective port before the ring forms — one that connects and says
+/// nothing, one that sends 16 random bytes, one with another run's tag, one claiming a wrong
+/// rank — are dropped, and the ring still forms and sums right.
+#[test]
+fn strangers_on_the_collective_port_do_not_stall_or_end_the_ring() {
+    use airlift_worker::collective::TcpRing;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let listeners: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    // Connected before the ranks accept: they sit in the listen backlog ahead of the real peer.
+    let idle = TcpStream::connect(&addrs[0]).unwrap();
+    let mut garbage = TcpStream::connect(&addrs[0]).unwrap();
+    garbage.write_all(&[0xA5; 16]).unwrap();
+    let mut other_run = TcpStream::connect(&addrs[1]).unwrap();
+    other_run.write_all(&0u64.to_le_bytes()).unwrap();
+    other_run.write_all(&7u64.to_le_bytes()).unwrap();
+    let mut wrong_rank = TcpStream::connect(&addrs[1]).unwrap();
+    wrong_rank.write_all(&5u64.to_le_bytes()).unwrap();
+    wrong_rank.write_all(&42u64.to_le_bytes()).unwrap();
+    let t = std::time::Instant::now();
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                let mut ring = TcpRing::connect(r, &addrs, l, 42)?;
+                let mut v = vec![r as f32 + 1.0; 5];
+                ring.all_reduce_sum(&mut v)?;
+                Ok::<_, std::io::Error>(v)
+            })
+        })
+        .collect();
+    for h in handles {
+        let v = h.join().unwrap().expect("the ring forms despite the strangers");
+        assert_eq!(v, vec![3.0; 5]);
+    }
+    println!("ring formed in {:.1} s past 4 strangers", t.elapsed().as_secs_f64());
+    drop(idle);
+}

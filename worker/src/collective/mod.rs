@@ -133,24 +133,7 @@ impl TcpRing {
                 }
             }
         });
-        let (mut prev, _) = listener.accept()?;
-        prev.set_nodelay(true)?;
-        let mut hello = [0u8; 16];
-        prev.read_exact(&mut hello)?;
-        let from = u64::from_le_bytes(hello[..8].try_into().unwrap()) as usize;
-        let their_tag = u64::from_le_bytes(hello[8..].try_into().unwrap());
-        if their_tag != tag {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "collective: a peer of another run (or with another token) connected",
-            ));
-        }
-        if from != (rank + world - 1) % world {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("collective: rank {rank} expected rank {} before it, got {from}", (rank + world - 1) % world),
-            ));
-        }
+        let prev = accept_peer(&listener, rank, world, tag)?;
         let next = dialer.join().expect("dialer thread")?;
         Ok(TcpRing {
             rank,
@@ -260,6 +243,55 @@ impl Collective for TcpRing {
             next.write_all(bytemuck_f32(data))?;
         }
         Ok(())
+    }
+}
+
+/// How long a connection to a rank's collective port may take to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts the previous rank's connection on `listener`: it must send its rank and the run's
+/// `tag` within [`HELLO_TIMEOUT`]. Any other connection (idle, garbage, another run's, a wrong
+/// rank) is dropped with a warning and the next one is awaited, until [`CONNECT_TIMEOUT`]: a
+/// stranger cannot stall or end the run by connecting first.
+fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64) -> io::Result<TcpStream> {
+    let want = (rank + world - 1) % world;
+    let start = std::time::Instant::now();
+    listener.set_nonblocking(true)?;
+    loop {
+        let (mut s, addr) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if start.elapsed() > CONNECT_TIMEOUT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("collective: rank {want} did not connect to rank {rank} within {CONNECT_TIMEOUT:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(HELLO_TIMEOUT))?;
+        let mut hello = [0u8; 16];
+        let why = match s.read_exact(&mut hello) {
+            Err(e) => format!("no hello within {HELLO_TIMEOUT:?} ({e})"),
+            Ok(()) => {
+                let from = u64::from_le_bytes(hello[..8].try_into().unwrap());
+                let their_tag = u64::from_le_bytes(hello[8..].try_into().unwrap());
+                if their_tag != tag {
+                    "not this run's token".to_string()
+                } else if from != want as u64 {
+                    format!("says it is rank {from}, expected rank {want}")
+                } else {
+                    s.set_read_timeout(None)?;
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+            }
+        };
+        tracing::warn!(%addr, rank, "collective: dropped a connection to this rank's port: {why}");
     }
 }
 
