@@ -121,11 +121,20 @@ pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
 /// Starts `coordinator args` in its own process group and calls `on_line(line, pgid)` for each
 /// line of its log (to kill something at the right moment). Returns (success, stdout, log).
 /// Kills the group after `timeout`.
-pub fn coordinator_watched(args: &[&str], timeout: std::time::Duration, mut on_line: impl FnMut(&str, u32)) -> (bool, String, String) {
+pub fn coordinator_watched(args: &[&str], timeout: std::time::Duration, on_line: impl FnMut(&str, u32)) -> (bool, String, String) {
+    let coordinator = bin("coordinator");
+    let mut all = vec![coordinator.to_str().unwrap()];
+    all.extend_from_slice(args);
+    command_watched(&all, timeout, on_line)
+}
+
+/// [`coordinator_watched`] for any command line (`argv[0]` a program on PATH or a path), e.g.
+/// the coordinator under `prlimit`.
+pub fn command_watched(argv: &[&str], timeout: std::time::Duration, mut on_line: impl FnMut(&str, u32)) -> (bool, String, String) {
     use std::io::{BufRead, Read};
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(bin("coordinator"))
-        .args(args)
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

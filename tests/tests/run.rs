@@ -354,3 +354,50 @@ fn a_worker_that_cannot_start_ends_the_local_run_with_its_error() {
     assert!(start.elapsed().as_secs() < 60, "the run must stop when its workers die, not wait for them");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Idle connections cannot exhaust the coordinator: under an open-file limit of 512 (so at most
+/// 256 connections served), 600 connections that never send a byte are opened while a run goes
+/// on. The extra ones are refused at once, the others closed after the hello deadline, and the
+/// run completes. (Before the cap, 1,100 such connections ended a run under `ulimit -n 1024`.)
+#[test]
+fn idle_connections_do_not_exhaust_the_coordinator() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("idle");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &run, "")).unwrap();
+    let coordinator = bin("coordinator");
+    let mut strangers = Vec::new();
+    let mut url = None;
+    let (ok, out, log) = command_watched(
+        &[
+            "prlimit",
+            "--nofile=512:512",
+            "--",
+            coordinator.to_str().unwrap(),
+            "--config",
+            dir.join("c.toml").to_str().unwrap(),
+            "--local",
+        ],
+        std::time::Duration::from_secs(300),
+        |line, _| {
+            if let Some(u) = line.split("url=http://").nth(1) {
+                url = Some(u.split_whitespace().next().unwrap().to_string());
+            }
+            if strangers.is_empty() && line.contains("rollouts queued") {
+                let addr = url.clone().expect("the coordinator's url came first");
+                for _ in 0..600 {
+                    if let Ok(s) = std::net::TcpStream::connect(&addr) {
+                        strangers.push(s);
+                    }
+                }
+            }
+        },
+    );
+    assert!(strangers.len() >= 500, "only {} connections opened", strangers.len());
+    assert!(ok, "the run did not survive {} idle connections:\n{out}\n{log}", strangers.len());
+    assert!(log.contains("connection refused: the coordinator already serves its maximum"), "{log}");
+    drop(strangers);
+    check_run(&run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
