@@ -10,7 +10,6 @@
 //! them as Hugging Face folders ([`export`]). `--local` runs restart lost learners from the
 //! newest checkpoint.
 
-pub mod conn;
 pub mod eval;
 pub mod export;
 pub mod failure;
@@ -267,12 +266,10 @@ pub async fn serve(
     let svc = server::service(tx.clone(), Guard::new(token));
     // Bounded: a connection cap and a deadline for a first byte (conn.rs); HTTP/2 keepalive
     // closes connections whose peer stopped answering.
-    let incoming = conn::incoming(listener, conn::cap());
+    let incoming = airlift_proto::conn::incoming(listener, airlift_proto::conn::cap());
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        airlift_proto::conn::server()
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = server_stopped.await;

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod checkpoint;
 pub mod config;
+pub mod conn;
 pub mod gsm8k;
 pub mod ids;
 pub mod processbench;

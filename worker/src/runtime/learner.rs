@@ -49,8 +49,9 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let store = Arc::new(LearnerStore::default());
     let svc = LearnerFlight::server(store.clone(), Guard::new(opts.token.clone()));
     rt.spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(flight_listener);
-        if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+        // Bounded like the coordinator's: a connection cap, a first-byte deadline, keepalive.
+        let incoming = airlift_proto::conn::incoming(flight_listener, airlift_proto::conn::cap());
+        if let Err(e) = airlift_proto::conn::server().add_service(svc).serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "flight server stopped");
         }
     });

@@ -1,11 +1,11 @@
-//! Bounded connections for the coordinator's gRPC server: a peer cannot exhaust it by opening
-//! connections and saying nothing.
+//! Bounded connections for airlift's gRPC servers (the coordinator, the learners' Flight
+//! ports): a peer cannot exhaust one by opening connections and saying nothing.
 //!
 //! * **A cap:** at most [`cap`] connections at once (half the process's open-file limit, at
 //!   most 1,024); one more is closed at once, with a warning at most every 10 s.
 //! * **A hello deadline:** a connection that sends no byte within [`HELLO_TIMEOUT`] of being
 //!   accepted is closed (an HTTP/2 client sends its preface at once).
-//! * Established connections are pinged by HTTP/2 keepalive (see `serve`), so dead peers go too.
+//! * Established connections are pinged by HTTP/2 keepalive ([`server`]), so dead peers go too.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +89,13 @@ impl tonic::transport::server::Connected for Conn {
 
 use std::future::Future;
 
+/// A tonic server builder with HTTP/2 keepalive: every 30 s a ping, 20 s to answer.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
 /// The connections of `listener` as a stream for `serve_with_incoming`, at most `cap` at once.
 pub fn incoming(listener: TcpListener, cap: usize) -> impl futures::Stream<Item = std::io::Result<Conn>> {
     let live = Arc::new(AtomicUsize::new(0));
@@ -107,7 +114,7 @@ pub fn incoming(listener: TcpListener, cap: usize) -> impl futures::Stream<Item 
             if live.load(Ordering::SeqCst) >= cap {
                 let mut w = last_warn.lock().unwrap();
                 if w.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(%addr, cap, "connection refused: the coordinator already serves its maximum of connections");
+                    tracing::warn!(%addr, cap, "connection refused: this server already serves its maximum of connections");
                     *w = Some(Instant::now());
                 }
                 drop(stream);
