@@ -117,6 +117,31 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<Converted, ConvertErr
     let hidden = g.get_u64(&key("embedding_length"))? as usize;
     let tokens = g.get_strings("tokenizer.ggml.tokens")?;
     let tied = !g.tensors.iter().any(|t| t.name == "output.weight");
+    // The header's sizes must agree with the tensors before anything is dequantised.
+    let bad = |what: String| ConvertError::Unsupported { path: gguf_path.into(), what };
+    let blocks = g
+        .tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let block_count = g.get_u64(&key("block_count"))?;
+    if block_count != blocks {
+        return Err(bad(format!(
+            "{arch}.block_count = {block_count}, but the file holds tensors of {blocks} blocks"
+        )));
+    }
+    if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || hidden == 0 || hidden % n_head != 0 {
+        return Err(bad(format!("{arch}.attention.head_count = {n_head}, head_count_kv = {n_kv} and embedding_length = {hidden} do not agree (heads must divide the width, kv heads the heads)")));
+    }
+    let embd = g.tensor_info("token_embd.weight")?;
+    if embd.shape.len() != 2 || embd.shape[1] != hidden || embd.shape[0] < tokens.len() {
+        return Err(bad(format!(
+            "token_embd.weight has shape {:?}, expected [at least {} tokens, {hidden} = embedding_length]",
+            embd.shape,
+            tokens.len()
+        )));
+    }
 
     let tmp = out_dir.with_extension("part");
     let io = |p: &Path| {

@@ -225,6 +225,16 @@ impl Gguf {
         }
         let n_tensors = c.u64()? as usize;
         let n_kv = c.u64()? as usize;
+        // Each metadata entry takes at least 12 bytes and each tensor entry at least 24: counts
+        // the file cannot hold are corruption, found before anything is allocated from them.
+        let left = mmap.len().saturating_sub(c.pos);
+        if n_kv > left / 12 || n_tensors > left / 24 {
+            return Err(GgufError::Corrupt {
+                path: path.clone(),
+                offset: 8,
+                what: format!("{n_kv} metadata entries and {n_tensors} tensors cannot fit in the {left} bytes that follow"),
+            });
+        }
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
             let key = c.string()?;
@@ -236,6 +246,13 @@ impl Gguf {
         for _ in 0..n_tensors {
             let name = c.string()?;
             let n_dims = c.u32()? as usize;
+            if n_dims > 4 {
+                return Err(GgufError::Corrupt {
+                    path: path.clone(),
+                    offset: c.pos,
+                    what: format!("tensor `{name}` has {n_dims} dimensions (GGUF allows at most 4)"),
+                });
+            }
             let mut ne = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 ne.push(c.u64()? as usize);
@@ -345,7 +362,16 @@ impl Gguf {
             name: info.name.clone(),
             ggml_type: info.ggml_type,
         })?;
-        let n: usize = info.shape.iter().product();
+        let n = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= self.mmap.len().saturating_mul(8))
+            .ok_or_else(|| GgufError::Corrupt {
+                path: self.path.clone(),
+                offset: info.offset,
+                what: format!("tensor `{}` has shape {:?}, more values than the file can hold", info.name, info.shape),
+            })?;
         if n % per_block != 0 {
             return Err(GgufError::Corrupt {
                 path: self.path.clone(),

@@ -177,6 +177,27 @@ impl RawConfig {
         if self.hidden_act != "silu" {
             return invalid("hidden_act", format!("`{}` is not supported (expected `silu`)", self.hidden_act));
         }
+        // Sizes in ranges no real model leaves, before anything is allocated from them (a
+        // flipped bit in a config must be an error, not a 17 GB allocation).
+        for (field, v, max) in [
+            ("num_hidden_layers", self.num_hidden_layers, 1024),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_attention_heads", self.num_attention_heads, 1024),
+            ("vocab_size", self.vocab_size, 1 << 22),
+        ] {
+            if v == 0 || v > max {
+                return invalid(field, format!("{v} is outside 1..={max}"));
+            }
+        }
+        let params = (self.vocab_size as u128) * (self.hidden_size as u128) * 2
+            + (self.num_hidden_layers as u128) * (self.hidden_size as u128) * (4 * self.hidden_size as u128 + 3 * self.intermediate_size as u128);
+        if params > 1_000_000_000_000 {
+            return invalid(
+                "num_hidden_layers",
+                format!("the shape describes about {:.0}B parameters, more than 1,000B", params as f64 / 1e9),
+            );
+        }
         let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
             return invalid(
