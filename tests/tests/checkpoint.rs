@@ -449,3 +449,31 @@ fn a_full_disk_ends_the_run_without_restarts() {
     assert!(!err.contains("restarting the learners"), "a full disk was retried:\n{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The README's tour: a finished run continued with more iterations
+/// (`AIRLIFT__RUN__ITERATIONS=N coordinator --config C --local --resume`) trains only the new
+/// ones, appends their records, and its TensorBoard files hold each step once.
+#[test]
+fn a_finished_run_continues_with_more_iterations() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-more");
+    tiny_model(&dir.join("model"));
+    let cfg = config(&dir, "a", 2);
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(records(&dir.join("a")).len(), 5);
+    let more = std::process::Command::new(bin("coordinator"))
+        .args(["--config", cfg.to_str().unwrap(), "--local", "--resume"])
+        .env("AIRLIFT__RUN__ITERATIONS", "6")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&more.stderr);
+    assert!(more.status.success(), "{err}");
+    assert!(err.contains("AIRL iterations: 6/6 iterations"), "{err}");
+    let recs = records(&dir.join("a"));
+    let its: Vec<u64> = recs.iter().map(|r| r["iteration"].as_u64().unwrap()).collect();
+    assert_eq!(its, [0, 1, 2, 3, 4, 5, 6]);
+    check_tensorboard(&dir.join("a"));
+    assert!(ckpt::verify(&ckpt::step_dir(&dir.join("a"), 6), None).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
