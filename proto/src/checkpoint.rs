@@ -210,7 +210,7 @@ pub fn step_dirs(run_dir: &Path) -> Vec<(u64, PathBuf)> {
                 .collect()
         })
         .unwrap_or_default();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|b| std::cmp::Reverse(b.0));
     v
 }
 

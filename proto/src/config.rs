@@ -622,7 +622,7 @@ impl RunConfig {
                 return bad(key, format!("`{v}`: expected `fp32` or `bf16`"));
             }
         }
-        if self.data.prompts_per_iteration == 0 || self.data.prompts_per_iteration % self.workers.learner != 0 {
+        if self.data.prompts_per_iteration == 0 || !self.data.prompts_per_iteration.is_multiple_of(self.workers.learner) {
             return bad(
                 "data.prompts_per_iteration",
                 format!(

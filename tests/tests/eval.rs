@@ -132,7 +132,7 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         .lines()
         .filter_map(|l| l.split_once("evaluation: ").map(|x| x.1))
         .filter_map(|rest| rest.split_once(" tasks").map(|x| x.0.to_string()))
-        .last();
+        .next_back();
     let counts = last.as_deref().and_then(|c| c.split_once('/')).map(|(a, b)| (a.to_string(), b.to_string()));
     assert!(
         counts.as_ref().is_some_and(|(a, b)| a == b && b.parse::<u64>().unwrap() % 2 == 1),

@@ -131,7 +131,7 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<Converted, ConvertErr
             "{arch}.block_count = {block_count}, but the file holds tensors of {blocks} blocks"
         )));
     }
-    if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || hidden == 0 || hidden % n_head != 0 {
+    if n_head == 0 || n_kv == 0 || !n_head.is_multiple_of(n_kv) || hidden == 0 || !hidden.is_multiple_of(n_head) {
         return Err(bad(format!("{arch}.attention.head_count = {n_head}, head_count_kv = {n_kv} and embedding_length = {hidden} do not agree (heads must divide the width, kv heads the heads)")));
     }
     let embd = g.tensor_info("token_embd.weight")?;

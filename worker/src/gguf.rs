@@ -272,7 +272,6 @@ impl Gguf {
         for t in &mut tensors {
             t.offset += data_start;
         }
-        drop(c);
         Ok(Gguf {
             path,
             mmap,
@@ -429,7 +428,7 @@ pub fn dequantize_blocks(t: u32, data: &[u8], n: usize) -> Vec<f32> {
                 let mut hi = [0f32; 16];
                 for j in 0..16 {
                     let xh0 = ((qh >> j) & 1) << 4;
-                    let xh1 = ((qh >> (j + 12)) & 0x10) as u32;
+                    let xh1 = (qh >> (j + 12)) & 0x10;
                     let x0 = (qs[j] as u32 & 0x0f) | xh0;
                     let x1 = (qs[j] as u32 >> 4) | xh1;
                     if t == Q5_0 {

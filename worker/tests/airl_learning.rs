@@ -29,7 +29,7 @@ fn tiny_policy_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn learner(dir: &PathBuf, policy_lr: f64, reward_lr: f64) -> Learner {
+fn learner(dir: &std::path::Path, policy_lr: f64, reward_lr: f64) -> Learner {
     let p = model::load(dir, Device::Cpu, Kind::Float).unwrap();
     let policy_opt = FlatAdamW::new(
         &p.vs,
@@ -290,7 +290,7 @@ impl<R: GradReducer> GradReducer for Recording<R> {
 }
 
 /// A learner as rank `rank` of `world` holds it (ZeRO-1: its optimizer steps its own shard).
-fn sharded_learner(dir: &PathBuf, rank: usize, world: usize) -> Learner {
+fn sharded_learner(dir: &std::path::Path, rank: usize, world: usize) -> Learner {
     let p = model::load(dir, Device::Cpu, Kind::Float).unwrap();
     let policy_opt = FlatAdamW::sharded(
         &p.vs,

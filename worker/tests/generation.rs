@@ -26,7 +26,7 @@ fn random_model(seed: i64) -> (VarStore, Llama) {
     tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
             if name.ends_with(".bias") {
-                let _ = t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
             }
         }
     });
@@ -110,7 +110,7 @@ fn fused_weights_follow_in_place_weight_updates() {
     // A weight sync copies new values into the same tensors; refresh must pick them up.
     tch::no_grad(|| {
         for (_, mut t) in vs.variables() {
-            let _ = t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5));
+            t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5));
         }
     });
     g.refresh(&m);

@@ -255,7 +255,7 @@ pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut 
             let b = answer.as_bytes();
             let start = skip_spaces(b, idx + 4);
             let num = parse_number(b, start)?;
-            let delta = if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 };
+            let delta = if rng.next_u64().is_multiple_of(2) { 1.0 } else { -1.0 };
             let new = format_like(num.value + delta);
             let text = format!("{}{}{}", &answer[..num.start], new, &answer[num.end..]);
             let first = num.start + common_prefix(&answer[num.start..num.end], &new);
@@ -311,7 +311,7 @@ pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut 
                 let (e, ops, k) = &candidates[rng.range(0, candidates.len() as i64 - 1) as usize];
                 let k = *k;
                 let old = e.operands[k];
-                let delta = rng.range(1, 3) as f64 * if old.value > 3.0 && rng.next_u64() % 2 == 0 { -1.0 } else { 1.0 };
+                let delta = rng.range(1, 3) as f64 * if old.value > 3.0 && rng.next_u64().is_multiple_of(2) { -1.0 } else { 1.0 };
                 let new_v = old.value + delta;
                 let mut vals: Vec<f64> = e.operands.iter().map(|n| n.value).collect();
                 vals[k] = new_v;
@@ -356,7 +356,7 @@ fn numbers(text: &str) -> Vec<Num> {
 /// decimals; rounded to them.
 fn tidy(v: f64) -> Option<f64> {
     let r = (v * 100.0).round() / 100.0;
-    (v.is_finite() && v >= 0.0 && v < 1e9 && (v - r).abs() < 1e-9 * v.abs().max(1.0)).then_some(r)
+    (v.is_finite() && (0.0..1e9).contains(&v) && (v - r).abs() < 1e-9 * v.abs().max(1.0)).then_some(r)
 }
 
 fn same(a: f64, b: f64) -> bool {

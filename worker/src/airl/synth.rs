@@ -140,7 +140,7 @@ pub fn split_of(question: &str) -> Split {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    if h % 10 == 0 {
+    if h.is_multiple_of(10) {
         Split::Eval
     } else {
         Split::Train

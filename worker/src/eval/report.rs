@@ -399,7 +399,7 @@ fn trace(
         } else {
             ((255.0 * (1.0 - r)) as u8, 255)
         };
-        let blue = 255u8.min(red).min(green);
+        let blue = red.min(green);
         let text = token_text(t).replace('\n', "");
         let _ = write!(
             h,

@@ -86,7 +86,7 @@ pub fn logprobs(hidden: &Tensor, weight: &Tensor, targets: &Tensor, entropy: boo
         while s < n {
             let len = chunk.min(n - s);
             let (_, logp, lp) = chunk_logprobs(&hidden.narrow(0, s, len), &w, &targets.narrow(0, s, len));
-            let _ = out.narrow(0, s, len).copy_(&lp);
+            out.narrow(0, s, len).copy_(&lp);
             if entropy {
                 ent_sum += entropy_sum(&logp);
             }
@@ -128,7 +128,7 @@ pub fn logprob_loss_chunked(
             // the logits straight into the compute precision (one pass, fp32 inside).
             let p = if kind == Kind::Float { logp.exp_() } else { z.softmax(-1, kind) };
             drop(z);
-            let _ = logprobs.narrow(0, s, len).copy_(&lp);
+            logprobs.narrow(0, s, len).copy_(&lp);
             // The chunk's loss and g = ∂loss/∂lp, by autograd over the chunk's [c] log-probs.
             let leaf = lp.detach().set_requires_grad(true);
             let l = tch::with_grad(|| loss(&leaf, s));
@@ -137,7 +137,7 @@ pub fn logprob_loss_chunked(
             let g = g.unsqueeze(1);
             // ∂L/∂h = g · (W[t] − P·W)
             let pw = p.mm(&w);
-            let _ = grad_h.narrow(0, s, len).copy_(&((w.index_select(0, &tc) - pw) * &g));
+            grad_h.narrow(0, s, len).copy_(&((w.index_select(0, &tc) - pw) * &g));
             // ∂L/∂W = Σ g·h into rows t − Pᵀ·(g·h), the GEMM accumulating into the fp32 gradient
             // (in its epilogue where the device can: bf16 inputs, fp32 output).
             let gh = &hc * &g;

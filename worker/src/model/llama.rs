@@ -199,7 +199,7 @@ impl RawConfig {
             );
         }
         let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
+        if self.num_attention_heads == 0 || kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return invalid(
                 "num_key_value_heads",
                 format!("{kv} must be positive and divide num_attention_heads = {}", self.num_attention_heads),
@@ -207,7 +207,7 @@ impl RawConfig {
         }
         let head_dim = match self.head_dim {
             Some(d) => d,
-            None if self.hidden_size % self.num_attention_heads == 0 => self.hidden_size / self.num_attention_heads,
+            None if self.hidden_size.is_multiple_of(self.num_attention_heads) => self.hidden_size / self.num_attention_heads,
             None => {
                 return invalid(
                     "hidden_size",
@@ -678,9 +678,9 @@ impl Llama {
                 (k, v, start)
             });
             let h = layer.self_attn.forward(&h, &cos, &sin, mask, kv);
-            x = x + h;
+            x += h;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
-            x = x + h;
+            x += h;
         }
         if let Some(c) = cache {
             c.len = start + input_ids.size()[1];
@@ -964,12 +964,12 @@ impl Llama {
             let scores = q.matmul(&kc.transpose(-1, -2)) + &bias; // [B, KVH, G, A]
             let probs = scores.softmax(-1, Kind::Float).to_kind(akind);
             let y = probs.matmul(&vc).reshape([b, h * d]).to_kind(kind);
-            x = x + layer.self_attn.o_proj.decode(&y);
+            x += layer.self_attn.o_proj.decode(&y);
             let hn = layer.post_attention_layernorm.forward(&x);
             let gu = decode_linear(&hn, &fw.gate_up_w, fw.gate_up_b.as_ref());
             let i_size = cfg.intermediate_size;
             let act = gu.narrow(1, 0, i_size).silu() * gu.narrow(1, i_size, i_size);
-            x = x + layer.mlp.down_proj.decode(&act);
+            x += layer.mlp.down_proj.decode(&act);
         }
         self.head(&self.norm.forward(&x), decode_linear)
     }

@@ -696,7 +696,7 @@ fn token_lines(tok: &Tokenizer, tokens: &[u32]) -> Vec<u32> {
 /// Ids per step of a warm-start task.
 fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
     let n = task.prompt_ids.len();
-    if task.steps == 0 || n % task.steps as usize != 0 {
+    if task.steps == 0 || !n.is_multiple_of(task.steps as usize) {
         return Err(WorkerError::Other(format!(
             "task {}: {n} prompt ids do not split into {} equal steps",
             task.task_id, task.steps

@@ -110,7 +110,7 @@ impl Rollout {
             sync_ms = t.elapsed().as_secs_f64() * 1e3;
             tracing::info!(version = *version, ms = sync_ms as u64, "policy weights updated");
         }
-        let sp = task.sampling.clone().unwrap_or_default();
+        let sp = task.sampling.unwrap_or_default();
         let g = task.samples_per_prompt as usize;
         let source = ProblemSource::parse(&task.problem_set);
         let mut jobs = Vec::new();
@@ -137,7 +137,7 @@ impl Rollout {
             tokens += comp.tokens.len();
             let text = tok.decode(&comp.tokens).map_err(|e| WorkerError::Other(e.to_string()))?;
             let problem = data.problem_of(&source, pid).map_err(WorkerError::Other)?;
-            let (predicted, correct) = gsm8k::grade(&text, &problem);
+            let (predicted, correct) = gsm8k::grade(&text, problem);
             rows.push(TrajectoryRow {
                 iteration: task.iteration,
                 policy_version: *version,

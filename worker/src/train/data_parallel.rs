@@ -52,9 +52,9 @@ impl GradReducer for DataParallel {
         if self.coll.world() == 1 {
             return x;
         }
-        let mut t = Tensor::from_slice(&[x]);
+        let t = Tensor::from_slice(&[x]);
         self.coll
-            .all_reduce_sum_tensor(&mut t)
+            .all_reduce_sum_tensor(&t)
             .unwrap_or_else(|e| panic!("learner rank {}: all-reduce of a scalar failed: {e}", self.coll.rank()));
         t.double_value(&[0]) / self.coll.world() as f64
     }
