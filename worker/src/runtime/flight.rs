@@ -537,6 +537,45 @@ mod tests {
         });
     }
 
+    /// Over the wire, on the bounded server the learner runs: rows pushed or weights pulled
+    /// with another run's token (or none) are refused naming the token, and nothing is stored.
+    #[test]
+    fn flight_refuses_a_wrong_token_end_to_end() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(LearnerStore::default());
+            store.set_limits(RowLimits {
+                vocab: 100,
+                max_response_tokens: 4,
+                max_prompt_tokens: 8,
+                max_ahead: 1,
+            });
+            store.publish(1, vec![0.5; 8]);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let svc = LearnerFlight::server(store.clone(), Guard::new(Some("right".into())));
+            tokio::spawn(
+                airlift_proto::conn::server()
+                    .add_service(svc)
+                    .serve_with_incoming(airlift_proto::conn::incoming(listener, 64)),
+            );
+            for stamp in [Stamp::new(Some("wrong".into())), Stamp::new(None)] {
+                let mut clients = Clients::new(stamp);
+                let e = clients.put_rows(&addr, &[row(1, 7, 0)]).await.unwrap_err().to_string();
+                assert!(e.contains("token"), "{e}");
+                let e = clients.get_weights(&addr, 1).await.unwrap_err().to_string();
+                assert!(e.contains("token"), "{e}");
+            }
+            let mut clients = Clients::new(Stamp::new(Some("right".into())));
+            assert_eq!(
+                clients.put_rows(&addr, &[row(1, 7, 0)]).await.unwrap(),
+                1,
+                "nothing of the refused pushes was kept"
+            );
+            assert_eq!(clients.get_weights(&addr, 1).await.unwrap(), vec![0.5; 8]);
+        });
+    }
+
     #[test]
     fn store_drops_duplicates_and_stale_tasks_and_keeps_later_ones() {
         let s = LearnerStore::default();
