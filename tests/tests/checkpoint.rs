@@ -477,3 +477,33 @@ fn a_finished_run_continues_with_more_iterations() {
     assert!(ckpt::verify(&ckpt::step_dir(&dir.join("a"), 6), None).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `run.max_restarts` runs out: with 0 restarts allowed, a learner killed mid-run ends the run
+/// with the reason, instead of restarting it.
+#[test]
+fn a_learner_lost_with_no_restarts_left_ends_the_run() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-norestart");
+    tiny_model(&dir.join("model"));
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(config(&dir, "a", 2))
+            .unwrap()
+            .replace("[run]\n", "[run]\nmax_restarts = 0\n"),
+    )
+    .unwrap();
+    let run = dir.join("a");
+    let mut killed = false;
+    let (ok, out, log) = coordinator_watched(&["--config", cfg.to_str().unwrap(), "--local"], LONG, |line, _| {
+        if !killed && line.contains("learning") && line.contains("iteration=2") {
+            kill_worker(&run, "learner-1");
+            killed = true;
+        }
+    });
+    assert!(killed, "{log}");
+    assert!(!ok, "the run cannot go on without a learner:\n{out}\n{log}");
+    assert!(log.contains("already restarted 0 times (run.max_restarts)"), "{log}");
+    assert!(!log.contains("restarting the learners from a checkpoint"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
