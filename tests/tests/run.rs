@@ -401,3 +401,47 @@ fn idle_connections_do_not_exhaust_the_coordinator() {
     check_run(&run);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A second SIGTERM while the run stops after the first ends it at once, without waiting for
+/// the iteration or writing a checkpoint, and says so; the workers go with it.
+#[test]
+fn a_second_signal_stops_at_once() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("twice");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &run, "")).unwrap();
+    let mut signalled = false;
+    let t = std::time::Instant::now();
+    let (ok, out, log) = coordinator_watched(
+        &["--config", dir.join("c.toml").to_str().unwrap(), "--local"],
+        std::time::Duration::from_secs(300),
+        |line, pgid| {
+            if !signalled && line.contains("learning") && line.contains("iteration=1") {
+                // The coordinator alone (its process group's leader), twice.
+                for _ in 0..2 {
+                    assert!(std::process::Command::new("kill")
+                        .args(["-TERM", &pgid.to_string()])
+                        .status()
+                        .unwrap()
+                        .success());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                signalled = true;
+            }
+        },
+    );
+    assert!(signalled && !ok, "{out}\n{log}");
+    assert!(log.contains("stopped at once, without a checkpoint"), "{log}");
+    assert!(!log.contains("checkpoint written"), "{log}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(120), "{:?}", t.elapsed());
+    // No worker left behind.
+    let pids: Vec<(String, u32)> = serde_json::from_str(&std::fs::read_to_string(run.join("workers.json")).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, pid) in pids {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+        assert!(!alive, "{name} (pid {pid}) outlived the coordinator");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
