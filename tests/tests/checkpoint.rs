@@ -507,3 +507,30 @@ fn a_learner_lost_with_no_restarts_left_ends_the_run() {
     assert!(!log.contains("restarting the learners from a checkpoint"), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `checkpoint.every = 2`, `keep = 2` over 5 iterations: written after the warm start (step 0),
+/// iterations 2 and 4 and at the end (5); the newest two stay, and step 0 as well with
+/// `keep_warm_start`.
+#[test]
+fn every_and_keep_choose_the_checkpoints_on_disk() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-keep");
+    tiny_model(&dir.join("model"));
+    for (name, warm, want) in [("a", false, vec![4u64, 5]), ("b", true, vec![0, 4, 5])] {
+        let extra = format!("[checkpoint]\nevery = 2\nkeep = 2\nkeep_warm_start = {warm}\n");
+        let text = tiny_config(&dir.join("model"), &dir.join(name), &extra).replace("iterations = 3", "iterations = 5");
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local"]);
+        assert!(ok, "{out}\n{err}");
+        let mut on_disk: Vec<u64> = ckpt::step_dirs(&dir.join(name)).into_iter().map(|(s, _)| s).collect();
+        on_disk.sort();
+        assert_eq!(on_disk, want, "keep_warm_start = {warm}");
+        for s in &on_disk {
+            assert!(ckpt::verify(&ckpt::step_dir(&dir.join(name), *s), None).is_ok());
+        }
+        let written = err.matches("checkpoint written").count();
+        assert_eq!(written, 4, "steps 0, 2, 4, 5:\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
