@@ -445,3 +445,37 @@ fn a_second_signal_stops_at_once() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The last rollout worker dies: with no one left to sample, the run ends at once naming what
+/// happened and where the worker's log is, instead of waiting.
+#[test]
+fn the_last_rollout_worker_dying_ends_the_run() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("lastroll");
+    tiny_model(&dir.join("model"));
+    let run = dir.join("run");
+    std::fs::write(
+        dir.join("c.toml"),
+        tiny_config(&dir.join("model"), &run, "").replace("rollout = 2", "rollout = 1"),
+    )
+    .unwrap();
+    let mut killed = false;
+    let t = std::time::Instant::now();
+    let (ok, out, log) = coordinator_watched(
+        &["--config", dir.join("c.toml").to_str().unwrap(), "--local"],
+        std::time::Duration::from_secs(300),
+        |line, _| {
+            if !killed && line.contains("rollout task started") && line.contains("iteration=2") {
+                kill_worker(&run, "rollout-0");
+                killed = true;
+            }
+        },
+    );
+    assert!(killed && !ok, "{out}\n{log}");
+    assert!(
+        log.contains("rollout-0") && (log.contains("no rollout worker") || log.contains("rollout worker left")),
+        "{log}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(120), "{:?}", t.elapsed());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
