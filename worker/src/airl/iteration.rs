@@ -713,7 +713,7 @@ impl Learner {
                     let terms = losses::ppo_token_terms(lp, &beh_flat.index_select(0, idx), &a_flat.index_select(0, idx), cfg.clip_eps);
                     let mut l = terms.sum(Kind::Float) / total_tokens;
                     if let Some(r) = &ref_flat {
-                        l += losses::kl_token_terms(lp, &r.index_select(0, idx)).sum(Kind::Float) * (cfg.kl_coef / total_tokens);
+                        l = l + losses::kl_token_terms(lp, &r.index_select(0, idx)).sum(Kind::Float) * (cfg.kl_coef / total_tokens);
                     }
                     l
                 });

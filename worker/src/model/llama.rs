@@ -678,9 +678,9 @@ impl Llama {
                 (k, v, start)
             });
             let h = layer.self_attn.forward(&h, &cos, &sin, mask, kv);
-            x += h;
+            x = x + h;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
-            x += h;
+            x = x + h;
         }
         if let Some(c) = cache {
             c.len = start + input_ids.size()[1];
@@ -964,12 +964,12 @@ impl Llama {
             let scores = q.matmul(&kc.transpose(-1, -2)) + &bias; // [B, KVH, G, A]
             let probs = scores.softmax(-1, Kind::Float).to_kind(akind);
             let y = probs.matmul(&vc).reshape([b, h * d]).to_kind(kind);
-            x += layer.self_attn.o_proj.decode(&y);
+            x = x + layer.self_attn.o_proj.decode(&y);
             let hn = layer.post_attention_layernorm.forward(&x);
             let gu = decode_linear(&hn, &fw.gate_up_w, fw.gate_up_b.as_ref());
             let i_size = cfg.intermediate_size;
             let act = gu.narrow(1, 0, i_size).silu() * gu.narrow(1, i_size, i_size);
-            x += layer.mlp.down_proj.decode(&act);
+            x = x + layer.mlp.down_proj.decode(&act);
         }
         self.head(&self.norm.forward(&x), decode_linear)
     }
