@@ -30,6 +30,8 @@ pub enum WeightsError {
     },
     #[error("{dir}: checkpoint does not match the model: missing keys [{missing}]; unexpected keys [{unexpected}]")]
     Mismatch { dir: PathBuf, missing: String, unexpected: String },
+    #[error("{path}: tensor `{name}` has shape {found:?}, but config.json says {says}")]
+    Disagrees { path: PathBuf, name: String, found: Vec<usize>, says: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
@@ -60,6 +62,25 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
         return Ok(vec![single]);
     }
     Err(WeightsError::NotFound { dir: dir.to_path_buf() })
+}
+
+/// The shape of every tensor in the checkpoint folder `dir`, read from the safetensors headers
+/// alone (nothing of the data is read or allocated), with the file each lives in.
+pub fn header_shapes(dir: &Path) -> Result<BTreeMap<String, (PathBuf, Vec<usize>)>, WeightsError> {
+    let mut out = BTreeMap::new();
+    for path in checkpoint_files(dir)? {
+        let file = File::open(&path).map_err(io(&path))?;
+        // SAFETY: read-only map of a file we do not modify.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::Format {
+            path: path.clone(),
+            what: format!("not a safetensors file: {e}"),
+        })?;
+        for (name, info) in meta.tensors() {
+            out.insert(name, (path.clone(), info.shape.clone()));
+        }
+    }
+    Ok(out)
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {

@@ -59,5 +59,36 @@ fn corrupt_gguf_headers_and_configs_are_named_errors() {
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
     assert!(e.contains("parameters"), "{e}");
+
+    // A config.json that disagrees with its safetensors: named before the model is built.
+    cfg["intermediate_size"] = serde_json::json!(64);
+    cfg["num_attention_heads"] = serde_json::json!(4);
+    cfg["num_key_value_heads"] = serde_json::json!(2);
+    cfg["vocab_size"] = serde_json::json!(49152);
+    cfg["hidden_size"] = serde_json::json!(64);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
+    assert!(e.contains("model.embed_tokens.weight") && e.contains("[49152, 32]") && e.contains("hidden_size = 64"), "{e}");
+    cfg["hidden_size"] = serde_json::json!(32);
+    cfg["num_key_value_heads"] = serde_json::json!(4);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
+    assert!(e.contains("k_proj") && e.contains("num_key_value_heads x head_dim = 4 x 8"), "{e}");
+    cfg["num_key_value_heads"] = serde_json::json!(2);
+    cfg["num_hidden_layers"] = serde_json::json!(3);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
+    assert!(e.contains("holds 2 layers") && e.contains("num_hidden_layers = 3"), "{e}");
+    cfg["num_hidden_layers"] = serde_json::json!(2);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    model::load(&tiny, Device::Cpu, Kind::Float).expect("the repaired folder loads");
+
+    // A safetensors header whose length field (bytes 0..8) points past the file's end.
+    let st = tiny.join("model.safetensors");
+    let mut b = std::fs::read(&st).unwrap();
+    b[0..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&st, &b).unwrap();
+    let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
+    assert!(e.contains("model.safetensors") && e.contains("not a safetensors file"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

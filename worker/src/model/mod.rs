@@ -6,6 +6,7 @@ pub mod packed;
 
 use crate::weights::{self, WeightsError};
 use llama::{Config, ConfigError, Llama};
+use std::collections::BTreeSet;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind};
 
@@ -28,6 +29,7 @@ pub struct LoadedModel {
 /// `kind` and loads `<dir>/model.safetensors` (or the sharded index) name-for-name.
 pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, LoadError> {
     let cfg = Config::from_dir(dir)?;
+    check_shapes(dir, &cfg)?;
     let mut vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &cfg);
     // A tied model does not own `lm_head.weight`, though some checkpoints still carry it.
@@ -38,6 +40,52 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, LoadE
     let mut model = model;
     model.set_compute_kind(kind);
     Ok(LoadedModel { vs, model })
+}
+
+/// Checks `config.json` against the safetensors headers before the model is built, so that a
+/// config that disagrees with its weights (a flipped `hidden_size`, a layer count the file does
+/// not hold) is an error naming the field and the tensor, not an allocation of the wrong model.
+pub fn check_shapes(dir: &Path, cfg: &Config) -> Result<(), WeightsError> {
+    let shapes = weights::header_shapes(dir)?;
+    let d = cfg.head_dim;
+    let expect = |name: &str, want: [i64; 2], says: String| -> Result<(), WeightsError> {
+        let Some((path, found)) = shapes.get(name) else {
+            return Ok(()); // a missing tensor is named by the loader's key check
+        };
+        if found.iter().map(|&x| x as i64).ne(want) {
+            return Err(WeightsError::Disagrees {
+                path: path.clone(),
+                name: name.into(),
+                found: found.clone(),
+                says,
+            });
+        }
+        Ok(())
+    };
+    let (v, h, i) = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size);
+    expect("model.embed_tokens.weight", [v, h], format!("vocab_size = {v}, hidden_size = {h}"))?;
+    let (nh, kv) = (cfg.num_heads, cfg.num_kv_heads);
+    expect("model.layers.0.self_attn.q_proj.weight", [nh * d, h], format!("num_attention_heads x head_dim = {nh} x {d}, hidden_size = {h}"))?;
+    expect("model.layers.0.self_attn.k_proj.weight", [kv * d, h], format!("num_key_value_heads x head_dim = {kv} x {d}, hidden_size = {h}"))?;
+    expect("model.layers.0.mlp.gate_proj.weight", [i, h], format!("intermediate_size = {i}, hidden_size = {h}"))?;
+    // Layers: the file must hold model.layers.0 ..= num_hidden_layers - 1 (keys of further
+    // layers are named by the loader's key check).
+    let layers: BTreeSet<i64> = shapes
+        .keys()
+        .filter_map(|k| k.strip_prefix("model.layers.")?.split('.').next()?.parse().ok())
+        .collect();
+    if let Some(missing) = (0..cfg.num_layers).find(|l| !layers.contains(l)) {
+        let path = shapes.values().next().map(|(p, _)| p.clone()).unwrap_or_else(|| dir.to_path_buf());
+        return Err(WeightsError::Format {
+            path,
+            what: format!(
+                "holds {} layers (no model.layers.{missing}), but config.json says num_hidden_layers = {}",
+                layers.iter().filter(|&&l| l < cfg.num_layers).count(),
+                cfg.num_layers
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Writes a tiny randomly initialised Llama (SmolLM2's 49,152-token vocabulary, hidden 32, 2
