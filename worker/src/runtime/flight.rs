@@ -241,6 +241,44 @@ impl LearnerFlight {
     }
 }
 
+/// Checks what arrow's IPC decoder takes on trust in a record or dictionary batch message (it
+/// slices the body by the header's buffer offsets and panics when one points past the end):
+/// the header is a valid flatbuffer, every buffer lies inside the body, node counts are sane.
+/// The bad-input suite (worker/tests/bad_input.rs) found the panics this prevents.
+pub fn check_ipc(d: &FlightData) -> Result<(), String> {
+    use arrow::ipc;
+    if d.data_header.is_empty() {
+        return Ok(()); // app_metadata only; the decoder skips it
+    }
+    let msg = ipc::root_as_message(&d.data_header).map_err(|e| format!("header: {e}"))?;
+    let batch = match msg.header_type() {
+        ipc::MessageHeader::RecordBatch => msg.header_as_record_batch(),
+        ipc::MessageHeader::DictionaryBatch => msg.header_as_dictionary_batch().and_then(|b| b.data()),
+        _ => return Ok(()),
+    };
+    let Some(batch) = batch else {
+        return Err("a batch message without its batch".into());
+    };
+    let body = d.data_body.len() as i64;
+    if msg.bodyLength() < 0 || msg.bodyLength() > body {
+        return Err(format!("bodyLength {} but the body has {body} bytes", msg.bodyLength()));
+    }
+    if batch.length() < 0 || batch.length() > i32::MAX as i64 {
+        return Err(format!("row count {}", batch.length()));
+    }
+    for (i, b) in batch.buffers().into_iter().flatten().enumerate() {
+        if b.offset() < 0 || b.length() < 0 || b.offset().checked_add(b.length()).is_none_or(|end| end > body) {
+            return Err(format!("buffer {i} at {}+{} outside the {body}-byte body", b.offset(), b.length()));
+        }
+    }
+    for (i, n) in batch.nodes().into_iter().flatten().enumerate() {
+        if n.length() < 0 || n.length() > i32::MAX as i64 || n.null_count() < 0 || n.null_count() > n.length() {
+            return Err(format!("field node {i}: length {} null count {}", n.length(), n.null_count()));
+        }
+    }
+    Ok(())
+}
+
 /// How long a weights request waits for its version to be published.
 const WEIGHTS_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -262,7 +300,10 @@ impl FlightService for LearnerFlight {
     type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
 
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        let stream = request.into_inner().map_err(FlightError::from);
+        let stream = request.into_inner().map_err(FlightError::from).and_then(|d| async move {
+            check_ipc(&d).map_err(|e| FlightError::DecodeError(format!("malformed Arrow IPC message: {e}")))?;
+            Ok(d)
+        });
         let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
         let mut accepted = 0usize;
         while let Some(batch) = batches.next().await {
