@@ -58,7 +58,8 @@ pub struct WorkersSection {
     /// Device of each worker: `cpu` or `cuda`. Default `cpu`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// libtorch intra-op threads per worker process (0 = libtorch's choice). Default 0.
+    /// libtorch intra-op threads per worker process. 0 (the default): the CPUs the process may
+    /// use (its affinity and cgroup quota, capped by `SLURM_CPUS_PER_TASK`), or `OMP_NUM_THREADS`.
     #[serde(default)]
     pub threads: u32,
     /// Heartbeat period, milliseconds. Default 1000: cheap, and a lost worker is noticed within a

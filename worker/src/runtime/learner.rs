@@ -67,9 +67,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let result = (|| -> Result<(), WorkerError> {
         let cfg = s.config.clone();
         let device = super::device(&cfg)?;
-        if cfg.workers.threads > 0 {
-            tch::set_num_threads(cfg.workers.threads as i32);
-        }
+        let (threads, from) = super::set_threads(&cfg);
+        tracing::info!(threads, from, "libtorch intra-op threads");
 
         // Models: fp32 master weights, compute in the configured precision.
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());

@@ -298,6 +298,37 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
 }
 
 /// What a worker reports as its device when it registers: `cuda:0` where libtorch sees a GPU.
+/// Sets libtorch's intra-op thread count for this worker process and returns it, with where it
+/// came from: `workers.threads` when set; otherwise `OMP_NUM_THREADS` when the user set it
+/// (libtorch reads it itself); otherwise the CPUs this process may run on — its CPU affinity
+/// and cgroup quota (`available_parallelism`), capped by Slurm's `SLURM_CPUS_PER_TASK`.
+/// libtorch's own default (libgomp's) follows the affinity mask (`taskset -c 0` gives 1 thread
+/// here) but not a cgroup CPU quota: a container limited to 4 CPUs of a 64-core node would start
+/// 64 threads that fight over 4.
+pub(crate) fn set_threads(cfg: &RunConfig) -> (i32, &'static str) {
+    if cfg.workers.threads > 0 {
+        let n = cfg.workers.threads.min(i32::MAX as u32) as i32;
+        tch::set_num_threads(n);
+        return (n, "workers.threads");
+    }
+    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return (tch::get_num_threads(), "OMP_NUM_THREADS");
+    }
+    let (n, from) = cpus_allowed();
+    tch::set_num_threads(n);
+    (n, from)
+}
+
+/// The CPUs this process may use, and what decided it.
+pub fn cpus_allowed() -> (i32, &'static str) {
+    let mine = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(i32::MAX as usize) as i32;
+    let slurm = std::env::var("SLURM_CPUS_PER_TASK").ok().and_then(|v| v.trim().parse::<i32>().ok()).filter(|&n| n > 0);
+    match slurm {
+        Some(s) if s < mine => (s, "SLURM_CPUS_PER_TASK"),
+        _ => (mine, "CPU affinity"),
+    }
+}
+
 pub(crate) fn local_device_name() -> String {
     if tch::Cuda::is_available() {
         "cuda:0".into()

@@ -25,9 +25,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     // Errors from here on also go to the coordinator, which reports them as the reason.
     let result = (|| -> Result<(), WorkerError> {
         let cfg = s.config.clone();
-        if cfg.workers.threads > 0 {
-            tch::set_num_threads(cfg.workers.threads as i32);
-        }
+        let (threads, from) = super::set_threads(&cfg);
+        tracing::info!(threads, from, "libtorch intra-op threads");
         let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
         let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
