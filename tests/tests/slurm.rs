@@ -201,7 +201,7 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     assert!(text.contains("resuming from the newest checkpoint"), "{text}");
     same_run(&a, &c, &straight, &rows_a);
 
-    // 4. A wrong model path: the job fails within seconds, naming the path.
+    // 4. A wrong model path: refused before anything is queued, naming the path.
     let cfg = dir.join("bad-model.toml");
     std::fs::write(
         &cfg,
@@ -210,14 +210,15 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
             .replace(dir.join("model").to_str().unwrap(), "/nonexistent/airlift-model"),
     )
     .unwrap();
+    // `cluster/submit` checks the config (and reads the policy's config.json for the memory
+    // estimate) before anything is queued: the submission itself fails, naming the path.
     let d = dir.join("d");
     let t = Instant::now();
-    let id = slurm.submit(&cfg);
-    let j = slurm.wait(id, &job_out(&d, id), Duration::from_secs(60), |_| {});
-    let text = std::fs::read_to_string(job_out(&d, id)).unwrap();
-    assert_eq!(j["JobState"], "FAILED", "{text}");
-    assert!(text.contains("/nonexistent/airlift-model"), "{text}");
-    println!("wrong model path: job failed after {:.1} s", t.elapsed().as_secs_f64());
+    let (ok, text) = slurm.run(slurm.cmd("cluster/submit").arg(&cfg));
+    assert!(!ok && text.contains("/nonexistent/airlift-model/config.json"), "{text}");
+    assert!(!text.contains("Submitted batch job"), "{text}");
+    assert!(!d.join("logs").exists(), "nothing started");
+    println!("wrong model path: refused at submission after {:.1} s", t.elapsed().as_secs_f64());
 
     // 5. Too few tasks for the config; LEARNERS disagreeing with it.
     let cfg = checkpointed_config(&dir, "e", 2);
