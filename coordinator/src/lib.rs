@@ -257,7 +257,7 @@ pub async fn serve(
     std::fs::create_dir_all(&run_dir).map_err(io)?;
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
-    let url = advertised(addr);
+    let url = airlift_proto::tls::scheme(&advertised(addr));
     publish(&run_dir, &url, token.as_deref())?;
     if resume.is_none() {
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
@@ -267,9 +267,11 @@ pub async fn serve(
     // Bounded: a connection cap and a deadline for a first byte (conn.rs); HTTP/2 keepalive
     // closes connections whose peer stopped answering.
     let incoming = airlift_proto::conn::incoming(listener, airlift_proto::conn::cap());
+    // TLS when AIRLIFT_TLS names the job's certificates (proto/src/tls.rs).
+    let mut builder = airlift_proto::tls::server().map_err(CoordinatorError::Server)?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        airlift_proto::conn::server()
+        builder
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = server_stopped.await;

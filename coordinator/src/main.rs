@@ -136,6 +136,13 @@ enum Cmd {
         /// The run folder.
         run: PathBuf,
     },
+    /// Make a job's TLS files in DIR: its own CA (`ca.pem`; the CA's key is not kept) and one
+    /// certificate and key for all its processes (`node.pem`, `node.key`, mode 0600). Run every
+    /// process with `AIRLIFT_TLS=DIR` to encrypt and authenticate every connection.
+    TlsInit {
+        /// The folder to write (created; existing TLS files there are not overwritten).
+        dir: PathBuf,
+    },
 }
 
 /// What launch scripts need, as shell assignments (`check`, `eval --check`).
@@ -159,6 +166,18 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Some(Cmd::TlsInit { dir }) = &cli.command {
+        airlift_proto::tls::init(dir).map_err(anyhow::Error::msg)?;
+        println!(
+            "TLS files for a job in {0}: ca.pem, node.pem, node.key; run every process with AIRLIFT_TLS={0}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    // A TLS folder that cannot be read stops here, never falls back to plaintext.
+    if let Some(t) = airlift_proto::tls::current().map_err(anyhow::Error::msg)? {
+        tracing::info!(dir = %t.dir.display(), client_certificates = if t.require_client_cert { "required" } else { "optional" }, "TLS on");
+    }
     if let Some(Cmd::Summary { run }) = &cli.command {
         let path = run.join("metrics.jsonl");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -201,7 +220,8 @@ fn main() -> anyhow::Result<()> {
         };
         let token = load_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
         return rt.block_on(async move {
-            let ch = tonic::transport::Channel::from_shared(coordinator.clone())?
+            let ch = airlift_proto::tls::endpoint(&coordinator)
+                .map_err(anyhow::Error::msg)?
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {coordinator}"))?;

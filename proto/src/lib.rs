@@ -12,6 +12,7 @@ pub mod conn;
 pub mod gsm8k;
 pub mod ids;
 pub mod processbench;
+pub mod tls;
 pub mod trajectory;
 
 /// Generated gRPC / protobuf code (do not edit; see `build.rs`).

@@ -20,5 +20,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    airlift_worker::cli::run(airlift_worker::cli::Cli::parse())
+    let cli = airlift_worker::cli::Cli::parse();
+    // A TLS folder (AIRLIFT_TLS) that cannot be read stops here, never falls back to plaintext.
+    if let Some(t) = airlift_proto::tls::current().map_err(anyhow::Error::msg)? {
+        tracing::debug!(dir = %t.dir.display(), "TLS on");
+    }
+    airlift_worker::cli::run(cli)
 }

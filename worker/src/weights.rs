@@ -31,7 +31,12 @@ pub enum WeightsError {
     #[error("{dir}: checkpoint does not match the model: missing keys [{missing}]; unexpected keys [{unexpected}]")]
     Mismatch { dir: PathBuf, missing: String, unexpected: String },
     #[error("{path}: tensor `{name}` has shape {found:?}, but config.json says {says}")]
-    Disagrees { path: PathBuf, name: String, found: Vec<usize>, says: String },
+    Disagrees {
+        path: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        says: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {

@@ -110,7 +110,10 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
 
 fn configs(rng: &mut Rng) -> Tally {
     let base = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/default.toml")).unwrap();
-    assert!(RunConfig::from_toml(&base).and_then(|c| c.validate().map(|_| c)).is_ok(), "the base config is valid");
+    assert!(
+        RunConfig::from_toml(&base).and_then(|c| c.validate().map(|_| c)).is_ok(),
+        "the base config is valid"
+    );
     let lines: Vec<&str> = base.lines().collect();
     let assignments: Vec<usize> = (0..lines.len())
         .filter(|&i| {
@@ -124,9 +127,9 @@ fn configs(rng: &mut Rng) -> Tally {
         let key = lines[i].split(" = ").next().unwrap().trim().to_string();
         let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         match rng.below(10) {
-            0 => out[i] = String::new(),                                  // key dropped
-            1 => out[i] = format!("{key}_typo = 1"),                      // unknown key
-            2 => out.insert(i + 1, out[i].clone()),                       // duplicate key
+            0 => out[i] = String::new(),                               // key dropped
+            1 => out[i] = format!("{key}_typo = 1"),                   // unknown key
+            2 => out.insert(i + 1, out[i].clone()),                    // duplicate key
             _ => out[i] = format!("{key} = {}", rng.pick(BAD_VALUES)), // wrong value
         }
         let text = out.join("\n");
@@ -203,7 +206,7 @@ async fn encode(rows: &[TrajectoryRow]) -> Vec<FlightData> {
     stream.map(|d| d.unwrap()).collect().await
 }
 
-fn flip(rng: &mut Rng, bytes: &mut Vec<u8>) {
+fn flip(rng: &mut Rng, bytes: &mut [u8]) {
     if bytes.is_empty() {
         return;
     }
@@ -463,7 +466,10 @@ fn bad_input_suite() {
         vec![("safetensors header bytes".into(), s), ("config.json values".into(), c)]
     });
     println!("bad-input suite, seed {seed}:");
-    println!("{:<34} {:>6} {:>9} {:>13} {:>8} {:>7}", "input", "cases", "accepted", "clean errors", "unclear", "panics");
+    println!(
+        "{:<34} {:>6} {:>9} {:>13} {:>8} {:>7}",
+        "input", "cases", "accepted", "clean errors", "unclear", "panics"
+    );
     for (k, t, p) in &rows {
         println!("{}", t.line(k, *p));
     }

@@ -68,7 +68,10 @@ fn corrupt_gguf_headers_and_configs_are_named_errors() {
     cfg["hidden_size"] = serde_json::json!(64);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = model::load(&tiny, Device::Cpu, Kind::Float).err().expect("refused").to_string();
-    assert!(e.contains("model.embed_tokens.weight") && e.contains("[49152, 32]") && e.contains("hidden_size = 64"), "{e}");
+    assert!(
+        e.contains("model.embed_tokens.weight") && e.contains("[49152, 32]") && e.contains("hidden_size = 64"),
+        "{e}"
+    );
     cfg["hidden_size"] = serde_json::json!(32);
     cfg["num_key_value_heads"] = serde_json::json!(4);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();

@@ -12,8 +12,10 @@
 
 pub mod nccl;
 
+use airlift_proto::tls::Tls;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A collective group of `world` ranks.
@@ -87,8 +89,73 @@ pub(crate) fn offsets(counts: &[usize]) -> Vec<usize> {
 pub struct TcpRing {
     rank: usize,
     world: usize,
-    next: Option<TcpStream>,
-    prev: Option<TcpStream>,
+    next: Option<Link>,
+    prev: Option<Link>,
+}
+
+/// One connection of the ring: plain TCP, or TLS (mutual, with the job's certificates) when
+/// `AIRLIFT_TLS` is set.
+enum Link {
+    Plain(TcpStream),
+    Dialled(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Accepted(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Link {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Link::Plain(s) => s,
+            Link::Dialled(s) => s.get_ref(),
+            Link::Accepted(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.read(buf),
+            Link::Dialled(s) => s.read(buf),
+            Link::Accepted(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.write(buf),
+            Link::Dialled(s) => s.write(buf),
+            Link::Accepted(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Link::Plain(s) => s.flush(),
+            Link::Dialled(s) => s.flush(),
+            Link::Accepted(s) => s.flush(),
+        }
+    }
+}
+
+/// The rustls settings of both sides of the ring, built once.
+#[derive(Clone)]
+pub struct RingTls {
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl RingTls {
+    pub fn new(tls: &Tls) -> io::Result<Self> {
+        Ok(RingTls {
+            client: tls.ring_client().map_err(io::Error::other)?,
+            server: tls.ring_server().map_err(io::Error::other)?,
+        })
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// How long ranks wait for each other while connecting: covers peers that start a few
@@ -97,8 +164,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl TcpRing {
     /// Forms the ring. `listener` is this rank's bound socket (its address is `addrs[rank]`);
-    /// `tag` (e.g. a hash of the run token) must match between peers.
-    pub fn connect(rank: usize, addrs: &[String], listener: TcpListener, tag: u64) -> io::Result<Self> {
+    /// `tag` (e.g. a hash of the run token) must match between peers. With `tls`, every link is
+    /// mutual TLS with the job's certificates.
+    pub fn connect(rank: usize, addrs: &[String], listener: TcpListener, tag: u64, tls: Option<&RingTls>) -> io::Result<Self> {
         let world = addrs.len();
         assert!(rank < world, "rank {rank} of {world}");
         if world == 1 {
@@ -110,15 +178,32 @@ impl TcpRing {
             });
         }
         let next_addr = addrs[(rank + 1) % world].clone();
-        let dialer = std::thread::spawn(move || -> io::Result<TcpStream> {
+        let client_tls = tls.map(|t| t.client.clone());
+        let dialer = std::thread::spawn(move || -> io::Result<Link> {
             let start = std::time::Instant::now();
             loop {
                 match TcpStream::connect(&next_addr) {
-                    Ok(mut s) => {
+                    Ok(s) => {
                         s.set_nodelay(true)?;
-                        s.write_all(&(rank as u64).to_le_bytes())?;
-                        s.write_all(&tag.to_le_bytes())?;
-                        return Ok(s);
+                        // A peer that accepts and then says nothing cannot hold the dialler.
+                        s.set_read_timeout(Some(HELLO_TIMEOUT))?;
+                        s.set_write_timeout(Some(HELLO_TIMEOUT))?;
+                        let mut link = match &client_tls {
+                            None => Link::Plain(s),
+                            Some(cfg) => {
+                                let conn = rustls::ClientConnection::new(cfg.clone(), Tls::server_name()).map_err(tls_error)?;
+                                let mut st = rustls::StreamOwned::new(conn, s);
+                                handshake(&mut st.conn, &mut st.sock)
+                                    .map_err(|e| io::Error::new(e.kind(), format!("collective: TLS with rank {} at {next_addr}: {e}", (rank + 1) % world)))?;
+                                Link::Dialled(Box::new(st))
+                            }
+                        };
+                        link.write_all(&(rank as u64).to_le_bytes())?;
+                        link.write_all(&tag.to_le_bytes())?;
+                        link.flush()?;
+                        link.tcp().set_read_timeout(None)?;
+                        link.tcp().set_write_timeout(None)?;
+                        return Ok(link);
                     }
                     Err(e) if start.elapsed() < CONNECT_TIMEOUT => {
                         let _ = e;
@@ -133,7 +218,7 @@ impl TcpRing {
                 }
             }
         });
-        let prev = accept_peer(&listener, rank, world, tag)?;
+        let prev = accept_peer(&listener, rank, world, tag, tls.map(|t| t.server.clone()))?;
         let next = dialer.join().expect("dialer thread")?;
         Ok(TcpRing {
             rank,
@@ -253,12 +338,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// `tag` within [`HELLO_TIMEOUT`]. Any other connection (idle, garbage, another run's, a wrong
 /// rank) is dropped with a warning and the next one is awaited, until [`CONNECT_TIMEOUT`]: a
 /// stranger cannot stall or end the run by connecting first.
-fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64) -> io::Result<TcpStream> {
+fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Link> {
     let want = (rank + world - 1) % world;
     let start = std::time::Instant::now();
     listener.set_nonblocking(true)?;
     loop {
-        let (mut s, addr) = match listener.accept() {
+        let (s, addr) = match listener.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if start.elapsed() > CONNECT_TIMEOUT {
@@ -274,8 +359,25 @@ fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64) -> i
         };
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(HELLO_TIMEOUT))?;
+        s.set_write_timeout(Some(HELLO_TIMEOUT))?;
+        let mut link = match &tls {
+            None => Link::Plain(s),
+            Some(cfg) => {
+                let conn = match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(c) => c,
+                    Err(e) => return Err(tls_error(e)),
+                };
+                let mut st = rustls::StreamOwned::new(conn, s);
+                if let Err(e) = handshake(&mut st.conn, &mut st.sock) {
+                    // A plaintext peer, a certificate of another CA or none: a stranger.
+                    tracing::warn!(%addr, rank, "collective: dropped a connection to this rank's port: TLS handshake failed ({e})");
+                    continue;
+                }
+                Link::Accepted(Box::new(st))
+            }
+        };
         let mut hello = [0u8; 16];
-        let why = match s.read_exact(&mut hello) {
+        let why = match link.read_exact(&mut hello) {
             Err(e) => format!("no hello within {HELLO_TIMEOUT:?} ({e})"),
             Ok(()) => {
                 let from = u64::from_le_bytes(hello[..8].try_into().unwrap());
@@ -285,14 +387,26 @@ fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64) -> i
                 } else if from != want as u64 {
                     format!("says it is rank {from}, expected rank {want}")
                 } else {
-                    s.set_read_timeout(None)?;
-                    s.set_nodelay(true)?;
-                    return Ok(s);
+                    link.tcp().set_read_timeout(None)?;
+                    link.tcp().set_write_timeout(None)?;
+                    link.tcp().set_nodelay(true)?;
+                    return Ok(link);
                 }
             }
         };
         tracing::warn!(%addr, rank, "collective: dropped a connection to this rank's port: {why}");
     }
+}
+
+/// Completes a TLS handshake on a blocking socket (the socket's timeouts bound it).
+fn handshake<C, D>(conn: &mut C, sock: &mut TcpStream) -> io::Result<()>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<D>>,
+{
+    while conn.is_handshaking() {
+        conn.complete_io(sock)?;
+    }
+    Ok(())
 }
 
 /// Forms a ring of `world` ranks inside one process (threads), for tests and benchmarks.
@@ -304,7 +418,7 @@ pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
         .enumerate()
         .map(|(r, l)| {
             let addrs = addrs.clone();
-            std::thread::spawn(move || TcpRing::connect(r, &addrs, l, 42))
+            std::thread::spawn(move || TcpRing::connect(r, &addrs, l, 42, None))
         })
         .collect();
     handles.into_iter().map(|h| h.join().expect("ring thread")).collect()

@@ -65,9 +65,21 @@ pub fn check_shapes(dir: &Path, cfg: &Config) -> Result<(), WeightsError> {
     let (v, h, i) = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size);
     expect("model.embed_tokens.weight", [v, h], format!("vocab_size = {v}, hidden_size = {h}"))?;
     let (nh, kv) = (cfg.num_heads, cfg.num_kv_heads);
-    expect("model.layers.0.self_attn.q_proj.weight", [nh * d, h], format!("num_attention_heads x head_dim = {nh} x {d}, hidden_size = {h}"))?;
-    expect("model.layers.0.self_attn.k_proj.weight", [kv * d, h], format!("num_key_value_heads x head_dim = {kv} x {d}, hidden_size = {h}"))?;
-    expect("model.layers.0.mlp.gate_proj.weight", [i, h], format!("intermediate_size = {i}, hidden_size = {h}"))?;
+    expect(
+        "model.layers.0.self_attn.q_proj.weight",
+        [nh * d, h],
+        format!("num_attention_heads x head_dim = {nh} x {d}, hidden_size = {h}"),
+    )?;
+    expect(
+        "model.layers.0.self_attn.k_proj.weight",
+        [kv * d, h],
+        format!("num_key_value_heads x head_dim = {kv} x {d}, hidden_size = {h}"),
+    )?;
+    expect(
+        "model.layers.0.mlp.gate_proj.weight",
+        [i, h],
+        format!("intermediate_size = {i}, hidden_size = {h}"),
+    )?;
     // Layers: the file must hold model.layers.0 ..= num_hidden_layers - 1 (keys of further
     // layers are named by the loader's key check).
     let layers: BTreeSet<i64> = shapes

@@ -390,8 +390,8 @@ impl FlightService for LearnerFlight {
 
 /// A Flight client to `addr` (host:port) that stamps every call.
 pub async fn client(addr: &str, stamp: &Stamp) -> Result<FlightClient, FlightError> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| FlightError::ExternalError(Box::new(e)))?
+    let channel = airlift_proto::tls::endpoint(&format!("http://{addr}"))
+        .map_err(|e| FlightError::ExternalError(e.into()))?
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await

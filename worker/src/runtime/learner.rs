@@ -48,10 +48,12 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let ring_addr = ring_listener.local_addr().map_err(io)?.to_string();
     let store = Arc::new(LearnerStore::default());
     let svc = LearnerFlight::server(store.clone(), Guard::new(opts.token.clone()));
+    // TLS when AIRLIFT_TLS names the job's certificates (proto/src/tls.rs).
+    let mut flight_server = airlift_proto::tls::server().map_err(WorkerError::Other)?;
     rt.spawn(async move {
         // Bounded like the coordinator's: a connection cap, a first-byte deadline, keepalive.
         let incoming = airlift_proto::conn::incoming(flight_listener, airlift_proto::conn::cap());
-        if let Err(e) = airlift_proto::conn::server().add_service(svc).serve_with_incoming(incoming).await {
+        if let Err(e) = flight_server.add_service(svc).serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "flight server stopped");
         }
     });
@@ -122,7 +124,12 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             tracing::info!(rank, world, nccl = %nccl::version().unwrap_or_default(), "NCCL communicator formed");
             Box::new(c)
         } else {
-            let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, s.stamp_tag()).map_err(|e| other(&e))?;
+            // Mutual TLS between ranks when AIRLIFT_TLS is set.
+            let ring_tls = match airlift_proto::tls::current().map_err(|e| other(&e))? {
+                Some(t) => Some(crate::collective::RingTls::new(t).map_err(|e| other(&e))?),
+                None => None,
+            };
+            let ring = TcpRing::connect(rank, &rdv.collective_addrs, ring_listener, s.stamp_tag(), ring_tls.as_ref()).map_err(|e| other(&e))?;
             tracing::info!(rank, world, "collective ring formed");
             Box::new(ring)
         };

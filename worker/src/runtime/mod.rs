@@ -68,10 +68,8 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 async fn connect(addr: &str, stamp: Stamp) -> Result<Client, WorkerError> {
     let start = std::time::Instant::now();
-    let endpoint = Channel::from_shared(addr.to_string()).map_err(|e| WorkerError::Connect {
-        addr: addr.into(),
-        what: format!("bad URL: {e}"),
-    })?;
+    // https:// and the job's certificates when AIRLIFT_TLS is set (proto/src/tls.rs).
+    let endpoint = airlift_proto::tls::endpoint(addr).map_err(|what| WorkerError::Connect { addr: addr.into(), what })?;
     loop {
         match endpoint.connect().await {
             Ok(ch) => return Ok(CoordinatorClient::with_interceptor(ch, stamp).max_decoding_message_size(64 << 20)),
@@ -322,7 +320,10 @@ pub(crate) fn set_threads(cfg: &RunConfig) -> (i32, &'static str) {
 /// The CPUs this process may use, and what decided it.
 pub fn cpus_allowed() -> (i32, &'static str) {
     let mine = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(i32::MAX as usize) as i32;
-    let slurm = std::env::var("SLURM_CPUS_PER_TASK").ok().and_then(|v| v.trim().parse::<i32>().ok()).filter(|&n| n > 0);
+    let slurm = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|&n| n > 0);
     match slurm {
         Some(s) if s < mine => (s, "SLURM_CPUS_PER_TASK"),
         _ => (mine, "CPU affinity"),
