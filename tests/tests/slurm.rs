@@ -63,7 +63,14 @@ impl Slurm {
 
     /// Submits `config` with cluster/submit; returns the job id.
     fn submit(&self, config: &Path) -> u64 {
-        let (ok, text) = self.run(self.cmd("cluster/submit").arg(config));
+        self.submit_with(config, &[])
+    }
+
+    /// [`Slurm::submit`] with extra environment for the job (sbatch exports it).
+    fn submit_with(&self, config: &Path, env: &[(&str, &str)]) -> u64 {
+        let mut c = self.cmd("cluster/submit");
+        c.arg(config).envs(env.iter().copied());
+        let (ok, text) = self.run(&mut c);
         assert!(ok, "{text}");
         text.lines()
             .find_map(|l| l.strip_prefix("Submitted batch job "))
@@ -151,10 +158,11 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
         assert_eq!(policy, 6 * 2, "iteration {it}");
     }
 
-    // 2. SIGTERM to the batch step while iteration 2 is learned.
+    // 2. SIGTERM to the batch step while iteration 2 is learned; this job with TLS=1 (mutual TLS
+    // on every connection, the job's files made in <run.dir>/tls and kept for the requeue).
     let cfg = checkpointed_config(&dir, "b", 2);
     let b = dir.join("b");
-    let id = slurm.submit(&cfg);
+    let id = slurm.submit_with(&cfg, &[("TLS", "1")]);
     let mut signalled = false;
     let j = slurm.wait(id, &job_out(&b, id), long, |text| {
         if !signalled && text.contains("learning iteration=2") {
@@ -178,6 +186,9 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
         "{text}"
     );
     same_run(&a, &b, &straight, &rows_a);
+    assert!(b.join("tls/node.key").exists(), "TLS=1 made the job's files");
+    let url = std::fs::read_to_string(b.join("coordinator.url")).unwrap();
+    assert!(url.starts_with("https://"), "{url}");
 
     // 3. `scontrol requeue` in the middle of iteration 3, no warning.
     let cfg = checkpointed_config(&dir, "c", 2);
