@@ -544,19 +544,25 @@ mod tests {
         assert_eq!(s.check(&[row(2, 6, 0)]), Ok(()));
     }
 
+    /// A store with small limits: vocabulary 100, 4 response and 8 prompt tokens, 1 iteration ahead.
+    fn limited_store() -> Arc<LearnerStore> {
+        let store = Arc::new(LearnerStore::default());
+        store.set_limits(RowLimits {
+            vocab: 100,
+            max_response_tokens: 4,
+            max_prompt_tokens: 8,
+            max_ahead: 1,
+        });
+        store
+    }
+
     /// Over the wire: a learner's Flight server refuses a batch holding a NaN log-prob with the
     /// row and field in the error, stores nothing of it, and takes the good batch after it.
     #[test]
     fn a_flight_put_with_a_nan_log_prob_is_refused_and_nothing_of_it_kept() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = Arc::new(LearnerStore::default());
-            store.set_limits(RowLimits {
-                vocab: 100,
-                max_response_tokens: 4,
-                max_prompt_tokens: 8,
-                max_ahead: 1,
-            });
+            let store = limited_store();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
@@ -584,13 +590,7 @@ mod tests {
     fn flight_refuses_a_wrong_token_end_to_end() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = Arc::new(LearnerStore::default());
-            store.set_limits(RowLimits {
-                vocab: 100,
-                max_response_tokens: 4,
-                max_prompt_tokens: 8,
-                max_ahead: 1,
-            });
+            let store = limited_store();
             store.publish(1, vec![0.5; 8]);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
