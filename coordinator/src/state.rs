@@ -29,10 +29,12 @@ use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::RunConfig;
 use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the same as std's in a run, and pausable in the scheduler tests (coordinator/tests/scheduler.rs).
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::Status;
 
 /// A rollout task is retried this many times before the run fails (a bad task, not a lost
@@ -95,6 +97,16 @@ impl Phase {
 /// Outbound half of a worker's attached stream.
 pub type Outbox = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 
+/// A worker's lifecycle: registered → idle (its stream attached) ⇄ busy (holding one task) →
+/// lost (declared gone; never comes back: a returning process registers again as a new worker).
+#[derive(Debug, Clone, PartialEq)]
+enum WorkerState {
+    Registered,
+    Idle,
+    Busy { task: u64 },
+    Lost { why: String },
+}
+
 #[derive(Debug)]
 struct Worker {
     role: pb::Role,
@@ -105,9 +117,28 @@ struct Worker {
     rank: Option<u32>,
     outbox: Option<Outbox>,
     last_seen: Instant,
-    task: Option<u64>,
-    lost: bool,
+    state: WorkerState,
     policy_version: u64,
+}
+
+impl Worker {
+    /// Not declared lost.
+    fn live(&self) -> bool {
+        !matches!(self.state, WorkerState::Lost { .. })
+    }
+
+    /// A live worker of `role`.
+    fn live_as(&self, role: pb::Role) -> bool {
+        self.role == role && self.live()
+    }
+
+    /// The task it holds.
+    fn task(&self) -> Option<u64> {
+        match self.state {
+            WorkerState::Busy { task } => Some(task),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,20 +147,43 @@ enum TaskKind {
     Learner(pb::LearnerTask),
 }
 
+/// A task's lifecycle: queued (made, waiting for a worker) → running on one worker → done; a
+/// running task goes back to queued when its worker is lost, its lease runs out, or it failed
+/// with attempts left. A learner restart ends every unfinished task (their reports are ignored).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TaskState {
+    Queued,
+    Running { worker: u64, since: Instant },
+    Done,
+}
+
 #[derive(Debug)]
 struct Task {
     kind: TaskKind,
     iteration: u64,
     attempts: u32,
-    worker: Option<u64>,
-    started: Option<Instant>,
-    done: bool,
+    state: TaskState,
+}
+
+impl Task {
+    fn done(&self) -> bool {
+        self.state == TaskState::Done
+    }
+
+    fn worker(&self) -> Option<u64> {
+        match self.state {
+            TaskState::Running { worker, .. } => Some(worker),
+            _ => None,
+        }
+    }
 }
 
 /// Per-iteration bookkeeping.
 #[derive(Debug, Default)]
 struct IterationState {
     rollout_tasks: Vec<u64>,
+    /// How many of `rollout_tasks` are done (learning starts when all are).
+    rollouts_done: usize,
     /// Prompt ids by learner rank.
     shards: Vec<Vec<u64>>,
     policy_version: u64,
@@ -192,6 +246,8 @@ pub struct RunState {
     run_dir: PathBuf,
     pub phase: Phase,
     workers: BTreeMap<u64, Worker>,
+    /// Idle rollout workers, lowest id first (the dispatch order).
+    idle: BTreeSet<u64>,
     next_worker: u64,
     tasks: HashMap<u64, Task>,
     queue: VecDeque<u64>,
@@ -261,6 +317,7 @@ impl RunState {
             run_dir,
             phase: Phase::WaitingForWorkers,
             workers: BTreeMap::new(),
+            idle: BTreeSet::new(),
             next_worker: 1,
             tasks: HashMap::new(),
             queue: VecDeque::new(),
@@ -389,10 +446,13 @@ impl RunState {
             }
             Event::Attach { worker_id, outbox } => {
                 match self.workers.get_mut(&worker_id) {
-                    Some(w) if !w.lost => {
+                    Some(w) if w.live() => {
                         w.outbox = Some(outbox);
                         w.last_seen = Instant::now();
                         tracing::info!(worker_id, role = ?w.role, host = %w.host, "worker attached");
+                        if w.state == WorkerState::Registered {
+                            self.set_state(worker_id, WorkerState::Idle);
+                        }
                     }
                     _ => {
                         let _ = outbox.try_send(Err(Status::not_found(format!(
@@ -433,7 +493,7 @@ impl RunState {
                                 self.fail(format!("{who} on {host}: {}", f.error));
                             } else {
                                 self.lose(worker_id, &format!("it failed: {}", f.error));
-                                if !self.workers.values().any(|w| w.role == pb::Role::Rollout && !w.lost) {
+                                if !self.workers.values().any(|w| w.live_as(pb::Role::Rollout)) {
                                     self.fail(format!("no rollout worker left: worker {worker_id} on {host}: {}", f.error));
                                 }
                             }
@@ -456,7 +516,7 @@ impl RunState {
                 let silent: Vec<u64> = self
                     .workers
                     .iter()
-                    .filter(|(_, w)| !w.lost && w.last_seen.elapsed() > limit)
+                    .filter(|(_, w)| w.live() && w.last_seen.elapsed() > limit)
                     .map(|(&id, _)| id)
                     .collect();
                 for id in silent {
@@ -488,7 +548,7 @@ impl RunState {
                 let alive = self
                     .workers
                     .iter()
-                    .find(|(_, w)| w.role == pb::Role::Learner && !w.lost && w.asked_rank == rank)
+                    .find(|(_, w)| w.live_as(pb::Role::Learner) && w.asked_rank == rank)
                     .map(|(&id, _)| id);
                 match alive {
                     Some(id) => self.lose(id, &format!("its process exited ({status})")),
@@ -506,7 +566,7 @@ impl RunState {
         let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
         match role {
             pb::Role::Rollout => {
-                let live = self.workers.values().filter(|w| w.role == pb::Role::Rollout && !w.lost).count();
+                let live = self.workers.values().filter(|w| w.live_as(pb::Role::Rollout)).count();
                 if live >= self.cfg.workers.rollout as usize {
                     return Err(Status::resource_exhausted(format!(
                         "the run already has its {} rollout workers (workers.rollout); one more is taken only after one of them is lost",
@@ -515,7 +575,7 @@ impl RunState {
                 }
             }
             pb::Role::Learner => {
-                let attached = self.workers.values().filter(|w| w.role == pb::Role::Learner && !w.lost).count();
+                let attached = self.workers.values().filter(|w| w.live_as(pb::Role::Learner)).count();
                 if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
                     return Err(Status::failed_precondition(format!(
                         "the run already has its {} learners (workers.learner); a lost learner is replaced by restarting all learners from a checkpoint (`--local` does it; otherwise run the coordinator again with --resume)",
@@ -547,8 +607,7 @@ impl RunState {
                 rank: None,
                 outbox: None,
                 last_seen: Instant::now(),
-                task: None,
-                lost: false,
+                state: WorkerState::Registered,
                 policy_version: 0,
             },
         );
@@ -568,15 +627,28 @@ impl RunState {
         }
     }
 
+    /// Moves worker `id` to `state`, keeping the idle index in step.
+    fn set_state(&mut self, id: u64, state: WorkerState) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.role == pb::Role::Rollout {
+            if state == WorkerState::Idle {
+                self.idle.insert(id);
+            } else {
+                self.idle.remove(&id);
+            }
+        }
+        w.state = state;
+    }
+
     fn lose(&mut self, worker_id: u64, why: &str) {
         let Some(w) = self.workers.get_mut(&worker_id) else { return };
-        if w.lost {
+        if !w.live() {
             return;
         }
-        w.lost = true;
         w.outbox = None;
         let role = w.role;
-        let task = w.task.take();
+        let task = w.task();
+        self.set_state(worker_id, WorkerState::Lost { why: why.into() });
         tracing::warn!(worker_id, ?role, why, "worker lost");
         if self.finished() {
             return;
@@ -587,9 +659,8 @@ impl RunState {
         }
         if let Some(t) = task {
             if let Some(task) = self.tasks.get_mut(&t) {
-                if !task.done {
-                    task.worker = None;
-                    task.started = None;
+                if !task.done() {
+                    task.state = TaskState::Queued;
                     self.queue.push_front(t);
                     tracing::info!(task_id = t, "re-queued the lost worker's task");
                 }
@@ -602,7 +673,7 @@ impl RunState {
         if self.phase != Phase::WaitingForWorkers || self.started.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
             return;
         }
-        let count = |role| self.workers.values().filter(|w| w.role == role && !w.lost).count();
+        let count = |role| self.workers.values().filter(|w| w.live_as(role)).count();
         let (l, r) = (count(pb::Role::Learner), count(pb::Role::Rollout));
         if l < self.cfg.workers.learner as usize || r == 0 {
             self.fail(format!(
@@ -620,17 +691,24 @@ impl RunState {
         let expired: Vec<u64> = self
             .tasks
             .iter()
-            .filter(|(_, t)| !t.done && matches!(t.kind, TaskKind::Rollout(_)) && t.started.is_some_and(|s| s.elapsed() > lease))
+            .filter(|(_, t)| matches!(t.kind, TaskKind::Rollout(_)) && matches!(t.state, TaskState::Running { since, .. } if since.elapsed() > lease))
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
             let t = self.tasks.get_mut(&id).unwrap();
-            tracing::warn!(task_id = id, worker_id = ?t.worker, "task lease expired; re-queued");
-            if let Some(w) = t.worker.take().and_then(|w| self.workers.get_mut(&w)) {
-                w.task = None;
-            }
-            t.started = None;
+            let worker = t.worker();
+            t.state = TaskState::Queued;
+            // The worker stays busy until it reports (its report is then ignored as stale): a
+            // stuck worker is not handed more work, and the task goes to another one.
+            tracing::warn!(task_id = id, worker_id = ?worker, "task lease expired; re-queued");
             self.queue.push_back(id);
+        }
+    }
+
+    /// Worker `id` no longer holds task `task`: idle again unless it was lost meanwhile.
+    fn release(&mut self, id: u64, task: u64) {
+        if self.workers.get(&id).is_some_and(|w| w.task() == Some(task)) {
+            self.set_state(id, WorkerState::Idle);
         }
     }
 
@@ -673,19 +751,15 @@ impl RunState {
         let redone: Vec<u64> = (manifest.iteration + 1..=reached).collect();
         tracing::warn!(reason = %why, checkpoint = %dir.display(), ?redone, restart = self.restarts.len() + 1, max, "restarting the learners from a checkpoint");
         // Everything in flight belongs to the failed attempt: its reports will be ignored.
-        for t in self.tasks.values_mut().filter(|t| !t.done) {
-            t.done = true;
-            if let Some(w) = t.worker.take().and_then(|w| self.workers.get_mut(&w)) {
-                w.task = None;
+        let unfinished: Vec<(u64, Option<u64>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
+        for (id, worker) in unfinished {
+            self.tasks.get_mut(&id).unwrap().state = TaskState::Done;
+            if let Some(w) = worker {
+                self.release(w, id);
             }
         }
         self.queue.clear();
-        let learners: Vec<u64> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.role == pb::Role::Learner && !w.lost)
-            .map(|(&id, _)| id)
-            .collect();
+        let learners: Vec<u64> = self.workers.iter().filter(|(_, w)| w.live_as(pb::Role::Learner)).map(|(&id, _)| id).collect();
         for id in learners {
             self.send(
                 id,
@@ -693,9 +767,13 @@ impl RunState {
                     reason: format!("restarting the learners: {why}"),
                 }),
             );
-            let w = self.workers.get_mut(&id).unwrap();
-            w.lost = true;
-            w.outbox = None;
+            self.workers.get_mut(&id).unwrap().outbox = None;
+            self.set_state(
+                id,
+                WorkerState::Lost {
+                    why: "stopped for a learner restart".into(),
+                },
+            );
         }
         self.restarts.push((manifest.iteration, redone.clone(), why.clone()));
         self.record(serde_json::json!({ "restart": self.restarts.len(), "from_checkpoint": dir.display().to_string(), "checkpoint_iteration": manifest.iteration, "redone": redone, "reason": why }));
@@ -730,7 +808,7 @@ impl RunState {
         let mut v: Vec<(u32, u64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.role == pb::Role::Learner && !w.lost)
+            .filter(|(_, w)| w.live_as(pb::Role::Learner))
             .filter_map(|(&id, w)| w.rank.map(|r| (r, id)))
             .collect();
         v.sort();
@@ -795,7 +873,7 @@ impl RunState {
         let mut learners: Vec<u64> = self
             .workers
             .iter()
-            .filter(|(_, x)| x.role == pb::Role::Learner && !x.lost && x.outbox.is_some())
+            .filter(|(_, x)| x.live_as(pb::Role::Learner) && x.outbox.is_some())
             .map(|(&id, _)| id)
             .collect();
         if learners.len() < w {
@@ -1114,9 +1192,9 @@ impl RunState {
         }
         self.dispatch();
         // Every task of an evaluation is its own (the job holds no training tasks).
-        let done = self.tasks.values().filter(|t| t.done).count() as u64;
+        let done = self.tasks.values().filter(|t| t.done()).count() as u64;
         self.console.update(done, self.console.total().unwrap_or(done), Vec::new());
-        if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done)) {
+        if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done())) {
             self.phase = Phase::Done;
             self.shutdown_all("evaluation complete");
             tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "evaluation complete");
@@ -1159,7 +1237,7 @@ impl RunState {
     /// Evaluation job: a learner task reported. After the last score task, rank 0 reports.
     fn eval_scored(&mut self, t: &pb::LearnerTask, task_id: u64, metrics: serde_json::Value) {
         let kind = pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
-        let done = |s: &RunState, id: &u64| s.tasks.get(id).is_some_and(|t| t.done);
+        let done = |s: &RunState, id: &u64| s.tasks.get(id).is_some_and(|t| t.done());
         match kind {
             pb::LearnerTaskKind::EvalScore => {
                 let job = self.eval.as_mut().unwrap();
@@ -1217,9 +1295,7 @@ impl RunState {
                 kind,
                 iteration,
                 attempts: 0,
-                worker: None,
-                started: None,
-                done: false,
+                state: TaskState::Queued,
             },
         );
         id
@@ -1227,8 +1303,10 @@ impl RunState {
 
     fn start(&mut self, task_id: u64, worker_id: u64) {
         let task = self.tasks.get_mut(&task_id).unwrap();
-        task.worker = Some(worker_id);
-        task.started = Some(Instant::now());
+        task.state = TaskState::Running {
+            worker: worker_id,
+            since: Instant::now(),
+        };
         task.attempts += 1;
         let msg = match &task.kind {
             TaskKind::Rollout(t) => {
@@ -1243,7 +1321,7 @@ impl RunState {
             }
             TaskKind::Learner(t) => Msg::Learner(t.clone()),
         };
-        self.workers.get_mut(&worker_id).unwrap().task = Some(task_id);
+        self.set_state(worker_id, WorkerState::Busy { task: task_id });
         if !self.send(worker_id, msg) {
             self.lose(worker_id, "its stream is not accepting messages");
         }
@@ -1302,12 +1380,7 @@ impl RunState {
     fn dispatch(&mut self) {
         loop {
             let Some(&task_id) = self.queue.front() else { return };
-            let idle = self
-                .workers
-                .iter()
-                .find(|(_, w)| w.role == pb::Role::Rollout && !w.lost && w.outbox.is_some() && w.task.is_none())
-                .map(|(&id, _)| id);
-            let Some(worker_id) = idle else { return };
+            let Some(&worker_id) = self.idle.first() else { return };
             self.queue.pop_front();
             self.start(task_id, worker_id);
         }
@@ -1319,23 +1392,26 @@ impl RunState {
         }
         let next = self.learned_upto + 1;
         let Some(st) = self.iterations.get(&next) else { return };
-        if !st.rollout_tasks.iter().all(|t| self.tasks[t].done) {
+        if st.rollouts_done < st.rollout_tasks.len() {
             return;
         }
         let by_rank = self.learners_by_rank();
         let shards = st.shards.clone();
         let rollout_ids = st.rollout_tasks.clone();
+        // Each rank waits only for the rollout tasks that fed its shard (one pass over the
+        // tasks: with 1,000 workers and 64 ranks a scan per rank held the loop for milliseconds).
+        let rank_of: HashMap<u64, usize> = shards.iter().enumerate().flat_map(|(r, s)| s.iter().map(move |&p| (p, r))).collect();
+        let mut feeding_by_rank: Vec<Vec<u64>> = vec![Vec::new(); by_rank.len()];
+        for t in &rollout_ids {
+            if let TaskKind::Rollout(rt) = &self.tasks[t].kind {
+                if let Some(&r) = rt.prompt_ids.first().and_then(|p| rank_of.get(p)) {
+                    feeding_by_rank[r].push(*t);
+                }
+            }
+        }
         let mut learner_tasks = Vec::new();
         for (r, id) in by_rank.iter().enumerate() {
-            // Each rank waits only for the rollout tasks that fed its shard.
-            let feeding: Vec<u64> = rollout_ids
-                .iter()
-                .copied()
-                .filter(|t| match &self.tasks[t].kind {
-                    TaskKind::Rollout(rt) => shards[r].contains(&rt.prompt_ids[0]),
-                    _ => false,
-                })
-                .collect();
+            let feeding = std::mem::take(&mut feeding_by_rank[r]);
             let lt = pb::LearnerTask {
                 task_id: 0,
                 iteration: next,
@@ -1359,33 +1435,39 @@ impl RunState {
 
     fn report(&mut self, r: pb::TaskReport) -> Result<pb::TaskAck, Status> {
         let Some(task) = self.tasks.get_mut(&r.task_id) else {
+            if r.task_id < self.next_task {
+                // A task of an iteration already learned (and forgotten): a late duplicate.
+                tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a report of a finished task");
+                self.release(r.worker_id, r.task_id);
+                return Ok(pb::TaskAck {});
+            }
             return Err(Status::not_found(format!("unknown task {}", r.task_id)));
         };
-        if task.worker != Some(r.worker_id) || task.done {
-            // A late report from a worker whose task was re-queued: its rows were deduplicated
-            // by the learner; nothing to do.
+        if task.worker() != Some(r.worker_id) {
+            // A late report from a worker whose task was re-queued (its lease ran out): its rows
+            // were deduplicated by the learner; the worker may take new work.
             tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a stale report");
+            self.release(r.worker_id, r.task_id);
             return Ok(pb::TaskAck {});
-        }
-        if let Some(w) = self.workers.get_mut(&r.worker_id) {
-            w.task = None;
         }
         let iteration = task.iteration;
         let kind = task.kind.clone();
-        let elapsed = task.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let attempts = task.attempts;
+        let elapsed = match task.state {
+            TaskState::Running { since, .. } => since.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        task.state = if r.ok { TaskState::Done } else { TaskState::Queued };
+        self.release(r.worker_id, r.task_id);
         if !r.ok {
             tracing::warn!(task_id = r.task_id, error = %r.error, "task failed");
             match kind {
-                TaskKind::Rollout(_) if task.attempts < MAX_ATTEMPTS => {
-                    task.worker = None;
-                    self.queue.push_back(r.task_id);
-                }
+                TaskKind::Rollout(_) if attempts < MAX_ATTEMPTS => self.queue.push_back(r.task_id),
                 TaskKind::Rollout(_) => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
                 TaskKind::Learner(_) => self.learner_failed(format!("learner task {} (iteration {iteration}) failed: {}", r.task_id, r.error)),
             }
             return Ok(pb::TaskAck {});
         }
-        task.done = true;
         let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
         match kind {
             TaskKind::Rollout(t) if self.eval.is_some() => {
@@ -1403,6 +1485,7 @@ impl RunState {
                 let mut m = metrics;
                 m["task_s"] = serde_json::json!(elapsed);
                 st.rollout_metrics.push(m);
+                st.rollouts_done += 1;
             }
             TaskKind::Learner(t) => {
                 let rank = self.workers.get(&r.worker_id).and_then(|w| w.rank).unwrap_or(0);
@@ -1412,7 +1495,7 @@ impl RunState {
                         if let (Some(into), Some(from)) = (entry.as_object_mut(), metrics.as_object()) {
                             into.extend(from.clone());
                         }
-                        if self.warm_tasks.iter().all(|id| self.tasks[id].done) {
+                        if self.warm_tasks.iter().all(|id| self.tasks[id].done()) {
                             self.policy_version = self.policy_version.max(t.next_policy_version);
                             if self.warm_kind == pb::LearnerTaskKind::SftWarmStart && self.cfg.reward.warm_start_steps > 0 {
                                 self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
@@ -1432,7 +1515,7 @@ impl RunState {
                         let all = match self.checkpointing.as_mut() {
                             Some(p) if p.tasks.contains(&r.task_id) => {
                                 p.reports.insert(rank, metrics);
-                                p.tasks.iter().all(|id| self.tasks[id].done)
+                                p.tasks.iter().all(|id| self.tasks[id].done())
                             }
                             _ => false,
                         };
@@ -1451,7 +1534,7 @@ impl RunState {
                     _ => {
                         let st = self.iterations.get_mut(&iteration).unwrap();
                         st.learner_metrics.insert(rank, metrics);
-                        if st.learner_tasks.iter().all(|id| self.tasks[id].done) {
+                        if st.learner_tasks.iter().all(|id| self.tasks[id].done()) {
                             self.policy_version = t.next_policy_version;
                             if self.cfg.data.eval_prompts > 0 {
                                 // Held-out metrics of the new policy and reward, on rank 0.
@@ -1489,6 +1572,11 @@ impl RunState {
     fn finish_iteration(&mut self, iteration: u64) {
         let st = self.iterations.remove(&iteration).unwrap();
         self.prompts_trained = st.prompt_end;
+        // The iteration's tasks are finished for good: forget them, so that the loop's scans
+        // (leases, status) stay the size of the work in flight, not of the whole run.
+        for id in st.rollout_tasks.iter().chain(&st.learner_tasks).chain(&st.eval_task) {
+            self.tasks.remove(id);
+        }
         let sum = |k: &str| st.rollout_metrics.iter().filter_map(|m| m[k].as_f64()).sum::<f64>();
         let gen_s = sum("generation_ms") / 1e3;
         let tokens = sum("tokens");
@@ -1578,21 +1666,18 @@ impl RunState {
                     worker_id: id,
                     role: w.role as i32,
                     host: w.host.clone(),
-                    state: if w.lost {
-                        "lost".into()
-                    } else if let Some(t) = w.task {
-                        format!("busy (task {t})")
-                    } else if w.outbox.is_some() {
-                        "idle".into()
-                    } else {
-                        "registered".into()
+                    state: match &w.state {
+                        WorkerState::Lost { .. } => "lost".into(),
+                        WorkerState::Busy { task } => format!("busy (task {task})"),
+                        WorkerState::Idle => "idle".into(),
+                        WorkerState::Registered => "registered".into(),
                     },
                     policy_version: w.policy_version,
                 })
                 .collect(),
             last_metrics_json: self.records.last().map(|r| r.to_string()).unwrap_or_default(),
             queued_tasks: self.queue.len() as u64,
-            running_tasks: self.tasks.values().filter(|t| t.worker.is_some() && !t.done).count() as u64,
+            running_tasks: self.tasks.values().filter(|t| matches!(t.state, TaskState::Running { .. })).count() as u64,
         }
     }
 }
@@ -1693,7 +1778,7 @@ mod tests {
         let e = rx.try_recv().unwrap().unwrap_err();
         assert!(e.code() == tonic::Code::ResourceExhausted && e.message().contains("workers.rollout"), "{e}");
         // A lost worker's place is free again.
-        st.workers.get_mut(&ids[0]).unwrap().lost = true;
+        st.set_state(ids[0], WorkerState::Lost { why: "test".into() });
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         st.handle(Event::Register { req: req(), reply: tx });
         assert!(rx.try_recv().unwrap().is_ok());

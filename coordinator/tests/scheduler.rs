@@ -1,0 +1,371 @@
+//! The scheduler without a network: the coordinator's state machine ([`RunState`]) driven by
+//! fake workers through the same events the gRPC edge sends it, on tokio's paused clock, so
+//! that leases, heartbeats and loss detection are tested in milliseconds instead of minutes of
+//! real processes. The real-process tests (tests/tests/run.rs, checkpoint.rs) stay as the
+//! end-to-end layer.
+
+use airlift_coordinator::state::{Event, Phase, RunState};
+use airlift_proto::config::RunConfig;
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// A small training run: no warm starts, no held-out evaluation, no checkpoints unless asked.
+fn config(rollout: u32, learner: u32, iterations: u64, extra: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.toml")).unwrap();
+    let mut c = RunConfig::from_toml(&text).unwrap();
+    c.run.iterations = iterations;
+    c.workers.rollout = rollout;
+    c.workers.learner = learner;
+    c.workers.heartbeat_ms = 1000;
+    c.workers.lost_after_ms = 10_000;
+    c.workers.task_lease_ms = 60_000;
+    c.data.prompts_per_iteration = 4;
+    c.data.prompts_per_task = 1;
+    c.data.eval_prompts = 0;
+    c.sft.steps = 0;
+    c.reward.warm_start_steps = 0;
+    c.checkpoint.every = 0;
+    c.checkpoint.at_end = false;
+    extra(&mut c);
+    c
+}
+
+/// A fake worker: its id and the receiving end of its attached stream.
+struct Fake {
+    id: u64,
+    rx: mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>,
+}
+
+impl Fake {
+    /// The next message the coordinator sent it, if any.
+    fn next(&mut self) -> Option<Msg> {
+        match self.rx.try_recv() {
+            Ok(Ok(m)) => m.kind,
+            _ => None,
+        }
+    }
+
+    /// Every message waiting.
+    fn drain(&mut self) -> Vec<Msg> {
+        std::iter::from_fn(|| self.next()).collect()
+    }
+}
+
+struct Harness {
+    st: RunState,
+    _dir: std::path::PathBuf,
+}
+
+impl Harness {
+    fn new(cfg: RunConfig, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("airlift-scheduler-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness {
+            st: RunState::new(cfg, dir.clone()),
+            _dir: dir,
+        }
+    }
+
+    fn join(&mut self, role: pb::Role, rank: u32) -> Fake {
+        let (reply, mut answer) = oneshot::channel();
+        let learner = role == pb::Role::Learner;
+        let req = pb::RegisterRequest {
+            role: role as i32,
+            host: format!("node-{rank}"),
+            device: "cpu".into(),
+            flight_addr: if learner { format!("10.0.0.{rank}:7000") } else { String::new() },
+            collective_addr: if learner { format!("10.0.0.{rank}:7001") } else { String::new() },
+            rank,
+            pid: 1,
+        };
+        self.st.handle(Event::Register { req, reply });
+        let id = answer.try_recv().unwrap().expect("registered").worker_id;
+        let (tx, rx) = mpsc::channel(64);
+        self.st.handle(Event::Attach { worker_id: id, outbox: tx });
+        Fake { id, rx }
+    }
+
+    fn report(&mut self, w: &Fake, task_id: u64, metrics: serde_json::Value) {
+        let (reply, _ack) = oneshot::channel();
+        let report = pb::TaskReport {
+            worker_id: w.id,
+            task_id,
+            ok: true,
+            error: String::new(),
+            rows: 0,
+            metrics_json: metrics.to_string(),
+        };
+        self.st.handle(Event::Report { report, reply });
+    }
+
+    fn beat(&mut self, w: &Fake) {
+        let msg = pb::WorkerMessage {
+            worker_id: w.id,
+            kind: Some(pb::worker_message::Kind::Heartbeat(pb::Heartbeat {})),
+        };
+        self.st.handle(Event::Message { worker_id: w.id, msg });
+    }
+
+    fn status(&mut self) -> pb::StatusResponse {
+        let (reply, mut rx) = oneshot::channel();
+        self.st.handle(Event::Status { reply });
+        rx.try_recv().unwrap()
+    }
+
+    fn worker_state(&mut self, w: &Fake) -> String {
+        self.status().workers.into_iter().find(|s| s.worker_id == w.id).unwrap().state
+    }
+
+    /// Advances the paused clock by `ms` in heartbeat-sized steps, ticking the loop each time and
+    /// keeping the workers of `alive` heartbeating.
+    async fn pass(&mut self, ms: u64, alive: &[&Fake]) {
+        let step = 1000;
+        let mut left = ms;
+        while left > 0 {
+            let d = left.min(step);
+            tokio::time::advance(Duration::from_millis(d)).await;
+            left -= d;
+            for w in alive {
+                self.beat(w);
+            }
+            self.st.handle(Event::Tick);
+        }
+    }
+}
+
+fn rollout(m: Msg) -> pb::RolloutTask {
+    match m {
+        Msg::Rollout(t) => t,
+        other => panic!("expected a rollout task, got {other:?}"),
+    }
+}
+
+fn learner_task(m: Msg) -> pb::LearnerTask {
+    match m {
+        Msg::Learner(t) => t,
+        other => panic!("expected a learner task, got {other:?}"),
+    }
+}
+
+/// The one learner's rendezvous, then nothing.
+fn rendezvous(l: &mut Fake) {
+    assert!(matches!(l.next(), Some(Msg::Rendezvous(_))), "the learner's rendezvous comes first");
+}
+
+fn rows(t: &pb::RolloutTask) -> serde_json::Value {
+    let rows = t.prompt_ids.len() as u64 * t.samples_per_prompt as u64;
+    serde_json::json!({ "rows": rows, "tokens": rows * 10, "correct": 0 })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_rollout_workers_task_goes_to_another_and_is_counted_once() {
+    let mut h = Harness::new(config(2, 1, 1, |_| {}), "lost");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut a = h.join(pb::Role::Rollout, 0);
+    let mut b = h.join(pb::Role::Rollout, 1);
+    rendezvous(&mut l);
+    assert_eq!(h.st.phase, Phase::Running);
+    // One task each (a worker holds one task at a time); two stay queued.
+    let ta = rollout(a.next().expect("a's task"));
+    let tb = rollout(b.next().expect("b's task"));
+    assert_eq!(h.status().queued_tasks, 2);
+    // a goes silent; b keeps heartbeating and works through the queue.
+    h.report(&b, tb.task_id, rows(&tb));
+    let tb2 = rollout(b.next().unwrap());
+    h.pass(10_000, &[&b, &l]).await;
+    assert_eq!(h.worker_state(&a), format!("busy (task {})", ta.task_id), "10 s silent is not lost yet");
+    h.pass(2_000, &[&b, &l]).await;
+    assert_eq!(h.worker_state(&a), "lost");
+    // a's task was put first in the queue: b gets it after its current one.
+    h.report(&b, tb2.task_id, rows(&tb2));
+    let again = rollout(b.next().unwrap());
+    assert_eq!(again.task_id, ta.task_id, "the lost worker's task is handed out again first");
+    assert_eq!(again.prompt_ids, ta.prompt_ids);
+    // a's late report is ignored: its task now belongs to b.
+    h.report(&a, ta.task_id, rows(&ta));
+    assert!(l.next().is_none(), "no learning before every rollout task is done");
+    h.report(&b, again.task_id, rows(&again));
+    let last = rollout(b.next().unwrap());
+    h.report(&b, last.task_id, rows(&last));
+    // Learning starts once; the record counts each of the four tasks once.
+    let it = learner_task(l.next().expect("the iteration's learner task"));
+    assert_eq!(it.iteration, 1);
+    assert_eq!(it.rollout_task_ids.len(), 4);
+    assert!(l.next().is_none());
+    h.report(&l, it.task_id, serde_json::json!({ "disc_loss": 0.5 }));
+    assert_eq!(h.st.phase, Phase::Done);
+    let rec = h.st.records.last().unwrap();
+    assert_eq!(rec["rollout"]["tasks"], 4);
+    assert_eq!(rec["rollout"]["rows"], 16.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_worker_loses_its_task_when_the_lease_runs_out_and_its_late_report_is_ignored() {
+    let mut h = Harness::new(config(2, 1, 1, |c| c.workers.task_lease_ms = 30_000), "lease");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut a = h.join(pb::Role::Rollout, 0);
+    let mut b = h.join(pb::Role::Rollout, 1);
+    rendezvous(&mut l);
+    let ta = rollout(a.next().unwrap());
+    let mut done = 0;
+    // b does everything else; a heartbeats but never reports.
+    let tb = rollout(b.next().unwrap());
+    h.report(&b, tb.task_id, rows(&tb));
+    done += 1;
+    while let Some(m) = b.next() {
+        let t = rollout(m);
+        h.report(&b, t.task_id, rows(&t));
+        done += 1;
+    }
+    assert_eq!(done, 3);
+    h.pass(29_000, &[&a, &b, &l]).await;
+    assert!(b.next().is_none(), "the lease has not run out yet");
+    h.pass(2_000, &[&a, &b, &l]).await;
+    let again = rollout(b.next().expect("the expired task, re-queued"));
+    assert_eq!(again.task_id, ta.task_id);
+    assert_eq!(
+        h.worker_state(&a),
+        format!("busy (task {})", ta.task_id),
+        "a heartbeating worker is not lost; it takes no new work until it reports"
+    );
+    h.report(&a, ta.task_id, rows(&ta));
+    assert!(l.next().is_none(), "the stale report does not complete the task");
+    assert_eq!(h.worker_state(&a), "idle", "after its (ignored) report it may work again");
+    h.report(&b, again.task_id, rows(&again));
+    let it = learner_task(l.next().unwrap());
+    h.report(&l, it.task_id, serde_json::json!({}));
+    assert_eq!(h.st.phase, Phase::Done);
+    assert_eq!(h.st.records.last().unwrap()["rollout"]["tasks"], 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn staleness_bounds_how_far_rollouts_run_ahead_of_learning() {
+    for staleness in [0u64, 1] {
+        let mut h = Harness::new(config(1, 1, 3, |c| c.run.max_staleness = staleness), &format!("stale{staleness}"));
+        let mut l = h.join(pb::Role::Learner, 0);
+        let mut r = h.join(pb::Role::Rollout, 0);
+        rendezvous(&mut l);
+        // Work through iteration 1's rollouts without reporting the learner task.
+        let mut seen = Vec::new();
+        while let Some(m) = r.next() {
+            let t = rollout(m);
+            seen.push((t.iteration, t.policy_version));
+            h.report(&r, t.task_id, rows(&t));
+        }
+        let it1 = learner_task(l.next().expect("iteration 1 learns"));
+        assert_eq!(it1.iteration, 1);
+        let ahead: Vec<_> = seen.iter().filter(|(i, _)| *i == 2).collect();
+        if staleness == 0 {
+            assert_eq!(seen.len(), 4, "max_staleness = 0: nothing of iteration 2 before 1 is learned");
+            assert!(ahead.is_empty());
+        } else {
+            assert_eq!(seen.len(), 8, "max_staleness = 1: iteration 2's rollouts run beside 1's learning");
+            assert!(ahead.iter().all(|(_, v)| *v == 0), "... with the policy iteration 1 sampled with");
+            assert!(seen.iter().all(|(i, _)| *i <= 2), "never two ahead");
+        }
+        // Iteration 1 learned: policy version 1; the next rollouts say so.
+        h.report(&l, it1.task_id, serde_json::json!({}));
+        let next = r.drain().into_iter().map(rollout).collect::<Vec<_>>();
+        let want = if staleness == 0 { (2, 1) } else { (3, 1) };
+        assert!(
+            !next.is_empty() && next.iter().all(|t| (t.iteration, t.policy_version) == want),
+            "{staleness}: {next:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops() {
+    let mut h = Harness::new(config(1, 1, 5, |_| {}), "drain");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    while let Some(m) = r.next() {
+        let t = rollout(m);
+        h.report(&r, t.task_id, rows(&t));
+    }
+    let it1 = learner_task(l.next().unwrap());
+    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
+    assert_eq!(h.st.phase, Phase::Running, "the iteration being learned finishes");
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    assert!(r.next().is_none(), "no rollouts of iteration 2 after a drain");
+    let ck = learner_task(l.next().expect("a checkpoint before stopping"));
+    assert_eq!(ck.kind, pb::LearnerTaskKind::Checkpoint as i32);
+    assert_eq!(ck.iteration, 1);
+    std::fs::create_dir_all(&ck.checkpoint_dir).unwrap();
+    let shard = serde_json::json!({
+        "file": { "name": "rank-0.safetensors", "rank": 0, "bytes": 0, "sha256": "" },
+        "layouts": {}, "optimizer_steps": {},
+    });
+    h.report(&l, ck.task_id, shard);
+    assert!(matches!(&h.st.phase, Phase::Stopped(why) if why == "SIGTERM"), "{:?}", h.st.phase);
+    assert!(std::path::Path::new(&ck.checkpoint_dir).join("manifest.json").exists());
+    assert!(matches!(l.next(), Some(Msg::Shutdown(_))));
+    assert!(matches!(r.next(), Some(Msg::Shutdown(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_stops_at_once() {
+    let mut h = Harness::new(config(1, 1, 5, |_| {}), "drain2");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let _r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
+    h.st.handle(Event::Drain { reason: "SIGINT".into() });
+    assert!(
+        matches!(&h.st.phase, Phase::Failed(why) if why.contains("without a checkpoint")),
+        "{:?}",
+        h.st.phase
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_learner_without_restarts_fails_the_run_and_says_how_to_continue() {
+    let mut h = Harness::new(config(1, 1, 2, |_| {}), "learner");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.pass(11_000, &[&r]).await;
+    match &h.st.phase {
+        Phase::Failed(why) => assert!(why.contains("missed its heartbeats") && why.contains("--resume"), "{why}"),
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_rollout_worker_failing_ends_the_run_with_its_error() {
+    let mut h = Harness::new(config(1, 1, 2, |_| {}), "fatal");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    let msg = pb::WorkerMessage {
+        worker_id: r.id,
+        kind: Some(pb::worker_message::Kind::Fatal(pb::Fatal {
+            error: "model folder missing".into(),
+        })),
+    };
+    h.st.handle(Event::Message { worker_id: r.id, msg });
+    match &h.st.phase {
+        Phase::Failed(why) => assert!(why.contains("no rollout worker left") && why.contains("model folder missing"), "{why}"),
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_wait_for_a_late_rollout_worker_and_a_replacement_is_taken_after_a_loss() {
+    let mut h = Harness::new(config(1, 1, 1, |_| {}), "late");
+    let mut l = h.join(pb::Role::Learner, 0);
+    rendezvous(&mut l);
+    assert_eq!(h.status().queued_tasks, 4, "queued with no rollout worker yet");
+    let mut a = h.join(pb::Role::Rollout, 0);
+    let ta = rollout(a.next().expect("the first task on attach"));
+    h.pass(11_000, &[&l]).await;
+    assert_eq!(h.worker_state(&a), "lost");
+    // workers.rollout = 1: a replacement is taken now that a is lost.
+    let mut b = h.join(pb::Role::Rollout, 1);
+    let tb = rollout(b.next().unwrap());
+    assert_eq!(tb.task_id, ta.task_id);
+}
