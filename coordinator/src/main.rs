@@ -166,6 +166,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // One connection per worker: 1,000 workers need more than the usual soft limit of 1,024.
+    let nofile = airlift_proto::conn::raise_nofile();
     if let Some(Cmd::TlsInit { dir }) = &cli.command {
         airlift_proto::tls::init(dir).map_err(anyhow::Error::msg)?;
         println!(
@@ -175,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // A TLS folder that cannot be read stops here, never falls back to plaintext.
+    tracing::debug!(open_files = nofile, connections = airlift_proto::conn::cap(), "limits");
     if let Some(t) = airlift_proto::tls::current().map_err(anyhow::Error::msg)? {
         tracing::info!(dir = %t.dir.display(), client_certificates = if t.require_client_cert { "required" } else { "optional" }, "TLS on");
     }

@@ -19,16 +19,41 @@ use tokio::net::{TcpListener, TcpStream};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections served at once: half the soft open-file limit (the rest is for the run's
-/// files), between 64 and 1,024.
+/// files), between 64 and 16,384. A coordinator holds one connection per worker, so 1,000
+/// workers need a soft limit of about 2,100; [`raise_nofile`] lifts it to the hard limit first.
 pub fn cap() -> usize {
+    (soft_nofile() / 2).clamp(64, 16_384)
+}
+
+fn soft_nofile() -> usize {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is given.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
         r.rlim_cur as usize
     } else {
         1024
-    };
-    (soft / 2).clamp(64, 1024)
+    }
+}
+
+/// Lifts this process's soft open-file limit to its hard limit (at most 65,536), as servers
+/// that hold a connection per client do; returns the soft limit in force afterwards. A hard
+/// limit set from outside (`prlimit`, `ulimit -Hn`, Slurm's) is respected.
+pub fn raise_nofile() -> usize {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit / setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            let want = r.rlim_max.min(65_536);
+            if r.rlim_cur < want {
+                let lifted = libc::rlimit {
+                    rlim_cur: want,
+                    rlim_max: r.rlim_max,
+                };
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lifted);
+            }
+        }
+    }
+    soft_nofile()
 }
 
 /// One accepted connection, counted while it lives.
