@@ -7,9 +7,8 @@
 //! `summary.json` and `report.html`. Everything the job needs is checked here, before any
 //! worker starts.
 
-use crate::state::ResumePoint;
 use crate::CoordinatorError;
-use airlift_proto::checkpoint as ckpt;
+use airlift_proto::checkpoint::{self as ckpt, ResumePoint};
 use airlift_proto::config::RunConfig;
 use airlift_proto::gsm8k::{self, ProblemSource};
 use std::path::{Path, PathBuf};

@@ -102,6 +102,13 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+/// Where a run restarts (or an evaluation starts) from: a checkpoint that passed its checks.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
 /// What has been trained on, so that a resume neither repeats nor skips data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataFrontier {

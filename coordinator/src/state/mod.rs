@@ -1,0 +1,543 @@
+//! The run state machine, changed only by [`RunState::handle`] inside the coordinator's one
+//! event loop. It never touches tensors: it decides, and sends messages down the workers'
+//! attached streams. Not yet apart from deciding: it appends `metrics.jsonl` lines and TensorBoard
+//! events, writes checkpoint manifests and prunes old checkpoints itself, and on a learner
+//! restart verifies the checkpoints (SHA-256 of every shard) inside the loop.
+//!
+//! Where each part lives:
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Phase`], [`Event`], [`RunState`] and its fields, [`RunState::handle`], `progress` (moves the run on) |
+//! | `workers.rs` | `Worker`, `WorkerState`, registration, loss, learners by rank |
+//! | `tasks.rs` | `Task`, `TaskState`, the queue, dispatch, leases, the learner tasks of an iteration |
+//! | `phases.rs` | rendezvous, warm starts, the start of the iterations, failure and learner restarts |
+//! | `reports.rs` | what a finished task of each kind moves forward |
+//! | `checkpoint.rs` | checkpoint tasks and the manifest |
+//! | `eval_job.rs` | an evaluation job's rollouts, score tasks and report |
+//! | `records.rs` | `metrics.jsonl`, TensorBoard, the status answer |
+//!
+//! Lifecycles (impossible combinations are not representable):
+//!
+//! ```text
+//!  worker:  Registered ──attach──▶ Idle ◀──report / stale report──▶ Busy{task}
+//!              └──────────── heartbeats missed, stream closed, fatal ────────────▶ Lost{why}
+//!  task:    Queued ──start──▶ Running{worker, since} ──report ok──▶ Done
+//!              ▲                  │ worker lost, lease ran out (the worker stays Busy until
+//!              └──────────────────┘ it reports), failed with attempts left
+//!           learner restart: every unfinished task ─▶ Done (later reports are ignored)
+//! ```
+//!
+//! The run:
+//!
+//! ```text
+//!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent, naming the checkpoint to
+//!        │   load when resuming; CUDA runs: rank 0's rendezvous first, the others' once rank 0
+//!        │   sent its NCCL id)
+//!        ├─ fresh run with warm starts ─▶ WarmStart: SFT tasks, then reward warm-start tasks ──┐
+//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running
+//!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
+//!           learning of i starts when its rollouts are done, i − 1 is learned and no
+//!           checkpoint is being written; then (data.eval_prompts > 0) an evaluation task on
+//!           rank 0; a checkpoint follows iterations that are multiples of
+//!           checkpoint.every (and the last one): one task per rank, then the manifest;
+//!           after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
+//!  learner lost / learner task failed, `--local` with restarts left and a valid checkpoint:
+//!           learners stopped and started again ─▶ WaitingForWorkers (resume from it)
+//!  otherwise, and rollout tasks that failed too often ──▶ Failed
+//! ```
+//!
+//! The coordinator owns the data frontier: which problems each warm-start step and each
+//! iteration uses is decided here and sent in the tasks.
+
+use crate::eval::EvalPlan;
+use crate::progress::Console;
+use crate::tensorboard::EventWriter;
+use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
+use airlift_proto::config::RunConfig;
+use airlift_proto::gsm8k::ProblemSource;
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+// tokio's clock: the same as std's in a run, and pausable in the scheduler tests (coordinator/tests/scheduler.rs).
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::Status;
+
+mod checkpoint;
+mod eval_job;
+mod phases;
+mod records;
+mod reports;
+mod tasks;
+#[cfg(test)]
+mod tests;
+mod workers;
+
+pub use airlift_proto::checkpoint::ResumePoint;
+use checkpoint::PendingCheckpoint;
+use eval_job::EvalJob;
+use tasks::{Task, TaskKind, TaskState};
+use workers::{Worker, WorkerState};
+
+/// A rollout task is retried this many times before the run fails (a bad task, not a lost
+/// worker, would otherwise loop forever).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// The warm starts' problems are train-split ids far from the RL prompts (which count up from
+/// 0): SFT from here ...
+const SFT_FIRST_ID: u64 = 50_000;
+/// ... and the reward warm start from here.
+const REWARD_WARM_FIRST_ID: u64 = 70_000;
+
+/// The iteration number of an evaluation job's tasks and rows.
+const EVAL_ITERATION: u64 = 1;
+
+/// Where the run is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    WaitingForWorkers,
+    WarmStart,
+    Running,
+    Done,
+    /// Stopped on request (SIGTERM / SIGINT) after a checkpoint: resume continues the run.
+    Stopped(String),
+    Failed(String),
+}
+
+impl Phase {
+    /// A short name for status output.
+    pub fn name(&self) -> String {
+        match self {
+            Phase::WaitingForWorkers => "waiting-for-workers".into(),
+            Phase::WarmStart => "warm-start".into(),
+            Phase::Running => "running".into(),
+            Phase::Done => "done".into(),
+            Phase::Stopped(why) => format!("stopped: {why}"),
+            Phase::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+/// Outbound half of a worker's attached stream.
+pub type Outbox = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+/// Per-iteration bookkeeping.
+#[derive(Debug, Default)]
+struct IterationState {
+    rollout_tasks: Vec<u64>,
+    /// How many of `rollout_tasks` are done (learning starts when all are).
+    rollouts_done: usize,
+    /// Prompt ids by learner rank.
+    shards: Vec<Vec<u64>>,
+    policy_version: u64,
+    rollout_metrics: Vec<serde_json::Value>,
+    learner_tasks: Vec<u64>,
+    learner_metrics: BTreeMap<u32, serde_json::Value>,
+    queued_at: Option<Instant>,
+    learn_started: Option<Instant>,
+    /// RL prompts `..prompt_end` are used once this iteration is learned.
+    prompt_end: u64,
+    /// The held-out evaluation after the learner tasks (rank 0), when `data.eval_prompts > 0`.
+    eval_task: Option<u64>,
+}
+
+/// Events of the coordinator's loop.
+pub enum Event {
+    Register {
+        req: pb::RegisterRequest,
+        reply: tokio::sync::oneshot::Sender<Result<pb::RegisterResponse, Status>>,
+    },
+    Attach {
+        worker_id: u64,
+        outbox: Outbox,
+    },
+    Message {
+        worker_id: u64,
+        msg: pb::WorkerMessage,
+    },
+    Detached {
+        worker_id: u64,
+    },
+    Report {
+        report: pb::TaskReport,
+        reply: tokio::sync::oneshot::Sender<Result<pb::TaskAck, Status>>,
+    },
+    Status {
+        reply: tokio::sync::oneshot::Sender<pb::StatusResponse>,
+    },
+    Tick,
+    Stop {
+        reason: String,
+    },
+    /// Stop at the next safe point (after the iteration being learned, with a checkpoint);
+    /// a second one stops at once.
+    Drain {
+        reason: String,
+    },
+    /// The local launcher saw learner process `rank` of spawn `generation` exit.
+    LearnerExited {
+        rank: u32,
+        generation: u32,
+        status: String,
+    },
+}
+
+/// The whole run state.
+pub struct RunState {
+    cfg: RunConfig,
+    config_toml: String,
+    run_dir: PathBuf,
+    pub phase: Phase,
+    workers: BTreeMap<u64, Worker>,
+    /// Idle rollout workers, lowest id first (the dispatch order).
+    idle: BTreeSet<u64>,
+    next_worker: u64,
+    tasks: HashMap<u64, Task>,
+    queue: VecDeque<u64>,
+    next_task: u64,
+    iterations: BTreeMap<u64, IterationState>,
+    /// Iterations whose rollouts have been queued / learned.
+    queued_upto: u64,
+    learned_upto: u64,
+    learning: Option<u64>,
+    policy_version: u64,
+    prompt_cursor: u64,
+    /// RL prompts `..prompts_trained` have been trained on.
+    prompts_trained: u64,
+    rendezvous_sent: bool,
+    /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
+    awaiting_nccl_id: bool,
+    /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
+    warm_tasks: Vec<u64>,
+    warm_kind: pb::LearnerTaskKind,
+    warm_metrics: BTreeMap<u32, serde_json::Value>,
+    /// The checkpoint the learners load at their rendezvous (resume and restarts).
+    resume: Option<ResumePoint>,
+    checkpointing: Option<PendingCheckpoint>,
+    /// The newest checkpoint whose manifest is in place.
+    pub last_checkpoint: Option<PathBuf>,
+    config_hash: String,
+    /// `--local` runs: asks the launcher to start learner processes of a new generation.
+    respawn: Option<mpsc::UnboundedSender<u32>>,
+    learner_generation: u32,
+    /// Restarts so far: (checkpoint iteration, iterations redone, why).
+    pub restarts: Vec<(u64, Vec<u64>, String)>,
+    /// Why the run is stopping at the next safe point (SIGTERM / SIGINT), if it is.
+    draining: Option<String>,
+    /// The iteration of the newest checkpoint with its manifest in place.
+    checkpointed: Option<u64>,
+    /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
+    pub records: Vec<serde_json::Value>,
+    started: Instant,
+    /// Set when this is an evaluation job instead of a training run.
+    eval: Option<EvalJob>,
+    /// What the run is doing, on the console (bar or plain lines).
+    console: Console,
+    /// `<run>/tensorboard/`'s event file (training runs; opened at the first record or resume).
+    tensorboard: Option<EventWriter>,
+}
+
+impl RunState {
+    /// A fresh run of `cfg` writing into `run_dir`.
+    pub fn new(cfg: RunConfig, run_dir: PathBuf) -> Self {
+        RunState {
+            config_hash: cfg.resume_hash(),
+            config_toml: cfg.to_toml(),
+            cfg,
+            run_dir,
+            phase: Phase::WaitingForWorkers,
+            workers: BTreeMap::new(),
+            idle: BTreeSet::new(),
+            next_worker: 1,
+            tasks: HashMap::new(),
+            queue: VecDeque::new(),
+            next_task: 1,
+            iterations: BTreeMap::new(),
+            queued_upto: 0,
+            learned_upto: 0,
+            learning: None,
+            policy_version: 0,
+            prompt_cursor: 0,
+            prompts_trained: 0,
+            rendezvous_sent: false,
+            awaiting_nccl_id: false,
+            warm_tasks: Vec::new(),
+            warm_kind: pb::LearnerTaskKind::Unspecified,
+            warm_metrics: BTreeMap::new(),
+            resume: None,
+            checkpointing: None,
+            last_checkpoint: None,
+            respawn: None,
+            learner_generation: 0,
+            restarts: Vec::new(),
+            draining: None,
+            checkpointed: None,
+            records: Vec::new(),
+            started: Instant::now(),
+            eval: None,
+            console: Console::stderr(),
+            tensorboard: None,
+        }
+    }
+
+    /// Makes this an evaluation job: the learners load `point` (none: the configured models),
+    /// then the problems of `plan` are sampled, scored and reported instead of training.
+    pub fn evaluate(&mut self, plan: EvalPlan, point: Option<ResumePoint>) {
+        self.policy_version = point.as_ref().map_or(0, |p| p.manifest.policy_version);
+        self.resume = point;
+        self.eval = Some(EvalJob {
+            plan,
+            queued: false,
+            rollout_rank: HashMap::new(),
+            expected_scores: 0,
+            score_tasks: Vec::new(),
+            report_task: None,
+            scored: Vec::new(),
+        });
+    }
+
+    /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
+    /// the new generation number) from the newest checkpoint, up to `run.max_restarts` times.
+    pub fn enable_restarts(&mut self, respawn: mpsc::UnboundedSender<u32>) {
+        self.respawn = Some(respawn);
+    }
+
+    /// Continues the run from the verified checkpoint `point`: the learners load it at their
+    /// rendezvous, the iterations after it run again, and their outputs from an earlier
+    /// attempt (metrics records, trajectory files) are removed so nothing appears twice.
+    pub fn resume_from(&mut self, point: ResumePoint) {
+        let m = &point.manifest;
+        self.learned_upto = m.iteration;
+        self.queued_upto = m.iteration;
+        self.policy_version = m.policy_version;
+        self.prompt_cursor = m.data.prompts_trained;
+        self.prompts_trained = m.data.prompts_trained;
+        self.next_task = self.next_task.max(m.data.next_task_id);
+        self.iterations.clear();
+        self.learning = None;
+        self.checkpointing = None;
+        self.last_checkpoint = Some(point.dir.clone());
+        self.checkpointed = Some(m.iteration);
+        // Records: keep those of iterations the checkpoint covers (read back from the file on a
+        // fresh coordinator), and rewrite the file with exactly those.
+        let path = self.run_dir.join("metrics.jsonl");
+        if self.records.is_empty() {
+            self.records = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect();
+        }
+        self.records
+            .retain(|r| r["iteration"].as_u64().is_some_and(|i| i <= m.iteration) || r.get("restart").is_some());
+        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::error!(path = %path.display(), error = %e, "cannot rewrite metrics");
+        }
+        self.rewrite_tensorboard();
+        let traj = self.run_dir.join("trajectories");
+        let mut removed = 0;
+        for e in std::fs::read_dir(&traj).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let it = name.strip_prefix("iter-").and_then(|r| r.get(..6)).and_then(|n| n.parse::<u64>().ok());
+            if it.is_some_and(|i| i > m.iteration) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                after_iteration = m.iteration,
+                "removed trajectory files of iterations the checkpoint does not cover (they are run again)"
+            );
+        }
+        self.resume = Some(point);
+    }
+
+    /// Drops every worker's outbound stream (after the shutdown messages were queued), so the
+    /// server can stop.
+    pub fn close_streams(&mut self) {
+        for w in self.workers.values_mut() {
+            w.outbox = None;
+        }
+    }
+
+    /// Whether the run has ended (done or failed).
+    pub fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Stopped(_) | Phase::Failed(_))
+    }
+
+    /// Applies one event.
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Register { req, reply } => {
+                let r = self.register(req);
+                let _ = reply.send(r);
+            }
+            Event::Attach { worker_id, outbox } => {
+                match self.workers.get_mut(&worker_id) {
+                    Some(w) if w.live() => {
+                        w.outbox = Some(outbox);
+                        w.last_seen = Instant::now();
+                        tracing::info!(worker_id, role = ?w.role, host = %w.host, "worker attached");
+                        if w.state == WorkerState::Registered {
+                            self.set_state(worker_id, WorkerState::Idle);
+                        }
+                    }
+                    _ => {
+                        let _ = outbox.try_send(Err(Status::not_found(format!(
+                            "worker {worker_id} is not registered (or was declared lost): register again"
+                        ))));
+                    }
+                }
+                self.progress();
+            }
+            Event::Message { worker_id, msg } => {
+                if let Some(w) = self.workers.get_mut(&worker_id) {
+                    w.last_seen = Instant::now();
+                    match msg.kind {
+                        Some(pb::worker_message::Kind::Progress(p))
+                            // Rank 0 speaks for the learners (they step together).
+                            if w.role == pb::Role::Learner && w.rank == Some(0) => {
+                                let mut values: Vec<(String, f64)> = p.values.into_iter().collect();
+                                values.sort_by(|a, b| a.0.cmp(&b.0));
+                                self.console.update(p.done as u64, p.total as u64, values);
+                            }
+                        Some(pb::worker_message::Kind::NcclId(id)) => {
+                            let rank = w.rank;
+                            if self.awaiting_nccl_id && rank == Some(0) {
+                                self.awaiting_nccl_id = false;
+                                tracing::info!(bytes = id.unique_id.len(), "NCCL unique id from rank 0");
+                                self.complete_rendezvous(id.unique_id, 1);
+                                self.progress();
+                            } else {
+                                tracing::warn!(worker_id, ?rank, "ignored an NCCL id that is not rank 0's answer to its rendezvous");
+                            }
+                        }
+                        Some(pb::worker_message::Kind::Fatal(f)) => {
+                            let (role, rank, host) = (w.role, w.rank, w.host.clone());
+                            tracing::error!(worker_id, ?role, host = %host, error = %f.error, "worker cannot go on");
+                            if role == pb::Role::Learner {
+                                // An error at start-up repeats on a restart: fail with it.
+                                let who = rank.map_or(format!("learner {worker_id}"), |r| format!("learner rank {r}"));
+                                self.fail(format!("{who} on {host}: {}", f.error));
+                            } else {
+                                self.lose(worker_id, &format!("it failed: {}", f.error));
+                                if !self.workers.values().any(|w| w.live_as(pb::Role::Rollout)) {
+                                    self.fail(format!("no rollout worker left: worker {worker_id} on {host}: {}", f.error));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Event::Detached { worker_id } => self.lose(worker_id, "its stream closed"),
+            Event::Report { report, reply } => {
+                let r = self.report(report);
+                let _ = reply.send(r);
+                self.progress();
+            }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Event::Tick => {
+                let limit = Duration::from_millis(self.cfg.workers.lost_after_ms);
+                let silent: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.live() && w.last_seen.elapsed() > limit)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in silent {
+                    self.lose(id, "it missed its heartbeats");
+                }
+                self.expire_leases();
+                self.check_registration();
+                self.progress();
+            }
+            Event::Stop { reason } => self.fail(format!("stopped: {reason}")),
+            Event::Drain { reason } => {
+                if self.finished() {
+                    return;
+                }
+                if let Some(first) = &self.draining {
+                    let why = format!("{reason} while stopping after {first}: stopped at once, without a checkpoint");
+                    return self.fail(why);
+                }
+                tracing::warn!(%reason, "stopping: no new work; the iteration being learned finishes, then a checkpoint, then the workers exit (a second signal stops at once)");
+                self.draining = Some(reason);
+                // Rollouts not started yet will not be needed (they are generated again on resume).
+                self.queue.retain(|t| !matches!(self.tasks.get(t).map(|t| &t.kind), Some(TaskKind::Rollout(_))));
+                self.progress();
+            }
+            Event::LearnerExited { rank, generation, status } => {
+                if generation != self.learner_generation || self.finished() {
+                    return;
+                }
+                let alive = self
+                    .workers
+                    .iter()
+                    .find(|(_, w)| w.live_as(pb::Role::Learner) && w.asked_rank == rank)
+                    .map(|(&id, _)| id);
+                match alive {
+                    Some(id) => self.lose(id, &format!("its process exited ({status})")),
+                    None => self.fail(format!("learner-{rank} exited ({status}) before it registered")),
+                }
+                self.progress();
+            }
+        }
+    }
+
+    /// Moves the run forward as far as the current state allows.
+    fn progress(&mut self) {
+        if self.finished() {
+            return;
+        }
+        if !self.rendezvous_sent {
+            if let Some(why) = self.draining.clone() {
+                // Nothing was trained in this attempt: nothing to save.
+                self.phase = Phase::Stopped(why.clone());
+                self.shutdown_all(&format!("run stopped: {why}"));
+                return;
+            }
+            self.try_rendezvous();
+            if !self.rendezvous_sent {
+                return;
+            }
+        }
+        if self.phase == Phase::WarmStart {
+            return;
+        }
+        if self.eval.is_some() {
+            return self.eval_progress();
+        }
+        if let Some(why) = self.draining.clone() {
+            if self.learning.is_some() || self.checkpointing.is_some() {
+                return;
+            }
+            if self.checkpointed != Some(self.learned_upto) {
+                tracing::info!(iteration = self.learned_upto, "stopping: checkpoint before exit");
+                return self.start_checkpoint(self.learned_upto);
+            }
+            tracing::warn!(iteration = self.learned_upto, checkpoint = ?self.last_checkpoint, "stopped; continue with --resume");
+            self.phase = Phase::Stopped(why.clone());
+            self.shutdown_all(&format!("run stopped: {why}"));
+            return;
+        }
+        if self.learned_upto >= self.cfg.run.iterations && self.learning.is_none() && self.checkpointing.is_none() {
+            self.phase = Phase::Done;
+            self.shutdown_all("run complete");
+            tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");
+            return;
+        }
+        // Queue rollouts within the staleness bound.
+        while self.queued_upto < self.cfg.run.iterations && self.queued_upto < self.learned_upto + 1 + self.cfg.run.max_staleness {
+            self.queue_rollouts(self.queued_upto + 1);
+        }
+        self.dispatch();
+        self.maybe_learn();
+    }
+}

@@ -1,0 +1,141 @@
+//! Task reports: what each kind of finished task moves forward.
+
+use super::*;
+
+impl RunState {
+    pub(super) fn report(&mut self, r: pb::TaskReport) -> Result<pb::TaskAck, Status> {
+        let Some(task) = self.tasks.get_mut(&r.task_id) else {
+            if r.task_id < self.next_task {
+                // A task of an iteration already learned (and forgotten): a late duplicate.
+                tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a report of a finished task");
+                self.release(r.worker_id, r.task_id);
+                return Ok(pb::TaskAck {});
+            }
+            return Err(Status::not_found(format!("unknown task {}", r.task_id)));
+        };
+        if task.worker() != Some(r.worker_id) {
+            // A late report from a worker whose task was re-queued (its lease ran out): its rows
+            // were deduplicated by the learner; the worker may take new work.
+            tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a stale report");
+            self.release(r.worker_id, r.task_id);
+            return Ok(pb::TaskAck {});
+        }
+        let iteration = task.iteration;
+        let kind = task.kind.clone();
+        let attempts = task.attempts;
+        let elapsed = match task.state {
+            TaskState::Running { since, .. } => since.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        task.state = if r.ok { TaskState::Done } else { TaskState::Queued };
+        self.release(r.worker_id, r.task_id);
+        if !r.ok {
+            tracing::warn!(task_id = r.task_id, error = %r.error, "task failed");
+            match kind {
+                TaskKind::Rollout(_) if attempts < MAX_ATTEMPTS => self.queue.push_back(r.task_id),
+                TaskKind::Rollout(_) => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
+                TaskKind::Learner(_) => self.learner_failed(format!("learner task {} (iteration {iteration}) failed: {}", r.task_id, r.error)),
+            }
+            return Ok(pb::TaskAck {});
+        }
+        let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
+        match kind {
+            TaskKind::Rollout(t) if self.eval.is_some() => {
+                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                    w.policy_version = t.policy_version;
+                }
+                self.eval_score(&t);
+            }
+            TaskKind::Learner(t) if self.eval.is_some() => self.eval_scored(&t, r.task_id, metrics),
+            TaskKind::Rollout(t) => {
+                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                    w.policy_version = t.policy_version;
+                }
+                let st = self.iterations.get_mut(&iteration).unwrap();
+                let mut m = metrics;
+                m["task_s"] = serde_json::json!(elapsed);
+                st.rollout_metrics.push(m);
+                st.rollouts_done += 1;
+            }
+            TaskKind::Learner(t) => {
+                let rank = self.workers.get(&r.worker_id).and_then(|w| w.rank).unwrap_or(0);
+                match pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified) {
+                    pb::LearnerTaskKind::SftWarmStart | pb::LearnerTaskKind::RewardWarmStart => {
+                        let entry = self.warm_metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
+                        if let (Some(into), Some(from)) = (entry.as_object_mut(), metrics.as_object()) {
+                            into.extend(from.clone());
+                        }
+                        if self.warm_tasks.iter().all(|id| self.tasks[id].done()) {
+                            self.policy_version = self.policy_version.max(t.next_policy_version);
+                            if self.warm_kind == pb::LearnerTaskKind::SftWarmStart && self.cfg.reward.warm_start_steps > 0 {
+                                self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
+                            } else {
+                                let learners: Vec<serde_json::Value> = std::mem::take(&mut self.warm_metrics).into_values().collect();
+                                let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": learners });
+                                self.record(rec);
+                                tracing::info!(policy_version = self.policy_version, "warm start done");
+                                self.run_iterations();
+                                if self.checkpoint_after(0) {
+                                    self.start_checkpoint(0);
+                                }
+                            }
+                        }
+                    }
+                    pb::LearnerTaskKind::Checkpoint => {
+                        let all = match self.checkpointing.as_mut() {
+                            Some(p) if p.tasks.contains(&r.task_id) => {
+                                p.reports.insert(rank, metrics);
+                                p.tasks.iter().all(|id| self.tasks[id].done())
+                            }
+                            _ => false,
+                        };
+                        if all {
+                            self.finish_checkpoint();
+                        }
+                    }
+                    pb::LearnerTaskKind::Evaluation => {
+                        let st = self.iterations.get_mut(&iteration).unwrap();
+                        if let Some(m0) = st.learner_metrics.get_mut(&0) {
+                            m0["eval"] = metrics["eval"].clone();
+                            m0["time_eval_s"] = metrics["time_eval_s"].clone();
+                        }
+                        self.learned(iteration);
+                    }
+                    _ => {
+                        let st = self.iterations.get_mut(&iteration).unwrap();
+                        st.learner_metrics.insert(rank, metrics);
+                        if st.learner_tasks.iter().all(|id| self.tasks[id].done()) {
+                            self.policy_version = t.next_policy_version;
+                            if self.cfg.data.eval_prompts > 0 {
+                                // Held-out metrics of the new policy and reward, on rank 0.
+                                let lt = pb::LearnerTask {
+                                    kind: pb::LearnerTaskKind::Evaluation as i32,
+                                    iteration,
+                                    prompt_ids: (0..self.cfg.data.eval_prompts as u64).collect(),
+                                    ..Default::default()
+                                };
+                                let id = self.new_task(iteration, TaskKind::Learner(lt));
+                                self.iterations.get_mut(&iteration).unwrap().eval_task = Some(id);
+                                let rank0 = self.learners_by_rank()[0];
+                                self.start(id, rank0);
+                            } else {
+                                self.learned(iteration);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(pb::TaskAck {})
+    }
+
+    /// Iteration `iteration` is trained (and evaluated): record it, then checkpoint if due.
+    pub(super) fn learned(&mut self, iteration: u64) {
+        self.learned_upto = iteration;
+        self.learning = None;
+        self.finish_iteration(iteration);
+        if self.checkpoint_after(iteration) {
+            self.start_checkpoint(iteration);
+        }
+    }
+}

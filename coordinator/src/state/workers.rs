@@ -1,0 +1,197 @@
+//! Workers: who registered, their lifecycle ([`WorkerState`]), loss, and the learners by rank.
+
+use super::*;
+
+/// A worker's lifecycle: registered → idle (its stream attached) ⇄ busy (holding one task) →
+/// lost (declared gone; never comes back: a returning process registers again as a new worker).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum WorkerState {
+    Registered,
+    Idle,
+    Busy { task: u64 },
+    Lost { why: String },
+}
+
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub(super) role: pb::Role,
+    pub(super) host: String,
+    pub(super) flight_addr: String,
+    pub(super) collective_addr: String,
+    pub(super) asked_rank: u32,
+    pub(super) rank: Option<u32>,
+    pub(super) outbox: Option<Outbox>,
+    pub(super) last_seen: Instant,
+    pub(super) state: WorkerState,
+    pub(super) policy_version: u64,
+}
+
+impl Worker {
+    /// Not declared lost.
+    pub(super) fn live(&self) -> bool {
+        !matches!(self.state, WorkerState::Lost { .. })
+    }
+
+    /// A live worker of `role`.
+    pub(super) fn live_as(&self, role: pb::Role) -> bool {
+        self.role == role && self.live()
+    }
+
+    /// The task it holds.
+    pub(super) fn task(&self) -> Option<u64> {
+        match self.state {
+            WorkerState::Busy { task } => Some(task),
+            _ => None,
+        }
+    }
+}
+
+impl RunState {
+    pub(super) fn register(&mut self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, Status> {
+        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::WarmStart | Phase::Running) {
+            return Err(Status::failed_precondition(format!("the run is {}", self.phase.name())));
+        }
+        let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
+        match role {
+            pb::Role::Rollout => {
+                let live = self.workers.values().filter(|w| w.live_as(pb::Role::Rollout)).count();
+                if live >= self.cfg.workers.rollout as usize {
+                    return Err(Status::resource_exhausted(format!(
+                        "the run already has its {} rollout workers (workers.rollout); one more is taken only after one of them is lost",
+                        self.cfg.workers.rollout
+                    )));
+                }
+            }
+            pb::Role::Learner => {
+                let attached = self.workers.values().filter(|w| w.live_as(pb::Role::Learner)).count();
+                if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
+                    return Err(Status::failed_precondition(format!(
+                        "the run already has its {} learners (workers.learner); a lost learner is replaced by restarting all learners from a checkpoint (`--local` does it; otherwise run the coordinator again with --resume)",
+                        self.cfg.workers.learner
+                    )));
+                }
+                if req.flight_addr.is_empty() || req.collective_addr.is_empty() {
+                    return Err(Status::invalid_argument("a learner must send flight_addr and collective_addr"));
+                }
+            }
+            pb::Role::Unspecified => return Err(Status::invalid_argument("role must be rollout or learner")),
+        }
+        if self.cfg.workers.device == "cuda" && !req.device.starts_with("cuda") {
+            return Err(Status::failed_precondition(format!(
+                "the run has workers.device = \"cuda\" but this worker on {} has device `{}`",
+                req.host, req.device
+            )));
+        }
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                role,
+                host: req.host.clone(),
+                flight_addr: req.flight_addr,
+                collective_addr: req.collective_addr,
+                asked_rank: req.rank,
+                rank: None,
+                outbox: None,
+                last_seen: Instant::now(),
+                state: WorkerState::Registered,
+                policy_version: 0,
+            },
+        );
+        tracing::info!(worker_id = id, ?role, host = %req.host, pid = req.pid, "worker registered");
+        Ok(pb::RegisterResponse {
+            worker_id: id,
+            config_toml: self.config_toml.clone(),
+            run_dir: self.run_dir.display().to_string(),
+        })
+    }
+
+    pub(super) fn send(&mut self, worker_id: u64, msg: Msg) -> bool {
+        let Some(w) = self.workers.get_mut(&worker_id) else { return false };
+        match &w.outbox {
+            Some(tx) => tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(msg) })).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Moves worker `id` to `state`, keeping the idle index in step.
+    pub(super) fn set_state(&mut self, id: u64, state: WorkerState) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.role == pb::Role::Rollout {
+            if state == WorkerState::Idle {
+                self.idle.insert(id);
+            } else {
+                self.idle.remove(&id);
+            }
+        }
+        w.state = state;
+    }
+
+    pub(super) fn lose(&mut self, worker_id: u64, why: &str) {
+        let Some(w) = self.workers.get_mut(&worker_id) else { return };
+        if !w.live() {
+            return;
+        }
+        w.outbox = None;
+        let role = w.role;
+        let task = w.task();
+        self.set_state(worker_id, WorkerState::Lost { why: why.into() });
+        tracing::warn!(worker_id, ?role, why, "worker lost");
+        if self.finished() {
+            return;
+        }
+        if role == pb::Role::Learner {
+            self.learner_failed(format!("learner {worker_id} lost ({why})"));
+            return;
+        }
+        if let Some(t) = task {
+            if let Some(task) = self.tasks.get_mut(&t) {
+                if !task.done() {
+                    task.state = TaskState::Queued;
+                    self.queue.push_front(t);
+                    tracing::info!(task_id = t, "re-queued the lost worker's task");
+                }
+            }
+        }
+    }
+
+    /// Fails the run when the workers have not all registered in `workers.register_timeout_ms`.
+    pub(super) fn check_registration(&mut self) {
+        if self.phase != Phase::WaitingForWorkers || self.started.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
+            return;
+        }
+        let count = |role| self.workers.values().filter(|w| w.live_as(role)).count();
+        let (l, r) = (count(pb::Role::Learner), count(pb::Role::Rollout));
+        if l < self.cfg.workers.learner as usize || r == 0 {
+            self.fail(format!(
+                "{l} of {} learners and {r} of {} rollout workers registered within {} s (workers.register_timeout_ms): a worker did not start; see its log or the job output",
+                self.cfg.workers.learner,
+                self.cfg.workers.rollout,
+                self.cfg.workers.register_timeout_ms / 1000
+            ));
+        }
+    }
+
+    /// Worker `id` no longer holds task `task`: idle again unless it was lost meanwhile.
+    pub(super) fn release(&mut self, id: u64, task: u64) {
+        if self.workers.get(&id).is_some_and(|w| w.task() == Some(task)) {
+            self.set_state(id, WorkerState::Idle);
+        }
+    }
+
+    pub(super) fn learners_by_rank(&self) -> Vec<u64> {
+        let mut v: Vec<(u32, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.live_as(pb::Role::Learner))
+            .filter_map(|(&id, w)| w.rank.map(|r| (r, id)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub(super) fn learner_collective_addrs(&self) -> Vec<String> {
+        self.learners_by_rank().iter().map(|id| self.workers[id].collective_addr.clone()).collect()
+    }
+}
