@@ -313,6 +313,7 @@ pub async fn serve(
         let _ = stopper.send(Event::Stop { reason }).await;
     });
     let mut state = RunState::new(cfg, run_dir.clone());
+    state.set_loopback(tx.clone());
     let evaluating = opts.eval.is_some();
     match (opts.eval, resume) {
         (Some(plan), point) => state.evaluate(plan, point),

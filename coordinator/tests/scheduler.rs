@@ -369,3 +369,73 @@ async fn tasks_wait_for_a_late_rollout_worker_and_a_replacement_is_taken_after_a
     let tb = rollout(b.next().unwrap());
     assert_eq!(tb.task_id, ta.task_id);
 }
+
+/// Reports learner `l`'s checkpoint task `ck` with one real (empty) shard file, so that the
+/// checkpoint verifies.
+fn write_checkpoint(h: &mut Harness, l: &Fake, ck: &pb::LearnerTask) {
+    let dir = std::path::Path::new(&ck.checkpoint_dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let name = airlift_proto::checkpoint::shard_name(0, 1);
+    std::fs::write(dir.join(&name), b"").unwrap();
+    let empty_sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let empty = serde_json::json!({ "names": [], "shapes": [], "offsets": [], "total": 0 });
+    let shard = serde_json::json!({
+        "file": { "name": name, "rank": 0, "bytes": 0, "sha256": empty_sha },
+        "layouts": { "policy": empty, "reward": empty }, "optimizer_steps": {},
+    });
+    h.report(l, ck.task_id, shard);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new_learners_their_time() {
+    let mut h = Harness::new(config(1, 1, 3, |c| c.checkpoint.every = 1), "restart");
+    let (respawn, mut generations) = mpsc::unbounded_channel();
+    h.st.enable_restarts(respawn);
+    // The loop's own queue, as `serve` gives it: verification reports back through it.
+    let (loopback, mut events) = mpsc::channel(16);
+    h.st.set_loopback(loopback);
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    while let Some(m) = r.next() {
+        let t = rollout(m);
+        h.report(&r, t.task_id, rows(&t));
+    }
+    let it1 = learner_task(l.next().unwrap());
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
+    write_checkpoint(&mut h, &l, &ck);
+    // Iteration 2 runs for longer than workers.register_timeout_ms (600 s) in all ...
+    while let Some(m) = r.next() {
+        let t = rollout(m);
+        h.report(&r, t.task_id, rows(&t));
+    }
+    let _it2 = learner_task(l.next().expect("iteration 2 learns"));
+    h.pass(700_000, &[&l, &r]).await;
+    // ... then its learner goes silent.
+    h.pass(11_000, &[&r]).await;
+    assert_eq!(h.st.phase, Phase::WaitingForWorkers);
+    assert!(generations.try_recv().is_err(), "no respawn before the checkpoints are verified");
+    // Verification ran on a blocking thread and reported back.
+    let ev = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("verified").unwrap();
+    assert!(matches!(ev, Event::RestartPoint { .. }));
+    h.st.handle(ev);
+    assert_eq!(generations.try_recv().ok(), Some(1), "the learners are started again ({:?})", h.st.phase);
+    let rec = h.st.records.iter().find(|r| r.get("restart").is_some()).expect("a restart record");
+    assert_eq!(rec["checkpoint_iteration"], 1);
+    assert_eq!(rec["redone"], serde_json::json!([2]));
+    // The new learner has register_timeout_ms from the restart, not from the run's start.
+    h.pass(5_000, &[&r]).await;
+    assert_eq!(h.st.phase, Phase::WaitingForWorkers, "{:?}", h.st.phase);
+    let mut l2 = h.join(pb::Role::Learner, 0);
+    match l2.next() {
+        Some(Msg::Rendezvous(rdv)) => assert_eq!(rdv.resume_checkpoint, ck.checkpoint_dir),
+        other => panic!("expected a rendezvous, got {other:?}"),
+    }
+    // Iteration 2 is done again from the checkpoint's frontier.
+    let again: Vec<_> = r.drain().into_iter().map(rollout).collect();
+    assert!(
+        !again.is_empty() && again.iter().all(|t| t.iteration == 2 && t.policy_version == 1),
+        "{again:?}"
+    );
+}

@@ -127,8 +127,17 @@ impl RunState {
         let mb = m.files.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
         let secs = p.started.elapsed().as_secs_f64();
         tracing::info!(dir = %p.dir.display(), iteration = p.iteration, mb = format!("{mb:.1}"), secs = format!("{secs:.2}"), "checkpoint written");
-        for old in ckpt::prune(&self.run_dir, self.cfg.checkpoint.keep as usize, self.cfg.checkpoint.keep_warm_start) {
-            tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {})", self.cfg.checkpoint.keep);
+        // Deleting old checkpoints (GBs) runs off the loop when it can.
+        let (run_dir, keep, keep_warm) = (self.run_dir.clone(), self.cfg.checkpoint.keep, self.cfg.checkpoint.keep_warm_start);
+        let prune = move || {
+            for old in ckpt::prune(&run_dir, keep as usize, keep_warm) {
+                tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {keep})");
+            }
+        };
+        if self.loopback.is_some() {
+            tokio::task::spawn_blocking(prune);
+        } else {
+            prune();
         }
         self.last_checkpoint = Some(p.dir);
         self.checkpointed = Some(p.iteration);

@@ -1,8 +1,10 @@
 //! The run state machine, changed only by [`RunState::handle`] inside the coordinator's one
 //! event loop. It never touches tensors: it decides, and sends messages down the workers'
-//! attached streams. Not yet apart from deciding: it appends `metrics.jsonl` lines and TensorBoard
-//! events, writes checkpoint manifests and prunes old checkpoints itself, and on a learner
-//! restart verifies the checkpoints (SHA-256 of every shard) inside the loop.
+//! attached streams. Slow work runs off the loop and reports back as an event: on a learner
+//! restart the checkpoints are verified (SHA-256 of every shard, GBs) on a blocking thread
+//! ([`Event::RestartPoint`]), and old checkpoints are deleted there. Still done in the loop:
+//! appending `metrics.jsonl` lines and TensorBoard events, and writing a checkpoint's manifest
+//! (small files; the effects are not yet separate values).
 //!
 //! Where each part lives:
 //!
@@ -176,6 +178,14 @@ pub enum Event {
     Drain {
         reason: String,
     },
+    /// The checkpoints were verified (off the loop) after a learner failure: restart from the
+    /// newest valid one.
+    RestartPoint {
+        why: String,
+        /// The newest iteration the failed attempt had started.
+        reached: u64,
+        choice: Box<ckpt::Choice>,
+    },
     /// The local launcher saw learner process `rank` of spawn `generation` exit.
     LearnerExited {
         rank: u32,
@@ -231,6 +241,12 @@ pub struct RunState {
     /// One JSON record per finished iteration (also appended to `<run>/metrics.jsonl`).
     pub records: Vec<serde_json::Value>,
     started: Instant,
+    /// When the run last began waiting for its workers (its start, or a learner restart): they
+    /// have `workers.register_timeout_ms` from then.
+    waiting_since: Instant,
+    /// The loop's own event queue: slow work (checkpoint verification, pruning) runs on a
+    /// blocking thread and reports back through it. None (tests of the state alone): inline.
+    loopback: Option<mpsc::Sender<Event>>,
     /// Set when this is an evaluation job instead of a training run.
     eval: Option<EvalJob>,
     /// What the run is doing, on the console (bar or plain lines).
@@ -276,6 +292,8 @@ impl RunState {
             checkpointed: None,
             records: Vec::new(),
             started: Instant::now(),
+            waiting_since: Instant::now(),
+            loopback: None,
             eval: None,
             console: Console::stderr(),
             tensorboard: None,
@@ -296,6 +314,12 @@ impl RunState {
             report_task: None,
             scored: Vec::new(),
         });
+    }
+
+    /// Gives the state its loop's event queue, so that slow work runs off the loop and reports
+    /// back as an event (the coordinator's `serve` does this).
+    pub fn set_loopback(&mut self, tx: mpsc::Sender<Event>) {
+        self.loopback = Some(tx);
     }
 
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
@@ -471,6 +495,10 @@ impl RunState {
                 self.draining = Some(reason);
                 // Rollouts not started yet will not be needed (they are generated again on resume).
                 self.queue.retain(|t| !matches!(self.tasks.get(t).map(|t| &t.kind), Some(TaskKind::Rollout(_))));
+                self.progress();
+            }
+            Event::RestartPoint { why, reached, choice } => {
+                self.restart_from(why, reached, *choice);
                 self.progress();
             }
             Event::LearnerExited { rank, generation, status } => {

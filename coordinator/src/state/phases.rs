@@ -170,20 +170,9 @@ impl RunState {
         if self.restarts.len() >= max {
             return self.fail(format!("{why}; the learners were already restarted {max} times (run.max_restarts)"));
         }
-        let choice = ckpt::newest_valid(&self.run_dir, Some(&self.config_hash));
-        for (dir, e) in &choice.skipped {
-            tracing::warn!(checkpoint = %dir.display(), error = %e, "skipping a checkpoint that failed its checks");
-        }
-        let Some((dir, manifest)) = choice.chosen else {
-            return self.fail(format!(
-                "{why}; there is no valid checkpoint to restart from (checkpoint.every = {})",
-                self.cfg.checkpoint.every
-            ));
-        };
-        // Iterations started after the checkpoint are done again.
+        // Stop the failed attempt now; which checkpoint to restart from is decided once they are
+        // verified (SHA-256 of every shard: GBs), off the loop when it has a loopback.
         let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
-        let redone: Vec<u64> = (manifest.iteration + 1..=reached).collect();
-        tracing::warn!(reason = %why, checkpoint = %dir.display(), ?redone, restart = self.restarts.len() + 1, max, "restarting the learners from a checkpoint");
         // Everything in flight belongs to the failed attempt: its reports will be ignored.
         let unfinished: Vec<(u64, Option<u64>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
         for (id, worker) in unfinished {
@@ -209,14 +198,56 @@ impl RunState {
                 },
             );
         }
-        self.restarts.push((manifest.iteration, redone.clone(), why.clone()));
-        self.record(serde_json::json!({ "restart": self.restarts.len(), "from_checkpoint": dir.display().to_string(), "checkpoint_iteration": manifest.iteration, "redone": redone, "reason": why }));
-        self.resume_from(ResumePoint { dir, manifest });
         self.phase = Phase::WaitingForWorkers;
+        self.waiting_since = Instant::now();
         self.rendezvous_sent = false;
         self.awaiting_nccl_id = false;
         self.warm_tasks.clear();
+        // The stopped processes' exits belong to the old generation and are ignored.
         self.learner_generation += 1;
+        tracing::warn!(reason = %why, "learners stopped; verifying the checkpoints to restart from");
+        let (run_dir, hash) = (self.run_dir.clone(), self.config_hash.clone());
+        match self.loopback.clone() {
+            Some(tx) => {
+                tokio::task::spawn_blocking(move || {
+                    let choice = ckpt::newest_valid(&run_dir, Some(&hash));
+                    let _ = tx.blocking_send(Event::RestartPoint {
+                        why,
+                        reached,
+                        choice: Box::new(choice),
+                    });
+                });
+            }
+            None => {
+                let choice = ckpt::newest_valid(&run_dir, Some(&hash));
+                self.restart_from(why, reached, choice);
+            }
+        }
+    }
+
+    /// The checkpoints were verified after a learner failure: restart the learners from the
+    /// newest valid one (iterations after it, up to `reached`, are done again), or fail.
+    pub(super) fn restart_from(&mut self, why: String, reached: u64, choice: ckpt::Choice) {
+        if self.finished() {
+            return;
+        }
+        for (dir, e) in &choice.skipped {
+            tracing::warn!(checkpoint = %dir.display(), error = %e, "skipping a checkpoint that failed its checks");
+        }
+        let Some((dir, manifest)) = choice.chosen else {
+            return self.fail(format!(
+                "{why}; there is no valid checkpoint to restart from (checkpoint.every = {})",
+                self.cfg.checkpoint.every
+            ));
+        };
+        let redone: Vec<u64> = (manifest.iteration + 1..=reached).collect();
+        let max = self.cfg.run.max_restarts;
+        tracing::warn!(reason = %why, checkpoint = %dir.display(), ?redone, restart = self.restarts.len() + 1, max, "restarting the learners from a checkpoint");
+        self.restarts.push((manifest.iteration, redone.clone(), why.clone()));
+        self.record(serde_json::json!({ "restart": self.restarts.len(), "from_checkpoint": dir.display().to_string(), "checkpoint_iteration": manifest.iteration, "redone": redone, "reason": why }));
+        self.resume_from(ResumePoint { dir, manifest });
+        // The new learners have workers.register_timeout_ms from now to register.
+        self.waiting_since = Instant::now();
         if let Some(tx) = &self.respawn {
             let _ = tx.send(self.learner_generation);
         }

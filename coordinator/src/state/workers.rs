@@ -158,7 +158,7 @@ impl RunState {
 
     /// Fails the run when the workers have not all registered in `workers.register_timeout_ms`.
     pub(super) fn check_registration(&mut self) {
-        if self.phase != Phase::WaitingForWorkers || self.started.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
+        if self.phase != Phase::WaitingForWorkers || self.waiting_since.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
             return;
         }
         let count = |role| self.workers.values().filter(|w| w.live_as(role)).count();
