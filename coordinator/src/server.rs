@@ -49,7 +49,7 @@ impl Coordinator for CoordinatorService {
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("attach: the stream must start with a message carrying the worker id"))??;
-        let worker_id = first.worker_id;
+        let worker_id = airlift_proto::WorkerId(first.worker_id);
         let (tx, rx) = mpsc::channel(64);
         self.events.send(Event::Attach { worker_id, outbox: tx }).await.map_err(|_| gone())?;
         let events = self.events.clone();

@@ -4,7 +4,7 @@
 //! real processes. The real-process tests (tests/tests/run.rs, checkpoint.rs) stay as the
 //! end-to-end layer.
 
-use airlift_coordinator::state::{Event, Phase, RunState};
+use airlift_coordinator::state::{Event, Phase, RunState, WorkerId};
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::time::Duration;
@@ -84,7 +84,10 @@ impl Harness {
         self.st.handle(Event::Register { req, reply });
         let id = answer.try_recv().unwrap().expect("registered").worker_id;
         let (tx, rx) = mpsc::channel(64);
-        self.st.handle(Event::Attach { worker_id: id, outbox: tx });
+        self.st.handle(Event::Attach {
+            worker_id: WorkerId(id),
+            outbox: tx,
+        });
         Fake { id, rx }
     }
 
@@ -106,7 +109,10 @@ impl Harness {
             worker_id: w.id,
             kind: Some(pb::worker_message::Kind::Heartbeat(pb::Heartbeat {})),
         };
-        self.st.handle(Event::Message { worker_id: w.id, msg });
+        self.st.handle(Event::Message {
+            worker_id: WorkerId(w.id),
+            msg,
+        });
     }
 
     fn status(&mut self) -> pb::StatusResponse {
@@ -347,7 +353,10 @@ async fn the_last_rollout_worker_failing_ends_the_run_with_its_error() {
             error: "model folder missing".into(),
         })),
     };
-    h.st.handle(Event::Message { worker_id: r.id, msg });
+    h.st.handle(Event::Message {
+        worker_id: WorkerId(r.id),
+        msg,
+    });
     match &h.st.phase {
         Phase::Failed(why) => assert!(why.contains("no rollout worker left") && why.contains("model folder missing"), "{why}"),
         other => panic!("expected a failed run, got {other:?}"),

@@ -7,7 +7,7 @@ use super::*;
 pub(super) struct PendingCheckpoint {
     pub(super) iteration: u64,
     pub(super) dir: PathBuf,
-    pub(super) tasks: Vec<u64>,
+    pub(super) tasks: Vec<TaskId>,
     pub(super) reports: BTreeMap<u32, serde_json::Value>,
     pub(super) policy_version: u64,
     pub(super) data: DataFrontier,

@@ -7,11 +7,11 @@ use super::*;
 pub(super) struct EvalJob {
     pub(super) plan: EvalPlan,
     pub(super) queued: bool,
-    pub(super) rollout_rank: HashMap<u64, usize>,
+    pub(super) rollout_rank: HashMap<TaskId, usize>,
     /// Score tasks the job will have: one per rollout task, or per chunk of fixed traces.
     pub(super) expected_scores: usize,
-    pub(super) score_tasks: Vec<u64>,
-    pub(super) report_task: Option<u64>,
+    pub(super) score_tasks: Vec<TaskId>,
+    pub(super) report_task: Option<TaskId>,
     pub(super) scored: Vec<serde_json::Value>,
 }
 
@@ -98,7 +98,7 @@ impl RunState {
     /// Evaluation job: rollout task `t` is done; its learner scores its rows.
     pub(super) fn eval_score(&mut self, t: &pb::RolloutTask) {
         let Some(job) = self.eval.as_ref() else { return };
-        let rank = job.rollout_rank.get(&t.task_id).copied().unwrap_or(0);
+        let rank = job.rollout_rank.get(&TaskId(t.task_id)).copied().unwrap_or(0);
         self.start_score_task(t.prompt_ids.clone(), vec![t.task_id], t.samples_per_prompt, t.problem_set.clone(), rank);
     }
 
@@ -122,9 +122,9 @@ impl RunState {
     }
 
     /// Evaluation job: a learner task reported. After the last score task, rank 0 reports.
-    pub(super) fn eval_scored(&mut self, t: &pb::LearnerTask, task_id: u64, metrics: serde_json::Value) {
+    pub(super) fn eval_scored(&mut self, t: &pb::LearnerTask, task_id: TaskId, metrics: serde_json::Value) {
         let kind = pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
-        let done = |s: &RunState, id: &u64| s.tasks.get(id).is_some_and(|t| t.done());
+        let done = |s: &RunState, id: &TaskId| s.tasks.get(id).is_some_and(|t| t.done());
         match kind {
             pb::LearnerTaskKind::EvalScore => {
                 let job = self.eval.as_mut().unwrap();
@@ -132,7 +132,7 @@ impl RunState {
                 let job = self.eval.as_ref().unwrap();
                 let (n, all) = (job.score_tasks.len(), job.expected_scores);
                 let finished = job.score_tasks.iter().filter(|id| done(self, id)).count();
-                tracing::info!(task_id, "evaluation: {finished} of {all} score tasks done");
+                tracing::info!(task_id = task_id.0, "evaluation: {finished} of {all} score tasks done");
                 if n == all && finished == all && job.report_task.is_none() {
                     let plan = job.plan.clone();
                     let lt = pb::LearnerTask {

@@ -63,6 +63,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 // tokio's clock: the same as std's in a run, and pausable in the scheduler tests (coordinator/tests/scheduler.rs).
+pub use airlift_proto::{TaskId, WorkerId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Status;
@@ -128,21 +129,21 @@ pub type Outbox = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 /// Per-iteration bookkeeping.
 #[derive(Debug, Default)]
 struct IterationState {
-    rollout_tasks: Vec<u64>,
+    rollout_tasks: Vec<TaskId>,
     /// How many of `rollout_tasks` are done (learning starts when all are).
     rollouts_done: usize,
     /// Prompt ids by learner rank.
     shards: Vec<Vec<u64>>,
     policy_version: u64,
     rollout_metrics: Vec<serde_json::Value>,
-    learner_tasks: Vec<u64>,
+    learner_tasks: Vec<TaskId>,
     learner_metrics: BTreeMap<u32, serde_json::Value>,
     queued_at: Option<Instant>,
     learn_started: Option<Instant>,
     /// RL prompts `..prompt_end` are used once this iteration is learned.
     prompt_end: u64,
     /// The held-out evaluation after the learner tasks (rank 0), when `data.eval_prompts > 0`.
-    eval_task: Option<u64>,
+    eval_task: Option<TaskId>,
 }
 
 /// Events of the coordinator's loop.
@@ -152,15 +153,15 @@ pub enum Event {
         reply: tokio::sync::oneshot::Sender<Result<pb::RegisterResponse, Status>>,
     },
     Attach {
-        worker_id: u64,
+        worker_id: WorkerId,
         outbox: Outbox,
     },
     Message {
-        worker_id: u64,
+        worker_id: WorkerId,
         msg: pb::WorkerMessage,
     },
     Detached {
-        worker_id: u64,
+        worker_id: WorkerId,
     },
     Report {
         report: pb::TaskReport,
@@ -200,12 +201,12 @@ pub struct RunState {
     config_toml: String,
     run_dir: PathBuf,
     pub phase: Phase,
-    workers: BTreeMap<u64, Worker>,
+    workers: BTreeMap<WorkerId, Worker>,
     /// Idle rollout workers, lowest id first (the dispatch order).
-    idle: BTreeSet<u64>,
+    idle: BTreeSet<WorkerId>,
     next_worker: u64,
-    tasks: HashMap<u64, Task>,
-    queue: VecDeque<u64>,
+    tasks: HashMap<TaskId, Task>,
+    queue: VecDeque<TaskId>,
     next_task: u64,
     iterations: BTreeMap<u64, IterationState>,
     /// Iterations whose rollouts have been queued / learned.
@@ -220,7 +221,7 @@ pub struct RunState {
     /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
     awaiting_nccl_id: bool,
     /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
-    warm_tasks: Vec<u64>,
+    warm_tasks: Vec<TaskId>,
     warm_kind: pb::LearnerTaskKind,
     warm_metrics: BTreeMap<u32, serde_json::Value>,
     /// The checkpoint the learners load at their rendezvous (resume and restarts).
@@ -405,14 +406,15 @@ impl RunState {
                     Some(w) if w.live() => {
                         w.outbox = Some(outbox);
                         w.last_seen = Instant::now();
-                        tracing::info!(worker_id, role = ?w.role, host = %w.host, "worker attached");
+                        tracing::info!(worker_id = worker_id.0, role = ?w.role, host = %w.host, "worker attached");
                         if w.state == WorkerState::Registered {
                             self.set_state(worker_id, WorkerState::Idle);
                         }
                     }
                     _ => {
                         let _ = outbox.try_send(Err(Status::not_found(format!(
-                            "worker {worker_id} is not registered (or was declared lost): register again"
+                            "worker {} is not registered (or was declared lost): register again",
+                            worker_id.0
                         ))));
                     }
                 }
@@ -437,20 +439,20 @@ impl RunState {
                                 self.complete_rendezvous(id.unique_id, 1);
                                 self.progress();
                             } else {
-                                tracing::warn!(worker_id, ?rank, "ignored an NCCL id that is not rank 0's answer to its rendezvous");
+                                tracing::warn!(worker_id = worker_id.0, ?rank, "ignored an NCCL id that is not rank 0's answer to its rendezvous");
                             }
                         }
                         Some(pb::worker_message::Kind::Fatal(f)) => {
                             let (role, rank, host) = (w.role, w.rank, w.host.clone());
-                            tracing::error!(worker_id, ?role, host = %host, error = %f.error, "worker cannot go on");
+                            tracing::error!(worker_id = worker_id.0, ?role, host = %host, error = %f.error, "worker cannot go on");
                             if role == pb::Role::Learner {
                                 // An error at start-up repeats on a restart: fail with it.
-                                let who = rank.map_or(format!("learner {worker_id}"), |r| format!("learner rank {r}"));
+                                let who = rank.map_or(format!("learner {}", worker_id.0), |r| format!("learner rank {r}"));
                                 self.fail(format!("{who} on {host}: {}", f.error));
                             } else {
                                 self.lose(worker_id, &format!("it failed: {}", f.error));
                                 if !self.workers.values().any(|w| w.live_as(pb::Role::Rollout)) {
-                                    self.fail(format!("no rollout worker left: worker {worker_id} on {host}: {}", f.error));
+                                    self.fail(format!("no rollout worker left: worker {} on {host}: {}", worker_id.0, f.error));
                                 }
                             }
                         }
@@ -469,7 +471,7 @@ impl RunState {
             }
             Event::Tick => {
                 let limit = Duration::from_millis(self.cfg.workers.lost_after_ms);
-                let silent: Vec<u64> = self
+                let silent: Vec<WorkerId> = self
                     .workers
                     .iter()
                     .filter(|(_, w)| w.live() && w.last_seen.elapsed() > limit)

@@ -10,7 +10,7 @@ impl RunState {
             return;
         }
         let w = self.cfg.workers.learner as usize;
-        let mut learners: Vec<u64> = self
+        let mut learners: Vec<WorkerId> = self
             .workers
             .iter()
             .filter(|(_, x)| x.live_as(pb::Role::Learner) && x.outbox.is_some())
@@ -174,7 +174,7 @@ impl RunState {
         // verified (SHA-256 of every shard: GBs), off the loop when it has a loopback.
         let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
         // Everything in flight belongs to the failed attempt: its reports will be ignored.
-        let unfinished: Vec<(u64, Option<u64>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
+        let unfinished: Vec<(TaskId, Option<WorkerId>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
         for (id, worker) in unfinished {
             self.tasks.get_mut(&id).unwrap().state = TaskState::Done;
             if let Some(w) = worker {
@@ -182,7 +182,7 @@ impl RunState {
             }
         }
         self.queue.clear();
-        let learners: Vec<u64> = self.workers.iter().filter(|(_, w)| w.live_as(pb::Role::Learner)).map(|(&id, _)| id).collect();
+        let learners: Vec<WorkerId> = self.workers.iter().filter(|(_, w)| w.live_as(pb::Role::Learner)).map(|(&id, _)| id).collect();
         for id in learners {
             self.send(
                 id,
@@ -263,7 +263,7 @@ impl RunState {
     }
 
     pub(super) fn shutdown_all(&mut self, reason: &str) {
-        let ids: Vec<u64> = self.workers.keys().copied().collect();
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             self.send(id, Msg::Shutdown(pb::Shutdown { reason: reason.into() }));
         }

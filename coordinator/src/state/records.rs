@@ -98,12 +98,12 @@ impl RunState {
                 .workers
                 .iter()
                 .map(|(&id, w)| pb::WorkerStatus {
-                    worker_id: id,
+                    worker_id: id.0,
                     role: w.role as i32,
                     host: w.host.clone(),
                     state: match &w.state {
                         WorkerState::Lost { .. } => "lost".into(),
-                        WorkerState::Busy { task } => format!("busy (task {task})"),
+                        WorkerState::Busy { task } => format!("busy (task {})", task.0),
                         WorkerState::Idle => "idle".into(),
                         WorkerState::Registered => "registered".into(),
                     },

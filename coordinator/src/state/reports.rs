@@ -4,20 +4,21 @@ use super::*;
 
 impl RunState {
     pub(super) fn report(&mut self, r: pb::TaskReport) -> Result<pb::TaskAck, Status> {
-        let Some(task) = self.tasks.get_mut(&r.task_id) else {
+        let (task_id, worker_id) = (TaskId(r.task_id), WorkerId(r.worker_id));
+        let Some(task) = self.tasks.get_mut(&task_id) else {
             if r.task_id < self.next_task {
                 // A task of an iteration already learned (and forgotten): a late duplicate.
                 tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a report of a finished task");
-                self.release(r.worker_id, r.task_id);
+                self.release(worker_id, task_id);
                 return Ok(pb::TaskAck {});
             }
             return Err(Status::not_found(format!("unknown task {}", r.task_id)));
         };
-        if task.worker() != Some(r.worker_id) {
+        if task.worker() != Some(worker_id) {
             // A late report from a worker whose task was re-queued (its lease ran out): its rows
             // were deduplicated by the learner; the worker may take new work.
             tracing::info!(task_id = r.task_id, worker_id = r.worker_id, "ignoring a stale report");
-            self.release(r.worker_id, r.task_id);
+            self.release(worker_id, task_id);
             return Ok(pb::TaskAck {});
         }
         let iteration = task.iteration;
@@ -28,11 +29,11 @@ impl RunState {
             _ => 0.0,
         };
         task.state = if r.ok { TaskState::Done } else { TaskState::Queued };
-        self.release(r.worker_id, r.task_id);
+        self.release(worker_id, task_id);
         if !r.ok {
             tracing::warn!(task_id = r.task_id, error = %r.error, "task failed");
             match kind {
-                TaskKind::Rollout(_) if attempts < MAX_ATTEMPTS => self.queue.push_back(r.task_id),
+                TaskKind::Rollout(_) if attempts < MAX_ATTEMPTS => self.queue.push_back(task_id),
                 TaskKind::Rollout(_) => self.fail(format!("task {} failed: {}", r.task_id, r.error)),
                 TaskKind::Learner(_) => self.learner_failed(format!("learner task {} (iteration {iteration}) failed: {}", r.task_id, r.error)),
             }
@@ -41,14 +42,14 @@ impl RunState {
         let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
         match kind {
             TaskKind::Rollout(t) if self.eval.is_some() => {
-                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.policy_version = t.policy_version;
                 }
                 self.eval_score(&t);
             }
-            TaskKind::Learner(t) if self.eval.is_some() => self.eval_scored(&t, r.task_id, metrics),
+            TaskKind::Learner(t) if self.eval.is_some() => self.eval_scored(&t, task_id, metrics),
             TaskKind::Rollout(t) => {
-                if let Some(w) = self.workers.get_mut(&r.worker_id) {
+                if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.policy_version = t.policy_version;
                 }
                 let st = self.iterations.get_mut(&iteration).unwrap();
@@ -58,7 +59,7 @@ impl RunState {
                 st.rollouts_done += 1;
             }
             TaskKind::Learner(t) => {
-                let rank = self.workers.get(&r.worker_id).and_then(|w| w.rank).unwrap_or(0);
+                let rank = self.workers.get(&worker_id).and_then(|w| w.rank).unwrap_or(0);
                 match pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified) {
                     pb::LearnerTaskKind::SftWarmStart | pb::LearnerTaskKind::RewardWarmStart => {
                         let entry = self.warm_metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
@@ -83,7 +84,7 @@ impl RunState {
                     }
                     pb::LearnerTaskKind::Checkpoint => {
                         let all = match self.checkpointing.as_mut() {
-                            Some(p) if p.tasks.contains(&r.task_id) => {
+                            Some(p) if p.tasks.contains(&task_id) => {
                                 p.reports.insert(rank, metrics);
                                 p.tasks.iter().all(|id| self.tasks[id].done())
                             }

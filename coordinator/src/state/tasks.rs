@@ -15,7 +15,7 @@ pub(super) enum TaskKind {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum TaskState {
     Queued,
-    Running { worker: u64, since: Instant },
+    Running { worker: WorkerId, since: Instant },
     Done,
 }
 
@@ -32,7 +32,7 @@ impl Task {
         self.state == TaskState::Done
     }
 
-    pub(super) fn worker(&self) -> Option<u64> {
+    pub(super) fn worker(&self) -> Option<WorkerId> {
         match self.state {
             TaskState::Running { worker, .. } => Some(worker),
             _ => None,
@@ -44,7 +44,7 @@ impl RunState {
     /// Re-queues rollout tasks whose lease ran out (a stuck but still heartbeating worker).
     pub(super) fn expire_leases(&mut self) {
         let lease = Duration::from_millis(self.cfg.workers.task_lease_ms);
-        let expired: Vec<u64> = self
+        let expired: Vec<TaskId> = self
             .tasks
             .iter()
             .filter(|(_, t)| matches!(t.kind, TaskKind::Rollout(_)) && matches!(t.state, TaskState::Running { since, .. } if since.elapsed() > lease))
@@ -56,21 +56,21 @@ impl RunState {
             t.state = TaskState::Queued;
             // The worker stays busy until it reports (its report is then ignored as stale): a
             // stuck worker is not handed more work, and the task goes to another one.
-            tracing::warn!(task_id = id, worker_id = ?worker, "task lease expired; re-queued");
+            tracing::warn!(task_id = id.0, worker_id = ?worker.map(|w| w.0), "task lease expired; re-queued");
             self.queue.push_back(id);
         }
     }
 
-    pub(super) fn new_task(&mut self, iteration: u64, kind: TaskKind) -> u64 {
-        let id = self.next_task;
+    pub(super) fn new_task(&mut self, iteration: u64, kind: TaskKind) -> TaskId {
+        let id = TaskId(self.next_task);
         self.next_task += 1;
         let kind = match kind {
             TaskKind::Rollout(mut t) => {
-                t.task_id = id;
+                t.task_id = id.0;
                 TaskKind::Rollout(t)
             }
             TaskKind::Learner(mut t) => {
-                t.task_id = id;
+                t.task_id = id.0;
                 TaskKind::Learner(t)
             }
         };
@@ -86,7 +86,7 @@ impl RunState {
         id
     }
 
-    pub(super) fn start(&mut self, task_id: u64, worker_id: u64) {
+    pub(super) fn start(&mut self, task_id: TaskId, worker_id: WorkerId) {
         let task = self.tasks.get_mut(&task_id).unwrap();
         task.state = TaskState::Running {
             worker: worker_id,
@@ -96,8 +96,8 @@ impl RunState {
         let msg = match &task.kind {
             TaskKind::Rollout(t) => {
                 tracing::info!(
-                    task_id,
-                    worker_id,
+                    task_id = task_id.0,
+                    worker_id = worker_id.0,
                     iteration = t.iteration,
                     prompts = t.prompt_ids.len(),
                     "rollout task started"
@@ -186,7 +186,7 @@ impl RunState {
         // Each rank waits only for the rollout tasks that fed its shard (one pass over the
         // tasks: with 1,000 workers and 64 ranks a scan per rank held the loop for milliseconds).
         let rank_of: HashMap<u64, usize> = shards.iter().enumerate().flat_map(|(r, s)| s.iter().map(move |&p| (p, r))).collect();
-        let mut feeding_by_rank: Vec<Vec<u64>> = vec![Vec::new(); by_rank.len()];
+        let mut feeding_by_rank: Vec<Vec<TaskId>> = vec![Vec::new(); by_rank.len()];
         for t in &rollout_ids {
             if let TaskKind::Rollout(rt) = &self.tasks[t].kind {
                 if let Some(&r) = rt.prompt_ids.first().and_then(|p| rank_of.get(p)) {
@@ -201,7 +201,7 @@ impl RunState {
                 task_id: 0,
                 iteration: next,
                 prompt_ids: shards[r].clone(),
-                rollout_task_ids: feeding,
+                rollout_task_ids: feeding.iter().map(|t| t.0).collect(),
                 samples_per_prompt: self.cfg.data.samples_per_prompt,
                 next_policy_version: self.policy_version + 1,
                 kind: pb::LearnerTaskKind::Iteration as i32,

@@ -28,7 +28,10 @@ fn register(st: &mut RunState, device: &str, rank: u32) -> Result<u64, Status> {
 
 fn attach(st: &mut RunState, worker_id: u64) -> mpsc::Receiver<Result<pb::CoordinatorMessage, Status>> {
     let (tx, rx) = mpsc::channel(16);
-    st.handle(Event::Attach { worker_id, outbox: tx });
+    st.handle(Event::Attach {
+        worker_id: WorkerId(worker_id),
+        outbox: tx,
+    });
     rx
 }
 
@@ -56,8 +59,8 @@ fn cuda_rendezvous_waits_for_rank_zeros_nccl_id() {
     assert_eq!(st.phase, Phase::WaitingForWorkers);
     // An id from rank 1 is ignored.
     let id = vec![7u8; 128];
-    let msg = |uid: Vec<u8>, worker_id| Event::Message {
-        worker_id,
+    let msg = |uid: Vec<u8>, worker_id: u64| Event::Message {
+        worker_id: WorkerId(worker_id),
         msg: pb::WorkerMessage {
             worker_id,
             kind: Some(pb::worker_message::Kind::NcclId(pb::NcclId { unique_id: uid })),
@@ -95,7 +98,7 @@ fn rollout_workers_beyond_workers_rollout_are_refused() {
     let e = rx.try_recv().unwrap().unwrap_err();
     assert!(e.code() == tonic::Code::ResourceExhausted && e.message().contains("workers.rollout"), "{e}");
     // A lost worker's place is free again.
-    st.set_state(ids[0], WorkerState::Lost { why: "test".into() });
+    st.set_state(WorkerId(ids[0]), WorkerState::Lost { why: "test".into() });
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     st.handle(Event::Register { req: req(), reply: tx });
     assert!(rx.try_recv().unwrap().is_ok());

@@ -8,7 +8,7 @@ use super::*;
 pub(super) enum WorkerState {
     Registered,
     Idle,
-    Busy { task: u64 },
+    Busy { task: TaskId },
     Lost { why: String },
 }
 
@@ -38,7 +38,7 @@ impl Worker {
     }
 
     /// The task it holds.
-    pub(super) fn task(&self) -> Option<u64> {
+    pub(super) fn task(&self) -> Option<TaskId> {
         match self.state {
             WorkerState::Busy { task } => Some(task),
             _ => None,
@@ -82,7 +82,7 @@ impl RunState {
                 req.host, req.device
             )));
         }
-        let id = self.next_worker;
+        let id = WorkerId(self.next_worker);
         self.next_worker += 1;
         self.workers.insert(
             id,
@@ -99,15 +99,15 @@ impl RunState {
                 policy_version: 0,
             },
         );
-        tracing::info!(worker_id = id, ?role, host = %req.host, pid = req.pid, "worker registered");
+        tracing::info!(worker_id = id.0, ?role, host = %req.host, pid = req.pid, "worker registered");
         Ok(pb::RegisterResponse {
-            worker_id: id,
+            worker_id: id.0,
             config_toml: self.config_toml.clone(),
             run_dir: self.run_dir.display().to_string(),
         })
     }
 
-    pub(super) fn send(&mut self, worker_id: u64, msg: Msg) -> bool {
+    pub(super) fn send(&mut self, worker_id: WorkerId, msg: Msg) -> bool {
         let Some(w) = self.workers.get_mut(&worker_id) else { return false };
         match &w.outbox {
             Some(tx) => tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(msg) })).is_ok(),
@@ -116,7 +116,7 @@ impl RunState {
     }
 
     /// Moves worker `id` to `state`, keeping the idle index in step.
-    pub(super) fn set_state(&mut self, id: u64, state: WorkerState) {
+    pub(super) fn set_state(&mut self, id: WorkerId, state: WorkerState) {
         let Some(w) = self.workers.get_mut(&id) else { return };
         if w.role == pb::Role::Rollout {
             if state == WorkerState::Idle {
@@ -128,7 +128,7 @@ impl RunState {
         w.state = state;
     }
 
-    pub(super) fn lose(&mut self, worker_id: u64, why: &str) {
+    pub(super) fn lose(&mut self, worker_id: WorkerId, why: &str) {
         let Some(w) = self.workers.get_mut(&worker_id) else { return };
         if !w.live() {
             return;
@@ -137,12 +137,12 @@ impl RunState {
         let role = w.role;
         let task = w.task();
         self.set_state(worker_id, WorkerState::Lost { why: why.into() });
-        tracing::warn!(worker_id, ?role, why, "worker lost");
+        tracing::warn!(worker_id = worker_id.0, ?role, why, "worker lost");
         if self.finished() {
             return;
         }
         if role == pb::Role::Learner {
-            self.learner_failed(format!("learner {worker_id} lost ({why})"));
+            self.learner_failed(format!("learner {} lost ({why})", worker_id.0));
             return;
         }
         if let Some(t) = task {
@@ -150,7 +150,7 @@ impl RunState {
                 if !task.done() {
                     task.state = TaskState::Queued;
                     self.queue.push_front(t);
-                    tracing::info!(task_id = t, "re-queued the lost worker's task");
+                    tracing::info!(task_id = t.0, "re-queued the lost worker's task");
                 }
             }
         }
@@ -174,14 +174,14 @@ impl RunState {
     }
 
     /// Worker `id` no longer holds task `task`: idle again unless it was lost meanwhile.
-    pub(super) fn release(&mut self, id: u64, task: u64) {
+    pub(super) fn release(&mut self, id: WorkerId, task: TaskId) {
         if self.workers.get(&id).is_some_and(|w| w.task() == Some(task)) {
             self.set_state(id, WorkerState::Idle);
         }
     }
 
-    pub(super) fn learners_by_rank(&self) -> Vec<u64> {
-        let mut v: Vec<(u32, u64)> = self
+    pub(super) fn learners_by_rank(&self) -> Vec<WorkerId> {
+        let mut v: Vec<(u32, WorkerId)> = self
             .workers
             .iter()
             .filter(|(_, w)| w.live_as(pb::Role::Learner))
