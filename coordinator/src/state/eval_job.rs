@@ -16,6 +16,25 @@ pub(super) struct EvalJob {
 }
 
 impl RunState {
+    /// Whether this is an evaluation job.
+    pub(super) fn evaluating(&self) -> bool {
+        matches!(self.job, Job::Evaluation(_))
+    }
+
+    pub(super) fn eval_job(&self) -> Option<&EvalJob> {
+        match &self.job {
+            Job::Evaluation(j) => Some(j),
+            Job::Training => None,
+        }
+    }
+
+    pub(super) fn eval_job_mut(&mut self) -> Option<&mut EvalJob> {
+        match &mut self.job {
+            Job::Evaluation(j) => Some(j),
+            Job::Training => None,
+        }
+    }
+
     /// Evaluation job: queue the rollout tasks once (problems in chunks of
     /// `data.prompts_per_task`, their rows going to the learners in turn), then hand them out;
     /// done once the report task has reported.
@@ -23,7 +42,7 @@ impl RunState {
         if let Some(why) = self.draining.clone() {
             return self.fail(format!("evaluation stopped ({why}); it has nothing to resume from: run it again"));
         }
-        let Some(job) = self.eval.as_ref() else { return };
+        let Some(job) = self.eval_job() else { return };
         if !job.queued {
             let plan = job.plan.clone();
             let by_rank = self.learners_by_rank();
@@ -37,7 +56,7 @@ impl RunState {
                     n += 1;
                 }
                 tracing::info!(items = plan.problems.len(), tasks = n, problem_set = %plan.source.wire(), "evaluation: score tasks queued");
-                let job = self.eval.as_mut().unwrap();
+                let job = self.eval_job_mut().unwrap();
                 job.expected_scores = n;
                 job.queued = true;
                 // The score tasks and the report.
@@ -68,7 +87,7 @@ impl RunState {
                     self.queue.push_back(id);
                 }
                 tracing::info!(problems = plan.problems.len(), samples = plan.samples, tasks = ranks.len(), problem_set = %plan.source.wire(), "evaluation: rollouts queued");
-                let job = self.eval.as_mut().unwrap();
+                let job = self.eval_job_mut().unwrap();
                 job.expected_scores = ranks.len();
                 let n = ranks.len() as u64;
                 job.rollout_rank = ranks;
@@ -81,7 +100,7 @@ impl RunState {
         // Every task of an evaluation is its own (the job holds no training tasks).
         let done = self.tasks.values().filter(|t| t.done()).count() as u64;
         self.console.update(done, self.console.total().unwrap_or(done), Vec::new());
-        if self.eval.as_ref().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done())) {
+        if self.eval_job().is_some_and(|j| j.report_task.is_some_and(|t| self.tasks[&t].done())) {
             self.phase = Phase::Done;
             self.shutdown_all("evaluation complete");
             tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "evaluation complete");
@@ -90,21 +109,21 @@ impl RunState {
 
     /// Evaluation job on fixed traces (ProcessBench): learner `rank` scores items `ids`.
     pub(super) fn eval_score_items(&mut self, ids: Vec<u64>, rank: usize) {
-        let Some(job) = self.eval.as_ref() else { return };
+        let Some(job) = self.eval_job() else { return };
         let problem_set = job.plan.source.wire();
         self.start_score_task(ids, Vec::new(), 1, problem_set, rank);
     }
 
     /// Evaluation job: rollout task `t` is done; its learner scores its rows.
     pub(super) fn eval_score(&mut self, t: &pb::RolloutTask) {
-        let Some(job) = self.eval.as_ref() else { return };
+        let Some(job) = self.eval_job() else { return };
         let rank = job.rollout_rank.get(&TaskId(t.task_id)).copied().unwrap_or(0);
         self.start_score_task(t.prompt_ids.clone(), vec![t.task_id], t.samples_per_prompt, t.problem_set.clone(), rank);
     }
 
     /// Starts a score task of the evaluation job on learner `rank`.
     pub(super) fn start_score_task(&mut self, prompt_ids: Vec<u64>, rollout_task_ids: Vec<u64>, samples_per_prompt: u32, problem_set: String, rank: usize) {
-        let Some(job) = self.eval.as_ref() else { return };
+        let Some(job) = self.eval_job() else { return };
         let lt = pb::LearnerTask {
             kind: pb::LearnerTaskKind::EvalScore as i32,
             iteration: EVAL_ITERATION,
@@ -116,7 +135,7 @@ impl RunState {
             ..Default::default()
         };
         let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
-        self.eval.as_mut().unwrap().score_tasks.push(id);
+        self.eval_job_mut().unwrap().score_tasks.push(id);
         let learner = self.learners_by_rank()[rank];
         self.start(id, learner);
     }
@@ -127,9 +146,9 @@ impl RunState {
         let done = |s: &RunState, id: &TaskId| s.tasks.get(id).is_some_and(|t| t.done());
         match kind {
             pb::LearnerTaskKind::EvalScore => {
-                let job = self.eval.as_mut().unwrap();
+                let job = self.eval_job_mut().unwrap();
                 job.scored.push(metrics);
-                let job = self.eval.as_ref().unwrap();
+                let job = self.eval_job().unwrap();
                 let (n, all) = (job.score_tasks.len(), job.expected_scores);
                 let finished = job.score_tasks.iter().filter(|id| done(self, id)).count();
                 tracing::info!(task_id = task_id.0, "evaluation: {finished} of {all} score tasks done");
@@ -147,13 +166,13 @@ impl RunState {
                         ..Default::default()
                     };
                     let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
-                    self.eval.as_mut().unwrap().report_task = Some(id);
+                    self.eval_job_mut().unwrap().report_task = Some(id);
                     let rank0 = self.learners_by_rank()[0];
                     self.start(id, rank0);
                 }
             }
             pb::LearnerTaskKind::EvalReport => {
-                let scored = std::mem::take(&mut self.eval.as_mut().unwrap().scored);
+                let scored = std::mem::take(&mut self.eval_job_mut().unwrap().scored);
                 let mut rec = metrics;
                 rec["score_tasks"] = serde_json::json!(scored);
                 rec["elapsed_s"] = serde_json::json!(self.started.elapsed().as_secs_f64());

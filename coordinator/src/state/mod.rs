@@ -28,6 +28,9 @@
 //!              ▲                  │ worker lost, lease ran out (the worker stays Busy until
 //!              └──────────────────┘ it reports), failed with attempts left
 //!           learner restart: every unfinished task ─▶ Done (later reports are ignored)
+//!  rendezvous (per attempt): Pending ─all learners attached─▶ Sent
+//!                            (CUDA: Pending ─▶ AwaitingNcclId ─rank 0's id─▶ Sent)
+//!  job: Training | Evaluation(progress of the evaluation job)
 //! ```
 //!
 //! The run:
@@ -121,6 +124,24 @@ impl Phase {
             Phase::Failed(why) => format!("failed: {why}"),
         }
     }
+}
+
+/// The learners' rendezvous in one attempt (a learner restart starts a new one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rendezvous {
+    /// Waiting for every learner to attach.
+    Pending,
+    /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
+    AwaitingNcclId,
+    /// Every rank has its rendezvous: learners take tasks.
+    Sent,
+}
+
+/// What the coordinator is running.
+enum Job {
+    Training,
+    /// `coordinator eval`: no training; rollouts, score tasks and a report.
+    Evaluation(Box<EvalJob>),
 }
 
 /// Outbound half of a worker's attached stream.
@@ -217,9 +238,8 @@ pub struct RunState {
     prompt_cursor: u64,
     /// RL prompts `..prompts_trained` have been trained on.
     prompts_trained: u64,
-    rendezvous_sent: bool,
-    /// CUDA runs: rank 0 has its rendezvous and the others wait for its NCCL unique id.
-    awaiting_nccl_id: bool,
+    /// The learners' rendezvous of this attempt.
+    rendezvous: Rendezvous,
     /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
     warm_tasks: Vec<TaskId>,
     warm_kind: pb::LearnerTaskKind,
@@ -248,8 +268,8 @@ pub struct RunState {
     /// The loop's own event queue: slow work (checkpoint verification, pruning) runs on a
     /// blocking thread and reports back through it. None (tests of the state alone): inline.
     loopback: Option<mpsc::Sender<Event>>,
-    /// Set when this is an evaluation job instead of a training run.
-    eval: Option<EvalJob>,
+    /// A training run, or an evaluation job with its progress.
+    job: Job,
     /// What the run is doing, on the console (bar or plain lines).
     console: Console,
     /// `<run>/tensorboard/`'s event file (training runs; opened at the first record or resume).
@@ -278,8 +298,7 @@ impl RunState {
             policy_version: 0,
             prompt_cursor: 0,
             prompts_trained: 0,
-            rendezvous_sent: false,
-            awaiting_nccl_id: false,
+            rendezvous: Rendezvous::Pending,
             warm_tasks: Vec::new(),
             warm_kind: pb::LearnerTaskKind::Unspecified,
             warm_metrics: BTreeMap::new(),
@@ -295,7 +314,7 @@ impl RunState {
             started: Instant::now(),
             waiting_since: Instant::now(),
             loopback: None,
-            eval: None,
+            job: Job::Training,
             console: Console::stderr(),
             tensorboard: None,
         }
@@ -306,7 +325,7 @@ impl RunState {
     pub fn evaluate(&mut self, plan: EvalPlan, point: Option<ResumePoint>) {
         self.policy_version = point.as_ref().map_or(0, |p| p.manifest.policy_version);
         self.resume = point;
-        self.eval = Some(EvalJob {
+        self.job = Job::Evaluation(Box::new(EvalJob {
             plan,
             queued: false,
             rollout_rank: HashMap::new(),
@@ -314,7 +333,7 @@ impl RunState {
             score_tasks: Vec::new(),
             report_task: None,
             scored: Vec::new(),
-        });
+        }));
     }
 
     /// Gives the state its loop's event queue, so that slow work runs off the loop and reports
@@ -433,8 +452,7 @@ impl RunState {
                             }
                         Some(pb::worker_message::Kind::NcclId(id)) => {
                             let rank = w.rank;
-                            if self.awaiting_nccl_id && rank == Some(0) {
-                                self.awaiting_nccl_id = false;
+                            if self.rendezvous == Rendezvous::AwaitingNcclId && rank == Some(0) {
                                 tracing::info!(bytes = id.unique_id.len(), "NCCL unique id from rank 0");
                                 self.complete_rendezvous(id.unique_id, 1);
                                 self.progress();
@@ -526,7 +544,7 @@ impl RunState {
         if self.finished() {
             return;
         }
-        if !self.rendezvous_sent {
+        if self.rendezvous != Rendezvous::Sent {
             if let Some(why) = self.draining.clone() {
                 // Nothing was trained in this attempt: nothing to save.
                 self.phase = Phase::Stopped(why.clone());
@@ -534,14 +552,14 @@ impl RunState {
                 return;
             }
             self.try_rendezvous();
-            if !self.rendezvous_sent {
+            if self.rendezvous != Rendezvous::Sent {
                 return;
             }
         }
         if self.phase == Phase::WarmStart {
             return;
         }
-        if self.eval.is_some() {
+        if self.evaluating() {
             return self.eval_progress();
         }
         if let Some(why) = self.draining.clone() {

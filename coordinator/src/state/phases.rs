@@ -6,7 +6,7 @@ use super::*;
 
 impl RunState {
     pub(super) fn try_rendezvous(&mut self) {
-        if self.awaiting_nccl_id {
+        if self.rendezvous == Rendezvous::AwaitingNcclId {
             return;
         }
         let w = self.cfg.workers.learner as usize;
@@ -50,7 +50,7 @@ impl RunState {
                     resume_checkpoint: self.resume.as_ref().map(|p| p.dir.display().to_string()).unwrap_or_default(),
                 }),
             );
-            self.awaiting_nccl_id = true;
+            self.rendezvous = Rendezvous::AwaitingNcclId;
             tracing::info!(learners = w, "rendezvous sent to rank 0; waiting for its NCCL unique id");
             return;
         }
@@ -73,9 +73,9 @@ impl RunState {
             };
             self.send(*id, Msg::Rendezvous(rdv));
         }
-        self.rendezvous_sent = true;
+        self.rendezvous = Rendezvous::Sent;
         tracing::info!(learners = w, resume = %resume, "rendezvous sent");
-        if self.resume.is_some() || self.eval.is_some() {
+        if self.resume.is_some() || self.evaluating() {
             self.run_iterations();
         } else if self.cfg.sft.steps > 0 {
             self.start_warm(pb::LearnerTaskKind::SftWarmStart);
@@ -89,7 +89,7 @@ impl RunState {
     /// The iterations (or the evaluation job's tasks) may run; the console shows them.
     pub(super) fn run_iterations(&mut self) {
         self.phase = Phase::Running;
-        if self.eval.is_none() && self.learned_upto < self.cfg.run.iterations {
+        if !self.evaluating() && self.learned_upto < self.cfg.run.iterations {
             self.console.begin("AIRL iterations", "iterations", self.learned_upto, self.cfg.run.iterations);
         }
     }
@@ -154,7 +154,7 @@ impl RunState {
             return;
         }
         let max = self.cfg.run.max_restarts as usize;
-        if self.eval.is_some() {
+        if self.evaluating() {
             return self.fail(format!("{why}; the evaluation stopped (run it again)"));
         }
         if let Some(reason) = crate::failure::permanent(&why) {
@@ -200,8 +200,7 @@ impl RunState {
         }
         self.phase = Phase::WaitingForWorkers;
         self.waiting_since = Instant::now();
-        self.rendezvous_sent = false;
-        self.awaiting_nccl_id = false;
+        self.rendezvous = Rendezvous::Pending;
         self.warm_tasks.clear();
         // The stopped processes' exits belong to the old generation and are ignored.
         self.learner_generation += 1;

@@ -65,7 +65,7 @@ impl RunState {
         if let Err(e) = r {
             tracing::error!(path = %path.display(), error = %e, "cannot append metrics");
         }
-        if self.eval.is_none() {
+        if !self.evaluating() {
             if self.tensorboard.is_none() {
                 self.rewrite_tensorboard();
             }

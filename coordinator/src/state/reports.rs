@@ -41,13 +41,13 @@ impl RunState {
         }
         let metrics: serde_json::Value = serde_json::from_str(&r.metrics_json).unwrap_or(serde_json::Value::Null);
         match kind {
-            TaskKind::Rollout(t) if self.eval.is_some() => {
+            TaskKind::Rollout(t) if self.evaluating() => {
                 if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.policy_version = t.policy_version;
                 }
                 self.eval_score(&t);
             }
-            TaskKind::Learner(t) if self.eval.is_some() => self.eval_scored(&t, task_id, metrics),
+            TaskKind::Learner(t) if self.evaluating() => self.eval_scored(&t, task_id, metrics),
             TaskKind::Rollout(t) => {
                 if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.policy_version = t.policy_version;

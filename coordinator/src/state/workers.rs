@@ -64,7 +64,7 @@ impl RunState {
             }
             pb::Role::Learner => {
                 let attached = self.workers.values().filter(|w| w.live_as(pb::Role::Learner)).count();
-                if self.rendezvous_sent || attached >= self.cfg.workers.learner as usize {
+                if self.rendezvous != Rendezvous::Pending || attached >= self.cfg.workers.learner as usize {
                     return Err(Status::failed_precondition(format!(
                         "the run already has its {} learners (workers.learner); a lost learner is replaced by restarting all learners from a checkpoint (`--local` does it; otherwise run the coordinator again with --resume)",
                         self.cfg.workers.learner
