@@ -5,7 +5,7 @@
 //! coordinator's (`serve` stops the run at a checkpoint); the workers ignore them.
 
 use crate::{serve, CoordinatorError, RunOutcome};
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{Device, RunConfig};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,7 +56,7 @@ fn local_gpus() -> Vec<String> {
 /// learner (NCCL needs distinct devices), rollout workers on the GPUs after them, wrapping.
 fn assign_gpus(cfg: &RunConfig, gpus: &[String]) -> Result<Vec<Option<String>>, CoordinatorError> {
     let n = (cfg.workers.learner + cfg.workers.rollout) as usize;
-    if cfg.workers.device != "cuda" {
+    if cfg.workers.device != Device::Cuda {
         return Ok(vec![None; n]);
     }
     if gpus.len() < cfg.workers.learner as usize {
@@ -358,7 +358,7 @@ mod tests {
         (cfg.workers.learner, cfg.workers.rollout) = (2, 3);
         let gpus: Vec<String> = ["4", "5", "6"].map(String::from).to_vec();
         assert_eq!(assign_gpus(&cfg, &gpus).unwrap(), vec![None; 5], "CPU runs set nothing");
-        cfg.workers.device = "cuda".into();
+        cfg.workers.device = Device::Cuda;
         let got: Vec<String> = assign_gpus(&cfg, &gpus).unwrap().into_iter().map(Option::unwrap).collect();
         assert_eq!(got, ["4", "5", "6", "4", "5"]);
         let e = assign_gpus(&cfg, &gpus[..1]).unwrap_err().to_string();

@@ -153,7 +153,7 @@ fn shell_vars(run_dir: &std::path::Path, cfg: &RunConfig, has_checkpoint: bool) 
         quote(&run_dir.display().to_string()),
         cfg.workers.learner,
         cfg.workers.rollout,
-        quote(&cfg.workers.device),
+        quote(cfg.workers.device.as_str()),
         has_checkpoint as u8
     )
 }

@@ -16,7 +16,7 @@
 //! computes its logits in chunks of 1,024 positions (fp32). Allocator slack and libraries are
 //! not counted: measured peaks are higher (docs/performance.md, "Memory estimate").
 
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{Device, Dtype, RunConfig};
 use std::path::Path;
 
 /// The shape fields of a Llama / Qwen2 `config.json`.
@@ -112,7 +112,7 @@ impl Plan {
             self.reward_params as f64 / 1e6,
             cfg.reward.backbone_layers.map_or("all".to_string(), |k| k.to_string())
         );
-        let dev = if cfg.workers.device == "cuda" { "GPU" } else { "RAM" };
+        let dev = if cfg.workers.device == Device::Cuda { "GPU" } else { "RAM" };
         s += &format!("memory per learner ({} of them, {dev}), estimated:\n", cfg.workers.learner);
         for i in &self.learner {
             s += &format!("  {:<58} {:>8.2} GB\n", i.what, gb(i.bytes));
@@ -150,7 +150,7 @@ pub fn plan(cfg: &RunConfig, policy: &Shape, reward: &Shape) -> Plan {
     let p = policy.params();
     let k = cfg.reward.backbone_layers.map_or(reward.layers, |k| k as u64);
     let r = reward.reward_params(k);
-    let bytes = |dtype: &str| if dtype == "bf16" { 2 } else { 4 };
+    let bytes = |dtype: &Dtype| if *dtype == Dtype::Bf16 { 2 } else { 4 };
     let t = PROMPT_TOKENS + cfg.sampling.max_new_tokens as u64;
     let micro = cfg.policy.micro_batch.max(1) as u64;
     let act_bytes = bytes(&cfg.model.train_dtype) as u64;

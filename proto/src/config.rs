@@ -7,6 +7,71 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A config value that is one of a few words: parsed once, when the config is read (a wrong word
+/// is an error naming the key and the words allowed), then matched as an enum everywhere.
+macro_rules! config_enum {
+    ($(#[$doc:meta])* $name:ident, $key:literal, { $($variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            /// The word in the config.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(format!(concat!($key, ": `{}`: expected one of ", $("`", $word, "` "),+), s).trim_end().replace("` `", "`, `")),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.as_str().to_string()
+            }
+        }
+    };
+}
+
+config_enum!(
+    /// `workers.device`.
+    Device, "workers.device", { Cpu => "cpu", Cuda => "cuda" }
+);
+config_enum!(
+    /// `model.rollout_dtype` and `model.train_dtype`.
+    Dtype, "model.rollout_dtype / model.train_dtype", { Fp32 => "fp32", Bf16 => "bf16" }
+);
+config_enum!(
+    /// `reward.discriminator`: logit D = f − log π (`airl`) or logit D = f (`logit`).
+    DiscriminatorForm, "reward.discriminator", { Airl => "airl", Logit => "logit" }
+);
+config_enum!(
+    /// `reward.correct_policy_samples`.
+    CorrectPolicySamples, "reward.correct_policy_samples", { Negative => "negative", Ignore => "ignore", Positive => "positive" }
+);
+config_enum!(
+    /// `policy.behaviour_logprobs`.
+    BehaviourLogprobs, "policy.behaviour_logprobs", { Rollout => "rollout", Learner => "learner" }
+);
+
 /// Errors loading a run config; each names the file or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,7 +122,7 @@ pub struct WorkersSection {
     pub learner: u32,
     /// Device of each worker: `cpu` or `cuda`. Default `cpu`.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: Device,
     /// libtorch intra-op threads per worker process. 0 (the default): the CPUs the process may
     /// use (its affinity and cgroup quota, capped by `SLURM_CPUS_PER_TASK`), or `OMP_NUM_THREADS`.
     #[serde(default)]
@@ -101,10 +166,10 @@ pub struct ModelSection {
     pub reward_weights: Option<PathBuf>,
     /// Parameter / compute precision of generation: `fp32` or `bf16`. Default `fp32`.
     #[serde(default = "default_dtype")]
-    pub rollout_dtype: String,
+    pub rollout_dtype: Dtype,
     /// Compute precision of training (master weights stay fp32): `fp32` or `bf16`. Default `fp32`.
     #[serde(default = "default_dtype")]
-    pub train_dtype: String,
+    pub train_dtype: Dtype,
 }
 
 /// `[data]`
@@ -167,7 +232,7 @@ pub struct SamplingSection {
 pub struct RewardSection {
     /// `airl` (logit D = f − log π) or `logit` (logit D = f). Default `airl`.
     #[serde(default = "default_disc")]
-    pub discriminator: String,
+    pub discriminator: DiscriminatorForm,
     /// Keep only the first K layers of the base (default: all).
     #[serde(default)]
     pub backbone_layers: Option<u32>,
@@ -206,7 +271,7 @@ pub struct RewardSection {
     /// `positive` (labelled 1 like the experts). The last two use the grade, i.e. the expert's
     /// final answer, and so depart from learning from demonstrations alone. Default `negative`.
     #[serde(default = "default_correct_policy_samples")]
-    pub correct_policy_samples: String,
+    pub correct_policy_samples: CorrectPolicySamples,
     /// Reward temperature. Default 1.
     #[serde(default = "one_f")]
     pub temperature: f64,
@@ -262,7 +327,7 @@ pub struct PolicySection {
     /// drops the correction for samples of an older policy at `run.max_staleness > 0`). Every
     /// iteration reports the mismatch as `behaviour_kl`. Default `rollout`.
     #[serde(default = "default_behaviour_logprobs")]
-    pub behaviour_logprobs: String,
+    pub behaviour_logprobs: BehaviourLogprobs,
     /// Experts join their group's statistics. Default false.
     #[serde(default)]
     pub expert_in_group: bool,
@@ -385,8 +450,8 @@ fn default_warm_lr() -> f64 {
     1e-3
 }
 
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> Device {
+    Device::Cpu
 }
 fn default_heartbeat() -> u64 {
     1000
@@ -397,8 +462,8 @@ fn default_lost() -> u64 {
 fn default_lease() -> u64 {
     900_000
 }
-fn default_dtype() -> String {
-    "fp32".into()
+fn default_dtype() -> Dtype {
+    Dtype::Fp32
 }
 fn default_prompts() -> u32 {
     8
@@ -421,20 +486,20 @@ fn default_max_new() -> u32 {
 /// Every corruption kind `reward.corruption_kinds` accepts.
 pub const CORRUPTION_KINDS: [&str; 5] = ["operator_flip", "answer_nudge", "number_alter", "wrong_operation", "wrong_quantity"];
 
-fn default_behaviour_logprobs() -> String {
-    "rollout".into()
+fn default_behaviour_logprobs() -> BehaviourLogprobs {
+    BehaviourLogprobs::Rollout
 }
 
-fn default_correct_policy_samples() -> String {
-    "negative".into()
+fn default_correct_policy_samples() -> CorrectPolicySamples {
+    CorrectPolicySamples::Negative
 }
 
 fn default_corruption_kinds() -> Vec<String> {
     CORRUPTION_KINDS[..3].iter().map(|k| k.to_string()).collect()
 }
 
-fn default_disc() -> String {
-    "airl".into()
+fn default_disc() -> DiscriminatorForm {
+    DiscriminatorForm::Airl
 }
 fn default_lr() -> f64 {
     1e-5
@@ -603,9 +668,6 @@ impl RunConfig {
         if self.workers.rollout == 0 {
             return bad("workers.rollout", "must be at least 1".into());
         }
-        if self.workers.device != "cpu" && self.workers.device != "cuda" {
-            return bad("workers.device", format!("`{}`: expected `cpu` or `cuda`", self.workers.device));
-        }
         if self.workers.heartbeat_ms == 0 || self.workers.lost_after_ms <= self.workers.heartbeat_ms {
             return bad(
                 "workers.lost_after_ms",
@@ -614,14 +676,6 @@ impl RunConfig {
                     self.workers.lost_after_ms, self.workers.heartbeat_ms
                 ),
             );
-        }
-        for (key, v) in [
-            ("model.rollout_dtype", &self.model.rollout_dtype),
-            ("model.train_dtype", &self.model.train_dtype),
-        ] {
-            if v != "fp32" && v != "bf16" {
-                return bad(key, format!("`{v}`: expected `fp32` or `bf16`"));
-            }
         }
         if self.data.prompts_per_iteration == 0 || !self.data.prompts_per_iteration.is_multiple_of(self.workers.learner) {
             return bad(
@@ -658,21 +712,6 @@ impl RunConfig {
         }
         if self.sampling.max_batch == 0 {
             return bad("sampling.max_batch", "must be at least 1".into());
-        }
-        if self.reward.discriminator != "airl" && self.reward.discriminator != "logit" {
-            return bad("reward.discriminator", format!("`{}`: expected `airl` or `logit`", self.reward.discriminator));
-        }
-        if !["rollout", "learner"].contains(&self.policy.behaviour_logprobs.as_str()) {
-            return bad(
-                "policy.behaviour_logprobs",
-                format!("`{}`: expected `rollout` or `learner`", self.policy.behaviour_logprobs),
-            );
-        }
-        if !["negative", "ignore", "positive"].contains(&self.reward.correct_policy_samples.as_str()) {
-            return bad(
-                "reward.correct_policy_samples",
-                format!("`{}`: expected `negative`, `ignore` or `positive`", self.reward.correct_policy_samples),
-            );
         }
         if self.reward.corruption_kinds.is_empty() {
             return bad("reward.corruption_kinds", format!("is empty: expected some of {CORRUPTION_KINDS:?}"));
@@ -746,6 +785,32 @@ mod tests {
     const MIN: &str = "[model]\npolicy = \"m\"\n";
 
     /// Every config the repository ships parses and validates.
+    #[test]
+    fn a_word_not_allowed_names_the_key_and_the_words() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.toml")).unwrap();
+        for (from, to, key, words) in [
+            ("device = \"cpu\"", "device = \"gpu\"", "workers.device", "`cpu`, `cuda`"),
+            ("rollout_dtype = \"bf16\"", "rollout_dtype = \"fp16\"", "model.rollout_dtype", "`fp32`, `bf16`"),
+            (
+                "discriminator = \"logit\"",
+                "discriminator = \"gail\"",
+                "reward.discriminator",
+                "`airl`, `logit`",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let e = RunConfig::from_toml(&text.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(words), "{e}");
+        }
+        let c = RunConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            (c.workers.device, c.model.train_dtype, c.reward.discriminator),
+            (Device::Cpu, Dtype::Bf16, DiscriminatorForm::Logit)
+        );
+        // Written back as the same words (the resume hash of old checkpoints is unchanged).
+        assert!(c.to_toml().contains("device = \"cpu\"") && c.to_toml().contains("discriminator = \"logit\""));
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");

@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
     let batch_n: u64 = args.get(3).map_or(Ok(8), |s| s.parse())?;
     let every: usize = args.get(4).map_or(Ok(10), |s| s.parse())?;
     tch::set_num_threads(2);
-    let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+    let compute = if cfg.model.train_dtype == airlift_proto::config::Dtype::Bf16 {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
     let mut policy = model::load(&cfg.model.policy, Device::Cpu, Kind::Float)?;
     policy.model.set_compute_kind(compute);
     let tok = Tokenizer::from_dir(&cfg.model.policy)?;

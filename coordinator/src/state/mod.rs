@@ -59,7 +59,7 @@ use crate::eval::EvalPlan;
 use crate::progress::Console;
 use crate::tensorboard::EventWriter;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{Device, RunConfig};
 use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

@@ -36,7 +36,7 @@ impl RunState {
                 self.workers.get_mut(id).unwrap().rank = Some(r as u32);
             }
         }
-        if self.cfg.workers.device == "cuda" {
+        if self.cfg.workers.device == Device::Cuda {
             // Rank 0 creates the NCCL unique id and answers with it (WorkerMessage.nccl_id).
             let rank0 = self.learners_by_rank()[0];
             let addrs = self.learner_collective_addrs();

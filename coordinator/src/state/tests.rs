@@ -6,7 +6,7 @@ use super::*;
 fn cuda_run(learners: u32) -> RunState {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.toml")).unwrap();
     let mut cfg = RunConfig::from_toml(&text).unwrap();
-    cfg.workers.device = "cuda".into();
+    cfg.workers.device = airlift_proto::config::Device::Cuda;
     cfg.workers.learner = learners;
     RunState::new(cfg, std::env::temp_dir().join("airlift-state-test"))
 }

@@ -76,7 +76,7 @@ impl RunState {
             }
             pb::Role::Unspecified => return Err(Status::invalid_argument("role must be rollout or learner")),
         }
-        if self.cfg.workers.device == "cuda" && !req.device.starts_with("cuda") {
+        if self.cfg.workers.device == Device::Cuda && !req.device.starts_with("cuda") {
             return Err(Status::failed_precondition(format!(
                 "the run has workers.device = \"cuda\" but this worker on {} has device `{}`",
                 req.host, req.device

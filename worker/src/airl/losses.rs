@@ -12,42 +12,18 @@
 
 use tch::{Kind, Tensor};
 
-/// The two discriminator forms of design §1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiscriminatorForm {
-    /// `D = exp(f) / (exp(f) + π(a|s))`, so `logit D = f − log π(a|s)` (Fu, Luo & Levine 2018).
-    Airl,
-    /// `logit D = f` (what the reference paper's code does).
-    Logit,
-}
+/// The two discriminator forms of design §1 (`reward.discriminator`, parsed with the config):
+/// `Airl`: `D = exp(f) / (exp(f) + π(a|s))`, so `logit D = f − log π(a|s)` (Fu, Luo & Levine
+/// 2018); `Logit`: `logit D = f` (what the reference paper's code does).
+pub use airlift_proto::config::DiscriminatorForm;
 
 /// How the discriminator labels the policy samples whose final answer grades right
-/// (`reward.correct_policy_samples`). Design §1 labels every policy sample 0 (`Negative`); the
-/// other two use the grade (the expert's final answer, part of the demonstration) and so depart
-/// from learning the reward from demonstrations alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CorrectSamples {
-    /// Labelled 0, like every other policy sample (design §1).
-    Negative,
-    /// Left out of the discriminator loss (still trained on by the policy).
-    Ignore,
-    /// Labelled 1, like the experts.
-    Positive,
-}
-
-impl CorrectSamples {
-    /// The config spelling (`negative`, `ignore`, `positive`).
-    pub fn parse(s: &str) -> Option<CorrectSamples> {
-        match s {
-            "negative" => Some(CorrectSamples::Negative),
-            "ignore" => Some(CorrectSamples::Ignore),
-            "positive" => Some(CorrectSamples::Positive),
-            _ => None,
-        }
-    }
-}
+/// (`reward.correct_policy_samples`). Design §1 labels every policy sample 0 (`Negative`);
+/// `Ignore` leaves them out of the discriminator loss (still trained on by the policy),
+/// `Positive` labels them 1 like the experts. The last two use the grade (the expert's final
+/// answer, part of the demonstration) and so depart from learning the reward from
+/// demonstrations alone.
+pub use airlift_proto::config::CorrectPolicySamples as CorrectSamples;
 
 /// Discriminator logits [N, T]. `policy_logp` (detached, [N, T]) is needed for `Airl`.
 pub fn discriminator_logits(f: &Tensor, policy_logp: Option<&Tensor>, form: DiscriminatorForm) -> Tensor {

@@ -74,7 +74,11 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
 
         // Models: fp32 master weights, compute in the configured precision.
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-        let compute = if cfg.model.train_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+        let compute = if cfg.model.train_dtype == airlift_proto::config::Dtype::Bf16 {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
         let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
         policy.model.set_compute_kind(compute);
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;

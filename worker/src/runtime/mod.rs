@@ -12,9 +12,8 @@ mod learner;
 mod rollout;
 
 use crate::airl::iteration::AirlConfig;
-use crate::airl::losses::DiscriminatorForm;
 use airlift_proto::auth::Stamp;
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{BehaviourLogprobs, Device, RunConfig};
 use airlift_proto::pb::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind as Msg, worker_message};
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -266,11 +265,7 @@ pub fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
 /// The AIRL settings of a run config (`pad_id`: the policy's padding token).
 pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
     AirlConfig {
-        discriminator: if cfg.reward.discriminator == "logit" {
-            DiscriminatorForm::Logit
-        } else {
-            DiscriminatorForm::Airl
-        },
+        discriminator: cfg.reward.discriminator,
         label_smoothing: cfg.reward.label_smoothing,
         class_balance: cfg.reward.class_balance,
         reward_temperature: cfg.reward.temperature,
@@ -284,14 +279,12 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         sft_coef: cfg.policy.sft_coef,
         policy_steps: cfg.policy.steps as usize,
         micro_batch: cfg.policy.micro_batch as usize,
-        pack_prefixes: cfg.policy.pack_prefixes.unwrap_or(cfg.workers.device != "cuda"),
+        pack_prefixes: cfg.policy.pack_prefixes.unwrap_or(cfg.workers.device != Device::Cuda),
         pad_id,
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
-        // Checked by `RunConfig::validate`.
-        learner_behaviour: cfg.policy.behaviour_logprobs == "learner",
-        correct_policy_samples: crate::airl::losses::CorrectSamples::parse(&cfg.reward.correct_policy_samples)
-            .unwrap_or(crate::airl::losses::CorrectSamples::Negative),
+        learner_behaviour: cfg.policy.behaviour_logprobs == BehaviourLogprobs::Learner,
+        correct_policy_samples: cfg.reward.correct_policy_samples,
     }
 }
 
@@ -341,7 +334,7 @@ pub(crate) fn local_device_name() -> String {
 /// The device of this worker's models: `workers.device = "cuda"` takes GPU 0 (one GPU per worker
 /// process; set CUDA_VISIBLE_DEVICES per process).
 pub(crate) fn device(cfg: &RunConfig) -> Result<tch::Device, WorkerError> {
-    if cfg.workers.device == "cuda" {
+    if cfg.workers.device == Device::Cuda {
         if !tch::Cuda::is_available() {
             return Err(WorkerError::Other(format!(
                 "workers.device = \"cuda\" but libtorch sees no CUDA device on this host ({})",

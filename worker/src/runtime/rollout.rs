@@ -27,7 +27,11 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let cfg = s.config.clone();
         let (threads, from) = super::set_threads(&cfg);
         tracing::info!(threads, from, "libtorch intra-op threads");
-        let kind = if cfg.model.rollout_dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
+        let kind = if cfg.model.rollout_dtype == airlift_proto::config::Dtype::Bf16 {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
         let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
         let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
