@@ -104,6 +104,18 @@ impl Harness {
         self.st.handle(Event::Report { report, reply });
     }
 
+    /// Answers every rollout task `w` is handed (one at a time, as a worker does) until none
+    /// is left for it; returns them in order.
+    fn work_through(&mut self, w: &mut Fake) -> Vec<pb::RolloutTask> {
+        let mut done = Vec::new();
+        while let Some(m) = w.next() {
+            let t = rollout(m);
+            self.report(w, t.task_id, rows(&t));
+            done.push(t);
+        }
+        done
+    }
+
     fn beat(&mut self, w: &Fake) {
         let msg = pb::WorkerMessage {
             worker_id: w.id,
@@ -216,17 +228,8 @@ async fn a_stuck_worker_loses_its_task_when_the_lease_runs_out_and_its_late_repo
     let mut b = h.join(pb::Role::Rollout, 1);
     rendezvous(&mut l);
     let ta = rollout(a.next().unwrap());
-    let mut done = 0;
     // b does everything else; a heartbeats but never reports.
-    let tb = rollout(b.next().unwrap());
-    h.report(&b, tb.task_id, rows(&tb));
-    done += 1;
-    while let Some(m) = b.next() {
-        let t = rollout(m);
-        h.report(&b, t.task_id, rows(&t));
-        done += 1;
-    }
-    assert_eq!(done, 3);
+    assert_eq!(h.work_through(&mut b).len(), 3);
     h.pass(29_000, &[&a, &b, &l]).await;
     assert!(b.next().is_none(), "the lease has not run out yet");
     h.pass(2_000, &[&a, &b, &l]).await;
@@ -255,12 +258,7 @@ async fn staleness_bounds_how_far_rollouts_run_ahead_of_learning() {
         let mut r = h.join(pb::Role::Rollout, 0);
         rendezvous(&mut l);
         // Work through iteration 1's rollouts without reporting the learner task.
-        let mut seen = Vec::new();
-        while let Some(m) = r.next() {
-            let t = rollout(m);
-            seen.push((t.iteration, t.policy_version));
-            h.report(&r, t.task_id, rows(&t));
-        }
+        let seen: Vec<(u64, u64)> = h.work_through(&mut r).iter().map(|t| (t.iteration, t.policy_version)).collect();
         let it1 = learner_task(l.next().expect("iteration 1 learns"));
         assert_eq!(it1.iteration, 1);
         let ahead: Vec<_> = seen.iter().filter(|(i, _)| *i == 2).collect();
@@ -289,10 +287,7 @@ async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops(
     let mut l = h.join(pb::Role::Learner, 0);
     let mut r = h.join(pb::Role::Rollout, 0);
     rendezvous(&mut l);
-    while let Some(m) = r.next() {
-        let t = rollout(m);
-        h.report(&r, t.task_id, rows(&t));
-    }
+    h.work_through(&mut r);
     let it1 = learner_task(l.next().unwrap());
     h.st.handle(Event::Drain { reason: "SIGTERM".into() });
     assert_eq!(h.st.phase, Phase::Running, "the iteration being learned finishes");
@@ -406,19 +401,13 @@ async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new
     let mut l = h.join(pb::Role::Learner, 0);
     let mut r = h.join(pb::Role::Rollout, 0);
     rendezvous(&mut l);
-    while let Some(m) = r.next() {
-        let t = rollout(m);
-        h.report(&r, t.task_id, rows(&t));
-    }
+    h.work_through(&mut r);
     let it1 = learner_task(l.next().unwrap());
     h.report(&l, it1.task_id, serde_json::json!({}));
     let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
     write_checkpoint(&mut h, &l, &ck);
     // Iteration 2 runs for longer than workers.register_timeout_ms (600 s) in all ...
-    while let Some(m) = r.next() {
-        let t = rollout(m);
-        h.report(&r, t.task_id, rows(&t));
-    }
+    h.work_through(&mut r);
     let _it2 = learner_task(l.next().expect("iteration 2 learns"));
     h.pass(700_000, &[&l, &r]).await;
     // ... then its learner goes silent.

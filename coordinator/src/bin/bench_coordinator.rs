@@ -386,29 +386,12 @@ async fn one(args: Arc<Args>, coordinator: &Path, workers: u32) -> Result<Row, S
     let seen = Arc::new(Mutex::new(Seen::default()));
     let n = Arc::new(Counters::default());
     let start = Instant::now();
-    let mut handles = Vec::new();
-    for r in 0..args.learners {
-        handles.push(tokio::spawn(worker(
-            pb::Role::Learner,
-            r,
-            url.clone(),
-            token.clone(),
-            args.clone(),
-            seen.clone(),
-            n.clone(),
-        )));
-    }
-    for r in 0..workers {
-        handles.push(tokio::spawn(worker(
-            pb::Role::Rollout,
-            r,
-            url.clone(),
-            token.clone(),
-            args.clone(),
-            seen.clone(),
-            n.clone(),
-        )));
-    }
+    let roles = (0..args.learners)
+        .map(|r| (pb::Role::Learner, r))
+        .chain((0..workers).map(|r| (pb::Role::Rollout, r)));
+    let handles: Vec<_> = roles
+        .map(|(role, r)| tokio::spawn(worker(role, r, url.clone(), token.clone(), args.clone(), seen.clone(), n.clone())))
+        .collect();
     // The run's own bound: every iteration's tasks at one per worker at a time, with room.
     let budget = Duration::from_secs(120 + args.iterations * (args.tasks_per_worker as u64 * args.task_ms + args.learn_ms) / 100);
     let all = futures::future::join_all(handles);
