@@ -5,6 +5,7 @@
 //! end-to-end layer.
 
 use airlift_coordinator::state::{Event, Phase, RunState, WorkerId};
+use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::RunConfig;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::time::Duration;
@@ -92,6 +93,10 @@ impl Harness {
     }
 
     fn report(&mut self, w: &Fake, task_id: u64, metrics: serde_json::Value) {
+        self.report_with(w, task_id, metrics, None);
+    }
+
+    fn report_with(&mut self, w: &Fake, task_id: u64, metrics: serde_json::Value, result: Option<pb::task_report::Result>) {
         let (reply, _ack) = oneshot::channel();
         let report = pb::TaskReport {
             worker_id: w.id,
@@ -100,8 +105,22 @@ impl Harness {
             error: String::new(),
             rows: 0,
             metrics_json: metrics.to_string(),
+            result,
         };
         self.st.handle(Event::Report { report, reply });
+    }
+
+    /// Reports a checkpoint task with rank 0's shard `file` (empty layouts unless given).
+    fn report_shard(&mut self, w: &Fake, task_id: u64, file: ckpt::FileEntry, layouts: &[&str]) {
+        let empty = ckpt::FlatLayout {
+            names: vec![],
+            shapes: vec![],
+            offsets: vec![],
+            total: 0,
+        };
+        let layouts = layouts.iter().map(|n| (n.to_string(), empty.clone())).collect();
+        let shard = ckpt::wire::shard_written(&file, &layouts, &Default::default());
+        self.report_with(w, task_id, serde_json::json!({}), Some(pb::task_report::Result::Shard(shard)));
     }
 
     /// Answers every rollout task `w` is handed (one at a time, as a worker does) until none
@@ -297,11 +316,13 @@ async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops(
     assert_eq!(ck.kind, pb::LearnerTaskKind::Checkpoint as i32);
     assert_eq!(ck.iteration, 1);
     std::fs::create_dir_all(&ck.checkpoint_dir).unwrap();
-    let shard = serde_json::json!({
-        "file": { "name": "rank-0.safetensors", "rank": 0, "bytes": 0, "sha256": "" },
-        "layouts": {}, "optimizer_steps": {},
-    });
-    h.report(&l, ck.task_id, shard);
+    let file = ckpt::FileEntry {
+        name: "rank-0.safetensors".into(),
+        rank: 0,
+        bytes: 0,
+        sha256: String::new(),
+    };
+    h.report_shard(&l, ck.task_id, file, &[]);
     assert!(matches!(&h.st.phase, Phase::Stopped(why) if why == "SIGTERM"), "{:?}", h.st.phase);
     assert!(std::path::Path::new(&ck.checkpoint_dir).join("manifest.json").exists());
     assert!(matches!(l.next(), Some(Msg::Shutdown(_))));
@@ -374,6 +395,23 @@ async fn tasks_wait_for_a_late_rollout_worker_and_a_replacement_is_taken_after_a
     assert_eq!(tb.task_id, ta.task_id);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_report_without_its_shard_fails_the_run_naming_the_task() {
+    let mut h = Harness::new(config(1, 1, 5, |_| {}), "no-shard");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.work_through(&mut r);
+    let it1 = learner_task(l.next().unwrap());
+    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    let ck = learner_task(l.next().expect("a checkpoint before stopping"));
+    // An old worker's report: the shard only as JSON metrics, which the coordinator no longer reads.
+    h.report(&l, ck.task_id, serde_json::json!({ "file": { "name": "rank-0.safetensors" } }));
+    let want = format!("checkpoint task {} (rank 0): the report carries no shard", ck.task_id);
+    assert!(matches!(&h.st.phase, Phase::Failed(why) if why.contains(&want)), "{:?}", h.st.phase);
+}
+
 /// Reports learner `l`'s checkpoint task `ck` with one real (empty) shard file, so that the
 /// checkpoint verifies.
 fn write_checkpoint(h: &mut Harness, l: &Fake, ck: &pb::LearnerTask) {
@@ -381,13 +419,13 @@ fn write_checkpoint(h: &mut Harness, l: &Fake, ck: &pb::LearnerTask) {
     std::fs::create_dir_all(dir).unwrap();
     let name = airlift_proto::checkpoint::shard_name(0, 1);
     std::fs::write(dir.join(&name), b"").unwrap();
-    let empty_sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    let empty = serde_json::json!({ "names": [], "shapes": [], "offsets": [], "total": 0 });
-    let shard = serde_json::json!({
-        "file": { "name": name, "rank": 0, "bytes": 0, "sha256": empty_sha },
-        "layouts": { "policy": empty, "reward": empty }, "optimizer_steps": {},
-    });
-    h.report(l, ck.task_id, shard);
+    let file = ckpt::FileEntry {
+        name,
+        rank: 0,
+        bytes: 0,
+        sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+    };
+    h.report_shard(l, ck.task_id, file, &["policy", "reward"]);
 }
 
 #[tokio::test(start_paused = true)]

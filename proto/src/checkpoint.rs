@@ -658,3 +658,103 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A rank's checkpoint shard as it travels in `TaskReport.shard`, and back.
+pub mod wire {
+    use super::{FileEntry, FlatLayout};
+    use crate::pb;
+    use std::collections::BTreeMap;
+
+    impl From<&FileEntry> for pb::CheckpointFile {
+        fn from(f: &FileEntry) -> Self {
+            pb::CheckpointFile {
+                name: f.name.clone(),
+                rank: f.rank,
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            }
+        }
+    }
+
+    impl From<pb::CheckpointFile> for FileEntry {
+        fn from(f: pb::CheckpointFile) -> Self {
+            FileEntry {
+                name: f.name,
+                rank: f.rank,
+                bytes: f.bytes,
+                sha256: f.sha256,
+            }
+        }
+    }
+
+    impl From<&FlatLayout> for pb::FlatLayout {
+        fn from(l: &FlatLayout) -> Self {
+            pb::FlatLayout {
+                names: l.names.clone(),
+                shapes: l.shapes.iter().map(|d| pb::Shape { dims: d.clone() }).collect(),
+                offsets: l.offsets.clone(),
+                total: l.total,
+            }
+        }
+    }
+
+    impl From<pb::FlatLayout> for FlatLayout {
+        fn from(l: pb::FlatLayout) -> Self {
+            FlatLayout {
+                names: l.names,
+                shapes: l.shapes.into_iter().map(|s| s.dims).collect(),
+                offsets: l.offsets,
+                total: l.total,
+            }
+        }
+    }
+
+    /// The report of a written shard.
+    pub fn shard_written(file: &FileEntry, layouts: &BTreeMap<String, FlatLayout>, optimizer_steps: &BTreeMap<String, u64>) -> pb::ShardWritten {
+        pb::ShardWritten {
+            file: Some(file.into()),
+            layouts: layouts.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            optimizer_steps: optimizer_steps.iter().map(|(k, &v)| (k.clone(), v)).collect(),
+        }
+    }
+
+    /// A shard report as the manifest's pieces: file, layouts by model, optimizer steps by model.
+    pub type Shard = (FileEntry, BTreeMap<String, FlatLayout>, BTreeMap<String, u64>);
+
+    /// The pieces of a shard report; an error names what is missing.
+    pub fn from_shard_written(s: pb::ShardWritten) -> Result<Shard, String> {
+        let file = s.file.ok_or("the shard report names no file")?.into();
+        let layouts = s.layouts.into_iter().map(|(k, v)| (k, v.into())).collect();
+        Ok((file, layouts, s.optimizer_steps.into_iter().collect()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_shard_report_survives_the_wire() {
+            let file = FileEntry {
+                name: "rank-00001-of-00002.safetensors".into(),
+                rank: 1,
+                bytes: 1 << 33,
+                sha256: "ab".repeat(32),
+            };
+            let layout = FlatLayout {
+                names: vec!["a".into(), "b".into()],
+                shapes: vec![vec![2, 3], vec![]],
+                offsets: vec![0, 6],
+                total: 7,
+            };
+            let layouts = BTreeMap::from([("policy".to_string(), layout)]);
+            let steps = BTreeMap::from([("policy".to_string(), 12u64), ("reward".to_string(), 40)]);
+            let bytes = prost::Message::encode_to_vec(&shard_written(&file, &layouts, &steps));
+            let back: pb::ShardWritten = prost::Message::decode(bytes.as_slice()).unwrap();
+            let (f, l, s) = from_shard_written(back).unwrap();
+            assert_eq!((f.name, f.rank, f.bytes, f.sha256), (file.name, file.rank, file.bytes, file.sha256));
+            assert_eq!((l, s), (layouts, steps));
+            let none = from_shard_written(pb::ShardWritten::default()).unwrap_err();
+            assert!(none.contains("names no file"), "{none}");
+        }
+    }
+}

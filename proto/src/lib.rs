@@ -42,5 +42,6 @@ pub fn private_files() -> Result<(), String> {
 }
 
 /// Version of the wire protocol. Every RPC carries it; a peer with another version is refused
-/// with a message naming both versions. Bump it on any incompatible change to the contract.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// with a message naming both versions. Bump it on any incompatible change to the contract
+/// (2: checkpoint shards reported typed, `TaskReport.shard`).
+pub const PROTOCOL_VERSION: u32 = 2;

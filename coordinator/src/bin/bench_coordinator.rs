@@ -286,6 +286,7 @@ async fn worker(role: pb::Role, rank: u32, url: String, token: String, args: Arc
                 error: String::new(),
                 rows: metrics["rows"].as_u64().unwrap_or(0),
                 metrics_json: metrics.to_string(),
+                result: None,
             };
             // Dispatch and fan-out count from the report's sending: the coordinator answers the
             // report and hands out the next task in the same turn of its loop, so the task may

@@ -8,7 +8,7 @@ pub(super) struct PendingCheckpoint {
     pub(super) iteration: u64,
     pub(super) dir: PathBuf,
     pub(super) tasks: Vec<TaskId>,
-    pub(super) reports: BTreeMap<u32, serde_json::Value>,
+    pub(super) reports: BTreeMap<u32, ckpt::wire::Shard>,
     pub(super) policy_version: u64,
     pub(super) data: DataFrontier,
     pub(super) started: Instant,
@@ -76,21 +76,18 @@ impl RunState {
     /// All ranks wrote their shards: write the manifest (atomically) and prune old checkpoints.
     pub(super) fn finish_checkpoint(&mut self) {
         let Some(p) = self.checkpointing.take() else { return };
-        let r0 = &p.reports[&0];
-        fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value, what: &str) -> Result<T, String> {
-            serde_json::from_value(v.clone()).map_err(|e| format!("rank report `{what}`: {e}"))
-        }
         let built = (|| -> Result<Manifest, String> {
+            let (_, layouts, steps) = p.reports.get(&0).ok_or("rank 0 reported no shard")?;
             let mut files = Vec::new();
-            for (rank, rep) in &p.reports {
-                let f: ckpt::FileEntry = parse(&rep["file"], "file")?;
-                if f.rank != *rank || rep["optimizer_steps"] != r0["optimizer_steps"] {
+            for (rank, (f, their_layouts, their_steps)) in &p.reports {
+                if f.rank != *rank || their_steps != steps || their_layouts != layouts {
                     return Err(format!(
-                        "rank {rank} reported rank {} with optimizer steps {} (rank 0: {})",
-                        f.rank, rep["optimizer_steps"], r0["optimizer_steps"]
+                        "rank {rank} reported the shard of rank {} with optimizer steps {their_steps:?} (rank 0: {steps:?}){}",
+                        f.rank,
+                        if their_layouts != layouts { " and other layouts than rank 0's" } else { "" }
                     ));
                 }
-                files.push(f);
+                files.push(f.clone());
             }
             Ok(Manifest {
                 format_version: ckpt::FORMAT_VERSION,
@@ -103,8 +100,8 @@ impl RunState {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
-                layouts: parse(&r0["layouts"], "layouts")?,
-                optimizer_steps: parse(&r0["optimizer_steps"], "optimizer_steps")?,
+                layouts: layouts.clone(),
+                optimizer_steps: steps.clone(),
                 files,
                 rng: ckpt::RngState {
                     run_seed: self.cfg.run.seed,

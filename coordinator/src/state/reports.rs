@@ -83,9 +83,20 @@ impl RunState {
                         }
                     }
                     pb::LearnerTaskKind::Checkpoint => {
+                        let shard = match r.result {
+                            Some(pb::task_report::Result::Shard(s)) => ckpt::wire::from_shard_written(s),
+                            _ => Err("the report carries no shard".to_string()),
+                        };
+                        let shard = match shard {
+                            Ok(s) => s,
+                            Err(e) => {
+                                self.fail(format!("checkpoint task {} (rank {rank}): {e}", r.task_id));
+                                return Ok(pb::TaskAck {});
+                            }
+                        };
                         let all = match self.checkpointing.as_mut() {
                             Some(p) if p.tasks.contains(&task_id) => {
-                                p.reports.insert(rank, metrics);
+                                p.reports.insert(rank, shard);
                                 p.tasks.iter().all(|id| self.tasks[id].done())
                             }
                             _ => false,

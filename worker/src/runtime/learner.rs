@@ -8,7 +8,7 @@
 
 use super::data::RunData;
 use super::flight::{LearnerFlight, LearnerStore, RowLimits};
-use super::{airl_config, fingerprint, flat_params, register, Session, WorkerError, WorkerOptions};
+use super::{airl_config, fingerprint, flat_params, register, Outcome, Session, WorkerError, WorkerOptions};
 use crate::airl::iteration::{AirlConfig, IterationBatch, Learner, Sample};
 use crate::airl::localize;
 use crate::airl::reward::RewardModel;
@@ -82,8 +82,13 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
         policy.model.set_compute_kind(compute);
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
+        // The KL term's frozen reference: the policy as the adversarial phase starts (after the
+        // SFT warm start, see `sft_warm_start`; a resume takes it from the warm start's
+        // checkpoint). fp32 master weights like the policy's, so that the two flat buffers match.
         let reference = if cfg.policy.kl_coef > 0.0 {
-            Some(model::load(&cfg.model.policy, device, compute).map_err(|e| other(&e))?)
+            let mut r = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
+            r.model.set_compute_kind(compute);
+            Some(r)
         } else {
             None
         };
@@ -162,10 +167,17 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             world,
         );
         let policy_vs = policy.vs;
+        let (reference, reference_state) = match reference {
+            Some(r) => {
+                let opt = FlatAdamW::frozen(&r.vs, AdamWConfig::default(), rank, world);
+                (Some(r.model), Some((r.vs, opt)))
+            }
+            None => (None, None),
+        };
         let learner = Learner {
             policy: policy.model,
             policy_opt,
-            reference: reference.map(|r| r.model),
+            reference,
             reward,
             reward_opt,
         };
@@ -175,6 +187,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let mut me = Rank {
             l: learner,
             policy_vs,
+            reference_state,
             dp,
             cfg,
             airl,
@@ -224,6 +237,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
 struct Rank {
     l: Learner,
     policy_vs: tch::nn::VarStore,
+    /// `policy.kl_coef > 0`: the reference policy's var store and its (frozen) flat buffer.
+    reference_state: Option<(tch::nn::VarStore, FlatAdamW)>,
     dp: DataParallel,
     cfg: RunConfig,
     airl: AirlConfig,
@@ -238,13 +253,18 @@ struct Rank {
 impl Rank {
     /// Runs one task and returns (rows, metrics JSON); rank 0 then publishes the policy version
     /// the task produced.
-    fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, String), WorkerError> {
+    fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<Outcome, WorkerError> {
         let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
+        let mut result = None;
         let (rows, mut metrics) = match kind {
             pb::LearnerTaskKind::SftWarmStart => self.sft_warm_start(task, progress)?,
             pb::LearnerTaskKind::RewardWarmStart => self.reward_warm_start(task, progress)?,
             pb::LearnerTaskKind::Iteration => self.iteration(task)?,
-            pb::LearnerTaskKind::Checkpoint => self.checkpoint(task)?,
+            pb::LearnerTaskKind::Checkpoint => {
+                let (metrics, shard) = self.checkpoint(task)?;
+                result = Some(pb::task_report::Result::Shard(shard));
+                (0, metrics)
+            }
             pb::LearnerTaskKind::Evaluation => {
                 let t = Instant::now();
                 let eval = self.held_out(&task.prompt_ids)?;
@@ -268,7 +288,11 @@ impl Rank {
         if self.rank == 0 && task.next_policy_version > 0 {
             self.store.publish(task.next_policy_version, flat_params(&self.policy_vs));
         }
-        Ok((rows, metrics.to_string()))
+        Ok(Outcome {
+            rows,
+            metrics: metrics.to_string(),
+            result,
+        })
     }
 
     /// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
@@ -296,6 +320,11 @@ impl Rank {
             losses.push(loss);
         }
         l.policy_opt.set_lr(policy_lr);
+        if let Some((_, reference)) = &self.reference_state {
+            // The KL anchor is the policy the adversarial phase starts from, not the base model
+            // (which never writes the `####` line).
+            copy_flat(reference, &self.l.policy_opt);
+        }
         Ok((
             0,
             serde_json::json!({
@@ -603,14 +632,38 @@ impl Rank {
             },
         ];
         checkpoint::load(dir, &m, &mut models).map_err(WorkerError::Other)?;
+        if let Some((ref_vs, ref_opt)) = &mut self.reference_state {
+            if m.iteration == 0 {
+                copy_flat(ref_opt, &l.policy_opt);
+            } else {
+                // The reference is the warm start's policy: its checkpoint must be there.
+                let run_dir = dir.parent().and_then(Path::parent).unwrap_or(dir);
+                let warm = ckpt::step_dir(run_dir, 0);
+                let need = |e: String| {
+                    WorkerError::Other(format!(
+                        "policy.kl_coef > 0: resuming from {} needs the warm start's checkpoint {} for the KL reference (keep checkpoint.keep_warm_start = true): {e}",
+                        dir.display(),
+                        warm.display()
+                    ))
+                };
+                let m0 = ckpt::read_manifest(&warm).map_err(|e| need(e.to_string()))?;
+                let mut reference = [ModelState {
+                    name: "policy",
+                    vs: ref_vs,
+                    opt: ref_opt,
+                }];
+                checkpoint::load(&warm, &m0, &mut reference).map_err(need)?;
+            }
+        }
         // Rows of the iterations after the checkpoint's are now in reach (see `RowLimits`).
         store.raise_floor(m.iteration + 1);
         tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, policy_version = m.policy_version, saved_by = m.world_size, secs = format!("{:.2}", t.elapsed().as_secs_f64()), "resumed from checkpoint");
         Ok(m.policy_version)
     }
 
-    /// Writes this rank's shard of a checkpoint and reports its file, layouts and step counts.
-    fn checkpoint(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+    /// Writes this rank's shard of a checkpoint; returns its metrics (for the records) and its
+    /// file, layouts and step counts (for the manifest).
+    fn checkpoint(&mut self, task: &pb::LearnerTask) -> Result<(serde_json::Value, pb::ShardWritten), WorkerError> {
         let Rank { l, policy_vs, rank, world, .. } = self;
         let (rank, world) = (*rank, *world);
         let t = Instant::now();
@@ -630,10 +683,8 @@ impl Rank {
         let w = checkpoint::save_shard(dir, rank, world, &models).map_err(|e| WorkerError::Other(e.to_string()))?;
         let secs = t.elapsed().as_secs_f64();
         tracing::info!(file = %dir.join(&w.file.name).display(), mb = w.file.bytes / 1_000_000, secs = format!("{secs:.2}"), "checkpoint shard written");
-        Ok((
-            0,
-            serde_json::json!({ "file": w.file, "layouts": w.layouts, "optimizer_steps": w.optimizer_steps, "time_write_s": secs }),
-        ))
+        let shard = ckpt::wire::shard_written(&w.file, &w.layouts, &w.optimizer_steps);
+        Ok((serde_json::json!({ "file": w.file.name, "bytes": w.file.bytes, "time_write_s": secs }), shard))
     }
 }
 
@@ -733,4 +784,10 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
         source: source.into(),
         first_error_token: s.first_error_token.map(|v| v as i32),
     }
+}
+
+/// Sets the frozen `dst`'s parameters to `src`'s (the same model, so the same flat layout).
+fn copy_flat(dst: &FlatAdamW, src: &FlatAdamW) {
+    let mut flat = dst.flat().shallow_clone();
+    tch::no_grad(|| flat.copy_(src.flat()));
 }

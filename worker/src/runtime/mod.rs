@@ -100,6 +100,15 @@ pub(crate) struct Session {
     pub up: tokio::sync::mpsc::Sender<pb::WorkerMessage>,
 }
 
+/// What a finished task reports: the rows it produced, its metrics for the run's records (JSON),
+/// and the typed result the coordinator acts on (e.g. a checkpoint shard).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rows: u64,
+    pub metrics: String,
+    pub result: Option<pb::task_report::Result>,
+}
+
 impl Session {
     /// Sends one message up the attached stream.
     pub fn send_up(&self, kind: worker_message::Kind) -> Result<(), WorkerError> {
@@ -137,18 +146,19 @@ impl Session {
     }
 
     /// Reports a task's outcome.
-    pub fn report(&mut self, task_id: u64, result: Result<(u64, String), String>) -> Result<(), WorkerError> {
-        let (ok, error, rows, metrics_json) = match result {
-            Ok((rows, metrics)) => (true, String::new(), rows, metrics),
-            Err(e) => (false, e, 0, String::new()),
+    pub fn report(&mut self, task_id: u64, result: Result<Outcome, String>) -> Result<(), WorkerError> {
+        let (ok, error, out) = match result {
+            Ok(out) => (true, String::new(), out),
+            Err(e) => (false, e, Outcome::default()),
         };
         let req = pb::TaskReport {
             worker_id: self.worker_id,
             task_id,
             ok,
             error,
-            rows,
-            metrics_json,
+            rows: out.rows,
+            metrics_json: out.metrics,
+            result: out.result,
         };
         let mut client = self.client.clone();
         self.rt.block_on(async move { client.report_task(req).await })?;

@@ -57,7 +57,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
                     if let Err(e) = &result {
                         tracing::error!(task_id, error = %e, "rollout task failed");
                     }
-                    s.report(task_id, result.map_err(|e| e.to_string()))?;
+                    let outcome = result.map(|(rows, metrics)| super::Outcome { rows, metrics, result: None });
+                    s.report(task_id, outcome.map_err(|e| e.to_string()))?;
                 }
                 Msg::Shutdown(sd) => {
                     tracing::info!(reason = %sd.reason, "shutting down");
