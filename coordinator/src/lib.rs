@@ -279,7 +279,7 @@ pub async fn serve(
             .await
     });
     // Heartbeat checks run at the heartbeat period.
-    let tick_every = Duration::from_millis(cfg.workers.heartbeat_ms);
+    let tick_every = cfg.workers.heartbeat_ms.duration();
     let ticker = tx.clone();
     tokio::spawn(async move {
         let mut t = tokio::time::interval(tick_every);

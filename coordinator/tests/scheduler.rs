@@ -6,7 +6,7 @@
 
 use airlift_coordinator::state::{Event, Phase, RunState, WorkerId};
 use airlift_proto::checkpoint as ckpt;
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{Millis, RunConfig};
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -19,9 +19,9 @@ fn config(rollout: u32, learner: u32, iterations: u64, extra: impl FnOnce(&mut R
     c.run.iterations = iterations;
     c.workers.rollout = rollout;
     c.workers.learner = learner;
-    c.workers.heartbeat_ms = 1000;
-    c.workers.lost_after_ms = 10_000;
-    c.workers.task_lease_ms = 60_000;
+    c.workers.heartbeat_ms = Millis(1000);
+    c.workers.lost_after_ms = Millis(10_000);
+    c.workers.task_lease_ms = Millis(60_000);
     c.data.prompts_per_iteration = 4;
     c.data.prompts_per_task = 1;
     c.data.eval_prompts = 0;
@@ -180,6 +180,14 @@ fn rollout(m: Msg) -> pb::RolloutTask {
     }
 }
 
+/// A checkpoint task's folder (panics on another kind of task).
+fn checkpoint_dir(t: &pb::LearnerTask) -> &str {
+    match &t.work {
+        Some(pb::learner_task::Work::Checkpoint(c)) => &c.dir,
+        _ => panic!("a checkpoint task: {t:?}"),
+    }
+}
+
 fn learner_task(m: Msg) -> pb::LearnerTask {
     match m {
         Msg::Learner(t) => t,
@@ -230,7 +238,10 @@ async fn a_lost_rollout_workers_task_goes_to_another_and_is_counted_once() {
     // Learning starts once; the record counts each of the four tasks once.
     let it = learner_task(l.next().expect("the iteration's learner task"));
     assert_eq!(it.iteration, 1);
-    assert_eq!(it.rollout_task_ids.len(), 4);
+    let Some(pb::learner_task::Work::IterationWork(work)) = &it.work else {
+        panic!("an iteration: {it:?}")
+    };
+    assert_eq!(work.rollout_task_ids.len(), 4);
     assert!(l.next().is_none());
     h.report(&l, it.task_id, serde_json::json!({ "disc_loss": 0.5 }));
     assert_eq!(h.st.phase, Phase::Done);
@@ -241,7 +252,7 @@ async fn a_lost_rollout_workers_task_goes_to_another_and_is_counted_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stuck_worker_loses_its_task_when_the_lease_runs_out_and_its_late_report_is_ignored() {
-    let mut h = Harness::new(config(2, 1, 1, |c| c.workers.task_lease_ms = 30_000), "lease");
+    let mut h = Harness::new(config(2, 1, 1, |c| c.workers.task_lease_ms = Millis(30_000)), "lease");
     let mut l = h.join(pb::Role::Learner, 0);
     let mut a = h.join(pb::Role::Rollout, 0);
     let mut b = h.join(pb::Role::Rollout, 1);
@@ -313,9 +324,8 @@ async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops(
     h.report(&l, it1.task_id, serde_json::json!({}));
     assert!(r.next().is_none(), "no rollouts of iteration 2 after a drain");
     let ck = learner_task(l.next().expect("a checkpoint before stopping"));
-    assert_eq!(ck.kind, pb::LearnerTaskKind::Checkpoint as i32);
     assert_eq!(ck.iteration, 1);
-    std::fs::create_dir_all(&ck.checkpoint_dir).unwrap();
+    std::fs::create_dir_all(checkpoint_dir(&ck)).unwrap();
     let file = ckpt::FileEntry {
         name: "rank-0.safetensors".into(),
         rank: 0,
@@ -324,7 +334,7 @@ async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops(
     };
     h.report_shard(&l, ck.task_id, file, &[]);
     assert!(matches!(&h.st.phase, Phase::Stopped(why) if why == "SIGTERM"), "{:?}", h.st.phase);
-    assert!(std::path::Path::new(&ck.checkpoint_dir).join("manifest.json").exists());
+    assert!(std::path::Path::new(checkpoint_dir(&ck)).join("manifest.json").exists());
     assert!(matches!(l.next(), Some(Msg::Shutdown(_))));
     assert!(matches!(r.next(), Some(Msg::Shutdown(_))));
 }
@@ -415,7 +425,7 @@ async fn a_checkpoint_report_without_its_shard_fails_the_run_naming_the_task() {
 /// Reports learner `l`'s checkpoint task `ck` with one real (empty) shard file, so that the
 /// checkpoint verifies.
 fn write_checkpoint(h: &mut Harness, l: &Fake, ck: &pb::LearnerTask) {
-    let dir = std::path::Path::new(&ck.checkpoint_dir);
+    let dir = std::path::Path::new(checkpoint_dir(ck));
     std::fs::create_dir_all(dir).unwrap();
     let name = airlift_proto::checkpoint::shard_name(0, 1);
     std::fs::write(dir.join(&name), b"").unwrap();
@@ -465,7 +475,7 @@ async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new
     assert_eq!(h.st.phase, Phase::WaitingForWorkers, "{:?}", h.st.phase);
     let mut l2 = h.join(pb::Role::Learner, 0);
     match l2.next() {
-        Some(Msg::Rendezvous(rdv)) => assert_eq!(rdv.resume_checkpoint, ck.checkpoint_dir),
+        Some(Msg::Rendezvous(rdv)) => assert_eq!(rdv.resume_checkpoint, checkpoint_dir(&ck)),
         other => panic!("expected a rendezvous, got {other:?}"),
     }
     // Iteration 2 is done again from the checkpoint's frontier.

@@ -130,20 +130,20 @@ pub struct WorkersSection {
     /// Heartbeat period, milliseconds. Default 1000: cheap, and a lost worker is noticed within a
     /// few seconds.
     #[serde(default = "default_heartbeat")]
-    pub heartbeat_ms: u64,
+    pub heartbeat_ms: Millis,
     /// A worker silent for this many milliseconds is lost and its tasks are re-queued.
     /// Default 10000 (ten heartbeats: tolerates a busy CPU).
     #[serde(default = "default_lost")]
-    pub lost_after_ms: u64,
+    pub lost_after_ms: Millis,
     /// A rollout task running longer than this (milliseconds) is handed to another worker as
     /// well; whichever finishes first counts, the learner drops the duplicate rows.
     /// Default 900000 (15 min: far above a healthy task, so only stuck workers trigger it).
     #[serde(default = "default_lease")]
-    pub task_lease_ms: u64,
+    pub task_lease_ms: Millis,
     /// The run fails when its workers have not all registered this long after the coordinator
     /// started (a worker that cannot start, a job step that never ran). Default 600000.
     #[serde(default = "default_register_timeout")]
-    pub register_timeout_ms: u64,
+    pub register_timeout_ms: Millis,
     /// Memory each worker process may use, GB (GPU memory with `device = "cuda"`, RAM with
     /// `cpu`): `coordinator check` refuses a plan whose estimate for a learner or a rollout
     /// worker is larger. Default: none (no limit checked).
@@ -407,8 +407,19 @@ pub struct RunConfig {
 /// section when it has no dot). Every other key must be equal ([`RunConfig::resume_hash`]).
 pub const RESUME_MAY_DIFFER: &[&str] = &["run.dir", "run.iterations", "run.token_file", "run.max_restarts", "workers", "checkpoint"];
 
-fn default_register_timeout() -> u64 {
-    600_000
+/// A duration the config writes as whole milliseconds (the keys ending in `_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+fn default_register_timeout() -> Millis {
+    Millis(600_000)
 }
 fn default_restarts() -> u32 {
     3
@@ -453,14 +464,14 @@ fn default_warm_lr() -> f64 {
 fn default_device() -> Device {
     Device::Cpu
 }
-fn default_heartbeat() -> u64 {
-    1000
+fn default_heartbeat() -> Millis {
+    Millis(1000)
 }
-fn default_lost() -> u64 {
-    10_000
+fn default_lost() -> Millis {
+    Millis(10_000)
 }
-fn default_lease() -> u64 {
-    900_000
+fn default_lease() -> Millis {
+    Millis(900_000)
 }
 fn default_dtype() -> Dtype {
     Dtype::Fp32
@@ -627,10 +638,10 @@ impl RunConfig {
             ("run.iterations", self.run.iterations),
             ("run.seed", self.run.seed),
             ("run.max_staleness", self.run.max_staleness),
-            ("workers.heartbeat_ms", self.workers.heartbeat_ms),
-            ("workers.lost_after_ms", self.workers.lost_after_ms),
-            ("workers.task_lease_ms", self.workers.task_lease_ms),
-            ("workers.register_timeout_ms", self.workers.register_timeout_ms),
+            ("workers.heartbeat_ms", self.workers.heartbeat_ms.0),
+            ("workers.lost_after_ms", self.workers.lost_after_ms.0),
+            ("workers.task_lease_ms", self.workers.task_lease_ms.0),
+            ("workers.register_timeout_ms", self.workers.register_timeout_ms.0),
             ("checkpoint.every", self.checkpoint.every),
         ] {
             if v > limit {
@@ -668,12 +679,12 @@ impl RunConfig {
         if self.workers.rollout == 0 {
             return bad("workers.rollout", "must be at least 1".into());
         }
-        if self.workers.heartbeat_ms == 0 || self.workers.lost_after_ms <= self.workers.heartbeat_ms {
+        if self.workers.heartbeat_ms.0 == 0 || self.workers.lost_after_ms <= self.workers.heartbeat_ms {
             return bad(
                 "workers.lost_after_ms",
                 format!(
                     "{} must exceed workers.heartbeat_ms = {}",
-                    self.workers.lost_after_ms, self.workers.heartbeat_ms
+                    self.workers.lost_after_ms.0, self.workers.heartbeat_ms.0
                 ),
             );
         }

@@ -43,5 +43,44 @@ pub fn private_files() -> Result<(), String> {
 
 /// Version of the wire protocol. Every RPC carries it; a peer with another version is refused
 /// with a message naming both versions. Bump it on any incompatible change to the contract
-/// (2: checkpoint shards reported typed, `TaskReport.shard`).
+/// (2: checkpoint shards reported typed, `TaskReport.shard`; learner tasks a `oneof` of kinds).
 pub const PROTOCOL_VERSION: u32 = 2;
+
+impl pb::LearnerTask {
+    /// A learner task of one kind.
+    pub fn new(iteration: u64, work: pb::learner_task::Work) -> Self {
+        pb::LearnerTask {
+            iteration,
+            work: Some(work),
+            ..Default::default()
+        }
+    }
+
+    /// The task's kind, for logs and error messages.
+    pub fn kind_name(&self) -> &'static str {
+        use pb::learner_task::Work;
+        match &self.work {
+            Some(Work::SftWarmStart(_)) => "SFT warm start",
+            Some(Work::RewardWarmStart(_)) => "reward warm start",
+            Some(Work::IterationWork(_)) => "iteration",
+            Some(Work::Checkpoint(_)) => "checkpoint",
+            Some(Work::HeldOut(_)) => "held-out evaluation",
+            Some(Work::EvalScore(_)) => "evaluation scoring",
+            Some(Work::EvalReport(_)) => "evaluation report",
+            None => "unknown (no work)",
+        }
+    }
+
+    /// The problems the task uses (none for a checkpoint).
+    pub fn prompt_ids(&self) -> &[u64] {
+        use pb::learner_task::Work;
+        match &self.work {
+            Some(Work::SftWarmStart(w) | Work::RewardWarmStart(w)) => &w.prompt_ids,
+            Some(Work::IterationWork(w)) => &w.prompt_ids,
+            Some(Work::HeldOut(w)) => &w.prompt_ids,
+            Some(Work::EvalScore(w)) => &w.prompt_ids,
+            Some(Work::EvalReport(w)) => &w.prompt_ids,
+            Some(Work::Checkpoint(_)) | None => &[],
+        }
+    }
+}

@@ -34,12 +34,12 @@ impl RunState {
         for _ in &by_rank {
             let t = self.new_task(
                 iteration,
-                TaskKind::Learner(pb::LearnerTask {
-                    kind: pb::LearnerTaskKind::Checkpoint as i32,
+                TaskKind::Learner(pb::LearnerTask::new(
                     iteration,
-                    checkpoint_dir: dir.display().to_string(),
-                    ..Default::default()
-                }),
+                    Work::Checkpoint(pb::WriteCheckpoint {
+                        dir: dir.display().to_string(),
+                    }),
+                )),
             );
             tasks.push(t);
         }

@@ -124,16 +124,16 @@ impl RunState {
     /// Starts a score task of the evaluation job on learner `rank`.
     pub(super) fn start_score_task(&mut self, prompt_ids: Vec<u64>, rollout_task_ids: Vec<u64>, samples_per_prompt: u32, problem_set: String, rank: usize) {
         let Some(job) = self.eval_job() else { return };
-        let lt = pb::LearnerTask {
-            kind: pb::LearnerTaskKind::EvalScore as i32,
-            iteration: EVAL_ITERATION,
-            prompt_ids,
-            rollout_task_ids,
-            samples_per_prompt,
-            problem_set,
-            output_dir: job.plan.dir.display().to_string(),
-            ..Default::default()
-        };
+        let lt = pb::LearnerTask::new(
+            EVAL_ITERATION,
+            Work::EvalScore(pb::EvalScore {
+                prompt_ids,
+                rollout_task_ids,
+                samples_per_prompt,
+                problem_set,
+                output_dir: job.plan.dir.display().to_string(),
+            }),
+        );
         let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
         self.eval_job_mut().unwrap().score_tasks.push(id);
         let learner = self.learners_by_rank()[rank];
@@ -142,10 +142,9 @@ impl RunState {
 
     /// Evaluation job: a learner task reported. After the last score task, rank 0 reports.
     pub(super) fn eval_scored(&mut self, t: &pb::LearnerTask, task_id: TaskId, metrics: serde_json::Value) {
-        let kind = pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
         let done = |s: &RunState, id: &TaskId| s.tasks.get(id).is_some_and(|t| t.done());
-        match kind {
-            pb::LearnerTaskKind::EvalScore => {
+        match &t.work {
+            Some(Work::EvalScore(_)) => {
                 let job = self.eval_job_mut().unwrap();
                 job.scored.push(metrics);
                 let job = self.eval_job().unwrap();
@@ -154,31 +153,31 @@ impl RunState {
                 tracing::info!(task_id = task_id.0, "evaluation: {finished} of {all} score tasks done");
                 if n == all && finished == all && job.report_task.is_none() {
                     let plan = job.plan.clone();
-                    let lt = pb::LearnerTask {
-                        kind: pb::LearnerTaskKind::EvalReport as i32,
-                        iteration: EVAL_ITERATION,
-                        prompt_ids: plan.problems.clone(),
-                        samples_per_prompt: plan.samples,
-                        problem_set: plan.source.wire(),
-                        output_dir: plan.dir.display().to_string(),
-                        compare_dirs: plan.compare.iter().map(|d| d.display().to_string()).collect(),
-                        label: plan.label.clone(),
-                        ..Default::default()
-                    };
+                    let lt = pb::LearnerTask::new(
+                        EVAL_ITERATION,
+                        Work::EvalReport(pb::EvalReport {
+                            prompt_ids: plan.problems.clone(),
+                            samples_per_prompt: plan.samples,
+                            problem_set: plan.source.wire(),
+                            output_dir: plan.dir.display().to_string(),
+                            compare_dirs: plan.compare.iter().map(|d| d.display().to_string()).collect(),
+                            label: plan.label.clone(),
+                        }),
+                    );
                     let id = self.new_task(EVAL_ITERATION, TaskKind::Learner(lt));
                     self.eval_job_mut().unwrap().report_task = Some(id);
                     let rank0 = self.learners_by_rank()[0];
                     self.start(id, rank0);
                 }
             }
-            pb::LearnerTaskKind::EvalReport => {
+            Some(Work::EvalReport(_)) => {
                 let scored = std::mem::take(&mut self.eval_job_mut().unwrap().scored);
                 let mut rec = metrics;
                 rec["score_tasks"] = serde_json::json!(scored);
                 rec["elapsed_s"] = serde_json::json!(self.started.elapsed().as_secs_f64());
                 self.record(rec);
             }
-            other => self.fail(format!("evaluation job: unexpected report of a {} task", other.as_str_name())),
+            _ => self.fail(format!("evaluation job: unexpected report of a {} task", t.kind_name())),
         }
     }
 }

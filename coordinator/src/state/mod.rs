@@ -61,10 +61,9 @@ use crate::tensorboard::EventWriter;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::{Device, RunConfig};
 use airlift_proto::gsm8k::ProblemSource;
-use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use airlift_proto::pb::{self, coordinator_message::Kind as Msg, learner_task::Work};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
 // tokio's clock: the same as std's in a run, and pausable in the scheduler tests (coordinator/tests/scheduler.rs).
 pub use airlift_proto::{TaskId, WorkerId};
 use tokio::sync::mpsc;
@@ -135,6 +134,24 @@ enum Rendezvous {
     AwaitingNcclId,
     /// Every rank has its rendezvous: learners take tasks.
     Sent,
+}
+
+/// Which warm start is running: the SFT one (behaviour cloning of the policy), then the reward's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WarmKind {
+    Sft,
+    Reward,
+}
+
+impl WarmKind {
+    /// The learner task's work: `steps` steps over `prompt_ids`.
+    fn work(self, prompt_ids: Vec<u64>, steps: u32) -> Work {
+        let w = pb::WarmStart { prompt_ids, steps };
+        match self {
+            WarmKind::Sft => Work::SftWarmStart(w),
+            WarmKind::Reward => Work::RewardWarmStart(w),
+        }
+    }
 }
 
 /// What the coordinator is running.
@@ -242,7 +259,7 @@ pub struct RunState {
     rendezvous: Rendezvous,
     /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
     warm_tasks: Vec<TaskId>,
-    warm_kind: pb::LearnerTaskKind,
+    warm_kind: WarmKind,
     warm_metrics: BTreeMap<u32, serde_json::Value>,
     /// The checkpoint the learners load at their rendezvous (resume and restarts).
     resume: Option<ResumePoint>,
@@ -300,7 +317,7 @@ impl RunState {
             prompts_trained: 0,
             rendezvous: Rendezvous::Pending,
             warm_tasks: Vec::new(),
-            warm_kind: pb::LearnerTaskKind::Unspecified,
+            warm_kind: WarmKind::Sft,
             warm_metrics: BTreeMap::new(),
             resume: None,
             checkpointing: None,
@@ -488,7 +505,7 @@ impl RunState {
                 let _ = reply.send(self.status());
             }
             Event::Tick => {
-                let limit = Duration::from_millis(self.cfg.workers.lost_after_ms);
+                let limit = self.cfg.workers.lost_after_ms.duration();
                 let silent: Vec<WorkerId> = self
                     .workers
                     .iter()

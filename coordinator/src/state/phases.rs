@@ -78,9 +78,9 @@ impl RunState {
         if self.resume.is_some() || self.evaluating() {
             self.run_iterations();
         } else if self.cfg.sft.steps > 0 {
-            self.start_warm(pb::LearnerTaskKind::SftWarmStart);
+            self.start_warm(WarmKind::Sft);
         } else if self.cfg.reward.warm_start_steps > 0 {
-            self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
+            self.start_warm(WarmKind::Reward);
         } else {
             self.run_iterations();
         }
@@ -97,7 +97,7 @@ impl RunState {
     /// Starts one warm-start task per rank. The problems: SFT step k of rank r uses ids
     /// `SFT_FIRST_ID + (k·W + r)·batch ..` (batch per rank); reward warm-start step k splits
     /// `REWARD_WARM_FIRST_ID + k·batch ..` (batch in total) over the ranks.
-    pub(super) fn start_warm(&mut self, kind: pb::LearnerTaskKind) {
+    pub(super) fn start_warm(&mut self, kind: WarmKind) {
         self.phase = Phase::WarmStart;
         self.warm_kind = kind;
         self.warm_tasks.clear();
@@ -106,12 +106,12 @@ impl RunState {
         for (r, id) in by_rank.into_iter().enumerate() {
             let r = r as u64;
             let (steps, ids, next_version) = match kind {
-                pb::LearnerTaskKind::SftWarmStart => {
+                WarmKind::Sft => {
                     let (steps, b) = (self.cfg.sft.steps as u64, self.cfg.sft.batch as u64);
                     let ids = (0..steps).flat_map(|k| (0..b).map(move |j| SFT_FIRST_ID + (k * w + r) * b + j)).collect();
                     (steps, ids, self.policy_version + 1)
                 }
-                _ => {
+                WarmKind::Reward => {
                     let (steps, b) = (self.cfg.reward.warm_start_steps as u64, self.cfg.reward.warm_start_batch as u64);
                     let counts = ckpt::split_counts(b as usize, w as usize);
                     let first: u64 = counts[..r as usize].iter().sum::<usize>() as u64;
@@ -125,19 +125,16 @@ impl RunState {
             let t = self.new_task(
                 0,
                 TaskKind::Learner(pb::LearnerTask {
-                    kind: kind as i32,
-                    steps: steps as u32,
-                    prompt_ids: ids,
                     next_policy_version: next_version,
-                    ..Default::default()
+                    ..pb::LearnerTask::new(0, kind.work(ids, steps as u32))
                 }),
             );
             self.warm_tasks.push(t);
             self.start(t, id);
         }
         let (name, steps) = match kind {
-            pb::LearnerTaskKind::SftWarmStart => ("SFT warm start (behaviour cloning of the policy on expert traces)", self.cfg.sft.steps as u64),
-            _ => (
+            WarmKind::Sft => ("SFT warm start (behaviour cloning of the policy on expert traces)", self.cfg.sft.steps as u64),
+            WarmKind::Reward => (
                 "reward warm start (discriminator on experts against their corruptions)",
                 self.cfg.reward.warm_start_steps as u64,
             ),

@@ -60,16 +60,16 @@ impl RunState {
             }
             TaskKind::Learner(t) => {
                 let rank = self.workers.get(&worker_id).and_then(|w| w.rank).unwrap_or(0);
-                match pb::LearnerTaskKind::try_from(t.kind).unwrap_or(pb::LearnerTaskKind::Unspecified) {
-                    pb::LearnerTaskKind::SftWarmStart | pb::LearnerTaskKind::RewardWarmStart => {
+                match &t.work {
+                    Some(Work::SftWarmStart(_) | Work::RewardWarmStart(_)) => {
                         let entry = self.warm_metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
                         if let (Some(into), Some(from)) = (entry.as_object_mut(), metrics.as_object()) {
                             into.extend(from.clone());
                         }
                         if self.warm_tasks.iter().all(|id| self.tasks[id].done()) {
                             self.policy_version = self.policy_version.max(t.next_policy_version);
-                            if self.warm_kind == pb::LearnerTaskKind::SftWarmStart && self.cfg.reward.warm_start_steps > 0 {
-                                self.start_warm(pb::LearnerTaskKind::RewardWarmStart);
+                            if self.warm_kind == WarmKind::Sft && self.cfg.reward.warm_start_steps > 0 {
+                                self.start_warm(WarmKind::Reward);
                             } else {
                                 let learners: Vec<serde_json::Value> = std::mem::take(&mut self.warm_metrics).into_values().collect();
                                 let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": learners });
@@ -82,7 +82,7 @@ impl RunState {
                             }
                         }
                     }
-                    pb::LearnerTaskKind::Checkpoint => {
+                    Some(Work::Checkpoint(_)) => {
                         let shard = match r.result {
                             Some(pb::task_report::Result::Shard(s)) => ckpt::wire::from_shard_written(s),
                             _ => Err("the report carries no shard".to_string()),
@@ -105,7 +105,7 @@ impl RunState {
                             self.finish_checkpoint();
                         }
                     }
-                    pb::LearnerTaskKind::Evaluation => {
+                    Some(Work::HeldOut(_)) => {
                         let st = self.iterations.get_mut(&iteration).unwrap();
                         if let Some(m0) = st.learner_metrics.get_mut(&0) {
                             m0["eval"] = metrics["eval"].clone();
@@ -113,19 +113,17 @@ impl RunState {
                         }
                         self.learned(iteration);
                     }
-                    _ => {
+                    Some(Work::IterationWork(_)) => {
                         let st = self.iterations.get_mut(&iteration).unwrap();
                         st.learner_metrics.insert(rank, metrics);
                         if st.learner_tasks.iter().all(|id| self.tasks[id].done()) {
                             self.policy_version = t.next_policy_version;
                             if self.cfg.data.eval_prompts > 0 {
                                 // Held-out metrics of the new policy and reward, on rank 0.
-                                let lt = pb::LearnerTask {
-                                    kind: pb::LearnerTaskKind::Evaluation as i32,
-                                    iteration,
+                                let held_out = pb::HeldOut {
                                     prompt_ids: (0..self.cfg.data.eval_prompts as u64).collect(),
-                                    ..Default::default()
                                 };
+                                let lt = pb::LearnerTask::new(iteration, Work::HeldOut(held_out));
                                 let id = self.new_task(iteration, TaskKind::Learner(lt));
                                 self.iterations.get_mut(&iteration).unwrap().eval_task = Some(id);
                                 let rank0 = self.learners_by_rank()[0];
@@ -135,6 +133,7 @@ impl RunState {
                             }
                         }
                     }
+                    _ => self.fail(format!("training run: unexpected report of a {} task ({})", t.kind_name(), r.task_id)),
                 }
             }
         }

@@ -43,7 +43,7 @@ impl Task {
 impl RunState {
     /// Re-queues rollout tasks whose lease ran out (a stuck but still heartbeating worker).
     pub(super) fn expire_leases(&mut self) {
-        let lease = Duration::from_millis(self.cfg.workers.task_lease_ms);
+        let lease = self.cfg.workers.task_lease_ms.duration();
         let expired: Vec<TaskId> = self
             .tasks
             .iter()
@@ -197,15 +197,14 @@ impl RunState {
         let mut learner_tasks = Vec::new();
         for (r, id) in by_rank.iter().enumerate() {
             let feeding = std::mem::take(&mut feeding_by_rank[r]);
-            let lt = pb::LearnerTask {
-                task_id: 0,
-                iteration: next,
+            let work = Work::IterationWork(pb::IterationWork {
                 prompt_ids: shards[r].clone(),
                 rollout_task_ids: feeding.iter().map(|t| t.0).collect(),
                 samples_per_prompt: self.cfg.data.samples_per_prompt,
+            });
+            let lt = pb::LearnerTask {
                 next_policy_version: self.policy_version + 1,
-                kind: pb::LearnerTaskKind::Iteration as i32,
-                ..Default::default()
+                ..pb::LearnerTask::new(next, work)
             };
             let t = self.new_task(next, TaskKind::Learner(lt));
             learner_tasks.push(t);

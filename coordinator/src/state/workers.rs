@@ -158,7 +158,7 @@ impl RunState {
 
     /// Fails the run when the workers have not all registered in `workers.register_timeout_ms`.
     pub(super) fn check_registration(&mut self) {
-        if self.phase != Phase::WaitingForWorkers || self.waiting_since.elapsed() < Duration::from_millis(self.cfg.workers.register_timeout_ms) {
+        if self.phase != Phase::WaitingForWorkers || self.waiting_since.elapsed() < self.cfg.workers.register_timeout_ms.duration() {
             return;
         }
         let count = |role| self.workers.values().filter(|w| w.live_as(role)).count();
@@ -168,7 +168,7 @@ impl RunState {
                 "{l} of {} learners and {r} of {} rollout workers registered within {} s (workers.register_timeout_ms): a worker did not start; see its log or the job output",
                 self.cfg.workers.learner,
                 self.cfg.workers.rollout,
-                self.cfg.workers.register_timeout_ms / 1000
+                self.cfg.workers.register_timeout_ms.0 / 1000
             ));
         }
     }

@@ -28,6 +28,7 @@ use airlift_proto::auth::Guard;
 use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::RunConfig;
 use airlift_proto::gsm8k::ProblemSource;
+use airlift_proto::pb::learner_task::Work;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg, worker_message};
 use airlift_proto::trajectory::{self, TrajectoryRow};
 use std::path::Path;
@@ -254,61 +255,72 @@ impl Rank {
     /// Runs one task and returns (rows, metrics JSON); rank 0 then publishes the policy version
     /// the task produced.
     fn run_task(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<Outcome, WorkerError> {
-        let kind = pb::LearnerTaskKind::try_from(task.kind).unwrap_or(pb::LearnerTaskKind::Unspecified);
-        let mut result = None;
-        let (rows, mut metrics) = match kind {
-            pb::LearnerTaskKind::SftWarmStart => self.sft_warm_start(task, progress)?,
-            pb::LearnerTaskKind::RewardWarmStart => self.reward_warm_start(task, progress)?,
-            pb::LearnerTaskKind::Iteration => self.iteration(task)?,
-            pb::LearnerTaskKind::Checkpoint => {
-                let (metrics, shard) = self.checkpoint(task)?;
-                result = Some(pb::task_report::Result::Shard(shard));
-                (0, metrics)
+        let (rows, mut metrics) = match &task.work {
+            Some(Work::SftWarmStart(w)) => self.sft_warm_start(task, w, progress)?,
+            Some(Work::RewardWarmStart(w)) => self.reward_warm_start(task, w, progress)?,
+            Some(Work::IterationWork(w)) => self.iteration(task, w)?,
+            Some(Work::Checkpoint(w)) => {
+                // A checkpoint reports its shard only (no fingerprints: they would hash GBs).
+                let (metrics, shard) = self.checkpoint(w)?;
+                let result = Some(pb::task_report::Result::Shard(shard));
+                return Ok(Outcome {
+                    rows: 0,
+                    metrics: metrics.to_string(),
+                    result,
+                });
             }
-            pb::LearnerTaskKind::Evaluation => {
+            Some(Work::HeldOut(w)) => {
                 let t = Instant::now();
-                let eval = self.held_out(&task.prompt_ids)?;
+                let eval = self.held_out(&w.prompt_ids)?;
                 (0, serde_json::json!({ "eval": eval, "time_eval_s": t.elapsed().as_secs_f64() }))
             }
-            pb::LearnerTaskKind::EvalScore => self.eval_score(task)?,
-            pb::LearnerTaskKind::EvalReport => self.eval_report(task)?,
-            pb::LearnerTaskKind::Unspecified => return Err(WorkerError::Other(format!("task {}: learner task of unknown kind {}", task.task_id, task.kind))),
+            Some(Work::EvalScore(w)) => self.eval_score(task, w)?,
+            Some(Work::EvalReport(w)) => self.eval_report(w)?,
+            None => {
+                return Err(WorkerError::Other(format!(
+                    "task {}: a learner task with no work (a coordinator of another protocol version?)",
+                    task.task_id
+                )))
+            }
         };
-        if kind != pb::LearnerTaskKind::Checkpoint {
-            metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.policy_vs)));
-            metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.l.reward.vs)));
-            metrics["rank"] = serde_json::json!(self.rank);
-            metrics["duplicates_dropped"] = serde_json::json!(self.store.duplicates());
-            metrics["stale_rows_dropped"] = serde_json::json!(self.store.stale());
-            metrics["rows_refused"] = serde_json::json!(self.store.refused());
-            // Optimizer steps refused for a non-finite gradient, so far (0 in a healthy run).
-            metrics["policy_steps_skipped"] = serde_json::json!(self.l.policy_opt.skipped_steps());
-            metrics["reward_steps_skipped"] = serde_json::json!(self.l.reward_opt.skipped_steps());
-        }
+        metrics["policy_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.policy_vs)));
+        metrics["reward_fingerprint"] = serde_json::json!(fingerprint(&flat_params(&self.l.reward.vs)));
+        metrics["rank"] = serde_json::json!(self.rank);
+        metrics["duplicates_dropped"] = serde_json::json!(self.store.duplicates());
+        metrics["stale_rows_dropped"] = serde_json::json!(self.store.stale());
+        metrics["rows_refused"] = serde_json::json!(self.store.refused());
+        // Optimizer steps refused for a non-finite gradient, so far (0 in a healthy run).
+        metrics["policy_steps_skipped"] = serde_json::json!(self.l.policy_opt.skipped_steps());
+        metrics["reward_steps_skipped"] = serde_json::json!(self.l.reward_opt.skipped_steps());
         if self.rank == 0 && task.next_policy_version > 0 {
             self.store.publish(task.next_policy_version, flat_params(&self.policy_vs));
         }
         Ok(Outcome {
             rows,
             metrics: metrics.to_string(),
-            result,
+            result: None,
         })
     }
 
     /// The SFT warm start: behaviour cloning of the policy on the expert traces of the task's
     /// problems, `task.steps` data-parallel steps at `sft.lr`.
-    fn sft_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn sft_warm_start(
+        &mut self,
+        task: &pb::LearnerTask,
+        w: &pb::WarmStart,
+        progress: &dyn Fn(u32, u32, &[(&str, f64)]),
+    ) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank {
             l, dp, cfg, airl, tok, data, ..
         } = self;
-        let steps = task.steps as usize;
-        let per_step = per_step(task)?;
+        let steps = w.steps as usize;
+        let per_step = per_step(task.task_id, w)?;
         let t = Instant::now();
         // The warm start uses its own learning rate on the same optimizer; restore afterwards.
         let policy_lr = l.policy_opt.config().lr;
         l.policy_opt.set_lr(cfg.sft.lr);
         let mut losses = Vec::with_capacity(steps);
-        for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+        for (step, ids) in w.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
             let experts: Vec<Sample> = ids
                 .iter()
                 .map(|&id| data.expert(tok, Split::Train, id))
@@ -337,12 +349,17 @@ impl Rank {
     /// The reward warm start: `task.steps` discriminator steps on the experts of the task's
     /// problems against their own corruptions, with their own schedule (cosine over the warm start
     /// from `reward.warm_start_lr`); the iterations' optimizer settings afresh afterwards.
-    fn reward_warm_start(&mut self, task: &pb::LearnerTask, progress: &dyn Fn(u32, u32, &[(&str, f64)])) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn reward_warm_start(
+        &mut self,
+        task: &pb::LearnerTask,
+        w: &pb::WarmStart,
+        progress: &dyn Fn(u32, u32, &[(&str, f64)]),
+    ) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank {
             l, dp, cfg, airl, tok, data, ..
         } = self;
-        let steps = task.steps as usize;
-        let per_step = per_step(task)?;
+        let steps = w.steps as usize;
+        let per_step = per_step(task.task_id, w)?;
         let t = Instant::now();
         let main = l.reward_opt.config().clone();
         l.reward_opt.restart(AdamWConfig {
@@ -353,7 +370,7 @@ impl Rank {
         });
         let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
         let mut losses = Vec::with_capacity(steps);
-        for (step, ids) in task.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
+        for (step, ids) in w.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
             let mut b = IterationBatch::default();
             for &id in ids {
                 data.add_expert_and_corruptions(&mut b, tok, Split::Train, id).map_err(WorkerError::Other)?;
@@ -383,7 +400,7 @@ impl Rank {
         ))
     }
 
-    fn iteration(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn iteration(&mut self, task: &pb::LearnerTask, w: &pb::IterationWork) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank {
             l,
             dp,
@@ -398,9 +415,16 @@ impl Rank {
         let rank = *rank;
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
         let t_wait = Instant::now();
-        let rows = take_rows(store, task)?;
+        let want = Wanted {
+            task_id: task.task_id,
+            iteration: task.iteration,
+            prompt_ids: &w.prompt_ids,
+            rollout_task_ids: &w.rollout_task_ids,
+            samples_per_prompt: w.samples_per_prompt,
+        };
+        let rows = take_rows(store, &want)?;
         let wait_s = t_wait.elapsed().as_secs_f64();
-        check_rows(task, &rows)?;
+        check_rows(&want, &rows)?;
         let mut batch = IterationBatch::default();
         let mut rows_out = rows.clone();
         for r in &rows {
@@ -414,7 +438,7 @@ impl Rank {
             });
         }
         let version = rows.first().map_or(0, |r| r.policy_version);
-        for &pid in &task.prompt_ids {
+        for &pid in &w.prompt_ids {
             let e = data.expert(tok, Split::Train, pid).map_err(WorkerError::Other)?;
             let text = tok.decode(&e.response).map_err(|e| other(&e))?;
             rows_out.push(expert_row(&e, &text, "expert", task.iteration, version, pid, 0));
@@ -498,18 +522,25 @@ impl Rank {
     /// Evaluation job: scores every token of the samples of the task's rollout tasks and of the
     /// controlled corruptions of its problems' expert answers (with the policy's log-probs), and
     /// writes both as Parquet parts of the evaluation in `task.output_dir`.
-    fn eval_score(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn eval_score(&mut self, task: &pb::LearnerTask, w: &pb::EvalScore) -> Result<(u64, serde_json::Value), WorkerError> {
         let Rank { l, airl, tok, data, store, .. } = self;
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
         let t = Instant::now();
-        let source = ProblemSource::parse(&task.problem_set);
+        let source = ProblemSource::parse(&w.problem_set);
         if let ProblemSource::ProcessBench(file) = &source {
-            let part = processbench::part_path(Path::new(&task.output_dir), task.task_id);
-            let n = processbench::score_items(l, airl, tok, file, &task.prompt_ids, &part).map_err(WorkerError::Other)?;
+            let part = processbench::part_path(Path::new(&w.output_dir), task.task_id);
+            let n = processbench::score_items(l, airl, tok, file, &w.prompt_ids, &part).map_err(WorkerError::Other)?;
             return Ok((n as u64, serde_json::json!({ "items": n, "time_score_s": t.elapsed().as_secs_f64() })));
         }
-        let rows = take_rows(store, task)?;
-        check_rows(task, &rows)?;
+        let want = Wanted {
+            task_id: task.task_id,
+            iteration: task.iteration,
+            prompt_ids: &w.prompt_ids,
+            rollout_task_ids: &w.rollout_task_ids,
+            samples_per_prompt: w.samples_per_prompt,
+        };
+        let rows = take_rows(store, &want)?;
+        check_rows(&want, &rows)?;
         let mut batch = IterationBatch::default();
         for r in &rows {
             batch.policy.push(Sample {
@@ -520,7 +551,7 @@ impl Rank {
             });
         }
         let mut kinds = Vec::new();
-        for &pid in &task.prompt_ids {
+        for &pid in &w.prompt_ids {
             for (k, c) in data.corruptions_of(tok, &source, pid).map_err(WorkerError::Other)?.into_iter().enumerate() {
                 kinds.push((pid, k as u32, c.kind, c.text));
                 batch.corrupted.push(c.sample);
@@ -538,7 +569,7 @@ impl Rank {
             let p = data.problem_of(&source, r.prompt_id).map_err(WorkerError::Other)?;
             samples.push(SampleRecord {
                 problem_id: r.prompt_id,
-                sample_index: r.sample_index % task.samples_per_prompt.max(1),
+                sample_index: r.sample_index % w.samples_per_prompt.max(1),
                 task_id: r.task_id,
                 policy_version: r.policy_version,
                 question: p.question.clone(),
@@ -570,7 +601,7 @@ impl Rank {
                 first_error_token: fe as u32,
             });
         }
-        let dir = Path::new(&task.output_dir);
+        let dir = Path::new(&w.output_dir);
         let parts = job::parts_dir(dir);
         std::fs::create_dir_all(&parts).map_err(|e| other(&format!("{}: {e}", parts.display())))?;
         records::write_parquet(&job::samples_part(dir, task.task_id), &records::samples_batch(&samples)).map_err(|e| other(&e))?;
@@ -584,27 +615,26 @@ impl Rank {
 
     /// Evaluation job, rank 0 after every score task: merge the parts, write the Parquet files,
     /// `summary.json` and `report.html`; the metrics carry the summary and its table.
-    fn eval_report(&mut self, task: &pb::LearnerTask) -> Result<(u64, serde_json::Value), WorkerError> {
+    fn eval_report(&mut self, w: &pb::EvalReport) -> Result<(u64, serde_json::Value), WorkerError> {
         let t = Instant::now();
         let tok = &self.tok;
         // Paths in what is written relative to the working folder (the run's launch folder).
         let cwd = std::env::current_dir().unwrap_or_default();
-        let (label, problem_set) = (job::relative_paths(&task.label, &cwd), job::relative_paths(&task.problem_set, &cwd));
-        if let ProblemSource::ProcessBench(file) = ProblemSource::parse(&task.problem_set) {
-            let (summary, table) =
-                processbench::finish(Path::new(&task.output_dir), &label, &problem_set, &file, &task.prompt_ids).map_err(WorkerError::Other)?;
+        let (label, problem_set) = (job::relative_paths(&w.label, &cwd), job::relative_paths(&w.problem_set, &cwd));
+        if let ProblemSource::ProcessBench(file) = ProblemSource::parse(&w.problem_set) {
+            let (summary, table) = processbench::finish(Path::new(&w.output_dir), &label, &problem_set, &file, &w.prompt_ids).map_err(WorkerError::Other)?;
             return Ok((
                 0,
                 serde_json::json!({ "summary": summary, "table": table, "time_report_s": t.elapsed().as_secs_f64() }),
             ));
         }
-        let compare: Vec<std::path::PathBuf> = task.compare_dirs.iter().map(std::path::PathBuf::from).collect();
+        let compare: Vec<std::path::PathBuf> = w.compare_dirs.iter().map(std::path::PathBuf::from).collect();
         let j = job::Job {
-            dir: Path::new(&task.output_dir),
+            dir: Path::new(&w.output_dir),
             label: &label,
             problem_set: &problem_set,
-            problems: &task.prompt_ids,
-            samples_per_problem: task.samples_per_prompt,
+            problems: &w.prompt_ids,
+            samples_per_problem: w.samples_per_prompt,
             compare: &compare,
         };
         let (summary, table) = job::finish(&j, &|t| tok.decode(&[t]).unwrap_or_default()).map_err(WorkerError::Other)?;
@@ -663,11 +693,11 @@ impl Rank {
 
     /// Writes this rank's shard of a checkpoint; returns its metrics (for the records) and its
     /// file, layouts and step counts (for the manifest).
-    fn checkpoint(&mut self, task: &pb::LearnerTask) -> Result<(serde_json::Value, pb::ShardWritten), WorkerError> {
+    fn checkpoint(&mut self, w: &pb::WriteCheckpoint) -> Result<(serde_json::Value, pb::ShardWritten), WorkerError> {
         let Rank { l, policy_vs, rank, world, .. } = self;
         let (rank, world) = (*rank, *world);
         let t = Instant::now();
-        let dir = Path::new(&task.checkpoint_dir);
+        let dir = Path::new(&w.dir);
         let models = [
             ModelState {
                 name: "policy",
@@ -698,42 +728,51 @@ impl Session {
     }
 }
 
-/// The rows of the rollout tasks `task` names, all of them (or an error after [`ROWS_TIMEOUT`]).
-fn take_rows(store: &LearnerStore, task: &pb::LearnerTask) -> Result<Vec<TrajectoryRow>, WorkerError> {
-    let expected = task.prompt_ids.len() * task.samples_per_prompt as usize;
-    let rows = store.take(task.iteration, &task.rollout_task_ids, expected, ROWS_TIMEOUT).ok_or_else(|| {
+/// The rows a task waits for: its rollout tasks' samples of its problems.
+struct Wanted<'a> {
+    task_id: u64,
+    iteration: u64,
+    prompt_ids: &'a [u64],
+    rollout_task_ids: &'a [u64],
+    samples_per_prompt: u32,
+}
+
+/// The rows of the rollout tasks `want` names, all of them (or an error after [`ROWS_TIMEOUT`]).
+fn take_rows(store: &LearnerStore, want: &Wanted) -> Result<Vec<TrajectoryRow>, WorkerError> {
+    let expected = want.prompt_ids.len() * want.samples_per_prompt as usize;
+    let rows = store.take(want.iteration, want.rollout_task_ids, expected, ROWS_TIMEOUT).ok_or_else(|| {
         WorkerError::Other(format!(
             "task {} (iteration {}): {expected} rows did not all arrive within {} s",
-            task.task_id,
-            task.iteration,
+            want.task_id,
+            want.iteration,
             ROWS_TIMEOUT.as_secs()
         ))
     })?;
     if rows.len() != expected {
         return Err(WorkerError::Other(format!(
             "task {} (iteration {}): expected {expected} rows, got {}",
-            task.task_id,
-            task.iteration,
+            want.task_id,
+            want.iteration,
             rows.len()
         )));
     }
     Ok(rows)
 }
 
-/// The rows must be the ones `task` names: its iteration, its prompts, sample indices in range,
+/// The rows must be the ones `want` names: its iteration, its prompts, sample indices in range,
 /// each (prompt, sample) once.
-fn check_rows(task: &pb::LearnerTask, rows: &[TrajectoryRow]) -> Result<(), WorkerError> {
+fn check_rows(want: &Wanted, rows: &[TrajectoryRow]) -> Result<(), WorkerError> {
     let mut seen = std::collections::HashSet::new();
     for r in rows {
-        let bad = if r.iteration != task.iteration {
-            Some(format!("iteration {} (expected {})", r.iteration, task.iteration))
-        } else if !task.prompt_ids.contains(&r.prompt_id) {
+        let bad = if r.iteration != want.iteration {
+            Some(format!("iteration {} (expected {})", r.iteration, want.iteration))
+        } else if !want.prompt_ids.contains(&r.prompt_id) {
             Some(format!("prompt_id {} is not one of this shard's prompts", r.prompt_id))
-        } else if !seen.insert((r.prompt_id, r.sample_index % task.samples_per_prompt.max(1))) {
+        } else if !seen.insert((r.prompt_id, r.sample_index % want.samples_per_prompt.max(1))) {
             Some(format!(
                 "prompt {} has sample {} twice",
                 r.prompt_id,
-                r.sample_index % task.samples_per_prompt.max(1)
+                r.sample_index % want.samples_per_prompt.max(1)
             ))
         } else {
             None
@@ -741,7 +780,7 @@ fn check_rows(task: &pb::LearnerTask, rows: &[TrajectoryRow]) -> Result<(), Work
         if let Some(why) = bad {
             return Err(WorkerError::Other(format!(
                 "iteration {}: row (task {}, sample {}) from Flight: {why}",
-                task.iteration, r.task_id, r.sample_index
+                want.iteration, r.task_id, r.sample_index
             )));
         }
     }
@@ -754,16 +793,16 @@ fn token_lines(tok: &Tokenizer, tokens: &[u32]) -> Vec<u32> {
     localize::step_ids(&ends).into_iter().map(|l| l as u32).collect()
 }
 
-/// Ids per step of a warm-start task.
-fn per_step(task: &pb::LearnerTask) -> Result<usize, WorkerError> {
-    let n = task.prompt_ids.len();
-    if task.steps == 0 || !n.is_multiple_of(task.steps as usize) {
+/// Ids per step of warm-start task `task_id`.
+fn per_step(task_id: u64, w: &pb::WarmStart) -> Result<usize, WorkerError> {
+    let n = w.prompt_ids.len();
+    if w.steps == 0 || !n.is_multiple_of(w.steps as usize) {
         return Err(WorkerError::Other(format!(
-            "task {}: {n} prompt ids do not split into {} equal steps",
-            task.task_id, task.steps
+            "task {task_id}: {n} prompt ids do not split into {} equal steps",
+            w.steps
         )));
     }
-    Ok(n / task.steps as usize)
+    Ok(n / w.steps as usize)
 }
 
 fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64, pid: u64, index: u32) -> TrajectoryRow {

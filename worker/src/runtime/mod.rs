@@ -188,7 +188,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
     // The attached stream: heartbeats up, messages down (forwarded to a std channel).
     let (up_tx, up_rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(16);
     let (down_tx, down_rx) = std::sync::mpsc::channel::<Msg>();
-    let heartbeat = Duration::from_millis(config.workers.heartbeat_ms);
+    let heartbeat = config.workers.heartbeat_ms.duration();
     let mut c = client.clone();
     let up = up_tx.clone();
     rt.spawn(async move {
