@@ -308,7 +308,9 @@ pub struct PolicySection {
     /// PPO clip ε. Default 0.2.
     #[serde(default = "default_clip")]
     pub clip_eps: f64,
-    /// KL coefficient to the frozen reference. Default 0.
+    /// Weight of a KL term (k3 estimator, token mean) to a frozen reference: the policy as the
+    /// adversarial phase starts, i.e. after the SFT warm start (a resume reads it from the warm
+    /// start's checkpoint, so it needs `checkpoint.keep_warm_start`). Default 0 (no reference kept).
     #[serde(default)]
     pub kl_coef: f64,
     /// Weight of a behaviour-cloning term in every policy step: the token-mean negative
@@ -760,6 +762,15 @@ impl RunConfig {
                 ),
             );
         }
+        if self.policy.kl_coef > 0.0 && !self.checkpoint.keep_warm_start {
+            return bad(
+                "policy.kl_coef",
+                format!(
+                    "{} > 0 needs checkpoint.keep_warm_start = true: the KL reference is the policy after the warm start, and a resume reads it from that checkpoint",
+                    self.policy.kl_coef
+                ),
+            );
+        }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1 (the newest checkpoint is what a resume loads)".into());
         }
@@ -864,6 +875,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("reward.corruption_kinds") && e.contains("`typo`"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[policy]\nkl_coef = 0.1\n")).unwrap_err().to_string();
+        assert!(e.contains("policy.kl_coef") && e.contains("checkpoint.keep_warm_start = true"), "{e}");
+        RunConfig::from_toml(&format!("{MIN}[policy]\nkl_coef = 0.1\n[checkpoint]\nkeep_warm_start = true\n")).unwrap();
     }
 
     #[test]
