@@ -534,3 +534,55 @@ fn every_and_keep_choose_the_checkpoints_on_disk() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `policy.kl_coef > 0`: the KL reference is the policy after the SFT warm start, so the first
+/// PPO step of iteration 1 sees (almost) no KL to it; a run stopped after iteration 2 and
+/// continued with `--resume` reads the reference back from the warm start's checkpoint, so its
+/// iteration 3 sees the KL to the SFT policy, not 0 to a reference re-anchored at the checkpoint.
+#[test]
+fn the_kl_reference_is_the_sft_policy_and_a_resume_reads_it_back() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-kl");
+    tiny_model(&dir.join("model"));
+    let cfg = config(&dir, "a", 1);
+    // A large SFT step, so that the SFT policy is far from the base model.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[sft]\n", "[sft]\nlr = 1e-2\n")
+        .replace("[checkpoint]\n", "[checkpoint]\nkeep_warm_start = true\n")
+        + "[policy]\nkl_coef = 0.5\nlr = 1e-3\n";
+    std::fs::write(&cfg, text).unwrap();
+    let first = std::process::Command::new(bin("coordinator"))
+        .args(["--config", cfg.to_str().unwrap(), "--local"])
+        .env("AIRLIFT__RUN__ITERATIONS", "2")
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let more = std::process::Command::new(bin("coordinator"))
+        .args(["--config", cfg.to_str().unwrap(), "--local", "--resume"])
+        .env("AIRLIFT__RUN__ITERATIONS", "3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&more.stderr);
+    assert!(more.status.success(), "{err}");
+    let kl: Vec<f64> = records(&dir.join("a"))
+        .iter()
+        .filter(|r| r["iteration"].as_u64().unwrap() > 0)
+        .map(|r| r["learners"][0]["kl_ref"].as_f64().expect("kl_ref"))
+        .collect();
+    eprintln!("kl_ref by iteration: {kl:?}");
+    assert_eq!(kl.len(), 3);
+    assert!(
+        kl[0].abs() < 1e-4,
+        "iteration 1: the reference is not the policy the iterations start from: {kl:?}"
+    );
+    assert!(
+        kl[2] > 1e-4 && kl[2].is_finite(),
+        "iteration 3 (resumed): the reference was not read back: {kl:?}"
+    );
+    // Without the warm start's checkpoint a resume cannot have its reference, and says so.
+    std::fs::remove_dir_all(ckpt::step_dir(&dir.join("a"), 0)).unwrap();
+    let (ok, _, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local", "--resume"]);
+    assert!(!ok && err.contains("keep_warm_start"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
