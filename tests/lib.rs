@@ -1,6 +1,8 @@
 //! Helpers shared by the cross-crate integration tests in `tests/tests/`: the built binaries, a
 //! tiny random model with SmolLM2's tokenizer, run configs, and readers for a run's outputs.
 
+pub mod cluster;
+
 use airlift_proto::trajectory::{self, TrajectoryRow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -324,6 +324,7 @@ async fn launch(
         resume,
         launcher: Some((events_rx, respawn_tx)),
         eval,
+        requeue: false,
     };
     let outcome = serve(cfg.clone(), token, listener, stop, opts).await;
     restarter.abort();

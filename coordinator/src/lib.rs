@@ -199,6 +199,8 @@ pub struct ServeOptions {
     pub launcher: Option<(mpsc::UnboundedReceiver<Event>, mpsc::UnboundedSender<u32>)>,
     /// An evaluation job instead of training (the learners load `resume`, if any).
     pub eval: Option<eval::EvalPlan>,
+    /// Under Slurm (`--requeue`): a lost learner stops the run for a requeue instead of failing it.
+    pub requeue: bool,
 }
 
 /// Finds and verifies the checkpoint `resume` asks for, telling the user which one it took and
@@ -319,6 +321,9 @@ pub async fn serve(
         (Some(plan), point) => state.evaluate(plan, point),
         (None, Some(point)) => state.resume_from(point),
         (None, None) => {}
+    }
+    if opts.requeue && !evaluating {
+        state.enable_requeue();
     }
     if let Some((mut events, respawn)) = opts.launcher {
         // An evaluation's learners are not restarted: a lost one ends the job.

@@ -29,6 +29,11 @@ struct Cli {
     /// port). The address workers should use is written to `<run>/coordinator.url`.
     #[arg(long, default_value = "0.0.0.0:50051")]
     listen: String,
+    /// For job scripts that requeue themselves (cluster/airlift.sbatch): a lost learner stops
+    /// the run at once with exit status 75 instead of failing it, so that the job requeues and
+    /// resumes from the newest checkpoint (at most `run.max_restarts` times over the run).
+    #[arg(long, conflicts_with = "local")]
+    requeue: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -236,9 +241,10 @@ fn main() -> anyhow::Result<()> {
             );
             for w in s.workers {
                 let role = airlift_proto::pb::Role::try_from(w.role).map(|r| r.as_str_name()).unwrap_or("?");
+                let node = if w.node.is_empty() { "?" } else { w.node.as_str() };
                 println!(
-                    "  worker {:>3} {:<13} {:<20} {:<16} policy v{}",
-                    w.worker_id, role, w.host, w.state, w.policy_version
+                    "  worker {:>3} {:<13} node {:<12} {:<20} {:<16} policy v{}",
+                    w.worker_id, role, node, w.host, w.state, w.policy_version
                 );
             }
             if !s.last_metrics_json.is_empty() {
@@ -300,6 +306,7 @@ fn main() -> anyhow::Result<()> {
                     resume: point,
                     launcher: None,
                     eval: Some(plan),
+                    requeue: false,
                 };
                 Ok::<_, anyhow::Error>(airlift_coordinator::serve(cfg, token, listener, std::future::pending::<String>(), opts).await?)
             } else {
@@ -349,6 +356,7 @@ fn main() -> anyhow::Result<()> {
                     resume,
                     launcher: None,
                     eval: None,
+                    requeue: cli.requeue,
                 },
             )
             .await?)

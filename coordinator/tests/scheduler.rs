@@ -81,6 +81,7 @@ impl Harness {
             collective_addr: if learner { format!("10.0.0.{rank}:7001") } else { String::new() },
             rank,
             pid: 1,
+            node: format!("node{rank}"),
         };
         self.st.handle(Event::Register { req, reply });
         let id = answer.try_recv().unwrap().expect("registered").worker_id;
@@ -484,4 +485,98 @@ async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new
         !again.is_empty() && again.iter().all(|t| t.iteration == 2 && t.policy_version == 1),
         "{again:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_slurm_a_lost_learner_stops_the_run_for_a_requeue_at_most_max_restarts_times() {
+    // After a checkpoint: stop now (exit 75), with a record that counts the requeue.
+    let mut h = Harness::new(config(1, 1, 3, |c| c.checkpoint.every = 1), "requeue");
+    h.st.enable_requeue();
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.work_through(&mut r);
+    let it1 = learner_task(l.next().unwrap());
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
+    write_checkpoint(&mut h, &l, &ck);
+    h.work_through(&mut r);
+    h.pass(11_000, &[&r]).await;
+    match &h.st.phase {
+        Phase::Stopped(why) => assert!(
+            why.contains("missed its heartbeats") && why.contains("the job requeues") && why.contains("restart 1 of at most"),
+            "{why}"
+        ),
+        other => panic!("expected a stop for a requeue, got {other:?}"),
+    }
+    let rec = h.st.records.iter().find(|r| r["requeue"] == serde_json::json!(true)).expect("a requeue record");
+    assert_eq!((rec["restart"].as_u64(), rec["checkpoint_iteration"].as_u64()), (Some(1), Some(1)), "{rec}");
+    assert!(r.drain().iter().any(|m| matches!(m, Msg::Shutdown(_))), "the rollout worker is told to exit");
+
+    // The run's records already hold run.max_restarts requeues: this loss fails the run.
+    let mut h = Harness::new(
+        config(1, 1, 3, |c| {
+            c.checkpoint.every = 1;
+            c.run.max_restarts = 1;
+        }),
+        "requeue-max",
+    );
+    h.st.enable_requeue();
+    h.st.records.push(serde_json::json!({ "restart": 1, "requeue": true }));
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.work_through(&mut r);
+    let it1 = learner_task(l.next().unwrap());
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    let ck = learner_task(l.next().unwrap());
+    write_checkpoint(&mut h, &l, &ck);
+    h.pass(11_000, &[&r]).await;
+    assert!(
+        matches!(&h.st.phase, Phase::Failed(why) if why.contains("already requeued for lost learners 1 times (run.max_restarts)")),
+        "{:?}",
+        h.st.phase
+    );
+
+    // Before any checkpoint there is nothing to resume from: the run fails saying so.
+    let mut h = Harness::new(config(1, 1, 3, |_| {}), "requeue-none");
+    h.st.enable_requeue();
+    let mut l = h.join(pb::Role::Learner, 0);
+    let r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.pass(11_000, &[&r]).await;
+    assert!(
+        matches!(&h.st.phase, Phase::Failed(why) if why.contains("no checkpoint was written yet")),
+        "{:?}",
+        h.st.phase
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_rollout_workers_are_all_lost_fails_after_the_register_timeout() {
+    let mut h = Harness::new(config(1, 1, 2, |c| c.workers.register_timeout_ms = Millis(60_000)), "no-rollouts");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    // Lost after 10 s of silence; the run waits 60 s for another.
+    h.pass(11_000, &[&l]).await;
+    assert_eq!(h.worker_state(&r), "lost");
+    h.pass(50_000, &[&l]).await;
+    assert!(!h.st.finished(), "{:?}", h.st.phase);
+    h.pass(11_000, &[&l]).await;
+    assert!(
+        matches!(&h.st.phase, Phase::Failed(why) if why.contains("every rollout worker was lost and none registered within 60 s")),
+        "{:?}",
+        h.st.phase
+    );
+
+    // A replacement that registers in time keeps the run going.
+    let mut h = Harness::new(config(1, 1, 2, |c| c.workers.register_timeout_ms = Millis(60_000)), "rollout-back");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let _r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.pass(11_000, &[&l]).await;
+    let b = h.join(pb::Role::Rollout, 1);
+    h.pass(70_000, &[&l, &b]).await;
+    assert!(!h.st.finished(), "{:?}", h.st.phase);
 }

@@ -121,6 +121,16 @@ pub fn server() -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
 
+/// How often a client (a worker, `coordinator status`) pings its server over HTTP/2, busy or idle.
+pub const CLIENT_PING_EVERY: Duration = Duration::from_secs(5);
+/// How long a client waits for a ping's answer before it drops the connection: a server whose
+/// node vanished or whose link is down is given up after at most `CLIENT_PING_EVERY` plus this,
+/// and the client's calls and streams on it fail (a worker then exits) instead of waiting for
+/// TCP's retransmissions (15 minutes).
+pub const CLIENT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection attempt may take (an unreachable address is not answered at all).
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The connections of `listener` as a stream for `serve_with_incoming`, at most `cap` at once.
 pub fn incoming(listener: TcpListener, cap: usize) -> impl futures::Stream<Item = std::io::Result<Conn>> {
     let live = Arc::new(AtomicUsize::new(0));

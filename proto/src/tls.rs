@@ -217,10 +217,16 @@ pub fn scheme(url: &str) -> String {
 }
 
 /// A tonic endpoint for `url` (`http://host:port`; the scheme is switched by [`scheme`]) with
-/// this process's TLS client settings when TLS is on.
+/// this process's TLS client settings when TLS is on, and HTTP/2 pings that give up a server that
+/// stopped answering ([`crate::conn::CLIENT_PING_TIMEOUT`]).
 pub fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, String> {
     let tls = current()?;
-    let e = tonic::transport::Endpoint::from_shared(scheme(url)).map_err(|e| format!("{url}: bad URL: {e}"))?;
+    let e = tonic::transport::Endpoint::from_shared(scheme(url))
+        .map_err(|e| format!("{url}: bad URL: {e}"))?
+        .http2_keep_alive_interval(crate::conn::CLIENT_PING_EVERY)
+        .keep_alive_timeout(crate::conn::CLIENT_PING_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_timeout(crate::conn::CLIENT_CONNECT_TIMEOUT);
     match tls {
         Some(t) => e.tls_config(t.client()).map_err(|e| format!("TLS settings for {url}: {e}")),
         None => Ok(e),

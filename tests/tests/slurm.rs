@@ -14,119 +14,9 @@
 //! default); `cluster/local-slurm.sh` sets 10 s. (Moving the start time forward instead makes
 //! Slurm kill the new start: "Job credential revoked".)
 
+use airlift_tests::cluster::*;
 use airlift_tests::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The repository root (cluster scripts are run from there, as a user would).
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
-}
-
-/// A running local Slurm, stopped on drop (also when a check fails).
-struct Slurm {
-    dir: PathBuf,
-}
-
-impl Slurm {
-    fn start(dir: &Path) -> Slurm {
-        let out = Command::new(repo().join("cluster/local-slurm.sh")).arg("start").arg(dir).output().unwrap();
-        let s = Slurm { dir: dir.to_path_buf() };
-        assert!(
-            out.status.success(),
-            "cluster/local-slurm.sh start failed (needs root or sudo for apt-get and the daemons):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s
-    }
-
-    /// A command with this Slurm's config, loopback addresses and the built binaries.
-    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(program);
-        c.current_dir(repo())
-            .env("SLURM_CONF", self.dir.join("slurm.conf"))
-            .env("AIRLIFT_ADDR", "127.0.0.1")
-            .env("BIN", bin("coordinator").parent().unwrap())
-            .env_remove("LEARNERS")
-            .env_remove("ROLLOUTS");
-        c
-    }
-
-    fn run(&self, c: &mut Command) -> (bool, String) {
-        let out = c.output().unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-        )
-    }
-
-    /// Submits `config` with cluster/submit; returns the job id.
-    fn submit(&self, config: &Path) -> u64 {
-        self.submit_with(config, &[])
-    }
-
-    /// [`Slurm::submit`] with extra environment for the job (sbatch exports it).
-    fn submit_with(&self, config: &Path, env: &[(&str, &str)]) -> u64 {
-        let mut c = self.cmd("cluster/submit");
-        c.arg(config).envs(env.iter().copied());
-        let (ok, text) = self.run(&mut c);
-        assert!(ok, "{text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix("Submitted batch job "))
-            .unwrap_or_else(|| panic!("{text}"))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    /// `scontrol show job` fields: JobState, ExitCode, Restarts, Reason.
-    fn job(&self, id: u64) -> std::collections::HashMap<String, String> {
-        let (_, text) = self.run(self.cmd("scontrol").args(["show", "job", &id.to_string()]));
-        text.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    /// Waits until job `id` has ended (not pending or running), calling `on_output` with its
-    /// output file's text as it grows. Returns the fields.
-    fn wait(&self, id: u64, out: &Path, timeout: Duration, mut on_output: impl FnMut(&str)) -> std::collections::HashMap<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let j = self.job(id);
-            let state = j.get("JobState").cloned().unwrap_or_default();
-            on_output(&std::fs::read_to_string(out).unwrap_or_default());
-            match state.as_str() {
-                "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" => {}
-                _ => return j,
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} still {state} after {timeout:?}:\n{}",
-                std::fs::read_to_string(out).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-impl Drop for Slurm {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("cluster/local-slurm.sh")).arg("stop").arg(&self.dir).status();
-    }
-}
-
-/// Lines of a job's output that report errors (the summary's legend mentions "error" in prose).
-fn error_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| l.contains(" ERROR ") || l.contains("error:") || l.contains("Error:") || l.contains("CANCELLED"))
-        .collect()
-}
-
-fn job_out(run: &Path, id: u64) -> PathBuf {
-    run.join(format!("slurm-{id}.out"))
-}
 
 #[test]
 fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
@@ -162,7 +52,7 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     // on every connection, the job's files made in <run.dir>/tls and kept for the requeue).
     let cfg = checkpointed_config(&dir, "b", 2);
     let b = dir.join("b");
-    let id = slurm.submit_with(&cfg, &[("TLS", "1")]);
+    let id = slurm.submit_with(&cfg, &[("TLS", "1")], &[]);
     let mut signalled = false;
     let j = slurm.wait(id, &job_out(&b, id), long, |text| {
         if !signalled && text.contains("learning iteration=2") {
@@ -300,30 +190,4 @@ fn slurm_runs_survive_preemption_and_requeue_and_fail_fast_on_bad_input() {
     );
     drop(slurm);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A run that was interrupted and resumed ended as the uninterrupted one: every iteration's
-/// fingerprints, and the same trajectory rows, none twice.
-fn same_run(a: &Path, other: &Path, straight: &[serde_json::Value], rows_a: &[(String, Vec<airlift_proto::trajectory::TrajectoryRow>)]) {
-    let recs = records(other);
-    assert_eq!(recs.len(), straight.len(), "{}: one record per iteration", other.display());
-    for (x, y) in straight.iter().zip(&recs) {
-        assert_eq!(fingerprints(x), fingerprints(y), "{} iteration {}", other.display(), x["iteration"]);
-    }
-    let rows = rows_without_timings(other);
-    assert_eq!(
-        rows.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        rows_a.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        "{} vs {}",
-        other.display(),
-        a.display()
-    );
-    for (fa, fo) in rows_a.iter().zip(&rows) {
-        let key = |rows: &Vec<airlift_proto::trajectory::TrajectoryRow>| {
-            rows.iter()
-                .map(|r| (r.prompt_id, r.sample_index, r.source.clone(), r.response_tokens.clone()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(key(&fa.1), key(&fo.1), "{}", fa.0);
-    }
 }

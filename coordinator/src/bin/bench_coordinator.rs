@@ -204,6 +204,7 @@ async fn worker(role: pb::Role, rank: u32, url: String, token: String, args: Arc
             },
             rank,
             pid: std::process::id(),
+            node: "bench".into(),
         };
         let id = c.register(req).await.map_err(|e| format!("register: {}", e.message()))?.into_inner().worker_id;
         n.events.fetch_add(1, Ordering::Relaxed);

@@ -125,6 +125,19 @@ impl Phase {
     }
 }
 
+/// What a lost learner (or a failed learner task) leads to.
+#[derive(Debug)]
+enum Recovery {
+    /// The run fails, saying how to continue it (`--resume`).
+    None,
+    /// `--local`: the launcher starts learner processes of a new generation (it receives the
+    /// number), which resume from the newest valid checkpoint.
+    Respawn(mpsc::UnboundedSender<u32>),
+    /// Under Slurm: the run stops at once and the coordinator exits with
+    /// [`crate::EXIT_STOPPED`]; the job requeues itself and resumes from the newest checkpoint.
+    Requeue,
+}
+
 /// The learners' rendezvous in one attempt (a learner restart starts a new one).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rendezvous {
@@ -267,8 +280,8 @@ pub struct RunState {
     /// The newest checkpoint whose manifest is in place.
     pub last_checkpoint: Option<PathBuf>,
     config_hash: String,
-    /// `--local` runs: asks the launcher to start learner processes of a new generation.
-    respawn: Option<mpsc::UnboundedSender<u32>>,
+    /// What a lost learner leads to (a restart by the launcher, a requeue by Slurm, or neither).
+    recovery: Recovery,
     learner_generation: u32,
     /// Restarts so far: (checkpoint iteration, iterations redone, why).
     pub restarts: Vec<(u64, Vec<u64>, String)>,
@@ -282,6 +295,9 @@ pub struct RunState {
     /// When the run last began waiting for its workers (its start, or a learner restart): they
     /// have `workers.register_timeout_ms` from then.
     waiting_since: Instant,
+    /// When the last live rollout worker was lost, while none has registered since: the run
+    /// fails once this is `workers.register_timeout_ms` old (no one would do its rollouts).
+    rollouts_gone_since: Option<Instant>,
     /// The loop's own event queue: slow work (checkpoint verification, pruning) runs on a
     /// blocking thread and reports back through it. None (tests of the state alone): inline.
     loopback: Option<mpsc::Sender<Event>>,
@@ -322,7 +338,7 @@ impl RunState {
             resume: None,
             checkpointing: None,
             last_checkpoint: None,
-            respawn: None,
+            recovery: Recovery::None,
             learner_generation: 0,
             restarts: Vec::new(),
             draining: None,
@@ -330,6 +346,7 @@ impl RunState {
             records: Vec::new(),
             started: Instant::now(),
             waiting_since: Instant::now(),
+            rollouts_gone_since: None,
             loopback: None,
             job: Job::Training,
             console: Console::stderr(),
@@ -362,7 +379,14 @@ impl RunState {
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
     /// the new generation number) from the newest checkpoint, up to `run.max_restarts` times.
     pub fn enable_restarts(&mut self, respawn: mpsc::UnboundedSender<u32>) {
-        self.respawn = Some(respawn);
+        self.recovery = Recovery::Respawn(respawn);
+    }
+
+    /// Runs under Slurm (`--requeue`): a lost learner stops the run at once with
+    /// [`crate::EXIT_STOPPED`], so that the job requeues itself and resumes from the newest
+    /// checkpoint, up to `run.max_restarts` times over the run's life.
+    pub fn enable_requeue(&mut self) {
+        self.recovery = Recovery::Requeue;
     }
 
     /// Continues the run from the verified checkpoint `point`: the learners load it at their
@@ -517,6 +541,7 @@ impl RunState {
                 }
                 self.expire_leases();
                 self.check_registration();
+                self.check_rollouts_left();
                 self.progress();
             }
             Event::Stop { reason } => self.fail(format!("stopped: {reason}")),

@@ -159,10 +159,14 @@ impl RunState {
                 "{why}; not retried: {reason}, which a restart would meet again (make room, then `--resume`)"
             ));
         }
-        if self.respawn.is_none() {
-            return self.fail(format!(
-                "{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local)"
-            ));
+        match self.recovery {
+            Recovery::None => {
+                return self.fail(format!(
+                    "{why}; continue the run with `coordinator --config ... --resume` (restarts are automatic with --local and under Slurm)"
+                ))
+            }
+            Recovery::Requeue => return self.stop_for_requeue(why),
+            Recovery::Respawn(_) => {}
         }
         if self.restarts.len() >= max {
             return self.fail(format!("{why}; the learners were already restarted {max} times (run.max_restarts)"));
@@ -244,9 +248,36 @@ impl RunState {
         self.resume_from(ResumePoint { dir, manifest });
         // The new learners have workers.register_timeout_ms from now to register.
         self.waiting_since = Instant::now();
-        if let Some(tx) = &self.respawn {
+        if let Recovery::Respawn(tx) = &self.recovery {
             let _ = tx.send(self.learner_generation);
         }
+    }
+
+    /// Under Slurm, a learner is gone: stop now (the other workers are told to exit) so that the
+    /// coordinator exits with the requeue status and the job resumes from the newest checkpoint
+    /// on the nodes Slurm gives it. Each such stop is a `"requeue": true` record in
+    /// `metrics.jsonl` (kept across resumes), which bounds them by `run.max_restarts`.
+    fn stop_for_requeue(&mut self, why: String) {
+        let max = self.cfg.run.max_restarts as usize;
+        let before = self.records.iter().filter(|r| r["requeue"] == serde_json::Value::Bool(true)).count();
+        if before >= max {
+            return self.fail(format!("{why}; the job was already requeued for lost learners {max} times (run.max_restarts)"));
+        }
+        let Some(ckpt) = self.last_checkpoint.clone() else {
+            return self.fail(format!(
+                "{why}; no checkpoint was written yet, so a requeue would start the run again from nothing: submit it again (checkpoint.every = {})",
+                self.cfg.checkpoint.every
+            ));
+        };
+        let n = before + 1;
+        let from = self.checkpointed.unwrap_or(0);
+        let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
+        let redone: Vec<u64> = (from + 1..=reached).collect();
+        tracing::warn!(reason = %why, checkpoint = %ckpt.display(), restart = n, max, "a learner is lost: stopping so that the job requeues and resumes");
+        self.record(serde_json::json!({ "restart": n, "requeue": true, "from_checkpoint": ckpt.display().to_string(), "checkpoint_iteration": from, "redone": redone, "reason": why }));
+        let stop = format!("{why}; the job requeues and resumes from the newest checkpoint (restart {n} of at most {max})");
+        self.phase = Phase::Stopped(stop.clone());
+        self.shutdown_all(&stop);
     }
 
     pub(super) fn fail(&mut self, why: String) {

@@ -101,6 +101,7 @@ impl RunState {
                     worker_id: id.0,
                     role: w.role as i32,
                     host: w.host.clone(),
+                    node: w.node.clone(),
                     state: match &w.state {
                         WorkerState::Lost { .. } => "lost".into(),
                         WorkerState::Busy { task } => format!("busy (task {})", task.0),

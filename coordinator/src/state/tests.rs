@@ -21,6 +21,7 @@ fn register(st: &mut RunState, device: &str, rank: u32) -> Result<u64, Status> {
         flight_addr: format!("127.0.0.1:{}", 7000 + rank),
         collective_addr: format!("127.0.0.1:{}", 8000 + rank),
         rank,
+        node: "n".into(),
     };
     st.handle(Event::Register { req, reply: tx });
     rx.try_recv().unwrap().map(|r| r.worker_id)

@@ -16,6 +16,8 @@ pub(super) enum WorkerState {
 pub(super) struct Worker {
     pub(super) role: pb::Role,
     pub(super) host: String,
+    /// The machine's name (Slurm's node name, or the hostname), as the worker sent it.
+    pub(super) node: String,
     pub(super) flight_addr: String,
     pub(super) collective_addr: String,
     pub(super) asked_rank: u32,
@@ -89,6 +91,7 @@ impl RunState {
             Worker {
                 role,
                 host: req.host.clone(),
+                node: req.node.clone(),
                 flight_addr: req.flight_addr,
                 collective_addr: req.collective_addr,
                 asked_rank: req.rank,
@@ -99,7 +102,10 @@ impl RunState {
                 policy_version: 0,
             },
         );
-        tracing::info!(worker_id = id.0, ?role, host = %req.host, pid = req.pid, "worker registered");
+        if role == pb::Role::Rollout {
+            self.rollouts_gone_since = None;
+        }
+        tracing::info!(worker_id = id.0, ?role, host = %req.host, node = %req.node, pid = req.pid, "worker registered");
         Ok(pb::RegisterResponse {
             worker_id: id.0,
             config_toml: self.config_toml.clone(),
@@ -145,6 +151,13 @@ impl RunState {
             self.learner_failed(format!("learner {} lost ({why})", worker_id.0));
             return;
         }
+        if !self.workers.values().any(|w| w.live_as(pb::Role::Rollout)) {
+            self.rollouts_gone_since = Some(Instant::now());
+            tracing::warn!(
+                "no rollout worker is left: the run waits {} s (workers.register_timeout_ms) for one to register",
+                self.cfg.workers.register_timeout_ms.0 / 1000
+            );
+        }
         if let Some(t) = task {
             if let Some(task) = self.tasks.get_mut(&t) {
                 if !task.done() {
@@ -171,6 +184,19 @@ impl RunState {
                 self.cfg.workers.register_timeout_ms.0 / 1000
             ));
         }
+    }
+
+    /// Fails the run when every rollout worker has been lost for `workers.register_timeout_ms`
+    /// and none registered since.
+    pub(super) fn check_rollouts_left(&mut self) {
+        let Some(since) = self.rollouts_gone_since else { return };
+        if self.finished() || since.elapsed() < self.cfg.workers.register_timeout_ms.duration() {
+            return;
+        }
+        self.fail(format!(
+            "every rollout worker was lost and none registered within {} s (workers.register_timeout_ms); see the lost workers' logs or the job output",
+            self.cfg.workers.register_timeout_ms.0 / 1000
+        ));
     }
 
     /// Worker `id` no longer holds task `task`: idle again unless it was lost meanwhile.

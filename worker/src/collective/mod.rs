@@ -14,7 +14,7 @@ pub mod nccl;
 
 use airlift_proto::tls::Tls;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,11 +178,18 @@ impl TcpRing {
             });
         }
         let next_addr = addrs[(rank + 1) % world].clone();
+        let my_addr = addrs[rank].clone();
         let client_tls = tls.map(|t| t.client.clone());
         let dialer = std::thread::spawn(move || -> io::Result<Link> {
             let start = std::time::Instant::now();
             loop {
-                match TcpStream::connect(&next_addr) {
+                // One attempt may not wait for TCP's own SYN timeout (minutes) on an address that
+                // does not answer (a partition, a firewall, an address of another network).
+                let attempt = next_addr
+                    .to_socket_addrs()
+                    .and_then(|mut a| a.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address")))
+                    .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)));
+                match attempt {
                     Ok(s) => {
                         s.set_nodelay(true)?;
                         // A peer that accepts and then says nothing cannot hold the dialler.
@@ -212,13 +219,22 @@ impl TcpRing {
                     Err(e) => {
                         return Err(io::Error::new(
                             e.kind(),
-                            format!("collective: cannot reach rank {} at {next_addr}: {e}", (rank + 1) % world),
+                            format!(
+                                "collective: rank {rank} ({}) cannot reach rank {} at {next_addr} within {CONNECT_TIMEOUT:?}: {e} (the learners must advertise addresses of a network they share: AIRLIFT_IFACE / AIRLIFT_ADDR under Slurm, --host by hand)",
+                                my_addr,
+                                (rank + 1) % world
+                            ),
                         ))
                     }
                 }
             }
         });
-        let prev = accept_peer(&listener, rank, world, tag, tls.map(|t| t.server.clone()))?;
+        let prev = match accept_peer(&listener, rank, world, tag, tls.map(|t| t.server.clone())) {
+            Ok(p) => p,
+            // This rank's own dial failing says more (which pair cannot connect) than the
+            // previous rank's silence; the dialler gives up at about the same time.
+            Err(e) => return Err(dialer.join().expect("dialer thread").err().unwrap_or(e)),
+        };
         let next = dialer.join().expect("dialer thread")?;
         Ok(TcpRing {
             rank,

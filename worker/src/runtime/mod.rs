@@ -161,8 +161,16 @@ impl Session {
             result: out.result,
         };
         let mut client = self.client.clone();
-        self.rt.block_on(async move { client.report_task(req).await })?;
-        Ok(())
+        match self
+            .rt
+            .block_on(async move { tokio::time::timeout(REPORT_TIMEOUT, client.report_task(req)).await })
+        {
+            Ok(answer) => answer.map(|_| ()).map_err(WorkerError::from),
+            Err(_) => Err(WorkerError::Connect {
+                addr: "(this worker's coordinator)".into(),
+                what: format!("reporting task {task_id}: no answer within {} s", REPORT_TIMEOUT.as_secs()),
+            }),
+        }
     }
 }
 
@@ -175,6 +183,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
     };
     req.host = opts.host.clone();
     req.pid = std::process::id();
+    req.node = node_name();
     let client = rt.block_on(connect(&opts.coordinator, stamp.clone()))?;
     let resp = rt.block_on({
         let mut c = client.clone();
@@ -228,12 +237,14 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
                             let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
                                 reason: "coordinator closed the stream".into(),
                             }));
+                            exit_if_stuck();
                             break;
                         }
                         Err(e) => {
                             let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
                                 reason: format!("stream to the coordinator broke: {}", e.message()),
                             }));
+                            exit_if_stuck();
                             break;
                         }
                     }
@@ -257,6 +268,41 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
         inbox: down_rx,
         up,
     })
+}
+
+/// How long a task report may wait for the coordinator's answer (it answers at once; a report
+/// unanswered this long went to a coordinator that is gone or cut off).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a worker may go on after its stream to the coordinator ended before it exits anyway.
+const EXIT_AFTER_STREAM_END: Duration = Duration::from_secs(60);
+
+/// The stream to the coordinator is gone (the run ended, or the coordinator's node or link did):
+/// the compute loop exits when it next reads its messages, but it may be blocked (a collective
+/// whose peer vanished without closing its socket); after [`EXIT_AFTER_STREAM_END`] the process
+/// exits anyway, so that no worker outlives its coordinator on any node.
+fn exit_if_stuck() {
+    tokio::spawn(async {
+        tokio::time::sleep(EXIT_AFTER_STREAM_END).await;
+        tracing::error!(
+            "the stream to the coordinator ended {} s ago and this worker has not stopped (blocked in a collective or a transfer?): exiting",
+            EXIT_AFTER_STREAM_END.as_secs()
+        );
+        std::process::exit(1);
+    });
+}
+
+/// The machine this worker runs on, as a cluster user names it: Slurm's node name under Slurm,
+/// else the hostname.
+fn node_name() -> String {
+    if let Ok(n) = std::env::var("SLURMD_NODENAME") {
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Runs a worker process until the coordinator shuts it down.
