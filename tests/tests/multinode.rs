@@ -11,7 +11,8 @@
 //!    ends as the one-host run (nothing lost, nothing twice);
 //! 3. a 30 s partition (node4's link down, then up) in a run of 64 iterations that outlasts it:
 //!    the worker is declared lost after `workers.lost_after_ms`, its task re-queued; the stale
-//!    worker gives up its coordinator and exits; every iteration has each sample exactly once;
+//!    worker gives up its coordinator and exits by itself while the run goes on; every
+//!    iteration has each sample exactly once;
 //! 4. a learner node lost (node2 killed during iteration 3): the coordinator stops at once with
 //!    75, the job requeues itself and resumes from the newest checkpoint; same fingerprints;
 //! 5. the coordinator's node lost (node1, the batch host: its link cut during iteration 2, then
@@ -131,10 +132,16 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
     let id = slurm.submit_with(&cfg, &[("LEARNER_NODES", "2")], &["--nodes=4"]);
     let mut cut: Option<Instant> = None;
     let mut healed_before_the_end = false;
+    let mut gave_up_after: Option<Duration> = None;
     let j = slurm.wait(id, &job_out(&c, id), LONG, |text| {
         if cut.is_none() && text.contains("iteration=2") && !slurm.pids_on("node4", "release/worker run").is_empty() {
             slurm.node("link", "node4", Some("down"));
             cut = Some(Instant::now());
+        }
+        if let (Some(t), None) = (cut, gave_up_after) {
+            if slurm.pids_on("node4", "release/worker run").is_empty() {
+                gave_up_after = Some(t.elapsed());
+            }
         }
         if let Some(t) = cut {
             if !healed_before_the_end && t.elapsed() >= Duration::from_secs(30) {
@@ -168,14 +175,16 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
         policy.dedup();
         assert_eq!((n, policy.len()), (6 * 2, 6 * 2), "iteration {it}: every sample once");
     }
-    // The stale worker gave up its coordinator and exited (it does not linger once the link is
-    // back).
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !slurm.pids_on("node4", "release/worker run").is_empty() {
-        assert!(Instant::now() < deadline, "the partitioned worker is still running on node4:\n{text}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    println!("3. 30 s partition: run time {}, every iteration's rows exactly once", j["RunTime"]);
+    // The stale worker gave up its coordinator and exited by itself, while the run went on
+    // (pings unanswered for 15 s end its stream; a report waits 30 s at most; a worker stuck
+    // otherwise exits 60 s after its stream ended).
+    let gave_up_after = gave_up_after.unwrap_or_else(|| panic!("the partitioned worker did not exit before the run ended:\n{text}"));
+    assert!(gave_up_after < Duration::from_secs(80), "{gave_up_after:?}");
+    println!(
+        "3. 30 s partition: run time {}, every iteration's rows exactly once; the cut-off worker exited {:.1} s after the cut",
+        j["RunTime"],
+        gave_up_after.as_secs_f64()
+    );
 
     // 4. A learner node lost during iteration 3: requeued by the coordinator, resumed.
     let cfg = checkpointed_config(&dir, "d", 2);

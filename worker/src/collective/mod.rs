@@ -167,6 +167,12 @@ impl TcpRing {
     /// `tag` (e.g. a hash of the run token) must match between peers. With `tls`, every link is
     /// mutual TLS with the job's certificates.
     pub fn connect(rank: usize, addrs: &[String], listener: TcpListener, tag: u64, tls: Option<&RingTls>) -> io::Result<Self> {
+        Self::connect_within(rank, addrs, listener, tag, tls, CONNECT_TIMEOUT)
+    }
+
+    /// [`TcpRing::connect`], giving up after `patience` (the error names the pair that could not
+    /// connect and their addresses).
+    fn connect_within(rank: usize, addrs: &[String], listener: TcpListener, tag: u64, tls: Option<&RingTls>, patience: Duration) -> io::Result<Self> {
         let world = addrs.len();
         assert!(rank < world, "rank {rank} of {world}");
         if world == 1 {
@@ -212,7 +218,7 @@ impl TcpRing {
                         link.tcp().set_write_timeout(None)?;
                         return Ok(link);
                     }
-                    Err(e) if start.elapsed() < CONNECT_TIMEOUT => {
+                    Err(e) if start.elapsed() < patience => {
                         let _ = e;
                         std::thread::sleep(Duration::from_millis(50));
                     }
@@ -220,7 +226,7 @@ impl TcpRing {
                         return Err(io::Error::new(
                             e.kind(),
                             format!(
-                                "collective: rank {rank} ({}) cannot reach rank {} at {next_addr} within {CONNECT_TIMEOUT:?}: {e} (the learners must advertise addresses of a network they share: AIRLIFT_IFACE / AIRLIFT_ADDR under Slurm, --host by hand)",
+                                "collective: rank {rank} ({}) cannot reach rank {} at {next_addr} within {patience:?}: {e} (the learners must advertise addresses of a network they share: AIRLIFT_IFACE / AIRLIFT_ADDR under Slurm, --host by hand)",
                                 my_addr,
                                 (rank + 1) % world
                             ),
@@ -229,7 +235,7 @@ impl TcpRing {
                 }
             }
         });
-        let prev = match accept_peer(&listener, rank, world, tag, tls.map(|t| t.server.clone())) {
+        let prev = match accept_peer(&listener, rank, world, tag, tls.map(|t| t.server.clone()), patience) {
             Ok(p) => p,
             // This rank's own dial failing says more (which pair cannot connect) than the
             // previous rank's silence; the dialler gives up at about the same time.
@@ -352,9 +358,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts the previous rank's connection on `listener`: it must send its rank and the run's
 /// `tag` within [`HELLO_TIMEOUT`]. Any other connection (idle, garbage, another run's, a wrong
-/// rank) is dropped with a warning and the next one is awaited, until [`CONNECT_TIMEOUT`]: a
+/// rank) is dropped with a warning and the next one is awaited, until `patience` has passed: a
 /// stranger cannot stall or end the run by connecting first.
-fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Link> {
+fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64, tls: Option<Arc<rustls::ServerConfig>>, patience: Duration) -> io::Result<Link> {
     let want = (rank + world - 1) % world;
     let start = std::time::Instant::now();
     listener.set_nonblocking(true)?;
@@ -362,10 +368,10 @@ fn accept_peer(listener: &TcpListener, rank: usize, world: usize, tag: u64, tls:
         let (s, addr) = match listener.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if start.elapsed() > CONNECT_TIMEOUT {
+                if start.elapsed() > patience {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("collective: rank {want} did not connect to rank {rank} within {CONNECT_TIMEOUT:?}"),
+                        format!("collective: rank {want} did not connect to rank {rank} within {patience:?}"),
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -442,3 +448,29 @@ pub fn local_rings(world: usize) -> io::Result<Vec<TcpRing>> {
 
 /// Gradient values all-reduced per ring pass (64 MiB of fp32): bounds the copies in flight.
 pub const GRAD_BUCKET: usize = 16 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A learner whose next rank advertised an address nobody listens on: the ring fails within
+    /// its patience, naming both ranks and both addresses, instead of hanging.
+    #[test]
+    fn an_unreachable_peer_is_named_with_both_addresses() {
+        let me = TcpListener::bind("127.0.0.1:0").unwrap();
+        let unused = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = unused.local_addr().unwrap().to_string();
+        drop(unused);
+        let addrs = vec![me.local_addr().unwrap().to_string(), dead.clone()];
+        let start = std::time::Instant::now();
+        let e = TcpRing::connect_within(0, &addrs, me, 7, None, Duration::from_millis(600))
+            .err()
+            .expect("no ring");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("rank 0 ({})", addrs[0])) && msg.contains(&format!("cannot reach rank 1 at {dead}")),
+            "{msg}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    }
+}
