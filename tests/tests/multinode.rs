@@ -6,9 +6,9 @@
 //!    workers on node3; each registers with its node's address, the ring and Flight connect across
 //!    namespaces, `coordinator status` names the nodes; fingerprints and trajectory rows equal a
 //!    one-host run of the same config (`--local`, loopback);
-//! 2. a rollout node lost (`--nodes=4`, rollout workers on node3 and node4; every process of node4
-//!    killed while iteration 2's rollouts run): its task is re-queued on node3's worker, the run
-//!    ends as the one-host run (nothing lost, nothing twice);
+//! 2. a rollout node lost (`--nodes=4`, rollout workers on node3 and node4, mutual TLS on every
+//!    connection; every process of node4 killed while iteration 2's rollouts run): its task is
+//!    re-queued on node3's worker, the run ends as the one-host run (nothing lost, nothing twice);
 //! 3. a 30 s partition (node4's link down, then up) in a run of 64 iterations that outlasts it:
 //!    the worker is declared lost after `workers.lost_after_ms`, its task re-queued; the stale
 //!    worker gives up its coordinator and exits by itself while the run goes on; every
@@ -96,7 +96,8 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
     // 2. A rollout node lost while iteration 2's rollouts run.
     let cfg = checkpointed_config(&dir, "b", 2);
     let b = dir.join("b");
-    let id = slurm.submit_with(&cfg, &[("LEARNER_NODES", "2")], &["--nodes=4"]);
+    // This job with TLS=1: mutual TLS on every connection across the hosts (gRPC, Flight, the ring).
+    let id = slurm.submit_with(&cfg, &[("LEARNER_NODES", "2"), ("TLS", "1")], &["--nodes=4"]);
     let (mut killed, mut revived) = (false, false);
     let j = slurm.wait(id, &job_out(&b, id), LONG, |text| {
         if !killed && text.contains("iteration=2") && !slurm.pids_on("node4", "release/worker run").is_empty() {
@@ -117,7 +118,8 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
     );
     assert!(text.contains("worker lost") && text.contains("run complete"), "{text}");
     same_run(&one, &b, &straight, &rows_one);
-    println!("2. rollout node lost: run time {}, same fingerprints and rows", j["RunTime"]);
+    assert!(std::fs::read_to_string(b.join("coordinator.url")).unwrap().starts_with("https://"));
+    println!("2. rollout node lost (TLS on): run time {}, same fingerprints and rows", j["RunTime"]);
 
     // 3. A 30 s partition of a rollout node; its worker is declared lost after 5 s of silence.
     // The run is longer (64 iterations, about 1 s each here) so that it outlasts the partition.

@@ -39,17 +39,24 @@
 //!  WaitingForWorkers ──all learners attached──▶ (rendezvous sent, naming the checkpoint to
 //!        │   load when resuming; CUDA runs: rank 0's rendezvous first, the others' once rank 0
 //!        │   sent its NCCL id)
-//!        ├─ fresh run with warm starts ─▶ WarmStart: SFT tasks, then reward warm-start tasks ──┐
-//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running
+//!        ├─ fresh run with warm starts ─▶ WarmStart{kind: Sft, tasks, metrics}, then
+//!        │                                 WarmStart{kind: Reward, ..} (one task per rank) ─┐
+//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running{learning}
 //!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
 //!           learning of i starts when its rollouts are done, i − 1 is learned and no
 //!           checkpoint is being written; then (data.eval_prompts > 0) an evaluation task on
 //!           rank 0; a checkpoint follows iterations that are multiples of
 //!           checkpoint.every (and the last one): one task per rank, then the manifest;
 //!           after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
+//!           (learning = Some(i) while i's learner tasks run)
+//!  beside the phase: a checkpoint being written (after the SFT warm start with
+//!           checkpoint.keep_warm_start, or after an iteration), and a stop asked for (SIGTERM:
+//!           the iteration being learned finishes, a checkpoint is written ─▶ Stopped)
 //!  learner lost / learner task failed, `--local` with restarts left and a valid checkpoint:
 //!           learners stopped and started again ─▶ WaitingForWorkers (resume from it)
-//!  otherwise, and rollout tasks that failed too often ──▶ Failed
+//!  under Slurm (`--requeue`) with a checkpoint and requeues left ─▶ Stopped (exit 75: the job
+//!           requeues and resumes)
+//!  otherwise, and rollout tasks that failed too often, or no rollout worker left ──▶ Failed
 //! ```
 //!
 //! The coordinator owns the data frontier: which problems each warm-start step and each
@@ -99,12 +106,20 @@ const REWARD_WARM_FIRST_ID: u64 = 70_000;
 /// The iteration number of an evaluation job's tasks and rows.
 const EVAL_ITERATION: u64 = 1;
 
-/// Where the run is.
+/// Where the run is. What only one phase has lives in it: the warm start's tasks and metrics,
+/// the iteration being learned. (A checkpoint being written and a requested stop are beside the
+/// phase, in `RunState`: either can happen during the warm start and during the iterations.)
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
+    /// Until every learner has attached and the rendezvous is sent (also after a restart).
     WaitingForWorkers,
-    WarmStart,
-    Running,
+    /// The SFT or the reward warm start.
+    WarmStart(WarmStart),
+    /// The iterations (or an evaluation job's tasks). `learning`: the iteration whose learner
+    /// tasks run now, if one does (one at a time).
+    Running {
+        learning: Option<u64>,
+    },
     Done,
     /// Stopped on request (SIGTERM / SIGINT) after a checkpoint: resume continues the run.
     Stopped(String),
@@ -116,8 +131,8 @@ impl Phase {
     pub fn name(&self) -> String {
         match self {
             Phase::WaitingForWorkers => "waiting-for-workers".into(),
-            Phase::WarmStart => "warm-start".into(),
-            Phase::Running => "running".into(),
+            Phase::WarmStart(w) => format!("warm-start ({})", w.kind.name()),
+            Phase::Running { .. } => "running".into(),
             Phase::Done => "done".into(),
             Phase::Stopped(why) => format!("stopped: {why}"),
             Phase::Failed(why) => format!("failed: {why}"),
@@ -151,12 +166,28 @@ enum Rendezvous {
 
 /// Which warm start is running: the SFT one (behaviour cloning of the policy), then the reward's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WarmKind {
+pub enum WarmKind {
     Sft,
     Reward,
 }
 
+/// A warm start in progress: one task per rank, and the metrics of the ranks that reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmStart {
+    pub kind: WarmKind,
+    tasks: Vec<TaskId>,
+    metrics: BTreeMap<u32, serde_json::Value>,
+}
+
 impl WarmKind {
+    /// For status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            WarmKind::Sft => "sft",
+            WarmKind::Reward => "reward",
+        }
+    }
+
     /// The learner task's work: `steps` steps over `prompt_ids`.
     fn work(self, prompt_ids: Vec<u64>, steps: u32) -> Work {
         let w = pb::WarmStart { prompt_ids, steps };
@@ -263,17 +294,12 @@ pub struct RunState {
     /// Iterations whose rollouts have been queued / learned.
     queued_upto: u64,
     learned_upto: u64,
-    learning: Option<u64>,
     policy_version: u64,
     prompt_cursor: u64,
     /// RL prompts `..prompts_trained` have been trained on.
     prompts_trained: u64,
     /// The learners' rendezvous of this attempt.
     rendezvous: Rendezvous,
-    /// The warm-start tasks running now (SFT, then reward), and their metrics by rank.
-    warm_tasks: Vec<TaskId>,
-    warm_kind: WarmKind,
-    warm_metrics: BTreeMap<u32, serde_json::Value>,
     /// The checkpoint the learners load at their rendezvous (resume and restarts).
     resume: Option<ResumePoint>,
     checkpointing: Option<PendingCheckpoint>,
@@ -327,14 +353,10 @@ impl RunState {
             iterations: BTreeMap::new(),
             queued_upto: 0,
             learned_upto: 0,
-            learning: None,
             policy_version: 0,
             prompt_cursor: 0,
             prompts_trained: 0,
             rendezvous: Rendezvous::Pending,
-            warm_tasks: Vec::new(),
-            warm_kind: WarmKind::Sft,
-            warm_metrics: BTreeMap::new(),
             resume: None,
             checkpointing: None,
             last_checkpoint: None,
@@ -401,7 +423,6 @@ impl RunState {
         self.prompts_trained = m.data.prompts_trained;
         self.next_task = self.next_task.max(m.data.next_task_id);
         self.iterations.clear();
-        self.learning = None;
         self.checkpointing = None;
         self.last_checkpoint = Some(point.dir.clone());
         self.checkpointed = Some(m.iteration);
@@ -450,6 +471,14 @@ impl RunState {
     }
 
     /// Whether the run has ended (done or failed).
+    /// The iteration whose learner tasks run now, if one does.
+    pub fn learning(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Running { learning } => learning,
+            _ => None,
+        }
+    }
+
     pub fn finished(&self) -> bool {
         matches!(self.phase, Phase::Done | Phase::Stopped(_) | Phase::Failed(_))
     }
@@ -598,14 +627,14 @@ impl RunState {
                 return;
             }
         }
-        if self.phase == Phase::WarmStart {
+        if matches!(self.phase, Phase::WarmStart(_)) {
             return;
         }
         if self.evaluating() {
             return self.eval_progress();
         }
         if let Some(why) = self.draining.clone() {
-            if self.learning.is_some() || self.checkpointing.is_some() {
+            if self.learning().is_some() || self.checkpointing.is_some() {
                 return;
             }
             if self.checkpointed != Some(self.learned_upto) {
@@ -617,7 +646,7 @@ impl RunState {
             self.shutdown_all(&format!("run stopped: {why}"));
             return;
         }
-        if self.learned_upto >= self.cfg.run.iterations && self.learning.is_none() && self.checkpointing.is_none() {
+        if self.learned_upto >= self.cfg.run.iterations && self.learning().is_none() && self.checkpointing.is_none() {
             self.phase = Phase::Done;
             self.shutdown_all("run complete");
             tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");

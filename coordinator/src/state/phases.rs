@@ -88,7 +88,7 @@ impl RunState {
 
     /// The iterations (or the evaluation job's tasks) may run; the console shows them.
     pub(super) fn run_iterations(&mut self) {
-        self.phase = Phase::Running;
+        self.phase = Phase::Running { learning: None };
         if !self.evaluating() && self.learned_upto < self.cfg.run.iterations {
             self.console.begin("AIRL iterations", "iterations", self.learned_upto, self.cfg.run.iterations);
         }
@@ -98,9 +98,7 @@ impl RunState {
     /// `SFT_FIRST_ID + (k·W + r)·batch ..` (batch per rank); reward warm-start step k splits
     /// `REWARD_WARM_FIRST_ID + k·batch ..` (batch in total) over the ranks.
     pub(super) fn start_warm(&mut self, kind: WarmKind) {
-        self.phase = Phase::WarmStart;
-        self.warm_kind = kind;
-        self.warm_tasks.clear();
+        let mut tasks = Vec::new();
         let by_rank = self.learners_by_rank();
         let w = by_rank.len() as u64;
         for (r, id) in by_rank.into_iter().enumerate() {
@@ -129,9 +127,14 @@ impl RunState {
                     ..pb::LearnerTask::new(0, kind.work(ids, steps as u32))
                 }),
             );
-            self.warm_tasks.push(t);
+            tasks.push(t);
             self.start(t, id);
         }
+        self.phase = Phase::WarmStart(WarmStart {
+            kind,
+            tasks,
+            metrics: BTreeMap::new(),
+        });
         let (name, steps) = match kind {
             WarmKind::Sft => ("SFT warm start (behaviour cloning of the policy on expert traces)", self.cfg.sft.steps as u64),
             WarmKind::Reward => (
@@ -173,7 +176,7 @@ impl RunState {
         }
         // Stop the failed attempt now; which checkpoint to restart from is decided once they are
         // verified (SHA-256 of every shard: GBs), off the loop when it has a loopback.
-        let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
+        let reached = self.learning().unwrap_or(self.learned_upto).max(self.learned_upto);
         // Everything in flight belongs to the failed attempt: its reports will be ignored.
         let unfinished: Vec<(TaskId, Option<WorkerId>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
         for (id, worker) in unfinished {
@@ -202,7 +205,6 @@ impl RunState {
         self.phase = Phase::WaitingForWorkers;
         self.waiting_since = Instant::now();
         self.rendezvous = Rendezvous::Pending;
-        self.warm_tasks.clear();
         // The stopped processes' exits belong to the old generation and are ignored.
         self.learner_generation += 1;
         tracing::warn!(reason = %why, "learners stopped; verifying the checkpoints to restart from");
@@ -271,7 +273,7 @@ impl RunState {
         };
         let n = before + 1;
         let from = self.checkpointed.unwrap_or(0);
-        let reached = self.learning.unwrap_or(self.learned_upto).max(self.learned_upto);
+        let reached = self.learning().unwrap_or(self.learned_upto).max(self.learned_upto);
         let redone: Vec<u64> = (from + 1..=reached).collect();
         tracing::warn!(reason = %why, checkpoint = %ckpt.display(), restart = n, max, "a learner is lost: stopping so that the job requeues and resumes");
         self.record(serde_json::json!({ "restart": n, "requeue": true, "from_checkpoint": ckpt.display().to_string(), "checkpoint_iteration": from, "redone": redone, "reason": why }));

@@ -92,7 +92,7 @@ impl RunState {
     pub(super) fn status(&self) -> pb::StatusResponse {
         pb::StatusResponse {
             state: self.phase.name(),
-            iteration: self.learning.unwrap_or(self.learned_upto),
+            iteration: self.learning().unwrap_or(self.learned_upto),
             policy_version: self.policy_version,
             workers: self
                 .workers

@@ -62,16 +62,26 @@ impl RunState {
                 let rank = self.workers.get(&worker_id).and_then(|w| w.rank).unwrap_or(0);
                 match &t.work {
                     Some(Work::SftWarmStart(_) | Work::RewardWarmStart(_)) => {
-                        let entry = self.warm_metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
+                        let Phase::WarmStart(warm) = &mut self.phase else {
+                            tracing::info!(task_id = r.task_id, phase = %self.phase.name(), "ignoring a warm-start report outside the warm start");
+                            return Ok(pb::TaskAck {});
+                        };
+                        let entry = warm.metrics.entry(rank).or_insert_with(|| serde_json::json!({}));
                         if let (Some(into), Some(from)) = (entry.as_object_mut(), metrics.as_object()) {
                             into.extend(from.clone());
                         }
-                        if self.warm_tasks.iter().all(|id| self.tasks[id].done()) {
+                        if warm.tasks.iter().all(|id| self.tasks[id].done()) {
+                            let (kind, learners) = (warm.kind, std::mem::take(&mut warm.metrics));
                             self.policy_version = self.policy_version.max(t.next_policy_version);
-                            if self.warm_kind == WarmKind::Sft && self.cfg.reward.warm_start_steps > 0 {
+                            if kind == WarmKind::Sft && self.cfg.reward.warm_start_steps > 0 {
                                 self.start_warm(WarmKind::Reward);
+                                // One record for both warm starts: each rank's SFT metrics are
+                                // joined by its reward warm-start metrics.
+                                if let Phase::WarmStart(reward) = &mut self.phase {
+                                    reward.metrics = learners;
+                                }
                             } else {
-                                let learners: Vec<serde_json::Value> = std::mem::take(&mut self.warm_metrics).into_values().collect();
+                                let learners: Vec<serde_json::Value> = learners.into_values().collect();
                                 let rec = serde_json::json!({ "iteration": 0, "phase": "sft", "policy_version": self.policy_version, "learners": learners });
                                 self.record(rec);
                                 tracing::info!(policy_version = self.policy_version, "warm start done");
@@ -143,7 +153,9 @@ impl RunState {
     /// Iteration `iteration` is trained (and evaluated): record it, then checkpoint if due.
     pub(super) fn learned(&mut self, iteration: u64) {
         self.learned_upto = iteration;
-        self.learning = None;
+        if let Phase::Running { learning } = &mut self.phase {
+            *learning = None;
+        }
         self.finish_iteration(iteration);
         if self.checkpoint_after(iteration) {
             self.start_checkpoint(iteration);

@@ -50,7 +50,7 @@ impl Worker {
 
 impl RunState {
     pub(super) fn register(&mut self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, Status> {
-        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::WarmStart | Phase::Running) {
+        if !matches!(self.phase, Phase::WaitingForWorkers | Phase::WarmStart(_) | Phase::Running { .. }) {
             return Err(Status::failed_precondition(format!("the run is {}", self.phase.name())));
         }
         let role = pb::Role::try_from(req.role).unwrap_or(pb::Role::Unspecified);
