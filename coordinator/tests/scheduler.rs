@@ -439,6 +439,20 @@ fn write_checkpoint(h: &mut Harness, l: &Fake, ck: &pb::LearnerTask) {
     h.report_shard(l, ck.task_id, file, &["policy", "reward"]);
 }
 
+/// One learner and one rollout worker join; iteration 1 is rolled out and learned and its
+/// checkpoint written (checkpoint.every = 1). Returns the workers and the checkpoint task.
+fn through_the_first_checkpoint(h: &mut Harness) -> (Fake, Fake, pb::LearnerTask) {
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.work_through(&mut r);
+    let it1 = learner_task(l.next().unwrap());
+    h.report(&l, it1.task_id, serde_json::json!({}));
+    let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
+    write_checkpoint(h, &l, &ck);
+    (l, r, ck)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new_learners_their_time() {
     let mut h = Harness::new(config(1, 1, 3, |c| c.checkpoint.every = 1), "restart");
@@ -447,14 +461,7 @@ async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new
     // The loop's own queue, as `serve` gives it: verification reports back through it.
     let (loopback, mut events) = mpsc::channel(16);
     h.st.set_loopback(loopback);
-    let mut l = h.join(pb::Role::Learner, 0);
-    let mut r = h.join(pb::Role::Rollout, 0);
-    rendezvous(&mut l);
-    h.work_through(&mut r);
-    let it1 = learner_task(l.next().unwrap());
-    h.report(&l, it1.task_id, serde_json::json!({}));
-    let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
-    write_checkpoint(&mut h, &l, &ck);
+    let (mut l, mut r, ck) = through_the_first_checkpoint(&mut h);
     // Iteration 2 runs for longer than workers.register_timeout_ms (600 s) in all ...
     h.work_through(&mut r);
     let _it2 = learner_task(l.next().expect("iteration 2 learns"));
@@ -492,14 +499,7 @@ async fn under_slurm_a_lost_learner_stops_the_run_for_a_requeue_at_most_max_rest
     // After a checkpoint: stop now (exit 75), with a record that counts the requeue.
     let mut h = Harness::new(config(1, 1, 3, |c| c.checkpoint.every = 1), "requeue");
     h.st.enable_requeue();
-    let mut l = h.join(pb::Role::Learner, 0);
-    let mut r = h.join(pb::Role::Rollout, 0);
-    rendezvous(&mut l);
-    h.work_through(&mut r);
-    let it1 = learner_task(l.next().unwrap());
-    h.report(&l, it1.task_id, serde_json::json!({}));
-    let ck = learner_task(l.next().expect("the checkpoint after iteration 1"));
-    write_checkpoint(&mut h, &l, &ck);
+    let (_l, mut r, _ck) = through_the_first_checkpoint(&mut h);
     h.work_through(&mut r);
     h.pass(11_000, &[&r]).await;
     match &h.st.phase {
@@ -523,14 +523,7 @@ async fn under_slurm_a_lost_learner_stops_the_run_for_a_requeue_at_most_max_rest
     );
     h.st.enable_requeue();
     h.st.records.push(serde_json::json!({ "restart": 1, "requeue": true }));
-    let mut l = h.join(pb::Role::Learner, 0);
-    let mut r = h.join(pb::Role::Rollout, 0);
-    rendezvous(&mut l);
-    h.work_through(&mut r);
-    let it1 = learner_task(l.next().unwrap());
-    h.report(&l, it1.task_id, serde_json::json!({}));
-    let ck = learner_task(l.next().unwrap());
-    write_checkpoint(&mut h, &l, &ck);
+    let (_l, r, _ck) = through_the_first_checkpoint(&mut h);
     h.pass(11_000, &[&r]).await;
     assert!(
         matches!(&h.st.phase, Phase::Failed(why) if why.contains("already requeued for lost learners 1 times (run.max_restarts)")),

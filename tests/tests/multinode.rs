@@ -28,6 +28,8 @@
 
 use airlift_tests::cluster::*;
 use airlift_tests::*;
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(400);
@@ -42,6 +44,26 @@ fn node_addr(slurm: &Slurm, i: u32) -> String {
     let network = std::fs::read_to_string(slurm.dir.join("network")).unwrap();
     let k = network.lines().find_map(|l| l.strip_prefix("K=")).unwrap().to_string();
     format!("10.77.{k}.{i}")
+}
+
+/// Waits for job `id`, killing every process of `node` once `when` holds for the job's output
+/// and starting its slurmd again (a rebooted node) once the run has noticed ("worker lost");
+/// returns the job's fields and output.
+fn kill_then_revive(slurm: &Slurm, id: u64, out: &Path, node: &str, when: impl Fn(&str) -> bool) -> (HashMap<String, String>, String) {
+    let (mut killed, mut revived) = (false, false);
+    let j = slurm.wait(id, out, LONG, |text| {
+        if !killed && when(text) {
+            slurm.node("kill", node, None);
+            killed = true;
+        }
+        if killed && !revived && text.contains("worker lost") {
+            slurm.node("revive", node, None);
+            revived = true;
+        }
+    });
+    let text = std::fs::read_to_string(out).unwrap();
+    assert!(killed && revived, "{node}: killed {killed}, revived {revived}:\n{text}");
+    (j, text)
 }
 
 #[test]
@@ -98,19 +120,9 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
     let b = dir.join("b");
     // This job with TLS=1: mutual TLS on every connection across the hosts (gRPC, Flight, the ring).
     let id = slurm.submit_with(&cfg, &[("LEARNER_NODES", "2"), ("TLS", "1")], &["--nodes=4"]);
-    let (mut killed, mut revived) = (false, false);
-    let j = slurm.wait(id, &job_out(&b, id), LONG, |text| {
-        if !killed && text.contains("iteration=2") && !slurm.pids_on("node4", "release/worker run").is_empty() {
-            slurm.node("kill", "node4", None);
-            killed = true;
-        }
-        if killed && !revived && text.contains("worker lost") {
-            slurm.node("revive", "node4", None);
-            revived = true;
-        }
+    let (j, text) = kill_then_revive(&slurm, id, &job_out(&b, id), "node4", |text| {
+        text.contains("iteration=2") && !slurm.pids_on("node4", "release/worker run").is_empty()
     });
-    let text = std::fs::read_to_string(job_out(&b, id)).unwrap();
-    assert!(killed && revived, "{text}");
     assert_eq!(
         (j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()),
         ("COMPLETED", "0:0", "0"),
@@ -192,19 +204,7 @@ fn runs_across_hosts_survive_lost_nodes_and_partitions() {
     let cfg = checkpointed_config(&dir, "d", 2);
     let d = dir.join("d");
     let id = slurm.submit_with(&cfg, &[("LEARNER_NODES", "2")], &["--nodes=3"]);
-    let (mut killed, mut revived) = (false, false);
-    let j = slurm.wait(id, &job_out(&d, id), LONG, |text| {
-        if !killed && text.contains("learning iteration=3") {
-            slurm.node("kill", "node2", None);
-            killed = true;
-        }
-        if killed && !revived && text.contains("worker lost") {
-            slurm.node("revive", "node2", None);
-            revived = true;
-        }
-    });
-    let text = std::fs::read_to_string(job_out(&d, id)).unwrap();
-    assert!(killed && revived, "{text}");
+    let (j, text) = kill_then_revive(&slurm, id, &job_out(&d, id), "node2", |text| text.contains("learning iteration=3"));
     assert_eq!(
         (j["JobState"].as_str(), j["ExitCode"].as_str(), j["Restarts"].as_str()),
         ("COMPLETED", "0:0", "1"),
