@@ -10,13 +10,14 @@
 #      --compare against the other two (paired differences over problems in its summary.json,
 #      table and report); then the warm start and AIRL on the consistent corruptions only.
 # Sized for about an hour on this project's 2-core CPU. Environment: SYNTHETIC (held-out
-# problems, default 128), SAMPLES (per problem, default 8), TRAIN=0 (evaluate what the runs hold).
+# problems, default 128), SAMPLES (per problem, default 8), TRAIN=0 (evaluate what the runs hold),
+# COORD (the coordinator binary, default target/release/coordinator; its worker beside it).
 set -euo pipefail
 CONFIG=${CONFIG:-configs/quality.toml}
 SYNTHETIC=${SYNTHETIC:-128}
 SAMPLES=${SAMPLES:-8}
 TRAIN=${TRAIN:-1}
-COORD=target/release/coordinator
+COORD=${COORD:-target/release/coordinator}
 read -r RUN SFT_STEPS <<<"$(python3 - "$CONFIG" <<'PY'
 import sys, tomllib
 c = tomllib.load(open(sys.argv[1], "rb"))

@@ -10,6 +10,7 @@
 //! them as Hugging Face folders ([`export`]). `--local` runs restart lost learners from the
 //! newest checkpoint.
 
+pub mod effects;
 pub mod eval;
 pub mod export;
 pub mod failure;
@@ -315,12 +316,19 @@ pub async fn serve(
         let _ = stopper.send(Event::Stop { reason }).await;
     });
     let mut state = RunState::new(cfg, run_dir.clone());
-    state.set_loopback(tx.clone());
+    // File writes and slow checks run on the executor's thread, in the order decided.
+    let (effects, executor) = effects::Executor::new(run_dir.clone()).spawn(tx.clone());
     let evaluating = opts.eval.is_some();
     match (opts.eval, resume) {
         (Some(plan), point) => state.evaluate(plan, point),
-        (None, Some(point)) => state.resume_from(point),
+        (None, Some(point)) => {
+            state.load_records(effects::read_records(&run_dir));
+            state.resume_from(point);
+        }
         (None, None) => {}
+    }
+    for e in state.take_effects() {
+        let _ = effects.send(e);
     }
     if opts.requeue && !evaluating {
         state.enable_requeue();
@@ -343,10 +351,19 @@ pub async fn serve(
     tracing::info!(run_dir = %run_dir.display(), %url, "coordinator up");
     eprintln!("coordinator at {url}; status: coordinator status --run {}", run_dir.display());
     while let Some(ev) = rx.recv().await {
-        state.handle(ev);
+        for e in state.handle(ev) {
+            let _ = effects.send(e);
+        }
         if state.finished() {
             break;
         }
+    }
+    // The last records (and a prune) are written before the run returns; the executor's events
+    // have no one to go to now.
+    rx.close();
+    drop(effects);
+    if let Err(e) = executor.await {
+        tracing::error!(error = %e, "the effect executor stopped abnormally");
     }
     // Close the workers' streams (their shutdown messages are already queued), give them a
     // moment to drain, then stop the server; a worker that hangs on cannot keep us up.

@@ -4,10 +4,12 @@
 //! real processes. The real-process tests (tests/tests/run.rs, checkpoint.rs) stay as the
 //! end-to-end layer.
 
-use airlift_coordinator::state::{Event, Phase, RunState, WorkerId};
+use airlift_coordinator::effects::Executor;
+use airlift_coordinator::state::{Effect, Event, Learners, Phase, RunState, WorkerId};
 use airlift_proto::checkpoint as ckpt;
 use airlift_proto::config::{Millis, RunConfig};
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -56,6 +58,12 @@ impl Fake {
 
 struct Harness {
     st: RunState,
+    /// The coordinator's effect executor (real files in a temporary folder), run inline: the
+    /// effects of an event are carried out right after it, and the events they answer handled
+    /// at once, unless `hold` keeps them back (in `held`) to look at the state in between.
+    exec: Executor,
+    hold: bool,
+    held: Vec<Effect>,
     _dir: std::path::PathBuf,
 }
 
@@ -66,7 +74,34 @@ impl Harness {
         std::fs::create_dir_all(&dir).unwrap();
         Harness {
             st: RunState::new(cfg, dir.clone()),
+            exec: Executor::new(dir.clone()),
+            hold: false,
+            held: Vec::new(),
             _dir: dir,
+        }
+    }
+
+    /// Gives the state one event, as the loop does, and carries out what it decided.
+    fn handle(&mut self, ev: Event) {
+        let mut events = VecDeque::from([ev]);
+        while let Some(ev) = events.pop_front() {
+            for e in self.st.handle(ev) {
+                if self.hold {
+                    self.held.push(e);
+                } else if let Some(back) = self.exec.run(e) {
+                    events.push_back(back);
+                }
+            }
+        }
+    }
+
+    /// Carries out the effects `hold` kept back (and lets the next ones through).
+    fn release(&mut self) {
+        self.hold = false;
+        for e in std::mem::take(&mut self.held) {
+            if let Some(back) = self.exec.run(e) {
+                self.handle(back);
+            }
         }
     }
 
@@ -83,10 +118,10 @@ impl Harness {
             pid: 1,
             node: format!("node{rank}"),
         };
-        self.st.handle(Event::Register { req, reply });
+        self.handle(Event::Register { req, reply });
         let id = answer.try_recv().unwrap().expect("registered").worker_id;
         let (tx, rx) = mpsc::channel(64);
-        self.st.handle(Event::Attach {
+        self.handle(Event::Attach {
             worker_id: WorkerId(id),
             outbox: tx,
         });
@@ -108,7 +143,7 @@ impl Harness {
             metrics_json: metrics.to_string(),
             result,
         };
-        self.st.handle(Event::Report { report, reply });
+        self.handle(Event::Report { report, reply });
     }
 
     /// Reports a checkpoint task with rank 0's shard `file` (empty layouts unless given).
@@ -141,7 +176,7 @@ impl Harness {
             worker_id: w.id,
             kind: Some(pb::worker_message::Kind::Heartbeat(pb::Heartbeat {})),
         };
-        self.st.handle(Event::Message {
+        self.handle(Event::Message {
             worker_id: WorkerId(w.id),
             msg,
         });
@@ -149,7 +184,7 @@ impl Harness {
 
     fn status(&mut self) -> pb::StatusResponse {
         let (reply, mut rx) = oneshot::channel();
-        self.st.handle(Event::Status { reply });
+        self.handle(Event::Status { reply });
         rx.try_recv().unwrap()
     }
 
@@ -169,7 +204,7 @@ impl Harness {
             for w in alive {
                 self.beat(w);
             }
-            self.st.handle(Event::Tick);
+            self.handle(Event::Tick);
         }
     }
 }
@@ -213,7 +248,7 @@ async fn a_lost_rollout_workers_task_goes_to_another_and_is_counted_once() {
     let mut a = h.join(pb::Role::Rollout, 0);
     let mut b = h.join(pb::Role::Rollout, 1);
     rendezvous(&mut l);
-    assert!(matches!(h.st.phase, Phase::Running { .. }), "{:?}", h.st.phase);
+    assert!(matches!(h.st.phase, Phase::Running(_)), "{:?}", h.st.phase);
     // One task each (a worker holds one task at a time); two stay queued.
     let ta = rollout(a.next().expect("a's task"));
     let tb = rollout(b.next().expect("b's task"));
@@ -320,8 +355,8 @@ async fn drain_finishes_the_iteration_being_learned_then_checkpoints_then_stops(
     rendezvous(&mut l);
     h.work_through(&mut r);
     let it1 = learner_task(l.next().unwrap());
-    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
-    assert_eq!(h.st.phase, Phase::Running { learning: Some(1) }, "the iteration being learned finishes");
+    h.handle(Event::Drain { reason: "SIGTERM".into() });
+    assert_eq!(h.st.phase, Phase::Running(Learners::Learning(1)), "the iteration being learned finishes");
     h.report(&l, it1.task_id, serde_json::json!({}));
     assert!(r.next().is_none(), "no rollouts of iteration 2 after a drain");
     let ck = learner_task(l.next().expect("a checkpoint before stopping"));
@@ -346,8 +381,8 @@ async fn a_second_signal_stops_at_once() {
     let mut l = h.join(pb::Role::Learner, 0);
     let _r = h.join(pb::Role::Rollout, 0);
     rendezvous(&mut l);
-    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
-    h.st.handle(Event::Drain { reason: "SIGINT".into() });
+    h.handle(Event::Drain { reason: "SIGTERM".into() });
+    h.handle(Event::Drain { reason: "SIGINT".into() });
     assert!(
         matches!(&h.st.phase, Phase::Failed(why) if why.contains("without a checkpoint")),
         "{:?}",
@@ -380,7 +415,7 @@ async fn the_last_rollout_worker_failing_ends_the_run_with_its_error() {
             error: "model folder missing".into(),
         })),
     };
-    h.st.handle(Event::Message {
+    h.handle(Event::Message {
         worker_id: WorkerId(r.id),
         msg,
     });
@@ -414,7 +449,7 @@ async fn a_checkpoint_report_without_its_shard_fails_the_run_naming_the_task() {
     rendezvous(&mut l);
     h.work_through(&mut r);
     let it1 = learner_task(l.next().unwrap());
-    h.st.handle(Event::Drain { reason: "SIGTERM".into() });
+    h.handle(Event::Drain { reason: "SIGTERM".into() });
     h.report(&l, it1.task_id, serde_json::json!({}));
     let ck = learner_task(l.next().expect("a checkpoint before stopping"));
     // An old worker's report: the shard only as JSON metrics, which the coordinator no longer reads.
@@ -458,22 +493,19 @@ async fn a_learner_restart_late_in_a_run_verifies_off_the_loop_and_gives_the_new
     let mut h = Harness::new(config(1, 1, 3, |c| c.checkpoint.every = 1), "restart");
     let (respawn, mut generations) = mpsc::unbounded_channel();
     h.st.enable_restarts(respawn);
-    // The loop's own queue, as `serve` gives it: verification reports back through it.
-    let (loopback, mut events) = mpsc::channel(16);
-    h.st.set_loopback(loopback);
     let (mut l, mut r, ck) = through_the_first_checkpoint(&mut h);
     // Iteration 2 runs for longer than workers.register_timeout_ms (600 s) in all ...
     h.work_through(&mut r);
     let _it2 = learner_task(l.next().expect("iteration 2 learns"));
     h.pass(700_000, &[&l, &r]).await;
     // ... then its learner goes silent.
+    h.hold = true;
     h.pass(11_000, &[&r]).await;
     assert_eq!(h.st.phase, Phase::WaitingForWorkers);
     assert!(generations.try_recv().is_err(), "no respawn before the checkpoints are verified");
-    // Verification ran on a blocking thread and reported back.
-    let ev = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("verified").unwrap();
-    assert!(matches!(ev, Event::RestartPoint { .. }));
-    h.st.handle(ev);
+    // Verification is an effect (the executor runs it off the loop) that reports back.
+    assert!(matches!(h.held.as_slice(), [Effect::FindRestartPoint { reached: 2, .. }]), "{:?}", h.held);
+    h.release();
     assert_eq!(generations.try_recv().ok(), Some(1), "the learners are started again ({:?})", h.st.phase);
     let rec = h.st.records.iter().find(|r| r.get("restart").is_some()).expect("a restart record");
     assert_eq!(rec["checkpoint_iteration"], 1);
@@ -572,4 +604,51 @@ async fn a_run_whose_rollout_workers_are_all_lost_fails_after_the_register_timeo
     let b = h.join(pb::Role::Rollout, 1);
     h.pass(70_000, &[&l, &b]).await;
     assert!(!h.st.finished(), "{:?}", h.st.phase);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_goes_out_once_its_folder_exists_and_exists_once_its_manifest_is_written() {
+    let mut h = Harness::new(config(1, 1, 1, |c| c.checkpoint.every = 1), "effects");
+    let mut l = h.join(pb::Role::Learner, 0);
+    let mut r = h.join(pb::Role::Rollout, 0);
+    rendezvous(&mut l);
+    h.work_through(&mut r);
+    let it1 = learner_task(l.next().unwrap());
+    // The state decides; nothing is on disk until the executor runs what it decided.
+    h.hold = true;
+    h.report(&l, it1.task_id, serde_json::json!({ "disc_loss": 0.5 }));
+    assert!(
+        matches!(
+            h.held.as_slice(),
+            [Effect::Record { tensorboard: true, .. }, Effect::PrepareCheckpoint { iteration: 1, .. }]
+        ),
+        "{:?}",
+        h.held
+    );
+    assert!(!h._dir.join("metrics.jsonl").exists(), "the record is not appended by the state");
+    assert!(l.next().is_none(), "no checkpoint task before its folder is made");
+    h.release();
+    assert_eq!(std::fs::read_to_string(h._dir.join("metrics.jsonl")).unwrap().lines().count(), 1);
+    let ck = learner_task(l.next().expect("the checkpoint task, once its folder exists"));
+    assert!(std::path::Path::new(checkpoint_dir(&ck)).is_dir());
+    h.hold = true;
+    write_checkpoint(&mut h, &l, &ck);
+    assert!(matches!(h.held.as_slice(), [Effect::WriteManifest { .. }]), "{:?}", h.held);
+    assert!(
+        matches!(&h.st.phase, Phase::Running(Learners::Checkpointing(_))),
+        "not done before the manifest is written: {:?}",
+        h.st.phase
+    );
+    assert_eq!(h.status().state, "running (checkpoint)");
+    assert!(h.st.last_checkpoint.is_none());
+    h.release();
+    assert_eq!(h.st.phase, Phase::Done);
+    assert_eq!(h.st.last_checkpoint.as_deref(), Some(std::path::Path::new(checkpoint_dir(&ck))));
+    assert!(std::path::Path::new(checkpoint_dir(&ck)).join("manifest.json").exists());
+    // A manifest answer from an earlier learner attempt is ignored.
+    h.handle(Event::ManifestWritten {
+        attempt: 7,
+        error: Some("late".into()),
+    });
+    assert_eq!(h.st.phase, Phase::Done);
 }

@@ -1,12 +1,30 @@
-//! Checkpoints: one task per learner rank, then the manifest written by the coordinator.
+//! Checkpoints: the folder made, one task per learner rank, then the manifest written by the
+//! coordinator (the folder and the manifest by the effect executor, off the loop).
+//!
+//! ```text
+//!  Folder ──Event::CheckpointFolder──▶ Shards (one task per rank) ──all reported──▶
+//!  Manifest ──Event::ManifestWritten──▶ (done: last_checkpoint, then old ones pruned)
+//! ```
 
 use super::*;
 
+/// Where a checkpoint being written is.
+#[derive(Debug, PartialEq)]
+pub enum Stage {
+    /// Its folder is being made ([`Effect::PrepareCheckpoint`]).
+    Folder,
+    /// Its tasks run on the learners.
+    Shards,
+    /// Its manifest is being written ([`Effect::WriteManifest`]).
+    Manifest,
+}
+
 /// A checkpoint being written: one task per learner rank, then the manifest.
-#[derive(Debug)]
-pub(super) struct PendingCheckpoint {
+#[derive(Debug, PartialEq)]
+pub struct PendingCheckpoint {
     pub(super) iteration: u64,
     pub(super) dir: PathBuf,
+    pub(super) stage: Stage,
     pub(super) tasks: Vec<TaskId>,
     pub(super) reports: BTreeMap<u32, ckpt::wire::Shard>,
     pub(super) policy_version: u64,
@@ -21,14 +39,12 @@ impl RunState {
         (c.every > 0 && i.is_multiple_of(c.every)) || (c.at_end && i == self.cfg.run.iterations)
     }
 
-    /// Sends every rank a checkpoint task for the state after iteration `iteration`.
+    /// Starts a checkpoint of the state after iteration `iteration`: its folder first (a
+    /// folder left by a failed attempt is not a checkpoint, having no manifest: it is made
+    /// afresh), then ([`RunState::checkpoint_folder`]) a task for every rank.
     pub(super) fn start_checkpoint(&mut self, iteration: u64) {
+        debug_assert_eq!(self.phase, Phase::Running(Learners::Free), "a checkpoint starts when the learners are free");
         let dir = ckpt::step_dir(&self.run_dir, iteration);
-        // A folder left by a failed attempt is not a checkpoint (no manifest): start it afresh.
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return self.fail(format!("{}: cannot create the checkpoint folder: {e}", dir.display()));
-        }
         let by_rank = self.learners_by_rank();
         let mut tasks = Vec::new();
         for _ in &by_rank {
@@ -58,24 +74,50 @@ impl RunState {
             reward_warm_prompts: rw,
             next_task_id: self.next_task,
         };
-        for (t, id) in tasks.iter().zip(by_rank) {
-            self.start(*t, id);
-        }
         tracing::info!(iteration, dir = %dir.display(), "checkpoint");
-        self.checkpointing = Some(PendingCheckpoint {
+        let attempt = self.learner_generation;
+        self.emit(Effect::PrepareCheckpoint {
+            attempt,
+            iteration,
+            dir: dir.clone(),
+        });
+        self.phase = Phase::Running(Learners::Checkpointing(Box::new(PendingCheckpoint {
             iteration,
             dir,
+            stage: Stage::Folder,
             tasks,
             reports: BTreeMap::new(),
             policy_version: self.policy_version,
             data,
             started: Instant::now(),
-        });
+        })));
     }
 
-    /// All ranks wrote their shards: write the manifest (atomically) and prune old checkpoints.
+    /// The folder of the checkpoint being written is ready: every rank gets its task.
+    pub(super) fn checkpoint_folder(&mut self, attempt: u32, iteration: u64, error: Option<String>) {
+        let ours = |p: &PendingCheckpoint| p.iteration == iteration && p.stage == Stage::Folder;
+        if attempt != self.learner_generation || !self.checkpointing().is_some_and(ours) {
+            // An earlier attempt's (a learner restart came between).
+            return;
+        }
+        let p = self.checkpointing_mut().unwrap();
+        if let Some(e) = error {
+            let why = format!("{}: cannot create the checkpoint folder: {e}", p.dir.display());
+            return self.fail(why);
+        }
+        p.stage = Stage::Shards;
+        let tasks = p.tasks.clone();
+        for (t, id) in tasks.into_iter().zip(self.learners_by_rank()) {
+            self.start(t, id);
+        }
+    }
+
+    /// All ranks wrote their shards: the manifest is written (atomically; then the checkpoint
+    /// exists) off the loop.
     pub(super) fn finish_checkpoint(&mut self) {
-        let Some(p) = self.checkpointing.take() else { return };
+        let Some(p) = self.checkpointing_mut() else { return };
+        p.stage = Stage::Manifest;
+        let p = self.checkpointing().unwrap();
         let built = (|| -> Result<Manifest, String> {
             let (_, layouts, steps) = p.reports.get(&0).ok_or("rank 0 reported no shard")?;
             let mut files = Vec::new();
@@ -114,28 +156,32 @@ impl RunState {
                 config_toml: self.config_toml.clone(),
             })
         })();
-        let m = match built {
-            Ok(m) => m,
+        let manifest = match built {
+            Ok(m) => Box::new(m),
             Err(e) => return self.fail(format!("checkpoint {}: {e}", p.dir.display())),
         };
-        if let Err(e) = ckpt::write_manifest(&p.dir, &m) {
+        let (attempt, dir) = (self.learner_generation, p.dir.clone());
+        self.emit(Effect::WriteManifest { attempt, dir, manifest });
+    }
+
+    /// The manifest of the checkpoint being written is in place: the checkpoint exists, and old
+    /// ones are deleted (off the loop).
+    pub(super) fn manifest_written(&mut self, attempt: u32, error: Option<String>) {
+        let ours = |p: &PendingCheckpoint| p.stage == Stage::Manifest;
+        if attempt != self.learner_generation || !self.checkpointing().is_some_and(ours) {
+            return;
+        }
+        let Phase::Running(Learners::Checkpointing(p)) = std::mem::replace(&mut self.phase, Phase::Running(Learners::Free)) else {
+            unreachable!("checked above")
+        };
+        if let Some(e) = error {
             return self.fail(format!("checkpoint: {e}"));
         }
-        let mb = m.files.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
+        let mb = p.reports.values().map(|(f, _, _)| f.bytes).sum::<u64>() as f64 / 1e6;
         let secs = p.started.elapsed().as_secs_f64();
         tracing::info!(dir = %p.dir.display(), iteration = p.iteration, mb = format!("{mb:.1}"), secs = format!("{secs:.2}"), "checkpoint written");
-        // Deleting old checkpoints (GBs) runs off the loop when it can.
-        let (run_dir, keep, keep_warm) = (self.run_dir.clone(), self.cfg.checkpoint.keep, self.cfg.checkpoint.keep_warm_start);
-        let prune = move || {
-            for old in ckpt::prune(&run_dir, keep as usize, keep_warm) {
-                tracing::info!(dir = %old.display(), "deleted an old checkpoint (checkpoint.keep = {keep})");
-            }
-        };
-        if self.loopback.is_some() {
-            tokio::task::spawn_blocking(prune);
-        } else {
-            prune();
-        }
+        let (keep, keep_warm_start) = (self.cfg.checkpoint.keep, self.cfg.checkpoint.keep_warm_start);
+        self.emit(Effect::Prune { keep, keep_warm_start });
         self.last_checkpoint = Some(p.dir);
         self.checkpointed = Some(p.iteration);
     }

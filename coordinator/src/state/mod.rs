@@ -1,16 +1,18 @@
 //! The run state machine, changed only by [`RunState::handle`] inside the coordinator's one
-//! event loop. It never touches tensors: it decides, and sends messages down the workers'
-//! attached streams. Slow work runs off the loop and reports back as an event: on a learner
-//! restart the checkpoints are verified (SHA-256 of every shard, GBs) on a blocking thread
-//! ([`Event::RestartPoint`]), and old checkpoints are deleted there. Still done in the loop:
-//! appending `metrics.jsonl` lines and TensorBoard events, and writing a checkpoint's manifest
-//! (small files; the effects are not yet separate values).
+//! event loop. It never touches tensors or files: it decides, sends messages down the workers'
+//! attached streams (non-blocking), and returns the [`Effect`]s the event led to (append a
+//! record, rewrite the records on a resume, make a checkpoint's folder, write its manifest,
+//! prune old checkpoints, verify the checkpoints after a learner failure). One executor thread
+//! ([`crate::effects`]) carries them out in order, off the loop, and reports those the run waits
+//! for back as an event ([`Event::CheckpointFolder`], [`Event::ManifestWritten`],
+//! [`Event::RestartPoint`]).
 //!
 //! Where each part lives:
 //!
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`Phase`], [`Event`], [`RunState`] and its fields, [`RunState::handle`], `progress` (moves the run on) |
+//! | `effects.rs` | [`Effect`]: what the state decided and the executor does (files, slow checks) |
 //! | `workers.rs` | `Worker`, `WorkerState`, registration, loss, learners by rank |
 //! | `tasks.rs` | `Task`, `TaskState`, the queue, dispatch, leases, the learner tasks of an iteration |
 //! | `phases.rs` | rendezvous, warm starts, the start of the iterations, failure and learner restarts |
@@ -41,17 +43,17 @@
 //!        │   sent its NCCL id)
 //!        ├─ fresh run with warm starts ─▶ WarmStart{kind: Sft, tasks, metrics}, then
 //!        │                                 WarmStart{kind: Reward, ..} (one task per rank) ─┐
-//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running{learning}
-//!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness;
-//!           learning of i starts when its rollouts are done, i − 1 is learned and no
-//!           checkpoint is being written; then (data.eval_prompts > 0) an evaluation task on
-//!           rank 0; a checkpoint follows iterations that are multiples of
-//!           checkpoint.every (and the last one): one task per rank, then the manifest;
-//!           after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
-//!           (learning = Some(i) while i's learner tasks run)
-//!  beside the phase: a checkpoint being written (after the SFT warm start with
-//!           checkpoint.keep_warm_start, or after an iteration), and a stop asked for (SIGTERM:
-//!           the iteration being learned finishes, a checkpoint is written ─▶ Stopped)
+//!        └─ resume, or no warm starts ──────────────────────────────────────────────────────┴─▶ Running(Learners)
+//!  Running: iteration i's rollout tasks are queued once i ≤ learned + 1 + max_staleness,
+//!           whatever the learners do; the learners do one thing at a time:
+//!             Free ──i's rollouts done, i − 1 learned──▶ Learning(i) (learner tasks, then
+//!                  (data.eval_prompts > 0) an evaluation task on rank 0) ──▶ Free, or
+//!                  ──▶ Checkpointing after iterations that are multiples of checkpoint.every
+//!                  (and the last one, and the SFT warm start with keep_warm_start):
+//!                  Folder ─▶ Shards (one task per rank) ─▶ Manifest ─▶ Free
+//!           Free after the last iteration (and its checkpoint) ─▶ Done (workers shut down)
+//!  beside the phase: a stop asked for (SIGTERM: the iteration being learned finishes, a
+//!           checkpoint is written ─▶ Stopped; before the rendezvous ─▶ Stopped at once)
 //!  learner lost / learner task failed, `--local` with restarts left and a valid checkpoint:
 //!           learners stopped and started again ─▶ WaitingForWorkers (resume from it)
 //!  under Slurm (`--requeue`) with a checkpoint and requeues left ─▶ Stopped (exit 75: the job
@@ -64,7 +66,6 @@
 
 use crate::eval::EvalPlan;
 use crate::progress::Console;
-use crate::tensorboard::EventWriter;
 use airlift_proto::checkpoint::{self as ckpt, DataFrontier, Manifest};
 use airlift_proto::config::{Device, RunConfig};
 use airlift_proto::gsm8k::ProblemSource;
@@ -78,6 +79,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 mod checkpoint;
+mod effects;
 mod eval_job;
 mod phases;
 mod records;
@@ -88,7 +90,8 @@ mod tests;
 mod workers;
 
 pub use airlift_proto::checkpoint::ResumePoint;
-use checkpoint::PendingCheckpoint;
+pub use checkpoint::PendingCheckpoint;
+pub use effects::Effect;
 use eval_job::EvalJob;
 use tasks::{Task, TaskKind, TaskState};
 use workers::{Worker, WorkerState};
@@ -107,19 +110,17 @@ const REWARD_WARM_FIRST_ID: u64 = 70_000;
 const EVAL_ITERATION: u64 = 1;
 
 /// Where the run is. What only one phase has lives in it: the warm start's tasks and metrics,
-/// the iteration being learned. (A checkpoint being written and a requested stop are beside the
-/// phase, in `RunState`: either can happen during the warm start and during the iterations.)
-#[derive(Debug, Clone, PartialEq)]
+/// what the learners do during the iterations (learn one, or write a checkpoint). (A requested
+/// stop is beside the phase, in `RunState`: it can come in any phase and is acted on in two.)
+#[derive(Debug, PartialEq)]
 pub enum Phase {
     /// Until every learner has attached and the rendezvous is sent (also after a restart).
     WaitingForWorkers,
     /// The SFT or the reward warm start.
     WarmStart(WarmStart),
-    /// The iterations (or an evaluation job's tasks). `learning`: the iteration whose learner
-    /// tasks run now, if one does (one at a time).
-    Running {
-        learning: Option<u64>,
-    },
+    /// The iterations (or an evaluation job's tasks), rollouts running ahead as far as the
+    /// staleness bound allows; what the learners do meanwhile.
+    Running(Learners),
     Done,
     /// Stopped on request (SIGTERM / SIGINT) after a checkpoint: resume continues the run.
     Stopped(String),
@@ -132,7 +133,8 @@ impl Phase {
         match self {
             Phase::WaitingForWorkers => "waiting-for-workers".into(),
             Phase::WarmStart(w) => format!("warm-start ({})", w.kind.name()),
-            Phase::Running { .. } => "running".into(),
+            Phase::Running(Learners::Checkpointing(_)) => "running (checkpoint)".into(),
+            Phase::Running(_) => "running".into(),
             Phase::Done => "done".into(),
             Phase::Stopped(why) => format!("stopped: {why}"),
             Phase::Failed(why) => format!("failed: {why}"),
@@ -162,6 +164,18 @@ enum Rendezvous {
     AwaitingNcclId,
     /// Every rank has its rendezvous: learners take tasks.
     Sent,
+}
+
+/// What the learners do during the iterations: one thing at a time.
+#[derive(Debug, PartialEq)]
+pub enum Learners {
+    /// Nothing: waiting for the next iteration's rollouts.
+    Free,
+    /// The learner tasks of this iteration (then its held-out evaluation) run.
+    Learning(u64),
+    /// A checkpoint is being written (after the SFT warm start with
+    /// `checkpoint.keep_warm_start`, after an iteration, or before a requested stop).
+    Checkpointing(Box<PendingCheckpoint>),
 }
 
 /// Which warm start is running: the SFT one (behaviour cloning of the policy), then the reward's.
@@ -261,6 +275,18 @@ pub enum Event {
     Drain {
         reason: String,
     },
+    /// A checkpoint's folder is ready (or could not be made): its tasks can go out.
+    /// `attempt`: the learner generation that asked ([`Effect::PrepareCheckpoint`]).
+    CheckpointFolder {
+        attempt: u32,
+        iteration: u64,
+        error: Option<String>,
+    },
+    /// A checkpoint's manifest is written (or could not be): the checkpoint exists.
+    ManifestWritten {
+        attempt: u32,
+        error: Option<String>,
+    },
     /// The checkpoints were verified (off the loop) after a learner failure: restart from the
     /// newest valid one.
     RestartPoint {
@@ -302,7 +328,6 @@ pub struct RunState {
     rendezvous: Rendezvous,
     /// The checkpoint the learners load at their rendezvous (resume and restarts).
     resume: Option<ResumePoint>,
-    checkpointing: Option<PendingCheckpoint>,
     /// The newest checkpoint whose manifest is in place.
     pub last_checkpoint: Option<PathBuf>,
     config_hash: String,
@@ -324,15 +349,12 @@ pub struct RunState {
     /// When the last live rollout worker was lost, while none has registered since: the run
     /// fails once this is `workers.register_timeout_ms` old (no one would do its rollouts).
     rollouts_gone_since: Option<Instant>,
-    /// The loop's own event queue: slow work (checkpoint verification, pruning) runs on a
-    /// blocking thread and reports back through it. None (tests of the state alone): inline.
-    loopback: Option<mpsc::Sender<Event>>,
+    /// Decided and not yet handed out: [`RunState::handle`] returns them.
+    effects: Vec<Effect>,
     /// A training run, or an evaluation job with its progress.
     job: Job,
     /// What the run is doing, on the console (bar or plain lines).
     console: Console,
-    /// `<run>/tensorboard/`'s event file (training runs; opened at the first record or resume).
-    tensorboard: Option<EventWriter>,
 }
 
 impl RunState {
@@ -358,7 +380,6 @@ impl RunState {
             prompts_trained: 0,
             rendezvous: Rendezvous::Pending,
             resume: None,
-            checkpointing: None,
             last_checkpoint: None,
             recovery: Recovery::None,
             learner_generation: 0,
@@ -369,10 +390,9 @@ impl RunState {
             started: Instant::now(),
             waiting_since: Instant::now(),
             rollouts_gone_since: None,
-            loopback: None,
+            effects: Vec::new(),
             job: Job::Training,
             console: Console::stderr(),
-            tensorboard: None,
         }
     }
 
@@ -390,12 +410,6 @@ impl RunState {
             report_task: None,
             scored: Vec::new(),
         }));
-    }
-
-    /// Gives the state its loop's event queue, so that slow work runs off the loop and reports
-    /// back as an event (the coordinator's `serve` does this).
-    pub fn set_loopback(&mut self, tx: mpsc::Sender<Event>) {
-        self.loopback = Some(tx);
     }
 
     /// `--local` runs: learner losses restart the learners (through `respawn`, which receives
@@ -423,43 +437,25 @@ impl RunState {
         self.prompts_trained = m.data.prompts_trained;
         self.next_task = self.next_task.max(m.data.next_task_id);
         self.iterations.clear();
-        self.checkpointing = None;
         self.last_checkpoint = Some(point.dir.clone());
         self.checkpointed = Some(m.iteration);
-        // Records: keep those of iterations the checkpoint covers (read back from the file on a
-        // fresh coordinator), and rewrite the file with exactly those.
-        let path = self.run_dir.join("metrics.jsonl");
-        if self.records.is_empty() {
-            self.records = std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .collect();
-        }
+        // Records: keep those of iterations the checkpoint covers (on a fresh coordinator, those
+        // `load_records` read back from the file), and rewrite the files with exactly those.
         self.records
             .retain(|r| r["iteration"].as_u64().is_some_and(|i| i <= m.iteration) || r.get("restart").is_some());
-        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
-        if let Err(e) = std::fs::write(&path, text) {
-            tracing::error!(path = %path.display(), error = %e, "cannot rewrite metrics");
-        }
-        self.rewrite_tensorboard();
-        let traj = self.run_dir.join("trajectories");
-        let mut removed = 0;
-        for e in std::fs::read_dir(&traj).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let it = name.strip_prefix("iter-").and_then(|r| r.get(..6)).and_then(|n| n.parse::<u64>().ok());
-            if it.is_some_and(|i| i > m.iteration) && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::info!(
-                files = removed,
-                after_iteration = m.iteration,
-                "removed trajectory files of iterations the checkpoint does not cover (they are run again)"
-            );
-        }
+        let rewind = Effect::Rewind {
+            records: self.records.clone(),
+            after: m.iteration,
+            tensorboard: !self.evaluating(),
+        };
+        self.emit(rewind);
         self.resume = Some(point);
+    }
+
+    /// The records an earlier coordinator of this run appended to `<run>/metrics.jsonl`, read
+    /// back before [`RunState::resume_from`] (which keeps those its checkpoint covers).
+    pub fn load_records(&mut self, records: Vec<serde_json::Value>) {
+        self.records = records;
     }
 
     /// Drops every worker's outbound stream (after the shutdown messages were queued), so the
@@ -470,21 +466,42 @@ impl RunState {
         }
     }
 
-    /// Whether the run has ended (done or failed).
     /// The iteration whose learner tasks run now, if one does.
     pub fn learning(&self) -> Option<u64> {
         match self.phase {
-            Phase::Running { learning } => learning,
+            Phase::Running(Learners::Learning(i)) => Some(i),
             _ => None,
         }
     }
 
+    /// The checkpoint being written, if one is.
+    fn checkpointing(&self) -> Option<&PendingCheckpoint> {
+        match &self.phase {
+            Phase::Running(Learners::Checkpointing(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn checkpointing_mut(&mut self) -> Option<&mut PendingCheckpoint> {
+        match &mut self.phase {
+            Phase::Running(Learners::Checkpointing(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether the run has ended (done or failed).
     pub fn finished(&self) -> bool {
         matches!(self.phase, Phase::Done | Phase::Stopped(_) | Phase::Failed(_))
     }
 
-    /// Applies one event.
-    pub fn handle(&mut self, ev: Event) {
+    /// Applies one event; returns the effects it led to, to be carried out in order
+    /// ([`crate::effects::Executor`]; what they report back are events for this method).
+    pub fn handle(&mut self, ev: Event) -> Vec<Effect> {
+        self.apply(ev);
+        self.take_effects()
+    }
+
+    fn apply(&mut self, ev: Event) {
         match ev {
             Event::Register { req, reply } => {
                 let r = self.register(req);
@@ -588,6 +605,14 @@ impl RunState {
                 self.queue.retain(|t| !matches!(self.tasks.get(t).map(|t| &t.kind), Some(TaskKind::Rollout(_))));
                 self.progress();
             }
+            Event::CheckpointFolder { attempt, iteration, error } => {
+                self.checkpoint_folder(attempt, iteration, error);
+                self.progress();
+            }
+            Event::ManifestWritten { attempt, error } => {
+                self.manifest_written(attempt, error);
+                self.progress();
+            }
             Event::RestartPoint { why, reached, choice } => {
                 self.restart_from(why, reached, *choice);
                 self.progress();
@@ -634,7 +659,7 @@ impl RunState {
             return self.eval_progress();
         }
         if let Some(why) = self.draining.clone() {
-            if self.learning().is_some() || self.checkpointing.is_some() {
+            if self.phase != Phase::Running(Learners::Free) {
                 return;
             }
             if self.checkpointed != Some(self.learned_upto) {
@@ -646,7 +671,7 @@ impl RunState {
             self.shutdown_all(&format!("run stopped: {why}"));
             return;
         }
-        if self.learned_upto >= self.cfg.run.iterations && self.learning().is_none() && self.checkpointing.is_none() {
+        if self.learned_upto >= self.cfg.run.iterations && self.phase == Phase::Running(Learners::Free) {
             self.phase = Phase::Done;
             self.shutdown_all("run complete");
             tracing::info!(secs = self.started.elapsed().as_secs_f64() as u64, "run complete");

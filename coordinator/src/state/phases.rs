@@ -88,7 +88,7 @@ impl RunState {
 
     /// The iterations (or the evaluation job's tasks) may run; the console shows them.
     pub(super) fn run_iterations(&mut self) {
-        self.phase = Phase::Running { learning: None };
+        self.phase = Phase::Running(Learners::Free);
         if !self.evaluating() && self.learned_upto < self.cfg.run.iterations {
             self.console.begin("AIRL iterations", "iterations", self.learned_upto, self.cfg.run.iterations);
         }
@@ -175,7 +175,7 @@ impl RunState {
             return self.fail(format!("{why}; the learners were already restarted {max} times (run.max_restarts)"));
         }
         // Stop the failed attempt now; which checkpoint to restart from is decided once they are
-        // verified (SHA-256 of every shard: GBs), off the loop when it has a loopback.
+        // verified (SHA-256 of every shard: GBs), off the loop (`Effect::FindRestartPoint`).
         let reached = self.learning().unwrap_or(self.learned_upto).max(self.learned_upto);
         // Everything in flight belongs to the failed attempt: its reports will be ignored.
         let unfinished: Vec<(TaskId, Option<WorkerId>)> = self.tasks.iter().filter(|(_, t)| !t.done()).map(|(&id, t)| (id, t.worker())).collect();
@@ -208,23 +208,8 @@ impl RunState {
         // The stopped processes' exits belong to the old generation and are ignored.
         self.learner_generation += 1;
         tracing::warn!(reason = %why, "learners stopped; verifying the checkpoints to restart from");
-        let (run_dir, hash) = (self.run_dir.clone(), self.config_hash.clone());
-        match self.loopback.clone() {
-            Some(tx) => {
-                tokio::task::spawn_blocking(move || {
-                    let choice = ckpt::newest_valid(&run_dir, Some(&hash));
-                    let _ = tx.blocking_send(Event::RestartPoint {
-                        why,
-                        reached,
-                        choice: Box::new(choice),
-                    });
-                });
-            }
-            None => {
-                let choice = ckpt::newest_valid(&run_dir, Some(&hash));
-                self.restart_from(why, reached, choice);
-            }
-        }
+        let config_hash = self.config_hash.clone();
+        self.emit(Effect::FindRestartPoint { why, reached, config_hash });
     }
 
     /// The checkpoints were verified after a learner failure: restart the learners from the

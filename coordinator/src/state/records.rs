@@ -53,40 +53,11 @@ impl RunState {
         self.record(rec);
     }
 
+    /// Keeps `rec` and has it appended to `<run>/metrics.jsonl` (and TensorBoard, in training).
     pub(super) fn record(&mut self, rec: serde_json::Value) {
-        use std::io::Write;
-        let path = self.run_dir.join("metrics.jsonl");
-        let line = rec.to_string();
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = r {
-            tracing::error!(path = %path.display(), error = %e, "cannot append metrics");
-        }
-        if !self.evaluating() {
-            if self.tensorboard.is_none() {
-                self.rewrite_tensorboard();
-            }
-            if let Some(tb) = self.tensorboard.as_mut() {
-                if let Err(e) = tb.append(&rec) {
-                    tracing::error!(path = %tb.path().display(), error = %e, "cannot append TensorBoard events");
-                }
-            }
-        }
+        let tensorboard = !self.evaluating();
+        self.emit(Effect::Record { rec: rec.clone(), tensorboard });
         self.records.push(rec);
-    }
-
-    /// `<run>/tensorboard/` afresh from the records kept (a fresh run, a resume, a restart).
-    pub(super) fn rewrite_tensorboard(&mut self) {
-        match EventWriter::rewrite(&self.run_dir, &self.records) {
-            Ok(w) => self.tensorboard = Some(w),
-            Err(e) => {
-                tracing::error!(dir = %self.run_dir.join("tensorboard").display(), error = %e, "cannot write TensorBoard events");
-                self.tensorboard = None;
-            }
-        }
     }
 
     pub(super) fn status(&self) -> pb::StatusResponse {

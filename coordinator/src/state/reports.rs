@@ -104,8 +104,8 @@ impl RunState {
                                 return Ok(pb::TaskAck {});
                             }
                         };
-                        let all = match self.checkpointing.as_mut() {
-                            Some(p) if p.tasks.contains(&task_id) => {
+                        let all = match &mut self.phase {
+                            Phase::Running(Learners::Checkpointing(p)) if p.tasks.contains(&task_id) => {
                                 p.reports.insert(rank, shard);
                                 p.tasks.iter().all(|id| self.tasks[id].done())
                             }
@@ -153,8 +153,8 @@ impl RunState {
     /// Iteration `iteration` is trained (and evaluated): record it, then checkpoint if due.
     pub(super) fn learned(&mut self, iteration: u64) {
         self.learned_upto = iteration;
-        if let Phase::Running { learning } = &mut self.phase {
-            *learning = None;
+        if self.learning().is_some() {
+            self.phase = Phase::Running(Learners::Free);
         }
         self.finish_iteration(iteration);
         if self.checkpoint_after(iteration) {

@@ -172,7 +172,7 @@ impl RunState {
     }
 
     pub(super) fn maybe_learn(&mut self) {
-        if self.phase != (Phase::Running { learning: None }) || self.checkpointing.is_some() {
+        if self.phase != Phase::Running(Learners::Free) {
             return;
         }
         let next = self.learned_upto + 1;
@@ -213,7 +213,7 @@ impl RunState {
         let st = self.iterations.get_mut(&next).unwrap();
         st.learner_tasks = learner_tasks;
         st.learn_started = Some(Instant::now());
-        self.phase = Phase::Running { learning: Some(next) };
+        self.phase = Phase::Running(Learners::Learning(next));
         tracing::info!(iteration = next, "learning");
     }
 }
