@@ -385,8 +385,13 @@ fn main() -> anyhow::Result<()> {
         None => println!("no checkpoint written (checkpoint.every = 0 and checkpoint.at_end = false)"),
     }
     if let Some(why) = &outcome.stopped {
+        let next = if cli.requeue {
+            "the job script requeues the job, which resumes from it"
+        } else {
+            "continue it with --resume"
+        };
         println!(
-            "run stopped ({why}) after its last checkpoint; continue it with --resume (exit status {})",
+            "run stopped ({why}) after its last checkpoint; {next} (exit status {})",
             airlift_coordinator::EXIT_STOPPED
         );
         std::process::exit(airlift_coordinator::EXIT_STOPPED);
