@@ -122,6 +122,17 @@ pub struct Summary {
     pub correctness_auroc_hi: f64,
     pub correctness_ece: f64,
     pub correctness_pearson: f64,
+    /// Correctness ranked *within* each problem, which is what a reranker or a policy update
+    /// uses (only samples of the same prompt are compared): the share of (right, wrong) sample
+    /// pairs of the same problem that the score orders right (ties count ½), pooled over the
+    /// problems that have both, with a 95% bootstrap interval over those problems; `n` is their
+    /// number. For the mean token reward (`"reward (mean)"`) and, as its baseline, the policy's
+    /// mean token log-prob (`"log-prob (mean)"`). The pooled AUROC above also credits a score
+    /// for telling easy problems from hard ones; this one does not. Null (NaN) with fewer than
+    /// [`MIN_PER_CLASS`] such problems.
+    pub within_problem_auroc: BTreeMap<String, Rate>,
+    /// The (right, wrong) pairs of the same problem behind `within_problem_auroc`.
+    pub within_problem_pairs: usize,
     /// Localisation on the corruptions: hit@k by ranking lines with each method, and the
     /// random-line rate.
     pub localisation: BTreeMap<String, Rate>,
@@ -324,6 +335,52 @@ pub fn versus_table(v: &Versus) -> String {
     out
 }
 
+/// Per problem with both classes: (concordant pairs, ties counting ½; pairs) of `score` ordering
+/// its right samples above its wrong ones.
+fn within_problem_pairs(by_problem: &BTreeMap<u64, Vec<&SampleScore>>, score: impl Fn(&SampleScore) -> f64) -> Vec<(f64, f64)> {
+    by_problem
+        .values()
+        .filter_map(|g| {
+            let pos: Vec<f64> = g.iter().filter(|s| s.correct).map(|s| score(s)).collect();
+            let neg: Vec<f64> = g.iter().filter(|s| !s.correct).map(|s| score(s)).collect();
+            if pos.is_empty() || neg.is_empty() {
+                return None;
+            }
+            let pairs = (pos.len() * neg.len()) as f64;
+            Some((auroc(&pos, &neg) * pairs, pairs))
+        })
+        .collect()
+}
+
+/// The pooled within-problem AUROC of [`within_problem_pairs`], with its bootstrap interval over
+/// problems (NaN with fewer than [`MIN_PER_CLASS`] problems).
+fn within_problem_rate(per_problem: &[(f64, f64)], seed: u64) -> Rate {
+    let n = per_problem.len();
+    let pooled = |idx: &[usize]| {
+        let (c, p) = idx.iter().fold((0.0, 0.0), |(c, p), &i| (c + per_problem[i].0, p + per_problem[i].1));
+        if p > 0.0 {
+            c / p
+        } else {
+            f64::NAN
+        }
+    };
+    if n < MIN_PER_CLASS {
+        return Rate {
+            value: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+            n,
+        };
+    }
+    let (lo, hi) = bootstrap_interval(n, seed, pooled);
+    Rate {
+        value: pooled(&(0..n).collect::<Vec<_>>()),
+        lo,
+        hi,
+        n,
+    }
+}
+
 /// Computes the summary. `seed` fixes the bootstrap resamples. Every choosing method is scored
 /// by its expected correctness per problem: random choice is the share of right samples, and
 /// ties (of votes or scores) are split evenly among the tied answers instead of going to the
@@ -363,6 +420,15 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
     } else {
         (f64::NAN, f64::NAN)
     };
+
+    let within_reward = within_problem_pairs(&by_problem, |s| aggregate(s, "mean"));
+    let within_logprob = within_problem_pairs(&by_problem, |s| mean(&s.logprobs));
+    let within_problem_auroc: BTreeMap<String, Rate> = [
+        ("reward (mean)".to_string(), within_problem_rate(&within_reward, seed ^ 0x3A1)),
+        ("log-prob (mean)".to_string(), within_problem_rate(&within_logprob, seed ^ 0x3A1)),
+    ]
+    .into();
+    let within_problem_pairs = within_reward.iter().map(|&(_, p)| p as usize).sum();
 
     let mut loc: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_kind: BTreeMap<String, (usize, f64, BTreeMap<String, usize>)> = BTreeMap::new();
@@ -405,6 +471,8 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         correctness_auroc_hi: auroc_hi,
         correctness_ece: ece(&probs, &labels, 10),
         correctness_pearson: undefined(pearson(&seq, &y)),
+        within_problem_auroc,
+        within_problem_pairs,
         localisation: loc.into_iter().map(|(k, v)| (k, rate(v, nc))).collect(),
         localisation_chance_at_1: if nc > 0 { chance1 / nc as f64 } else { f64::NAN },
         localisation_chance_at_3: if nc > 0 { chance3 / nc as f64 } else { f64::NAN },
@@ -463,6 +531,19 @@ pub fn table(s: &Summary) -> String {
             s.correctness_auroc, s.correctness_auroc_lo, s.correctness_auroc_hi, s.correctness_ece, s.correctness_pearson
         ));
     }
+    for (name, r) in &s.within_problem_auroc {
+        if r.value.is_nan() {
+            out.push_str(&format!(
+                "correctness within problems from the {name}: undefined ({} problems with right and wrong samples, fewer than {MIN_PER_CLASS})\n",
+                r.n
+            ));
+        } else {
+            out.push_str(&format!(
+                "correctness within problems from the {name}: AUROC {:.3} [{:.3}, {:.3}] ({} problems, {} pairs)\n",
+                r.value, r.lo, r.hi, r.n, s.within_problem_pairs
+            ));
+        }
+    }
     if !s.localisation.is_empty() {
         out.push_str(&format!("{:<50} {:>8}  {:>17}  {:>5}\n", "error localisation", "rate", "95% interval", "n"));
         for (name, r) in &s.localisation {
@@ -507,6 +588,41 @@ mod tests {
             logprobs: vec![lp; rewards.len()],
             rewards: rewards.to_vec(),
         }
+    }
+
+    #[test]
+    fn within_problem_auroc_by_hand_is_blind_to_problem_difficulty() {
+        // Problems 0-4: one right and one wrong sample, the wrong one rewarded higher (problem
+        // 0: a tie); problems 5-9 all right with reward 100, 10-14 all wrong with -100.
+        let mut samples = Vec::new();
+        for k in 0..5u64 {
+            let r = 10.0 * k as f64;
+            samples.push(sample(k, "1", true, -0.1, &[r]));
+            samples.push(sample(k, "2", false, -0.5, &[if k == 0 { r } else { r + 1.0 }]));
+        }
+        for k in 5..10 {
+            samples.push(sample(k, "1", true, -0.3, &[100.0]));
+        }
+        for k in 10..15 {
+            samples.push(sample(k, "2", false, -0.3, &[-100.0]));
+        }
+        let s = summarize(&samples, &[], 0);
+        // Pooled over problems, 10 right x 10 wrong: the right samples of 5-9 beat all 10 wrong
+        // (50), the other five right beat the five -100s (25) and the wrong samples of the
+        // problems below theirs (1 + 2 + 3 + 4 = 10), problem 0's tie counts ½: 85.5 / 100.
+        assert!((s.correctness_auroc - 0.855).abs() < 1e-12, "{}", s.correctness_auroc);
+        // Within problems: 5 pairs, only problem 0's tie scores (½): 0.1; log-prob orders all 5.
+        let w = &s.within_problem_auroc;
+        assert_eq!(s.within_problem_pairs, 5);
+        assert_eq!((w["reward (mean)"].n, w["log-prob (mean)"].n), (5, 5));
+        assert!((w["reward (mean)"].value - 0.1).abs() < 1e-12, "{:?}", w);
+        assert_eq!(w["log-prob (mean)"].value, 1.0);
+        assert!(w["reward (mean)"].lo <= 0.1 && w["reward (mean)"].hi >= 0.1);
+        assert!(table(&s).contains("correctness within problems from the reward (mean): AUROC 0.100"));
+        // With fewer than MIN_PER_CLASS problems that have both classes: undefined.
+        let s = summarize(&samples[..8], &[], 0);
+        assert!(s.within_problem_auroc["reward (mean)"].value.is_nan());
+        assert!(serde_json::to_value(&s).unwrap()["within_problem_auroc"]["reward (mean)"]["value"].is_null());
     }
 
     #[test]
