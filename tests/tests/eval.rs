@@ -217,6 +217,17 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
             assert!(cells.contains(&format!("{v:.3}")), "{key} = {v} in the report");
         }
     }
+    // The within-problem AUROC beside the pooled one: its value, or why it has none (the tiny
+    // model's samples are rarely right, so no problem may hold both classes).
+    for name in ["reward (mean)", "log-prob (mean)"] {
+        match summary["summary"]["within_problem_auroc"][name]["value"].as_f64() {
+            Some(v) => assert!(cells.contains(&format!("{v:.3} [")), "within-problem AUROC of the {name} = {v} in the report"),
+            None => assert!(
+                cells.contains("undefined (no problem with both)"),
+                "an undefined within-problem AUROC said so: {cells}"
+            ),
+        }
+    }
     let heads = texts(&dom, "th").join("|");
     assert!(
         heads.contains("step-000001") && heads.contains("step-000000"),

@@ -144,7 +144,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
     }
     h.push_str("</table><p class=\"note\">An interval that contains 0 means the difference is not shown at this n.</p>\n");
 
-    h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>right / wrong samples</th><th>AUROC</th><th>95% interval (problems)</th><th>ECE (10 bins)</th><th>Pearson r</th></tr>\n");
+    h.push_str("<h2>Predicting correctness from the mean token reward</h2>\n<table><tr><th>evaluation</th><th>right / wrong samples</th><th>AUROC</th><th>95% interval (problems)</th><th>ECE (10 bins)</th><th>Pearson r</th>\
+<th>within problems: reward [95%]</th><th>within problems: log-prob [95%]</th><th>problems (pairs)</th></tr>\n");
     for e in evals {
         let s = e.summary;
         let auroc = if s["correctness_auroc"].is_f64() {
@@ -152,9 +153,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
         } else {
             "undefined (too few of a class)".into()
         };
+        let within = |name: &str| {
+            let r = &s["within_problem_auroc"][name];
+            if r["value"].is_f64() {
+                format!("{} [{}, {}]", num(&r["value"]), num(&r["lo"]), num(&r["hi"]))
+            } else {
+                "undefined (no problem with both)".into()
+            }
+        };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{} / {}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{} / {}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td></tr>",
             escape(e.label),
             s["correct_samples"],
             s["wrong_samples"],
@@ -162,10 +171,18 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
             num(&s["correctness_auroc_lo"]),
             num(&s["correctness_auroc_hi"]),
             num(&s["correctness_ece"]),
-            num(&s["correctness_pearson"])
+            num(&s["correctness_pearson"]),
+            within("reward (mean)"),
+            within("log-prob (mean)"),
+            s["within_problem_auroc"]["reward (mean)"]["n"],
+            s["within_problem_pairs"]
         );
     }
-    h.push_str("</table>\n");
+    h.push_str(
+        "</table><p class=\"note\">Within problems: the share of (right, wrong) sample pairs of the same problem that the score orders \
+right (ties count ½), over the problems with both; the interval is a bootstrap over problems. It is blind to problem difficulty, \
+which the pooled AUROC also rewards, and it is the signal a reranker or a policy update uses.</p>\n",
+    );
 
     h.push_str("<h2>Error localisation on controlled corruptions</h2>\n<table><tr><th>method</th>");
     for e in evals {
