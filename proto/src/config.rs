@@ -254,7 +254,8 @@ pub struct RewardSection {
     /// Corruption kinds, cycled through per expert (see [`CORRUPTION_KINDS`]): `operator_flip`,
     /// `answer_nudge`, `number_alter` leave a line arithmetically false; `wrong_operation`,
     /// `wrong_quantity` make a consistent error (right arithmetic on the wrong operation or
-    /// quantity, carried to the final answer). Default the first three.
+    /// quantity, carried to the final answer); `miscalculation` writes one result off and carries
+    /// it (one false line, the rest consistent with it). Default the first three.
     #[serde(default = "default_corruption_kinds")]
     pub corruption_kinds: Vec<String>,
     /// Leave a corrupted trace's tokens before its first error out of the discriminator loss
@@ -497,7 +498,14 @@ fn default_max_new() -> u32 {
     128
 }
 /// Every corruption kind `reward.corruption_kinds` accepts.
-pub const CORRUPTION_KINDS: [&str; 5] = ["operator_flip", "answer_nudge", "number_alter", "wrong_operation", "wrong_quantity"];
+pub const CORRUPTION_KINDS: [&str; 6] = [
+    "operator_flip",
+    "answer_nudge",
+    "number_alter",
+    "wrong_operation",
+    "wrong_quantity",
+    "miscalculation",
+];
 
 fn default_behaviour_logprobs() -> BehaviourLogprobs {
     BehaviourLogprobs::Rollout

@@ -522,7 +522,8 @@ fn the_error_line_ends_at_its_newline() {
 #[test]
 fn every_corruption_kind_is_drawn() {
     let dir = temp_dir("kinds");
-    let kinds = "corruption_kinds = [\"operator_flip\", \"answer_nudge\", \"number_alter\", \"wrong_operation\", \"wrong_quantity\"]";
+    let all = airlift_proto::config::CORRUPTION_KINDS;
+    let kinds = format!("corruption_kinds = {all:?}");
     let cfg = airlift_proto::config::RunConfig::from_toml(
         &tiny_config(&dir, &dir, "").replace("warm_start_steps = 1", &format!("warm_start_steps = 1\ncorruptions_per_expert = 4\n{kinds}")),
     )
@@ -535,7 +536,21 @@ fn every_corruption_kind_is_drawn() {
             *count.entry(c.kind.name().to_string()).or_default() += 1;
         }
     }
-    assert_eq!(count.len(), 5, "{count:?}");
+    assert_eq!(count.len(), all.len(), "{count:?}");
     assert!(count.values().all(|&n| n >= 20), "{count:?}");
+    // Each kind's record: the consistent kinds (and a nudged final answer, which is no
+    // equation) keep every equation true; the others, a miscalculation among them, do not.
+    for id in 0..40 {
+        for c in data.corruptions(&tok, airlift_worker::airl::synth::Split::Eval, id).unwrap() {
+            let consistent = matches!(c.kind.name(), "wrong_operation" | "wrong_quantity" | "answer_nudge");
+            assert_eq!(
+                airlift_worker::airl::corrupt::all_steps_true(&c.text),
+                consistent,
+                "{}: {}",
+                c.kind.name(),
+                c.text
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,6 +24,13 @@
 //! Both are refused (`None`) when a recomputed value is negative, not finite, has more than two
 //! decimals, or the final answer does not change.
 //!
+//! One kind sits between the two groups, the slip a small policy makes most (about 7 in 10 of
+//! its wrong samples on the embedded default hold a false line, e.g. `15 / 5 = 4` then `#### 4`):
+//!
+//! * `miscalculation`: the written result of one equation is off (by 1, 2 or 10, not below 0),
+//!   and the wrong value is carried forward as above. That one line is false; every other line
+//!   stays true. The error starts at the result.
+//!
 //! Works on synthetic and real GSM8K answers. Real GSM8K calculator annotations `<<48/2=24>>`
 //! are **stripped** first ([`strip_calculator_annotations`]); airlift strips them from every
 //! expert trace (training and corruption alike), so the policy never learns to write them.
@@ -39,6 +46,7 @@ pub enum CorruptionKind {
     NumberAlter,
     WrongOperation,
     WrongQuantity,
+    Miscalculation,
 }
 
 /// The kinds that leave the written arithmetic false, in the order they are cycled through
@@ -47,6 +55,16 @@ pub const KINDS: [CorruptionKind; 3] = [CorruptionKind::OperatorFlip, Corruption
 
 /// The kinds whose every line stays arithmetically true.
 pub const CONSISTENT_KINDS: [CorruptionKind; 2] = [CorruptionKind::WrongOperation, CorruptionKind::WrongQuantity];
+
+/// Every kind, in `proto`'s `CORRUPTION_KINDS` order.
+pub const ALL_KINDS: [CorruptionKind; 6] = [
+    CorruptionKind::OperatorFlip,
+    CorruptionKind::AnswerNudge,
+    CorruptionKind::NumberAlter,
+    CorruptionKind::WrongOperation,
+    CorruptionKind::WrongQuantity,
+    CorruptionKind::Miscalculation,
+];
 
 impl CorruptionKind {
     /// The snake_case name used in configs and evaluation records.
@@ -57,12 +75,13 @@ impl CorruptionKind {
             CorruptionKind::NumberAlter => "number_alter",
             CorruptionKind::WrongOperation => "wrong_operation",
             CorruptionKind::WrongQuantity => "wrong_quantity",
+            CorruptionKind::Miscalculation => "miscalculation",
         }
     }
 
     /// The kind named `name` (see [`CorruptionKind::name`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        KINDS.into_iter().chain(CONSISTENT_KINDS).find(|k| k.name() == name)
+        ALL_KINDS.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -250,6 +269,7 @@ pub fn corrupt(answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Opti
 pub fn corrupt_in(question: &str, answer: &str, kind: CorruptionKind, rng: &mut SplitMix64) -> Option<Corruption> {
     match kind {
         CorruptionKind::WrongOperation | CorruptionKind::WrongQuantity => consistent(question, answer, kind, rng),
+        CorruptionKind::Miscalculation => miscalculation(answer, rng),
         CorruptionKind::AnswerNudge => {
             let idx = answer.rfind("####")?;
             let b = answer.as_bytes();
@@ -369,18 +389,32 @@ fn rewrite(answer: &str, n: &Num, v: f64) -> String {
     format!("{prefix}{}", format_like(v))
 }
 
-/// Edits equation `k` of `answer` (operand values `vals`, operators `ops`; the first changed
-/// byte range is `first`, replaced by `first_text`), recomputes its result and carries every
-/// changed value forward. `None` if a value is not [`tidy`], nothing downstream of the final
-/// answer changes, or a line would not hold.
-fn carry(answer: &str, eqs: &[Equation], k: usize, vals: &[f64], ops: &[char], first: (usize, usize, String)) -> Option<(String, usize)> {
+/// How equation `k`'s result changes in [`carry`].
+enum NewResult<'a> {
+    /// Recomputed from these operand values and operators (a consistent error).
+    Recomputed(&'a [f64], &'a [char]),
+    /// Written as this value, which the operands do not give (a slip).
+    Slip(f64),
+}
+
+/// Edits equation `k` of `answer` (the first changed byte range is `first`, replaced by its
+/// text), gives it the result `new` and carries every changed value forward. `None` if a value
+/// is not [`tidy`], nothing downstream of the final answer changes, or a line would not hold
+/// (with a slip: any line but equation `k`).
+fn carry(answer: &str, eqs: &[Equation], k: usize, new: NewResult, first: (usize, usize, String)) -> Option<(String, usize)> {
     let e = &eqs[k];
-    let r = tidy(eval(vals, ops))?;
+    let (r, slip) = match new {
+        NewResult::Recomputed(vals, ops) => (tidy(eval(vals, ops))?, false),
+        NewResult::Slip(v) => (tidy(v)?, true),
+    };
     if same(r, e.result.value) {
         return None;
     }
-    // (start, end, replacement), non-overlapping.
-    let mut edits: Vec<(usize, usize, String)> = vec![first.clone(), (e.result.start, e.result.end, rewrite(answer, &e.result, r))];
+    // (start, end, replacement), non-overlapping; a slip's first edit is the result itself.
+    let mut edits: Vec<(usize, usize, String)> = vec![first.clone()];
+    if !slip {
+        edits.push((e.result.start, e.result.end, rewrite(answer, &e.result, r)));
+    }
     let mut changed: Vec<(f64, f64)> = vec![(e.result.value, r)];
     let mapped = |changed: &[(f64, f64)], v: f64| changed.iter().rev().find(|(old, _)| same(*old, v)).map(|c| c.1);
     let mut in_equations: Vec<(usize, usize)> = eqs.iter().map(|q| (q.operands[0].start, q.result.end)).collect();
@@ -436,7 +470,66 @@ fn carry(answer: &str, eqs: &[Equation], k: usize, vals: &[f64], ops: &[char], f
     }
     text.push_str(&answer[at..]);
     let first_error = first.0 + common_prefix(&answer[first.0..first.1], &first.2);
-    (all_steps_true(&text) && text != answer).then_some((text, first_error))
+    let lines_hold = if slip {
+        only_false_equation(&text) == Some(Some(k))
+    } else {
+        all_steps_true(&text)
+    };
+    (lines_hold && text != answer).then_some((text, first_error))
+}
+
+/// `Some(None)` if every equation of `text` holds, `Some(Some(k))` if equation `k` alone does
+/// not, `None` if more than one does not.
+fn only_false_equation(text: &str) -> Option<Option<usize>> {
+    let mut false_at = None;
+    for (k, e) in equations(text).iter().enumerate() {
+        let vals: Vec<f64> = e.operands.iter().map(|n| n.value).collect();
+        let ops: Vec<char> = e.ops.iter().map(|o| o.1).collect();
+        if !holds(&vals, &ops, e.result.value) {
+            if false_at.is_some() {
+                return None;
+            }
+            false_at = Some(k);
+        }
+    }
+    Some(false_at)
+}
+
+/// `miscalculation` (see the module docs): one true equation's result written off by 1, 2 or
+/// 10, carried forward.
+fn miscalculation(answer: &str, rng: &mut SplitMix64) -> Option<Corruption> {
+    let eqs = equations(answer);
+    let mut candidates: Vec<(usize, f64)> = Vec::new();
+    for (k, e) in eqs.iter().enumerate() {
+        let vals: Vec<f64> = e.operands.iter().map(|n| n.value).collect();
+        let ops: Vec<char> = e.ops.iter().map(|o| o.1).collect();
+        if !holds(&vals, &ops, e.result.value) {
+            continue; // an expert's own slip is not ours to carry
+        }
+        for d in [1.0, -1.0, 2.0, -2.0, 10.0, -10.0] {
+            let v = e.result.value + d;
+            if v >= 0.0 {
+                candidates.push((k, v));
+            }
+        }
+    }
+    for _ in 0..16 {
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = rng.range(0, candidates.len() as i64 - 1) as usize;
+        let (k, v) = candidates.swap_remove(pick);
+        let n = &eqs[k].result;
+        let first = (n.start, n.end, rewrite(answer, n, v));
+        if let Some((text, first_error_byte)) = carry(answer, &eqs, k, NewResult::Slip(v), first) {
+            return Some(Corruption {
+                kind: CorruptionKind::Miscalculation,
+                text,
+                first_error_byte,
+            });
+        }
+    }
+    None
 }
 
 /// The two consistent kinds (see the module docs).
@@ -501,7 +594,7 @@ fn consistent(question: &str, answer: &str, kind: CorruptionKind, rng: &mut Spli
             let n = &e.operands[i];
             (n.start, n.end, rewrite(answer, n, x))
         };
-        if let Some((text, first_error_byte)) = carry(answer, &eqs, k, &vals, &ops, first) {
+        if let Some((text, first_error_byte)) = carry(answer, &eqs, k, NewResult::Recomputed(&vals, &ops), first) {
             return Some(Corruption { kind, text, first_error_byte });
         }
     }
@@ -551,6 +644,43 @@ mod tests {
         assert_eq!(c.text, "Janet keeps 16 + 3 = 19 eggs.\nShe sells 19 * 2 = $38 of them, so $38 a day.\n#### 38");
         assert_eq!(&a[..c.first_error_byte], "Janet keeps 16 ");
         assert!(all_steps_true(&c.text));
+    }
+
+    #[test]
+    fn a_miscalculation_is_one_false_line_carried_to_the_final_answer() {
+        let a = "Janet keeps 16 - 3 = 13 eggs.\nShe sells 13 * 2 = $26 of them, so $26 a day.\n#### 26";
+        let mut seen = Vec::new();
+        for seed in 0..64 {
+            let c = corrupt(a, CorruptionKind::Miscalculation, &mut SplitMix64::new(seed)).expect("a result to miscalculate");
+            assert_eq!(c.kind, CorruptionKind::Miscalculation);
+            // Exactly one line is false, the one the error starts on; the prefix is the expert's.
+            let eqs = equations(&c.text);
+            let k = only_false_equation(&c.text).expect("one false line").expect("a false line");
+            assert!(
+                eqs[k].result.start <= c.first_error_byte && c.first_error_byte < eqs[k].result.end,
+                "{}",
+                c.text
+            );
+            assert_eq!(&c.text[..c.first_error_byte], &a[..c.first_error_byte]);
+            assert!(!c.text.ends_with("#### 26"), "the final answer follows: {}", c.text);
+            seen.push(c.text);
+        }
+        // The first result off by one is carried through the second equation, its prose copy
+        // and the final answer; the second line holds.
+        assert!(
+            seen.iter()
+                .any(|t| t == "Janet keeps 16 - 3 = 14 eggs.\nShe sells 14 * 2 = $28 of them, so $28 a day.\n#### 28"),
+            "{seen:?}"
+        );
+        // The last result off by ten, carried to the prose and the final answer.
+        assert!(
+            seen.iter()
+                .any(|t| t == "Janet keeps 16 - 3 = 13 eggs.\nShe sells 13 * 2 = $36 of them, so $36 a day.\n#### 36"),
+            "{seen:?}"
+        );
+        // Nothing to miscalculate without a true equation.
+        assert!(corrupt("It has 2 + 2 = 5 left.\n#### 5", CorruptionKind::Miscalculation, &mut SplitMix64::new(0)).is_none());
+        assert!(corrupt("#### 5", CorruptionKind::Miscalculation, &mut SplitMix64::new(0)).is_none());
     }
 
     #[test]
