@@ -1,3 +1,5 @@
+# As run: only the first command (the warm starts) ran from this script; e12.sh ran the rest
+# of the queue, and E11's iterations were stopped after 4 of 12 (not measured).
 # E11 of docs/evaluation.md (eleventh sitting, 2026-12-03): a 500-step reward warm start (E9 had
 # 240), then configs/quality.toml's 12 iterations with E8's SFT-dominated policy steps
 # (policy.lr 5e-5, policy.sft_coef 10) and a slowed adversarial update (reward.lr 5e-5 x 2
