@@ -243,11 +243,7 @@ fn holds(values: &[f64], ops: &[char], result: f64) -> bool {
 
 /// Whether every equation `a op b = r` in `text` holds (steps are true).
 pub fn all_steps_true(text: &str) -> bool {
-    equations(text).iter().all(|e| {
-        let vals: Vec<f64> = e.operands.iter().map(|n| n.value).collect();
-        let ops: Vec<char> = e.ops.iter().map(|o| o.1).collect();
-        holds(&vals, &ops, e.result.value)
-    })
+    only_false_equation(text) == Some(None)
 }
 
 fn format_like(v: f64) -> String {
