@@ -248,6 +248,11 @@ fn eval_jobs_sigkill_compare_files_and_exports() {
         heads.contains("difference") && html.contains("linear-gradient"),
         "difference column and colour bar"
     );
+    // The within-problem AUROC of both scores against the other checkpoint (undefined where
+    // the tiny model has no problem with both classes), in the report as well.
+    let within: Vec<&str> = versus["within_problem"].as_array().unwrap().iter().map(|p| p["a"].as_str().unwrap()).collect();
+    assert_eq!(within, ["reward (mean)", "log-prob (mean)"]);
+    assert!(heads.contains("within problems, this evaluation minus"), "{heads}");
 
     // 2a. ProcessBench items (scored as written, no sampling): every item once, a reward and a
     // log-prob per token, steps mapped, the metric's table with its baselines.

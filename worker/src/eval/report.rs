@@ -183,6 +183,24 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
 right (ties count ½), over the problems with both; the interval is a bootstrap over problems. It is blind to problem difficulty, \
 which the pooled AUROC also rewards, and it is the signal a reranker or a policy update uses.</p>\n",
     );
+    if !versus.is_empty() {
+        h.push_str("<table><tr><th>within problems, this evaluation minus</th><th>score</th><th>difference</th><th>95% interval</th><th>problems better / worse</th><th>problems with pairs</th></tr>\n");
+        for v in &versus {
+            for p in v["within_problem"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td>{}<td>{} / {}</td><td>{}</td></tr>",
+                    escape(&short(v["other"].as_str().unwrap_or(""))),
+                    escape(p["a"].as_str().unwrap_or("")),
+                    diff_cells(Some(p)),
+                    p["only_a"],
+                    p["only_b"],
+                    p["n"]
+                );
+            }
+        }
+        h.push_str("</table>\n");
+    }
 
     h.push_str("<h2>Error localisation on controlled corruptions</h2>\n<table><tr><th>method</th>");
     for e in evals {

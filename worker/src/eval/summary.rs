@@ -147,8 +147,10 @@ pub struct Summary {
     pub versus: Vec<Versus>,
 }
 
-/// Method `a` minus method `b` on the same problems: the difference of their accuracies, its
-/// 95% interval by bootstrap over problems, and the problems only `a` / only `b` got right.
+/// Method `a` minus method `b` on the same problems: the difference of their accuracies (or, for
+/// [`WITHIN_REWARD`] − [`WITHIN_LOGPROB`], of their within-problem AUROCs on the same sample
+/// pairs), its 95% interval by bootstrap over problems, and the problems where `a` / `b` did
+/// better.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PairedDiff {
     pub a: String,
@@ -160,6 +162,10 @@ pub struct PairedDiff {
     pub only_b: usize,
     pub n: usize,
 }
+
+/// Names of the within-problem AUROC difference in [`Summary::paired`].
+pub const WITHIN_REWARD: &str = "within-problem AUROC, reward (mean)";
+pub const WITHIN_LOGPROB: &str = "within-problem AUROC, log-prob (mean)";
 
 /// Bootstrap resamples of the paired differences.
 const PAIRED_RESAMPLES: usize = 2000;
@@ -287,6 +293,11 @@ pub struct Versus {
     /// this / the other evaluation scored higher.
     pub methods: Vec<PairedDiff>,
     pub localisation: Vec<PairedDiff>,
+    /// Within-problem AUROC (`a`: `"reward (mean)"` or `"log-prob (mean)"`) of this evaluation
+    /// minus the other's, pooled over the common problems with pairs in either, bootstrap over
+    /// those problems; `only_a` / `only_b` count problems with pairs in both. With the same
+    /// policy's samples (two rewards scoring one checkpoint's samples) the pairs are the same.
+    pub within_problem: Vec<PairedDiff>,
 }
 
 /// [`Versus`] of this evaluation's scores against `other`'s (labelled `other_label`).
@@ -312,11 +323,18 @@ pub fn versus(samples: &[SampleScore], corruptions: &[CorruptionScore], other: (
         in_method_order(m.keys()).into_iter().cloned().collect()
     });
     let localisation = diffs(localisation_scores(corruptions), localisation_scores(other.1), &|m| m.keys().cloned().collect());
+    let common: Vec<u64> = this.keys().filter(|p| that.contains_key(p)).copied().collect();
+    let within_problem = within_problem_scores(samples)
+        .into_iter()
+        .zip(within_problem_scores(other.0))
+        .map(|((name, a), (_, b))| within_problem_diff(name, &a, other_label, &b, &common, seed ^ 0x3A1))
+        .collect();
     Versus {
         other: other_label.into(),
-        problems: this.keys().filter(|p| that.contains_key(p)).count(),
+        problems: common.len(),
         methods,
         localisation,
+        within_problem,
     }
 }
 
@@ -332,29 +350,89 @@ pub fn versus_table(v: &Versus) -> String {
             p.a, p.diff, p.lo, p.hi, p.only_a, p.only_b, p.n
         ));
     }
+    for p in &v.within_problem {
+        out.push_str(&format!(
+            "  {:<48} {:+.3} [{:+.3}, {:+.3}]  ({} / {} of {} problems with pairs)\n",
+            format!("within-problem AUROC, {}", p.a),
+            p.diff,
+            p.lo,
+            p.hi,
+            p.only_a,
+            p.only_b,
+            p.n
+        ));
+    }
     out
 }
 
-/// Per problem with both classes: (concordant pairs, ties counting ½; pairs) of `score` ordering
-/// its right samples above its wrong ones.
-fn within_problem_pairs(by_problem: &BTreeMap<u64, Vec<&SampleScore>>, score: impl Fn(&SampleScore) -> f64) -> Vec<(f64, f64)> {
+/// Per problem with both classes, by problem: (concordant pairs, ties counting ½; pairs) of
+/// `score` ordering its right samples above its wrong ones.
+fn within_problem_pairs(by_problem: &BTreeMap<u64, Vec<&SampleScore>>, score: impl Fn(&SampleScore) -> f64) -> BTreeMap<u64, (f64, f64)> {
     by_problem
-        .values()
-        .filter_map(|g| {
+        .iter()
+        .filter_map(|(&p, g)| {
             let pos: Vec<f64> = g.iter().filter(|s| s.correct).map(|s| score(s)).collect();
             let neg: Vec<f64> = g.iter().filter(|s| !s.correct).map(|s| score(s)).collect();
             if pos.is_empty() || neg.is_empty() {
                 return None;
             }
             let pairs = (pos.len() * neg.len()) as f64;
-            Some((auroc(&pos, &neg) * pairs, pairs))
+            Some((p, (auroc(&pos, &neg) * pairs, pairs)))
         })
         .collect()
 }
 
+/// The scores whose within-problem AUROC is reported: the mean token reward and, as its
+/// baseline, the policy's mean token log-prob.
+fn within_problem_scores(samples: &[SampleScore]) -> [(&'static str, BTreeMap<u64, (f64, f64)>); 2] {
+    let by_problem = group_by_problem(samples);
+    [
+        ("reward (mean)", within_problem_pairs(&by_problem, |s| aggregate(s, "mean"))),
+        ("log-prob (mean)", within_problem_pairs(&by_problem, |s| mean(&s.logprobs))),
+    ]
+}
+
+/// Pooled within-problem AUROC `a` minus `b` (each as [`within_problem_pairs`]) on the problems
+/// either has pairs in among `problems`, with a 95% bootstrap interval over those problems
+/// (each drawn with its pairs under both); `only_a` / `only_b`: problems with pairs under both
+/// where `a` / `b` orders a larger share right. NaN when either side has no pairs.
+fn within_problem_diff(name_a: &str, a: &BTreeMap<u64, (f64, f64)>, name_b: &str, b: &BTreeMap<u64, (f64, f64)>, problems: &[u64], seed: u64) -> PairedDiff {
+    let rows: Vec<((f64, f64), (f64, f64))> = problems
+        .iter()
+        .filter(|p| a.contains_key(p) || b.contains_key(p))
+        .map(|p| (a.get(p).copied().unwrap_or((0.0, 0.0)), b.get(p).copied().unwrap_or((0.0, 0.0))))
+        .collect();
+    let n = rows.len();
+    let stat = |idx: &[usize]| {
+        let (mut ca, mut pa, mut cb, mut pb) = (0.0, 0.0, 0.0, 0.0);
+        for &i in idx {
+            let ((c1, p1), (c2, p2)) = rows[i];
+            (ca, pa, cb, pb) = (ca + c1, pa + p1, cb + c2, pb + p2);
+        }
+        if pa > 0.0 && pb > 0.0 {
+            ca / pa - cb / pb
+        } else {
+            f64::NAN
+        }
+    };
+    let (lo, hi) = bootstrap_interval(n, seed, stat);
+    let both = || rows.iter().filter(|((_, p1), (_, p2))| *p1 > 0.0 && *p2 > 0.0);
+    PairedDiff {
+        a: name_a.into(),
+        b: name_b.into(),
+        diff: stat(&(0..n).collect::<Vec<_>>()),
+        lo,
+        hi,
+        only_a: both().filter(|((c1, p1), (c2, p2))| c1 / p1 > c2 / p2).count(),
+        only_b: both().filter(|((c1, p1), (c2, p2))| c1 / p1 < c2 / p2).count(),
+        n,
+    }
+}
+
 /// The pooled within-problem AUROC of [`within_problem_pairs`], with its bootstrap interval over
 /// problems (NaN with fewer than [`MIN_PER_CLASS`] problems).
-fn within_problem_rate(per_problem: &[(f64, f64)], seed: u64) -> Rate {
+fn within_problem_rate(per_problem: &BTreeMap<u64, (f64, f64)>, seed: u64) -> Rate {
+    let per_problem: Vec<(f64, f64)> = per_problem.values().copied().collect();
     let n = per_problem.len();
     let pooled = |idx: &[usize]| {
         let (c, p) = idx.iter().fold((0.0, 0.0), |(c, p), &i| (c + per_problem[i].0, p + per_problem[i].1));
@@ -421,14 +499,13 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         (f64::NAN, f64::NAN)
     };
 
-    let within_reward = within_problem_pairs(&by_problem, |s| aggregate(s, "mean"));
-    let within_logprob = within_problem_pairs(&by_problem, |s| mean(&s.logprobs));
+    let [(_, within_reward), (_, within_logprob)] = within_problem_scores(samples);
     let within_problem_auroc: BTreeMap<String, Rate> = [
         ("reward (mean)".to_string(), within_problem_rate(&within_reward, seed ^ 0x3A1)),
         ("log-prob (mean)".to_string(), within_problem_rate(&within_logprob, seed ^ 0x3A1)),
     ]
     .into();
-    let within_problem_pairs = within_reward.iter().map(|&(_, p)| p as usize).sum();
+    let within_problem_pairs = within_reward.values().map(|&(_, p)| p as usize).sum();
 
     let mut loc: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_kind: BTreeMap<String, (usize, f64, BTreeMap<String, usize>)> = BTreeMap::new();
@@ -457,6 +534,10 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
     ]
     .iter()
     .filter_map(|(a, b)| Some(paired_diff(a, per_problem.get(*a)?, b, per_problem.get(*b)?, seed ^ 0xD1FF)))
+    .chain((within_problem_auroc["reward (mean)"].n >= MIN_PER_CLASS).then(|| {
+        let problems: Vec<u64> = by_problem.keys().copied().collect();
+        within_problem_diff(WITHIN_REWARD, &within_reward, WITHIN_LOGPROB, &within_logprob, &problems, seed ^ 0xD1FF)
+    }))
     .collect();
     let undefined = |v: f64| if defined { v } else { f64::NAN };
     Summary {
@@ -619,6 +700,29 @@ mod tests {
         assert_eq!(w["log-prob (mean)"].value, 1.0);
         assert!(w["reward (mean)"].lo <= 0.1 && w["reward (mean)"].hi >= 0.1);
         assert!(table(&s).contains("correctness within problems from the reward (mean): AUROC 0.100"));
+        // Reward minus log-prob on the same pairs: 0.1 − 1.0, log-prob better on all 5 problems;
+        // a resample's share of reward-concordant pairs is in [0, 0.5], its difference in [−1, −0.5].
+        let d = s.paired.iter().find(|p| p.a == WITHIN_REWARD && p.b == WITHIN_LOGPROB).unwrap();
+        assert!((d.diff + 0.9).abs() < 1e-12, "{d:?}");
+        assert_eq!((d.only_a, d.only_b, d.n), (0, 5, 5));
+        assert!(d.lo >= -1.0 && d.hi <= -0.5 && d.lo <= d.diff && d.diff <= d.hi, "{d:?}");
+        // Against the same samples with the rewards negated (problems 1-4 then ordered right,
+        // problem 0 still tied: 4.5 / 5 = 0.9): 0.1 − 0.9 on the 5 problems with pairs; the
+        // log-probs are the same on both sides.
+        let flipped: Vec<SampleScore> = samples
+            .iter()
+            .map(|x| SampleScore {
+                rewards: x.rewards.iter().map(|r| -r).collect(),
+                ..x.clone()
+            })
+            .collect();
+        let v = versus(&samples, &[], (&flipped, &[]), "flipped", 1);
+        let w_r = v.within_problem.iter().find(|p| p.a == "reward (mean)").unwrap();
+        assert!((w_r.diff + 0.8).abs() < 1e-12, "{w_r:?}");
+        assert_eq!((w_r.only_a, w_r.only_b, w_r.n, w_r.b.as_str()), (0, 4, 5, "flipped"));
+        let w_l = v.within_problem.iter().find(|p| p.a == "log-prob (mean)").unwrap();
+        assert_eq!((w_l.diff, w_l.lo, w_l.hi, w_l.only_a, w_l.only_b), (0.0, 0.0, 0.0, 0, 0));
+        assert!(versus_table(&v).contains("within-problem AUROC, reward (mean)"));
         // With fewer than MIN_PER_CLASS problems that have both classes: undefined.
         let s = summarize(&samples[..8], &[], 0);
         assert!(s.within_problem_auroc["reward (mean)"].value.is_nan());
@@ -737,6 +841,8 @@ mod tests {
         let l = v.localisation.iter().find(|p| p.a == "interval reward (lowest mean line) hit@1").unwrap();
         assert_eq!((l.diff, l.n), (1.0, 1));
         assert!(versus_table(&v).contains("against sft (paired on 2 common problems"));
+        // This evaluation has no problem with both classes: no within-problem difference.
+        assert!(v.within_problem.iter().all(|p| p.diff.is_nan() && p.n == 2));
     }
 
     #[test]
