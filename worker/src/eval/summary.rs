@@ -324,9 +324,9 @@ pub fn versus(samples: &[SampleScore], corruptions: &[CorruptionScore], other: (
     });
     let localisation = diffs(localisation_scores(corruptions), localisation_scores(other.1), &|m| m.keys().cloned().collect());
     let common: Vec<u64> = this.keys().filter(|p| that.contains_key(p)).copied().collect();
-    let within_problem = within_problem_scores(samples)
+    let within_problem = within_problem_scores(&this)
         .into_iter()
-        .zip(within_problem_scores(other.0))
+        .zip(within_problem_scores(&that))
         .map(|((name, a), (_, b))| within_problem_diff(name, &a, other_label, &b, &common, seed ^ 0x3A1))
         .collect();
     Versus {
@@ -384,11 +384,10 @@ fn within_problem_pairs(by_problem: &BTreeMap<u64, Vec<&SampleScore>>, score: im
 
 /// The scores whose within-problem AUROC is reported: the mean token reward and, as its
 /// baseline, the policy's mean token log-prob.
-fn within_problem_scores(samples: &[SampleScore]) -> [(&'static str, BTreeMap<u64, (f64, f64)>); 2] {
-    let by_problem = group_by_problem(samples);
+fn within_problem_scores(by_problem: &BTreeMap<u64, Vec<&SampleScore>>) -> [(&'static str, BTreeMap<u64, (f64, f64)>); 2] {
     [
-        ("reward (mean)", within_problem_pairs(&by_problem, |s| aggregate(s, "mean"))),
-        ("log-prob (mean)", within_problem_pairs(&by_problem, |s| mean(&s.logprobs))),
+        ("reward (mean)", within_problem_pairs(by_problem, |s| aggregate(s, "mean"))),
+        ("log-prob (mean)", within_problem_pairs(by_problem, |s| mean(&s.logprobs))),
     ]
 }
 
@@ -499,7 +498,7 @@ pub fn summarize(samples: &[SampleScore], corruptions: &[CorruptionScore], seed:
         (f64::NAN, f64::NAN)
     };
 
-    let [(_, within_reward), (_, within_logprob)] = within_problem_scores(samples);
+    let [(_, within_reward), (_, within_logprob)] = within_problem_scores(&by_problem);
     let within_problem_auroc: BTreeMap<String, Rate> = [
         ("reward (mean)".to_string(), within_problem_rate(&within_reward, seed ^ 0x3A1)),
         ("log-prob (mean)".to_string(), within_problem_rate(&within_logprob, seed ^ 0x3A1)),
