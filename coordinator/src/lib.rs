@@ -25,7 +25,7 @@ pub mod tensorboard;
 
 use airlift_proto::auth::Guard;
 use airlift_proto::checkpoint as ckpt;
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{self, RunConfig};
 use state::{Event, Phase, RunState};
 use std::future::Future;
 use std::time::Duration;
@@ -189,6 +189,10 @@ pub enum Resume {
     Latest,
     /// This checkpoint folder; an error if it fails its checks.
     Path(std::path::PathBuf),
+    /// This checkpoint folder, of a run whose config may also differ in the keys of
+    /// [`airlift_proto::config::FORK_MAY_DIFFER`] (`--resume PATH --fork`): a new branch of the
+    /// run, e.g. other iteration settings after the same warm start.
+    Fork(std::path::PathBuf),
 }
 
 /// How [`serve`] starts and who else talks to the run.
@@ -213,6 +217,40 @@ pub fn choose_checkpoint(cfg: &RunConfig, resume: &Resume) -> Result<Option<stat
         Resume::Path(dir) => {
             let m = ckpt::verify(dir, Some(&hash)).map_err(|e| CoordinatorError::Checkpoint(format!("--resume {}: {e}", dir.display())))?;
             tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, "resuming from the checkpoint given");
+            Ok(Some(state::ResumePoint { dir: dir.clone(), manifest: m }))
+        }
+        Resume::Fork(dir) => {
+            let fail = |what: String| CoordinatorError::Checkpoint(format!("--resume {} --fork: {what}", dir.display()));
+            let m = ckpt::verify(dir, None).map_err(|e| fail(e.to_string()))?;
+            let theirs = RunConfig::from_toml(&m.config_toml).map_err(|e| {
+                fail(format!(
+                    "{}: the config it was written with does not load: {e}",
+                    dir.join(ckpt::MANIFEST).display()
+                ))
+            })?;
+            let changed = cfg.differing_keys(&theirs);
+            if cfg.fork_hash() != theirs.fork_hash() {
+                let may = |k: &String| {
+                    config::RESUME_MAY_DIFFER
+                        .iter()
+                        .chain(config::FORK_MAY_DIFFER)
+                        .any(|m| k == m || k.starts_with(&format!("{m}.")))
+                };
+                let bad: Vec<&String> = changed.iter().filter(|k| !may(k)).collect();
+                return Err(fail(format!(
+                    "its run's config differs in {}; a fork may change only {}",
+                    bad.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+                    config::FORK_MAY_DIFFER.join(", ")
+                )));
+            }
+            let changed = changed.join(", ");
+            tracing::info!(checkpoint = %dir.display(), iteration = m.iteration, changed = %changed, "forking from the checkpoint given");
+            eprintln!(
+                "forking from {} (iteration {}); changed: {}",
+                dir.display(),
+                m.iteration,
+                if changed.is_empty() { "nothing" } else { &changed }
+            );
             Ok(Some(state::ResumePoint { dir: dir.clone(), manifest: m }))
         }
         Resume::Latest => {

@@ -21,6 +21,12 @@ struct Cli {
     /// the folder given (`--resume PATH`). Checked (sizes, SHA-256, config) before anything loads.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     resume: Option<Option<PathBuf>>,
+    /// With `--resume PATH`: branch off that checkpoint into this config's run.dir, whose
+    /// config may also differ in the settings that act only in the adversarial iterations
+    /// (`policy`, `sampling`, `reward.lr`, `reward.disc_steps`, ...), e.g. several ablations of
+    /// the iterations after one warm start. Prints the keys that changed.
+    #[arg(long, requires = "resume")]
+    fork: bool,
     /// Start afresh in a run.dir that holds another run's outputs, deleting them (a fresh run
     /// refuses such a folder otherwise).
     #[arg(long, conflicts_with = "resume")]
@@ -332,7 +338,9 @@ fn main() -> anyhow::Result<()> {
     let token = load_token(cfg.run.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let resume = match cli.resume {
         None => airlift_coordinator::Resume::No,
+        Some(None) if cli.fork => anyhow::bail!("--fork needs the checkpoint to branch off: --resume PATH --fork"),
         Some(None) => airlift_coordinator::Resume::Latest,
+        Some(Some(p)) if cli.fork => airlift_coordinator::Resume::Fork(p),
         Some(Some(p)) => airlift_coordinator::Resume::Path(p),
     };
     airlift_coordinator::prepare_run_dir(&cfg, resume != airlift_coordinator::Resume::No, cli.overwrite)?;

@@ -68,6 +68,10 @@ config_enum!(
     CorrectPolicySamples, "reward.correct_policy_samples", { Negative => "negative", Ignore => "ignore", Positive => "positive" }
 );
 config_enum!(
+    /// `policy.advantage`: per-token reward-to-go (`token`) or one score per sample (`sequence`).
+    AdvantageForm, "policy.advantage", { Token => "token", Sequence => "sequence" }
+);
+config_enum!(
     /// `policy.behaviour_logprobs`.
     BehaviourLogprobs, "policy.behaviour_logprobs", { Rollout => "rollout", Learner => "learner" }
 );
@@ -334,6 +338,15 @@ pub struct PolicySection {
     /// Experts join their group's statistics. Default false.
     #[serde(default)]
     pub expert_in_group: bool,
+    /// How the token rewards become advantages. `token` (design §1): rewards normalised with
+    /// their group's token statistics, then discounted reward-to-go (`gamma`). `sequence`: each
+    /// sample is scored by the mean of its token rewards (the score `coordinator eval` ranks
+    /// and votes with), normalised within its prompt's group, and that one value is every one
+    /// of its tokens' advantage (GRPO's outcome advantage, with the learned reward as outcome;
+    /// `gamma` is not used). Left out of the written config when `token`, so that checkpoints
+    /// of runs from before this key resume. Default `token`.
+    #[serde(default = "default_advantage", skip_serializing_if = "AdvantageForm::is_token")]
+    pub advantage: AdvantageForm,
     /// Rows per micro-batch. Default 8.
     #[serde(default = "default_micro")]
     pub micro_batch: u32,
@@ -409,6 +422,22 @@ pub struct RunConfig {
 /// Config keys that may differ between a checkpoint's run and the run resuming it (a whole
 /// section when it has no dot). Every other key must be equal ([`RunConfig::resume_hash`]).
 pub const RESUME_MAY_DIFFER: &[&str] = &["run.dir", "run.iterations", "run.token_file", "run.max_restarts", "workers", "checkpoint"];
+
+/// Config keys that may also differ when a run forks from another run's checkpoint
+/// (`coordinator --resume PATH --fork`): the settings that act only in the adversarial
+/// iterations and change no tensor's shape, so that one warm start serves several ablations of
+/// the iterations. A fork is not an exact resume: its iterations differ from the original's.
+pub const FORK_MAY_DIFFER: &[&str] = &[
+    "run.name",
+    "policy",
+    "reward.lr",
+    "reward.disc_steps",
+    "reward.correct_policy_samples",
+    "reward.outcome_weight",
+    "reward.temperature",
+    "reward.clip",
+    "sampling",
+];
 
 /// A duration the config writes as whole milliseconds (the keys ending in `_ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -519,6 +548,16 @@ fn default_corruption_kinds() -> Vec<String> {
     CORRUPTION_KINDS[..3].iter().map(|k| k.to_string()).collect()
 }
 
+fn default_advantage() -> AdvantageForm {
+    AdvantageForm::Token
+}
+
+impl AdvantageForm {
+    fn is_token(&self) -> bool {
+        *self == AdvantageForm::Token
+    }
+}
+
 fn default_disc() -> DiscriminatorForm {
     DiscriminatorForm::Airl
 }
@@ -616,9 +655,20 @@ impl RunConfig {
     /// The hex SHA-256 of the config without the keys in [`RESUME_MAY_DIFFER`]: equal for two
     /// configs exactly when a run of one may resume a checkpoint of the other.
     pub fn resume_hash(&self) -> String {
+        self.hash_without(&[RESUME_MAY_DIFFER])
+    }
+
+    /// The hex SHA-256 of the config without the keys in [`RESUME_MAY_DIFFER`] and
+    /// [`FORK_MAY_DIFFER`]: equal for two configs exactly when a run of one may fork from a
+    /// checkpoint of the other (`coordinator --resume PATH --fork`).
+    pub fn fork_hash(&self) -> String {
+        self.hash_without(&[RESUME_MAY_DIFFER, FORK_MAY_DIFFER])
+    }
+
+    fn hash_without(&self, lists: &[&[&str]]) -> String {
         let mut v = toml::Value::try_from(self).expect("config serialises");
         let root = v.as_table_mut().expect("a table");
-        for key in RESUME_MAY_DIFFER {
+        for key in lists.iter().flat_map(|l| l.iter()) {
             match key.split_once('.') {
                 Some((section, k)) => {
                     if let Some(t) = root.get_mut(section).and_then(|s| s.as_table_mut()) {
@@ -631,6 +681,28 @@ impl RunConfig {
             }
         }
         crate::checkpoint::sha256_hex(toml::to_string(&v).expect("config serialises").as_bytes())
+    }
+
+    /// The keys (`section.key`) whose values differ between `self` and `other`, in order; a
+    /// key set in one and left to its default (not written) in the other counts as differing.
+    pub fn differing_keys(&self, other: &RunConfig) -> Vec<String> {
+        let a = toml::Value::try_from(self).expect("config serialises");
+        let b = toml::Value::try_from(other).expect("config serialises");
+        let empty = toml::map::Map::new();
+        let (a, b) = (a.as_table().unwrap_or(&empty), b.as_table().unwrap_or(&empty));
+        let mut sections: Vec<&String> = a.keys().chain(b.keys()).collect();
+        sections.sort();
+        sections.dedup();
+        let mut out = Vec::new();
+        for sec in sections {
+            let (ta, tb) = (a.get(sec).and_then(|v| v.as_table()), b.get(sec).and_then(|v| v.as_table()));
+            let (ta, tb) = (ta.unwrap_or(&empty), tb.unwrap_or(&empty));
+            let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            out.extend(keys.into_iter().filter(|k| ta.get(*k) != tb.get(*k)).map(|k| format!("{sec}.{k}")));
+        }
+        out
     }
 
     /// The run folder.
@@ -813,6 +885,40 @@ mod tests {
     use super::*;
 
     const MIN: &str = "[model]\npolicy = \"m\"\n";
+
+    /// `policy.advantage`: `token` by default and then not written (the resume hash of a run
+    /// from before the key is unchanged); `sequence` is written; another word names the key.
+    #[test]
+    fn the_advantage_form_defaults_to_token_and_is_written_only_when_sequence() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert_eq!(c.policy.advantage, AdvantageForm::Token);
+        assert!(!c.to_toml().contains("advantage"), "{}", c.to_toml());
+        let s = RunConfig::from_toml(&format!("{MIN}[policy]\nadvantage = \"sequence\"\n")).unwrap();
+        assert_eq!(s.policy.advantage, AdvantageForm::Sequence);
+        assert!(s.to_toml().contains("advantage = \"sequence\""));
+        assert_eq!(RunConfig::from_toml(&s.to_toml()).unwrap(), s);
+        let e = RunConfig::from_toml(&format!("{MIN}[policy]\nadvantage = \"outcome\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.advantage") && e.contains("`token`, `sequence`"), "{e}");
+    }
+
+    /// A fork may change the iterations' settings but not what the checkpoint's tensors are.
+    #[test]
+    fn a_fork_may_change_the_iteration_settings_only() {
+        let base = RunConfig::from_toml(&format!("{MIN}[reward]\nbackbone_layers = 8\n")).unwrap();
+        let iter = RunConfig::from_toml(&format!(
+            "{MIN}[run]\nname = \"b\"\n[reward]\nbackbone_layers = 8\nlr = 2e-5\n[policy]\nadvantage = \"sequence\"\nsft_coef = 1.0\n"
+        ))
+        .unwrap();
+        assert_ne!(base.resume_hash(), iter.resume_hash());
+        assert_eq!(base.fork_hash(), iter.fork_hash());
+        assert_eq!(iter.differing_keys(&base), ["policy.advantage", "policy.sft_coef", "reward.lr", "run.name"]);
+        let deeper = RunConfig::from_toml(&format!("{MIN}[reward]\nbackbone_layers = 30\n")).unwrap();
+        assert_ne!(base.fork_hash(), deeper.fork_hash());
+        assert_eq!(deeper.differing_keys(&base), ["reward.backbone_layers"]);
+        assert!(base.differing_keys(&base).is_empty());
+    }
 
     /// Every config the repository ships parses and validates.
     #[test]

@@ -586,3 +586,57 @@ fn the_kl_reference_is_the_sft_policy_and_a_resume_reads_it_back() {
     assert!(!ok && err.contains("keep_warm_start"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--resume PATH --fork`: a new branch of a run from one of its checkpoints, into another
+/// run.dir, whose iterations may use other settings. Forked with nothing else changed it trains
+/// what the original trained (same fingerprints); with `policy.advantage = "sequence"` it
+/// trains something else; a change to the reward's shape is refused, naming the key.
+#[test]
+fn a_fork_branches_off_a_checkpoint_with_other_iteration_settings() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("ckpt-fork");
+    tiny_model(&dir.join("model"));
+    let cfg = config(&dir, "a", 1);
+    let (ok, out, err) = coordinator(&["--config", cfg.to_str().unwrap(), "--local"]);
+    assert!(ok, "{out}\n{err}");
+    let step2 = ckpt::step_dir(&dir.join("a"), 2);
+    let fork = |name: &str, env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(bin("coordinator"));
+        c.args(["--config", cfg.to_str().unwrap(), "--local", "--resume", step2.to_str().unwrap(), "--fork"])
+            .env("AIRLIFT__RUN__DIR", dir.join(name));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let prints = |run: &str| -> Vec<(u64, Vec<(String, String)>)> {
+        records(&dir.join(run))
+            .iter()
+            .filter(|r| r["iteration"].as_u64().unwrap() > 2)
+            .map(|r| (r["iteration"].as_u64().unwrap(), fingerprints(r)))
+            .collect()
+    };
+    let (ok, err) = fork("same", &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("forking from") && err.contains("changed: run.dir"), "{err}");
+    assert_eq!(prints("same"), prints("a"));
+    assert_eq!(prints("same").len(), 2);
+
+    let (ok, err) = fork("seq", &[("AIRLIFT__POLICY__ADVANTAGE", "sequence")]);
+    assert!(ok, "{err}");
+    assert!(err.contains("changed: policy.advantage, run.dir"), "{err}");
+    let (a, s) = (prints("a"), prints("seq"));
+    assert_eq!(s.len(), 2);
+    assert_ne!(a[0].1[0].0, s[0].1[0].0, "the sequence advantages change the policy step");
+    assert_eq!(a[0].1[0].1, s[0].1[0].1, "the reward steps before the policy's are the same");
+
+    let (ok, err) = fork("deeper", &[("AIRLIFT__REWARD__BACKBONE_LAYERS", "1")]);
+    assert!(!ok && err.contains("reward.backbone_layers") && err.contains("a fork may change only"), "{err}");
+    let plain = std::process::Command::new(bin("coordinator"))
+        .args(["--config", cfg.to_str().unwrap(), "--local", "--resume", "--fork"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success() && String::from_utf8_lossy(&plain.stderr).contains("--resume PATH --fork"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

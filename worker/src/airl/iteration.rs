@@ -74,6 +74,9 @@ pub struct AirlConfig {
     pub gamma: f64,
     /// `policy.expert_in_group`: expert traces join their group's reward statistics.
     pub expert_in_group: bool,
+    /// `policy.advantage = "sequence"`: one group-normalised score (the mean token reward) per
+    /// sample as every token's advantage, instead of the token reward-to-go. Default false.
+    pub sequence_advantage: bool,
     /// `policy.clip_eps`: PPO ratio clip ε. Default 0.2.
     pub clip_eps: f64,
     /// `policy.kl_coef`: weight of the KL to the frozen reference. Default 0.
@@ -123,6 +126,7 @@ impl Default for AirlConfig {
             disc_steps: 1,
             gamma: 0.9,
             expert_in_group: false,
+            sequence_advantage: false,
             clip_eps: 0.2,
             kl_coef: 0.0,
             sft_coef: 0.0,
@@ -584,37 +588,53 @@ impl Learner {
         };
 
         let mut adv_rows: Vec<&Sample> = batch.policy.iter().collect();
-        let mut adv_rewards: Vec<Vec<f32>> = rewards
-            .policy
-            .iter()
-            .zip(&batch.policy)
-            .map(|(r, s)| {
-                let mut r: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-                if cfg.outcome_weight != 0.0 && s.correct == Some(true) {
-                    if let Some(last) = r.last_mut() {
-                        *last += cfg.outcome_weight as f32;
-                    }
-                }
-                r
-            })
-            .collect();
         if cfg.expert_in_group {
             adv_rows.extend(batch.experts.iter());
-            adv_rewards.extend(rewards.experts.iter().map(|r| {
+        }
+        let x_adv = pad(&adv_rows, cfg.pad_id, dev);
+        let groups: Vec<i64> = adv_rows.iter().map(|s| s.group).collect();
+        let adv = if cfg.sequence_advantage {
+            // Each row's score is its mean token reward (`sequence_score`); the outcome weight
+            // joins the score itself, not the last token (where the mean would divide it by the
+            // sample's length).
+            let bonus = |right: bool| if right { cfg.outcome_weight } else { 0.0 };
+            let mut scores: Vec<f64> = rewards
+                .policy
+                .iter()
+                .zip(&batch.policy)
+                .map(|(r, s)| sequence_score(r) + bonus(s.correct == Some(true)))
+                .collect();
+            if cfg.expert_in_group {
+                scores.extend(rewards.experts.iter().map(|r| sequence_score(r) + bonus(true)));
+            }
+            let a = losses::sequence_advantages(&scores, &groups);
+            let rows: Vec<Vec<f32>> = adv_rows.iter().zip(&a).map(|(s, &v)| vec![v as f32; s.response.len()]).collect();
+            let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
+            x_adv.scatter(&refs, dev)
+        } else {
+            // The outcome weight on the last token of a right answer (experts count as right).
+            let with_bonus = |r: &Vec<f64>, right: bool| {
                 let mut r: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-                if cfg.outcome_weight != 0.0 {
+                if cfg.outcome_weight != 0.0 && right {
                     if let Some(last) = r.last_mut() {
                         *last += cfg.outcome_weight as f32;
                     }
                 }
                 r
-            }));
-        }
-        let x_adv = pad(&adv_rows, cfg.pad_id, dev);
-        let refs: Vec<&[f32]> = adv_rewards.iter().map(|v| v.as_slice()).collect();
-        let r_tensor = x_adv.scatter(&refs, dev);
-        let groups: Vec<i64> = adv_rows.iter().map(|s| s.group).collect();
-        let adv = losses::group_advantages(&r_tensor, &x_adv.resp_mask, &groups, cfg.gamma);
+            };
+            let mut adv_rewards: Vec<Vec<f32>> = rewards
+                .policy
+                .iter()
+                .zip(&batch.policy)
+                .map(|(r, s)| with_bonus(r, s.correct == Some(true)))
+                .collect();
+            if cfg.expert_in_group {
+                adv_rewards.extend(rewards.experts.iter().map(|r| with_bonus(r, true)));
+            }
+            let refs: Vec<&[f32]> = adv_rewards.iter().map(|v| v.as_slice()).collect();
+            let r_tensor = x_adv.scatter(&refs, dev);
+            losses::group_advantages(&r_tensor, &x_adv.resp_mask, &groups, cfg.gamma)
+        };
         m.time_reward_s = t1.elapsed().as_secs_f64();
 
         // 3. Policy steps (PPO) on the policy samples. The policy rows come first in `x_adv`.

@@ -121,6 +121,24 @@ pub fn group_advantages(rewards: &Tensor, mask: &Tensor, group_ids: &[i64], gamm
     normed.matmul(&gamma_m.tr()) * mask
 }
 
+/// Group-normalised sequence advantages (`policy.advantage = "sequence"`): for each group (rows
+/// sharing a `group_ids` value), `(s − μ) / (σ + 1e-6)` with the mean and population standard
+/// deviation of the group's scores `s`, one value per row (GRPO's outcome advantage). A row
+/// alone in its group, or a group whose scores are all equal, gets 0.
+pub fn sequence_advantages(scores: &[f64], group_ids: &[i64]) -> Vec<f64> {
+    assert_eq!(scores.len(), group_ids.len(), "one group id per score");
+    scores
+        .iter()
+        .zip(group_ids)
+        .map(|(&s, &g)| {
+            let group: Vec<f64> = scores.iter().zip(group_ids).filter(|(_, &h)| h == g).map(|(&v, _)| v).collect();
+            let mean = group.iter().sum::<f64>() / group.len() as f64;
+            let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / group.len() as f64;
+            (s - mean) / (var.sqrt() + 1e-6)
+        })
+        .collect()
+}
+
 /// Log-probabilities [N, T] of `targets` [N, T] under `logits` [N, T, V] (computed in fp32).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Tensor {
     logits
@@ -205,4 +223,20 @@ pub fn kl_penalty(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor) -> Tensor {
 /// Behaviour-cloning loss: token-mean negative log-likelihood of `targets` under `logits`.
 pub fn sft_loss(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Tensor {
     masked_mean(&-token_logprobs(logits, targets), mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-computed: group 7 holds scores 1, 2, 3 (mean 2, population σ = √(2/3)), group 9 the
+    /// scores 5, 5 (σ = 0: both 0), group 4 one score (0).
+    #[test]
+    fn sequence_advantages_normalise_within_each_group() {
+        let a = sequence_advantages(&[1.0, 5.0, 2.0, 3.0, 5.0, -4.0], &[7, 9, 7, 7, 9, 4]);
+        let z = 1.0 / (2.0f64 / 3.0).sqrt();
+        for (got, want) in a.iter().zip([-z, 0.0, 0.0, z, 0.0, 0.0]) {
+            assert!((got - want).abs() < 1e-5, "{a:?}");
+        }
+    }
 }
