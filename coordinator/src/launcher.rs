@@ -163,6 +163,14 @@ async fn launch(
         });
     }
     let gpus = assign_gpus(&cfg, &local_gpus())?;
+    // The workers run on this host: say here too (not only in their logs) when they will
+    // compute bf16 settings in fp32.
+    for (key, dtype) in [("model.train_dtype", cfg.model.train_dtype), ("model.rollout_dtype", cfg.model.rollout_dtype)] {
+        use airlift_proto::host;
+        if let (_, Some(note)) = host::cpu_compute_kind(&cfg, dtype, key, host::cpu_bf16_slow(), host::force_cpu_bf16()) {
+            tracing::warn!("{}", note.replace("this worker computes", "the local workers compute"));
+        }
+    }
     // Logs are appended to: a resumed or restarted worker's log follows the earlier attempt's.
     let spawn = {
         let (bin, logs, token) = (bin.clone(), logs.clone(), token.clone());

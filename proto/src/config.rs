@@ -271,6 +271,14 @@ pub struct RewardSection {
     /// that the reward marks the wrong line rather than everything after it. Default false.
     #[serde(default)]
     pub ignore_corrupted_suffix: bool,
+    /// Leave the final answer line (the last line holding `####`, and anything after it) of
+    /// policy samples whose answer grades wrong out of the discriminator loss. That line is
+    /// wrong in every wrong sample, whichever line went wrong first, so with it labelled 0 the
+    /// reward learns to put its lowest values on the answer line instead of on the wrong step.
+    /// Uses the grade (the expert's final answer). Default false (not serialised when false, so
+    /// that configs written before it keep their resume hash).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ignore_wrong_answer_line: bool,
     /// How the discriminator labels policy samples whose final answer grades right: `negative`
     /// (labelled 0 like every policy sample, design §1), `ignore` (left out of its loss) or
     /// `positive` (labelled 1 like the experts). The last two use the grade, i.e. the expert's
@@ -433,6 +441,7 @@ pub const FORK_MAY_DIFFER: &[&str] = &[
     "reward.lr",
     "reward.disc_steps",
     "reward.correct_policy_samples",
+    "reward.ignore_wrong_answer_line",
     "reward.outcome_weight",
     "reward.temperature",
     "reward.clip",
@@ -538,6 +547,10 @@ pub const CORRUPTION_KINDS: [&str; 6] = [
 
 fn default_behaviour_logprobs() -> BehaviourLogprobs {
     BehaviourLogprobs::Rollout
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_correct_policy_samples() -> CorrectPolicySamples {
@@ -888,6 +901,22 @@ mod tests {
 
     /// `policy.advantage`: `token` by default and then not written (the resume hash of a run
     /// from before the key is unchanged); `sequence` is written; another word names the key.
+    #[test]
+    fn the_wrong_answer_line_is_kept_by_default_written_only_when_left_out_and_may_fork() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert!(!c.reward.ignore_wrong_answer_line);
+        assert!(!c.to_toml().contains("ignore_wrong_answer_line"), "{}", c.to_toml());
+        let s = RunConfig::from_toml(&format!("{MIN}[reward]\nignore_wrong_answer_line = true\n")).unwrap();
+        assert!(s.reward.ignore_wrong_answer_line);
+        assert_eq!(RunConfig::from_toml(&s.to_toml()).unwrap(), s);
+        assert_eq!(s.fork_hash(), c.fork_hash());
+        assert_ne!(s.resume_hash(), c.resume_hash());
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\nignore_wrong_answer_line = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ignore_wrong_answer_line"), "{e}");
+    }
+
     #[test]
     fn the_advantage_form_defaults_to_token_and_is_written_only_when_sequence() {
         let c = RunConfig::from_toml(MIN).unwrap();

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod conn;
 pub mod gsm8k;
+pub mod host;
 pub mod ids;
 pub mod processbench;
 pub mod tls;

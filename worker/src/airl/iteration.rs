@@ -41,6 +41,9 @@ pub struct Sample {
     /// Index into `response` just past the line that holds the first wrong token (corrupted
     /// traces only; the response's length when that line is the last).
     pub error_line_end: Option<usize>,
+    /// Index into `response` of the first token of the final answer line (the last line that
+    /// holds `####`; policy samples, where it has one).
+    pub answer_line_start: Option<usize>,
 }
 
 /// The three kinds of rows of one iteration. Experts and corruptions are for the same prompts
@@ -103,6 +106,10 @@ pub struct AirlConfig {
     /// first error out of the discriminator loss (they follow from the error and are often
     /// right by themselves). Default false.
     pub ignore_corrupted_suffix: bool,
+    /// `reward.ignore_wrong_answer_line`: leave the answer line of policy samples that grade
+    /// wrong ([`Sample::answer_line_start`] onwards) out of the discriminator loss. Default false.
+    #[serde(default)]
+    pub ignore_wrong_answer_line: bool,
     /// `reward.correct_policy_samples`: how the discriminator labels policy samples that grade
     /// right. Default `Negative` (design §1).
     pub correct_policy_samples: CorrectSamples,
@@ -136,10 +143,22 @@ impl Default for AirlConfig {
             pad_id: 0,
             ignore_corrupted_prefix: false,
             ignore_corrupted_suffix: false,
+            ignore_wrong_answer_line: false,
             correct_policy_samples: CorrectSamples::Negative,
             learner_behaviour: false,
         }
     }
+}
+
+/// `(row, answer line start)` of the policy samples that grade wrong, rows numbered from
+/// `first` (where the policy rows begin in the discriminator's batch).
+fn wrong_answer_lines(policy: &[&Sample], first: usize) -> Vec<(usize, usize)> {
+    policy
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.correct == Some(false))
+        .filter_map(|(i, s)| s.answer_line_start.map(|a| (first + i, a)))
+        .collect()
 }
 
 /// Right-padded rows in shifted space.
@@ -226,6 +245,23 @@ impl Padded {
             }
         }
         self.resp_mask = Tensor::from_slice(&m).view([self.rows(), l1]).to_device(self.resp_mask.device());
+    }
+
+    /// Removes from the response mask the tokens of each `(row, start)` from `start` to the end
+    /// of that row's response.
+    fn mask_from(&mut self, cuts: &[(usize, usize)]) {
+        if cuts.is_empty() {
+            return;
+        }
+        let l1 = self.resp_mask.size()[1] as usize;
+        let mut m = Vec::<f32>::try_from(self.resp_mask.to_device(Device::Cpu).reshape([-1])).expect("f32 mask");
+        for &(row, start) in cuts {
+            let (p, len) = self.spans[row];
+            for j in start.min(len)..len {
+                m[row * l1 + p - 1 + j] = 0.0;
+            }
+        }
+        self.resp_mask = Tensor::from_slice(&m).view([self.rows(), l1 as i64]).to_device(self.resp_mask.device());
     }
 
     /// Per-row values [N, L−1] filled from per-response-token lists.
@@ -524,6 +560,9 @@ impl Learner {
         if cfg.ignore_corrupted_prefix || cfg.ignore_corrupted_suffix {
             let first_corrupted = batch.experts.len() + policy.len();
             x_all.mask_corrupted(first_corrupted, &batch.corrupted, cfg.ignore_corrupted_prefix, cfg.ignore_corrupted_suffix);
+        }
+        if cfg.ignore_wrong_answer_line {
+            x_all.mask_from(&wrong_answer_lines(&policy, batch.experts.len()));
         }
         let positive = |i: usize| {
             i < batch.experts.len()
@@ -918,5 +957,45 @@ mod tests {
         x.mask_corrupted(1, std::slice::from_ref(&corrupted), false, true);
         let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
         assert_eq!(m, vec![0., 1., 1., 1., 0., 0., 0., 0., 1., 1., 1., 0.]);
+    }
+
+    #[test]
+    fn the_answer_line_of_wrong_policy_samples_leaves_the_mask() {
+        let expert = Sample {
+            prompt: vec![1, 2],
+            response: vec![3, 4, 5],
+            ..Default::default()
+        };
+        let wrong = Sample {
+            prompt: vec![1, 2],
+            response: vec![3, 6, 5, 7],
+            correct: Some(false),
+            answer_line_start: Some(2),
+            ..Default::default()
+        };
+        // A right sample and an ungraded one keep their answer lines.
+        let right = Sample {
+            correct: Some(true),
+            ..wrong.clone()
+        };
+        let ungraded = Sample {
+            correct: None,
+            ..wrong.clone()
+        };
+        let policy = [&wrong, &right, &ungraded];
+        let cuts = wrong_answer_lines(&policy, 1);
+        assert_eq!(cuts, vec![(1, 2)]);
+        let mut x = pad(&[&expert, &wrong, &right, &ungraded], 0, Device::Cpu);
+        x.mask_from(&cuts);
+        let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
+        // L = 6, shifted width 5. Expert: response at shifted 1..4; the policy rows at 1..5, the
+        // wrong one without its tokens 2 and 3.
+        #[rustfmt::skip]
+        assert_eq!(m, vec![
+            0., 1., 1., 1., 0.,
+            0., 1., 1., 0., 0.,
+            0., 1., 1., 1., 1.,
+            0., 1., 1., 1., 1.,
+        ]);
     }
 }

@@ -18,6 +18,25 @@ pub fn step_ids(ends_line: &[bool]) -> Vec<usize> {
         .collect()
 }
 
+/// Index of the first token of the final answer line, the line of the last `####` (`pieces`
+/// are the response's tokens decoded one by one; a token whose text holds a newline ends its
+/// line, as in [`step_ids`]). When the marker follows a newline inside one token, that token.
+/// `None` when the response holds no `####`.
+pub fn answer_line_start(pieces: &[String]) -> Option<usize> {
+    let full: String = pieces.concat();
+    let pos = full.rfind("####")?;
+    let (mut begin, mut i) = (0, 0);
+    while begin + pieces[i].len() <= pos {
+        begin += pieces[i].len();
+        i += 1;
+    }
+    if pieces[i][..pos - begin].contains('\n') {
+        return Some(i);
+    }
+    let steps = step_ids(&pieces.iter().map(|p| p.contains('\n')).collect::<Vec<_>>());
+    Some(steps.iter().position(|&s| s == steps[i]).unwrap_or(i))
+}
+
 /// The step with the lowest mean reward (the first such step on ties); `None` for no tokens.
 pub fn lowest_step(rewards: &[f64], steps: &[usize]) -> Option<usize> {
     let n = steps.iter().max().map(|&m| m + 1)?;
@@ -54,6 +73,28 @@ pub fn hit_at_1(traces: &[(Vec<f64>, Vec<usize>, usize)]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pieces(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_answer_line_starts_at_the_first_token_of_the_last_marker_line() {
+        // Lines: "3 + 4 = 7.\n" (tokens 0-4), "#### 7" (tokens 5-6).
+        let p = pieces(&["3", " +", " 4", " = 7", ".\n", "####", " 7"]);
+        assert_eq!(answer_line_start(&p), Some(5));
+        // A marker split over two tokens, after a space on its line: the line's first token.
+        let p = pieces(&["a", "\n", "The", " ##", "## 9", "\n"]);
+        assert_eq!(answer_line_start(&p), Some(2));
+        // The marker after a newline inside one token: that token.
+        let p = pieces(&["x = 2", ".\n####", " 2"]);
+        assert_eq!(answer_line_start(&p), Some(1));
+        // The last of two marker lines; none at all.
+        let p = pieces(&["#### 1", "\n", "#### 2"]);
+        assert_eq!(answer_line_start(&p), Some(2));
+        assert_eq!(answer_line_start(&pieces(&["no", " answer", "\n"])), None);
+        assert_eq!(answer_line_start(&[]), None);
+    }
 
     #[test]
     fn steps_split_after_newline_tokens() {

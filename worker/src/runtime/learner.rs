@@ -75,11 +75,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
 
         // Models: fp32 master weights, compute in the configured precision.
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());
-        let compute = if cfg.model.train_dtype == airlift_proto::config::Dtype::Bf16 {
-            Kind::BFloat16
-        } else {
-            Kind::Float
-        };
+        let compute = super::compute_kind(&cfg, cfg.model.train_dtype, "model.train_dtype");
         let mut policy = model::load(&cfg.model.policy, device, Kind::Float).map_err(|e| other(&e))?;
         policy.model.set_compute_kind(compute);
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| other(&e))?;
@@ -428,12 +424,18 @@ impl Rank {
         let mut batch = IterationBatch::default();
         let mut rows_out = rows.clone();
         for r in &rows {
+            let answer_line_start = if airl.ignore_wrong_answer_line && r.correct == Some(false) {
+                answer_line_start(tok, &r.response_tokens)
+            } else {
+                None
+            };
             batch.policy.push(Sample {
                 prompt: r.prompt_tokens.clone(),
                 response: r.response_tokens.clone(),
                 group: r.prompt_id as i64,
                 behaviour_logprobs: Some(r.behaviour_logprobs.clone()),
                 correct: r.correct,
+                answer_line_start,
                 ..Default::default()
             });
         }
@@ -791,6 +793,12 @@ fn check_rows(want: &Wanted, rows: &[TrajectoryRow]) -> Result<(), WorkerError> 
 fn token_lines(tok: &Tokenizer, tokens: &[u32]) -> Vec<u32> {
     let ends: Vec<bool> = tokens.iter().map(|&t| tok.decode(&[t]).map(|s| s.contains('\n')).unwrap_or(false)).collect();
     localize::step_ids(&ends).into_iter().map(|l| l as u32).collect()
+}
+
+/// [`localize::answer_line_start`] of `tokens`, each decoded on its own.
+fn answer_line_start(tok: &Tokenizer, tokens: &[u32]) -> Option<usize> {
+    let pieces: Vec<String> = tokens.iter().map(|&t| tok.decode(&[t]).unwrap_or_default()).collect();
+    localize::answer_line_start(&pieces)
 }
 
 /// Ids per step of warm-start task `task_id`.

@@ -340,8 +340,23 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         pad_id,
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
+        ignore_wrong_answer_line: cfg.reward.ignore_wrong_answer_line,
         learner_behaviour: cfg.policy.behaviour_logprobs == BehaviourLogprobs::Learner,
         correct_policy_samples: cfg.reward.correct_policy_samples,
+    }
+}
+
+/// The libtorch kind this worker computes `dtype` (config key `key`) in: fp32 for bf16 on a CPU
+/// that multiplies bf16 slowly (`airlift_proto::host`), with a warning in the worker's log.
+pub(crate) fn compute_kind(cfg: &RunConfig, dtype: airlift_proto::config::Dtype, key: &str) -> tch::Kind {
+    use airlift_proto::host;
+    let (d, note) = host::cpu_compute_kind(cfg, dtype, key, host::cpu_bf16_slow(), host::force_cpu_bf16());
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+    }
+    match d {
+        airlift_proto::config::Dtype::Bf16 => tch::Kind::BFloat16,
+        airlift_proto::config::Dtype::Fp32 => tch::Kind::Float,
     }
 }
 

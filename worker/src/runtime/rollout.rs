@@ -11,7 +11,6 @@ use crate::tokenizer::Tokenizer;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg};
 use airlift_proto::trajectory::TrajectoryRow;
 use std::time::Instant;
-use tch::Kind;
 
 pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(), WorkerError> {
     let mut s = register(
@@ -27,11 +26,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let cfg = s.config.clone();
         let (threads, from) = super::set_threads(&cfg);
         tracing::info!(threads, from, "libtorch intra-op threads");
-        let kind = if cfg.model.rollout_dtype == airlift_proto::config::Dtype::Bf16 {
-            Kind::BFloat16
-        } else {
-            Kind::Float
-        };
+        let kind = super::compute_kind(&cfg, cfg.model.rollout_dtype, "model.rollout_dtype");
         let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
         let eos: Vec<i64> = m.model.config().eos_token_ids.clone();
