@@ -19,17 +19,22 @@ def lowest_mean_line(lines, rewards):
     return min(sums, key=lambda line: (sums[line] / counts[line], line))
 
 
-for path in sys.argv[1:]:
-    by_kind = collections.defaultdict(collections.Counter)
-    for row in pq.read_table(path, columns=["kind", "token_lines", "token_rewards", "first_error_line"]).to_pylist():
-        last = max(row["token_lines"])
-        pick = lowest_mean_line(row["token_lines"], row["token_rewards"])
-        c = by_kind[row["kind"]]
-        c["n"] += 1
-        c["hit"] += pick == row["first_error_line"]
-        c["picks last"] += pick == last
-        c["error on last"] += row["first_error_line"] == last
-    print(path)
-    for kind, c in sorted(by_kind.items()):
-        n = c["n"]
-        print(f"  {kind:16s} n = {n:3d}: hit@1 {c['hit'] / n:.3f}, picks the last line {c['picks last'] / n:.3f}, error on the last line {c['error on last'] / n:.3f}")
+def main():
+    for path in sys.argv[1:]:
+        by_kind = collections.defaultdict(collections.Counter)
+        for row in pq.read_table(path, columns=["kind", "token_lines", "token_rewards", "first_error_line"]).to_pylist():
+            last = max(row["token_lines"])
+            pick = lowest_mean_line(row["token_lines"], row["token_rewards"])
+            c = by_kind[row["kind"]]
+            c["n"] += 1
+            c["hit"] += pick == row["first_error_line"]
+            c["picks last"] += pick == last
+            c["error on last"] += row["first_error_line"] == last
+        print(path)
+        for kind, c in sorted(by_kind.items()):
+            n = c["n"]
+            print(f"  {kind:16s} n = {n:3d}: hit@1 {c['hit'] / n:.3f}, picks the last line {c['picks last'] / n:.3f}, error on the last line {c['error on last'] / n:.3f}")
+
+
+if __name__ == "__main__":
+    main()

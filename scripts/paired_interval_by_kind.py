@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Paired interval-reading hit@1 per corruption kind between two evaluations of the same problems
 # (an independent reading of corruptions.parquet, not airlift's code): the interval reading is the
-# line of lowest mean token reward (the first on ties); a hit is that line being the first wrong
+# line of lowest mean token reward (the first on ties; interval_picks.lowest_mean_line); a hit is that line being the first wrong
 # line. For each kind: A's and B's hit@1, A - B with a 95% bootstrap interval over problems
 # (corruptions of one problem resampled together), and the traces only A / only B got right.
 # Usage: scripts/paired_interval_by_kind.py A/corruptions.parquet B/corruptions.parquet
@@ -12,15 +12,9 @@ import sys
 
 import pyarrow.parquet as pq
 
+from interval_picks import lowest_mean_line
+
 COLS = ["problem_id", "corruption_index", "kind", "text", "token_lines", "token_rewards", "first_error_line"]
-
-
-def lowest_mean_line(lines, rewards):
-    sums, counts = collections.defaultdict(float), collections.Counter()
-    for line, r in zip(lines, rewards):
-        sums[line] += r
-        counts[line] += 1
-    return min(sums, key=lambda line: (sums[line] / counts[line], line))
 
 
 def hits(path):
