@@ -275,6 +275,65 @@ fn wrong_token_and_wrong_protocol_version_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A worker whose coordinator dies (SIGKILL: no shutdown message, the kernel closes the
+/// socket) exits by itself with a failure status naming what happened, so that a scheduler or a
+/// supervisor sees a failed worker rather than one that finished its work.
+#[test]
+fn a_worker_that_loses_its_coordinator_exits_with_a_failure() {
+    let _one_at_a_time = serial();
+    let dir = temp_dir("lostcoord");
+    tiny_model(&dir.join("model"));
+    std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &dir.join("run"), "")).unwrap();
+    let port = free_port();
+    let mut coord = Command::new(bin("coordinator"))
+        .args(["--config", dir.join("c.toml").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(coord.stderr.take().unwrap()).lines();
+    let worker_log = dir.join("worker.log");
+    let mut worker = Command::new(bin("worker"))
+        .args(["run", "--role", "rollout", "--coordinator", &format!("http://127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .spawn()
+        .unwrap();
+    // The run waits for its other workers; the one rollout worker is attached.
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        let attached = line.contains("worker attached");
+        seen.push(line);
+        if attached {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains("worker attached")), "{}", seen.join("\n"));
+    coord.kill().unwrap();
+    let _ = coord.wait();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(90) {
+            let _ = worker.kill();
+            panic!(
+                "the worker outlived its coordinator by 90 s:\n{}",
+                std::fs::read_to_string(&worker_log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&worker_log).unwrap();
+    assert!(!status.success(), "exited {status} after losing its coordinator:\n{log}");
+    assert!(log.contains("lost the coordinator"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_configs_fail_before_anything_starts_naming_the_key() {
     let dir = temp_dir("badcfg");

@@ -108,14 +108,13 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let pad = policy.model.config().pad_token_id.unwrap_or(eos);
 
         // Rendezvous: the first message the coordinator sends a learner.
-        let rdv = match s.inbox.recv() {
-            Ok(Msg::Rendezvous(r)) => r,
-            Ok(Msg::Shutdown(sd)) => {
+        let rdv = match s.next_message()? {
+            Msg::Rendezvous(r) => r,
+            Msg::Shutdown(sd) => {
                 tracing::info!(reason = %sd.reason, "shut down before the rendezvous");
                 return Ok(());
             }
-            Ok(other) => return Err(WorkerError::Other(format!("expected a rendezvous first, got {other:?}"))),
-            Err(_) => return Err(WorkerError::Other("coordinator stream closed before the rendezvous".into())),
+            other => return Err(WorkerError::Other(format!("expected a rendezvous first, got {other:?}"))),
         };
         let (rank, world) = (rdv.rank as usize, rdv.world_size as usize);
         let coll: Box<dyn Collective> = if device.is_cuda() {
@@ -204,8 +203,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             store.publish(0, flat_params(&me.policy_vs));
         }
 
-        while let Ok(msg) = s.inbox.recv() {
-            match msg {
+        loop {
+            match s.next_message()? {
                 Msg::Learner(task) => {
                     let task_id = task.task_id;
                     let result = me.run_task(&task, &s.progress(task_id));

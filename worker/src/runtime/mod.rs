@@ -27,6 +27,10 @@ pub enum WorkerError {
     Connect { addr: String, what: String },
     #[error("coordinator refused the call: {0}")]
     Refused(String),
+    /// The stream to the coordinator ended without its shutdown: the coordinator, its node or
+    /// the link to it is gone (or it dropped this worker as lost).
+    #[error("lost the coordinator: {0}")]
+    Lost(String),
     #[error("{0}")]
     Other(String),
 }
@@ -94,8 +98,9 @@ pub(crate) struct Session {
     pub config: RunConfig,
     pub run_dir: std::path::PathBuf,
     pub stamp: Stamp,
-    /// Coordinator messages (the attached stream's inbound side).
-    pub inbox: std::sync::mpsc::Receiver<Msg>,
+    /// Coordinator messages (the attached stream's inbound side), then why the stream ended
+    /// if it ended without the coordinator's shutdown; read with [`Session::next_message`].
+    inbox: std::sync::mpsc::Receiver<Result<Msg, WorkerError>>,
     /// The attached stream's outbound side (heartbeats go up it too).
     pub up: tokio::sync::mpsc::Sender<pb::WorkerMessage>,
 }
@@ -122,9 +127,23 @@ impl Session {
             .map_err(|_| WorkerError::Other("the stream to the coordinator is closed".into()))
     }
 
+    /// The next message from the coordinator. An error when the stream to it ended without its
+    /// shutdown, so that the worker exits with a failure status (a coordinator that ends a run
+    /// always says so first).
+    pub fn next_message(&self) -> Result<Msg, WorkerError> {
+        match self.inbox.recv() {
+            Ok(m) => m,
+            Err(_) => Err(WorkerError::Lost("the stream to the coordinator ended".into())),
+        }
+    }
+
     /// Tells the coordinator this worker cannot go on and why (it reports the reason instead of
-    /// a lost stream), giving the message a moment to leave before the process exits.
+    /// a lost stream), giving the message a moment to leave before the process exits. A worker
+    /// that lost its coordinator has no one to tell.
     pub fn fatal(&self, e: &WorkerError) {
+        if matches!(e, WorkerError::Lost(_)) {
+            return;
+        }
         if self.send_up(worker_message::Kind::Fatal(pb::Fatal { error: e.to_string() })).is_ok() {
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -196,7 +215,7 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
 
     // The attached stream: heartbeats up, messages down (forwarded to a std channel).
     let (up_tx, up_rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(16);
-    let (down_tx, down_rx) = std::sync::mpsc::channel::<Msg>();
+    let (down_tx, down_rx) = std::sync::mpsc::channel::<Result<Msg, WorkerError>>();
     let heartbeat = config.workers.heartbeat_ms.duration();
     let mut c = client.clone();
     let up = up_tx.clone();
@@ -228,22 +247,18 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
                     match s.message().await {
                         Ok(Some(m)) => {
                             if let Some(k) = m.kind {
-                                if down_tx.send(k).is_err() {
+                                if down_tx.send(Ok(k)).is_err() {
                                     break;
                                 }
                             }
                         }
                         Ok(None) => {
-                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
-                                reason: "coordinator closed the stream".into(),
-                            }));
+                            let _ = down_tx.send(Err(WorkerError::Lost("the coordinator closed the stream without a shutdown".into())));
                             exit_if_stuck();
                             break;
                         }
                         Err(e) => {
-                            let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
-                                reason: format!("stream to the coordinator broke: {}", e.message()),
-                            }));
+                            let _ = down_tx.send(Err(WorkerError::Lost(format!("the stream to the coordinator broke: {}", e.message()))));
                             exit_if_stuck();
                             break;
                         }
@@ -251,9 +266,13 @@ pub(crate) fn register(opts: &WorkerOptions, mut req: pb::RegisterRequest, rt: R
                 }
             }
             Err(e) => {
-                let _ = down_tx.send(Msg::Shutdown(pb::Shutdown {
-                    reason: format!("attach refused: {}", e.message()),
-                }));
+                // Before the coordinator's first answer: it died or was cut off while the stream
+                // opened, or it refused the stream.
+                let _ = down_tx.send(Err(WorkerError::Lost(format!(
+                    "opening the stream to the coordinator: {} ({:?})",
+                    e.message(),
+                    e.code()
+                ))));
             }
         }
     });

@@ -44,8 +44,8 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             eos,
             pad,
         };
-        while let Ok(msg) = s.inbox.recv() {
-            match msg {
+        loop {
+            match s.next_message()? {
                 Msg::Rollout(task) => {
                     let task_id = task.task_id;
                     let result = w.run_task(&mut s, task);
