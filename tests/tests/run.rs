@@ -219,6 +219,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A coordinator serving `config` on a free loopback port, waiting for workers started by hand
+/// (its log on a pipe in `stderr`), and the port.
+fn listening_coordinator(config: &std::path::Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let coord = Command::new(bin("coordinator"))
+        .args(["--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (coord, port)
+}
+
 #[test]
 fn wrong_token_and_wrong_protocol_version_are_refused() {
     let _one_at_a_time = serial();
@@ -228,14 +242,7 @@ fn wrong_token_and_wrong_protocol_version_are_refused() {
     let cfg =
         tiny_config(&dir.join("model"), &dir.join("run"), "").replace("[workers]", &format!("token_file = \"{}\"\n[workers]", dir.join("token").display()));
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
-    let port = free_port();
-    let mut coord = Command::new(bin("coordinator"))
-        .args(["--config", dir.join("c.toml").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut coord, port) = listening_coordinator(&dir.join("c.toml"));
     let url = format!("http://127.0.0.1:{port}");
     // A worker with the wrong token.
     let out = Command::new(bin("worker"))
@@ -284,14 +291,7 @@ fn a_worker_that_loses_its_coordinator_exits_with_a_failure() {
     let dir = temp_dir("lostcoord");
     tiny_model(&dir.join("model"));
     std::fs::write(dir.join("c.toml"), tiny_config(&dir.join("model"), &dir.join("run"), "")).unwrap();
-    let port = free_port();
-    let mut coord = Command::new(bin("coordinator"))
-        .args(["--config", dir.join("c.toml").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut coord, port) = listening_coordinator(&dir.join("c.toml"));
     let lines = BufReader::new(coord.stderr.take().unwrap()).lines();
     let worker_log = dir.join("worker.log");
     let mut worker = Command::new(bin("worker"))
