@@ -150,12 +150,27 @@ pub struct SamplingArgs {
     /// Seed of the sampling streams.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Parameter and compute precision.
-    #[arg(long, value_enum, default_value_t = Dtype::Bf16)]
-    pub dtype: Dtype,
+    /// Parameter and compute precision [default: bf16, or fp32 on a CPU without AVX-512, whose
+    /// bf16 matrix products are about 80x slower than fp32's].
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
 }
 
 impl SamplingArgs {
+    /// `--dtype`, or its default for this CPU (saying so on stderr when that is not bf16).
+    fn dtype(&self) -> Dtype {
+        if let Some(d) = self.dtype {
+            return d;
+        }
+        match airlift_proto::host::cpu_bf16_slow() {
+            Some(why) if !airlift_proto::host::force_cpu_bf16() => {
+                eprintln!("--dtype not given: fp32, since {why} (pass --dtype bf16 to use bf16 anyway)");
+                Dtype::Fp32
+            }
+            _ => Dtype::Bf16,
+        }
+    }
+
     fn params(&self) -> Result<SamplingParams> {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("--top-p must be in (0, 1], got {}", self.top_p);
@@ -349,7 +364,7 @@ fn load(dir: &std::path::Path, dtype: Dtype) -> Result<(model::LoadedModel, Toke
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
-    let (m, tok) = load(&a.model, a.sampling.dtype)?;
+    let (m, tok) = load(&a.model, a.sampling.dtype())?;
     let cfg = m.model.config();
     let pad = cfg.pad_token_id.unwrap_or(0);
     let prompts = a
@@ -378,7 +393,8 @@ fn run_gsm8k(a: Gsm8kArgs) -> Result<()> {
     }
     let problems = gsm8k::load(&a.data)?;
     let n = a.limit.min(problems.len());
-    let (m, tok) = load(&a.model, a.sampling.dtype)?;
+    let dtype = a.sampling.dtype();
+    let (m, tok) = load(&a.model, dtype)?;
     let cfg = m.model.config();
     let pad = cfg.pad_token_id.unwrap_or(0);
     println!(
@@ -386,7 +402,7 @@ fn run_gsm8k(a: Gsm8kArgs) -> Result<()> {
         n,
         a.data.display(),
         a.model.display(),
-        match a.sampling.dtype {
+        match dtype {
             Dtype::Fp32 => "fp32",
             Dtype::Bf16 => "bf16",
         },
