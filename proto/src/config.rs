@@ -279,6 +279,13 @@ pub struct RewardSection {
     /// that configs written before it keep their resume hash).
     #[serde(default, skip_serializing_if = "is_false")]
     pub ignore_wrong_answer_line: bool,
+    /// The weight of that answer line (of policy samples that grade wrong) in the discriminator
+    /// loss, relative to the sample's other tokens: 1 (the default, not serialised) labels it
+    /// like them, 0 leaves it out (what `ignore_wrong_answer_line = true` does), in between
+    /// keeps some of its signal (a wrong final answer) while the wrong step gets more of the
+    /// blame. Uses the grade, as `ignore_wrong_answer_line` does. In [0, 1].
+    #[serde(default = "one_f", skip_serializing_if = "is_one")]
+    pub wrong_answer_line_weight: f64,
     /// How the discriminator labels policy samples whose final answer grades right: `negative`
     /// (labelled 0 like every policy sample, design §1), `ignore` (left out of its loss) or
     /// `positive` (labelled 1 like the experts). The last two use the grade, i.e. the expert's
@@ -442,6 +449,7 @@ pub const FORK_MAY_DIFFER: &[&str] = &[
     "reward.disc_steps",
     "reward.correct_policy_samples",
     "reward.ignore_wrong_answer_line",
+    "reward.wrong_answer_line_weight",
     "reward.outcome_weight",
     "reward.temperature",
     "reward.clip",
@@ -547,6 +555,10 @@ pub const CORRUPTION_KINDS: [&str; 6] = [
 
 fn default_behaviour_logprobs() -> BehaviourLogprobs {
     BehaviourLogprobs::Rollout
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -724,6 +736,16 @@ impl RunConfig {
     }
 
     /// Checks values that parse but cannot work; the error names the key.
+    /// The weight of a wrong policy sample's answer line in the discriminator loss:
+    /// `reward.wrong_answer_line_weight`, or 0 with `reward.ignore_wrong_answer_line = true`.
+    pub fn wrong_answer_line_weight(&self) -> f64 {
+        if self.reward.ignore_wrong_answer_line {
+            0.0
+        } else {
+            self.reward.wrong_answer_line_weight
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, what: String| Err(ConfigError::Invalid { key, what });
         // Whole numbers must fit TOML's (and the run file's) signed 64-bit integers: `1e19`
@@ -749,6 +771,7 @@ impl RunConfig {
             ("sampling.top_p", self.sampling.top_p),
             ("reward.lr", self.reward.lr),
             ("reward.label_smoothing", self.reward.label_smoothing),
+            ("reward.wrong_answer_line_weight", self.reward.wrong_answer_line_weight),
             ("reward.temperature", self.reward.temperature),
             ("reward.outcome_weight", self.reward.outcome_weight),
             ("reward.warm_start_lr", self.reward.warm_start_lr),
@@ -830,6 +853,21 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&self.reward.label_smoothing) {
             return bad("reward.label_smoothing", format!("{} is not in [0, 1)", self.reward.label_smoothing));
+        }
+        if !(0.0..=1.0).contains(&self.reward.wrong_answer_line_weight) {
+            return bad(
+                "reward.wrong_answer_line_weight",
+                format!("{} is not in [0, 1]", self.reward.wrong_answer_line_weight),
+            );
+        }
+        if self.reward.ignore_wrong_answer_line && self.reward.wrong_answer_line_weight != 1.0 {
+            return bad(
+                "reward.wrong_answer_line_weight",
+                format!(
+                    "{} given with reward.ignore_wrong_answer_line = true, which means weight 0: give one of the two",
+                    self.reward.wrong_answer_line_weight
+                ),
+            );
         }
         if self.reward.temperature <= 0.0 {
             return bad("reward.temperature", "must be > 0".into());
@@ -915,6 +953,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ignore_wrong_answer_line"), "{e}");
+    }
+
+    /// `reward.wrong_answer_line_weight`: 1 by default and then not written; in [0, 1]; may
+    /// fork; not given beside `ignore_wrong_answer_line = true` (which means 0).
+    #[test]
+    fn the_answer_line_weight_defaults_to_one_is_checked_and_may_fork() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert_eq!((c.reward.wrong_answer_line_weight, c.wrong_answer_line_weight()), (1.0, 1.0));
+        assert!(!c.to_toml().contains("wrong_answer_line_weight"), "{}", c.to_toml());
+        let s = RunConfig::from_toml(&format!("{MIN}[reward]\nwrong_answer_line_weight = 0.25\n")).unwrap();
+        assert_eq!(s.wrong_answer_line_weight(), 0.25);
+        assert_eq!(RunConfig::from_toml(&s.to_toml()).unwrap(), s);
+        assert_eq!(s.fork_hash(), c.fork_hash());
+        assert_ne!(s.resume_hash(), c.resume_hash());
+        let i = RunConfig::from_toml(&format!("{MIN}[reward]\nignore_wrong_answer_line = true\n")).unwrap();
+        assert_eq!(i.wrong_answer_line_weight(), 0.0);
+        for (v, want) in [("1.5", "not in [0, 1]"), ("-0.1", "negative"), ("nan", "wrong_answer_line_weight")] {
+            let e = RunConfig::from_toml(&format!("{MIN}[reward]\nwrong_answer_line_weight = {v}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("reward.wrong_answer_line_weight") && e.contains(want), "{v}: {e}");
+        }
+        let e = RunConfig::from_toml(&format!("{MIN}[reward]\nignore_wrong_answer_line = true\nwrong_answer_line_weight = 0.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reward.wrong_answer_line_weight") && e.contains("give one of the two"), "{e}");
     }
 
     #[test]

@@ -106,10 +106,10 @@ pub struct AirlConfig {
     /// first error out of the discriminator loss (they follow from the error and are often
     /// right by themselves). Default false.
     pub ignore_corrupted_suffix: bool,
-    /// `reward.ignore_wrong_answer_line`: leave the answer line of policy samples that grade
-    /// wrong ([`Sample::answer_line_start`] onwards) out of the discriminator loss. Default false.
-    #[serde(default)]
-    pub ignore_wrong_answer_line: bool,
+    /// `reward.wrong_answer_line_weight` (0 with `reward.ignore_wrong_answer_line`): the weight
+    /// of the answer line of policy samples that grade wrong ([`Sample::answer_line_start`]
+    /// onwards) in the discriminator loss. Default 1 (labelled like the rest of the sample).
+    pub wrong_answer_line_weight: f32,
     /// `reward.correct_policy_samples`: how the discriminator labels policy samples that grade
     /// right. Default `Negative` (design §1).
     pub correct_policy_samples: CorrectSamples,
@@ -143,7 +143,7 @@ impl Default for AirlConfig {
             pad_id: 0,
             ignore_corrupted_prefix: false,
             ignore_corrupted_suffix: false,
-            ignore_wrong_answer_line: false,
+            wrong_answer_line_weight: 1.0,
             correct_policy_samples: CorrectSamples::Negative,
             learner_behaviour: false,
         }
@@ -247,9 +247,9 @@ impl Padded {
         self.resp_mask = Tensor::from_slice(&m).view([self.rows(), l1]).to_device(self.resp_mask.device());
     }
 
-    /// Removes from the response mask the tokens of each `(row, start)` from `start` to the end
-    /// of that row's response.
-    fn mask_from(&mut self, cuts: &[(usize, usize)]) {
+    /// Multiplies by `weight` the response mask of the tokens of each `(row, start)` from
+    /// `start` to the end of that row's response (0 removes them from the loss).
+    fn scale_from(&mut self, cuts: &[(usize, usize)], weight: f32) {
         if cuts.is_empty() {
             return;
         }
@@ -258,7 +258,7 @@ impl Padded {
         for &(row, start) in cuts {
             let (p, len) = self.spans[row];
             for j in start.min(len)..len {
-                m[row * l1 + p - 1 + j] = 0.0;
+                m[row * l1 + p - 1 + j] *= weight;
             }
         }
         self.resp_mask = Tensor::from_slice(&m).view([self.rows(), l1 as i64]).to_device(self.resp_mask.device());
@@ -561,8 +561,8 @@ impl Learner {
             let first_corrupted = batch.experts.len() + policy.len();
             x_all.mask_corrupted(first_corrupted, &batch.corrupted, cfg.ignore_corrupted_prefix, cfg.ignore_corrupted_suffix);
         }
-        if cfg.ignore_wrong_answer_line {
-            x_all.mask_from(&wrong_answer_lines(&policy, batch.experts.len()));
+        if cfg.wrong_answer_line_weight != 1.0 {
+            x_all.scale_from(&wrong_answer_lines(&policy, batch.experts.len()), cfg.wrong_answer_line_weight);
         }
         let positive = |i: usize| {
             i < batch.experts.len()
@@ -986,10 +986,12 @@ mod tests {
         let cuts = wrong_answer_lines(&policy, 1);
         assert_eq!(cuts, vec![(1, 2)]);
         let mut x = pad(&[&expert, &wrong, &right, &ungraded], 0, Device::Cpu);
-        x.mask_from(&cuts);
+        let mut weighted = pad(&[&expert, &wrong, &right, &ungraded], 0, Device::Cpu);
+        x.scale_from(&cuts, 0.0);
+        weighted.scale_from(&cuts, 0.25);
         let m = Vec::<f32>::try_from(x.resp_mask.reshape([-1])).unwrap();
         // L = 6, shifted width 5. Expert: response at shifted 1..4; the policy rows at 1..5, the
-        // wrong one without its tokens 2 and 3.
+        // wrong one without its tokens 2 and 3 (weight 0), or with them at a quarter.
         #[rustfmt::skip]
         assert_eq!(m, vec![
             0., 1., 1., 1., 0.,
@@ -997,5 +999,8 @@ mod tests {
             0., 1., 1., 1., 1.,
             0., 1., 1., 1., 1.,
         ]);
+        let w = Vec::<f32>::try_from(weighted.resp_mask.reshape([-1])).unwrap();
+        assert_eq!(&w[5..10], &[0., 1., 1., 0.25, 0.25]);
+        assert_eq!((&w[..5], &w[10..]), (&m[..5], &m[10..]));
     }
 }

@@ -423,7 +423,7 @@ impl Rank {
         let mut batch = IterationBatch::default();
         let mut rows_out = rows.clone();
         for r in &rows {
-            let answer_line_start = if airl.ignore_wrong_answer_line && r.correct == Some(false) {
+            let answer_line_start = if airl.wrong_answer_line_weight != 1.0 && r.correct == Some(false) {
                 answer_line_start(tok, &r.response_tokens)
             } else {
                 None

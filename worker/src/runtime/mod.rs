@@ -359,7 +359,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         pad_id,
         ignore_corrupted_prefix: cfg.reward.ignore_corrupted_prefix,
         ignore_corrupted_suffix: cfg.reward.ignore_corrupted_suffix,
-        ignore_wrong_answer_line: cfg.reward.ignore_wrong_answer_line,
+        wrong_answer_line_weight: cfg.wrong_answer_line_weight() as f32,
         learner_behaviour: cfg.policy.behaviour_logprobs == BehaviourLogprobs::Learner,
         correct_policy_samples: cfg.reward.correct_policy_samples,
     }
