@@ -4,12 +4,15 @@
 #      adversarial iterations; runs/quality);
 #   2. the SFT baseline with equal policy compute: the same SFT warm start run for as many
 #      optimizer steps on expert traces as the AIRL run's policy takes in all
-#      (sft.steps + iterations x policy.steps), no iterations (runs/quality-sft);
+#      (sft.steps + iterations x policy.steps), no iterations (runs/quality-sft); its reward is
+#      not trained (no warm start, 8 layers), so only the policy's rows of its evaluation
+#      (pass@1, majority vote, log-prob) mean something;
 #   3. three checkpoints evaluated on the same held-out synthetic problems and samples: the
 #      warm start (SFT only), the longer SFT, and AIRL after the last iteration, the last with
 #      --compare against the other two (paired differences over problems in its summary.json,
 #      table and report); then the warm start and AIRL on the consistent corruptions only.
-# Sized for about an hour on this project's 2-core CPU. Environment: SYNTHETIC (held-out
+# About 90 min on a 2-core AVX2 CPU in fp32 (2026-12-07: the AIRL run 52 min, the SFT baseline
+# 13, each 128 x 8 evaluation 6-7). Environment: SYNTHETIC (held-out
 # problems, default 128), SAMPLES (per problem, default 8), TRAIN=0 (evaluate what the runs hold),
 # COORD (the coordinator binary, default target/release/coordinator; its worker beside it).
 set -euo pipefail
@@ -30,7 +33,8 @@ if [ "$TRAIN" = 1 ]; then
   echo "== 1/3 AIRL: $CONFIG -> $RUN =="
   "$COORD" --config "$CONFIG" --local --overwrite
   echo "== 2/3 SFT with equal policy steps ($SFT_STEPS SFT steps, no iterations) -> $BASE =="
-  AIRLIFT__RUN__ITERATIONS=0 AIRLIFT__SFT__STEPS=$SFT_STEPS AIRLIFT__RUN__DIR=$BASE AIRLIFT__RUN__NAME=$(basename "$BASE") \
+  AIRLIFT__RUN__ITERATIONS=0 AIRLIFT__SFT__STEPS=$SFT_STEPS AIRLIFT__REWARD__WARM_START_STEPS=0 AIRLIFT__REWARD__BACKBONE_LAYERS=8 \
+    AIRLIFT__RUN__DIR=$BASE AIRLIFT__RUN__NAME=$(basename "$BASE") \
     "$COORD" --config "$CONFIG" --local --overwrite
 fi
 newest=$(ls -d "$RUN"/checkpoints/step-* | sort | tail -n 1)
