@@ -40,7 +40,7 @@ eval: assets
 
 # Does the method beat imitation? configs/quality.toml (more, larger policy steps than the demo),
 # an SFT baseline with as many policy steps, and the three checkpoints evaluated on 128 held-out
-# synthetic problems x 8 samples, paired (about 90 min on 2 AVX2 cores in fp32; scripts/quality.sh).
+# synthetic problems x 8 samples, paired (about 90 min on 2 AVX2 cores in fp32, 50 on 2 AVX-512 cores in bf16; scripts/quality.sh).
 quality: assets
 	scripts/quality.sh
 

@@ -12,7 +12,8 @@
 #      --compare against the other two (paired differences over problems in its summary.json,
 #      table and report); then the warm start and AIRL on the consistent corruptions only.
 # About 90 min on a 2-core AVX2 CPU in fp32 (2026-12-07: the AIRL run 52 min, the SFT baseline
-# 13, each 128 x 8 evaluation 6-7). Environment: SYNTHETIC (held-out
+# 13, each 128 x 8 evaluation 6-7); 50 min on a 2-core AVX-512 CPU in bf16 (2026-12-07: 30, 7
+# and 3). Environment: SYNTHETIC (held-out
 # problems, default 128), SAMPLES (per problem, default 8), TRAIN=0 (evaluate what the runs hold),
 # COORD (the coordinator binary, default target/release/coordinator; its worker beside it).
 set -euo pipefail
@@ -44,6 +45,9 @@ echo "== 3/3 evaluations: $SYNTHETIC held-out synthetic problems x $SAMPLES samp
 "$COORD" eval --checkpoint "$BASE/checkpoints/step-000000" "${problems[@]}" --out "$RUN/eval/sft-equal-steps" --overwrite
 "$COORD" eval --checkpoint "$newest" "${problems[@]}" --name airl --overwrite \
   --compare "$RUN/eval/sft-warm-start" --compare "$RUN/eval/sft-equal-steps"
+echo "(against sft-equal-steps only the policy's rows compare like with like: random choice, pass@1,"
+echo " majority vote, highest mean log-prob, pass@N; that run's reward was never trained, so its"
+echo " best-of-N, weighted vote, reward localisation and reward AUROC rows are not a baseline)"
 echo "== the consistent corruptions (wrong operation / quantity) on the same problems, warm start and AIRL =="
 for ck in "$RUN/checkpoints/step-000000" "$newest"; do
   "$COORD" eval --checkpoint "$ck" --problems "synthetic:$SYNTHETIC" --samples 1 --corruption-kinds wrong_operation,wrong_quantity \
