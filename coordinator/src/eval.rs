@@ -24,7 +24,8 @@ pub struct EvalArgs {
     /// A run config: required with `policy`/`reward`; with a checkpoint it must match the
     /// checkpoint's run (as for a resume) and replaces its config.
     pub config: Option<RunConfig>,
-    /// `synthetic:N` (the first N held-out synthetic problems), a GSM8K-layout file, or
+    /// `synthetic:N` (the first N held-out synthetic problems) or `synthetic:A..B` (ids A to B - 1),
+    /// a GSM8K-layout file, or
     /// `processbench:FILE` (human-labelled first wrong steps; scored as written, no sampling).
     pub problems: String,
     /// At most this many problems of a file.
@@ -116,15 +117,10 @@ pub fn prepare(args: &EvalArgs) -> Result<(RunConfig, EvalPlan, Option<ResumePoi
         (ProblemSource::ProcessBench(abs), (0..n).collect())
     } else {
         match args.problems.strip_prefix("synthetic:") {
-            Some(n) => {
-                let n: u64 = n
-                    .parse()
-                    .map_err(|_| bad(format!("--problems {}: expected synthetic:N with N a number of problems", args.problems)))?;
-                if n == 0 {
-                    return Err(bad("--problems synthetic:0 has no problems".into()));
-                }
-                (ProblemSource::SyntheticEval, (0..n).collect::<Vec<u64>>())
-            }
+            Some(spec) => (
+                ProblemSource::SyntheticEval,
+                synthetic_ids(spec).map_err(|e| bad(format!("--problems {}: {e}", args.problems)))?,
+            ),
             None => {
                 let path = PathBuf::from(&args.problems);
                 let all = gsm8k::load(&path).map_err(|e| bad(format!("--problems {e}")))?;
@@ -223,4 +219,44 @@ pub fn describe(plan: &EvalPlan, result: &serde_json::Value) -> String {
         out.push_str(&format!("{f}: {}\n", plan.dir.join(f).display()));
     }
     out
+}
+
+/// The held-out synthetic problem ids of `synthetic:SPEC`: `N` is the first N (ids 0..N), `A..B`
+/// the ids A to B - 1, e.g. a confirmation set beside the first 128 that results were read on.
+fn synthetic_ids(spec: &str) -> Result<Vec<u64>, String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("expected synthetic:N or synthetic:A..B with whole numbers, got `{t}`"))
+    };
+    let (a, b) = match spec.split_once("..") {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (0, num(spec)?),
+    };
+    if b <= a {
+        return Err(if spec.contains("..") {
+            format!("no problems: the range {a}..{b} is empty (A..B needs B larger than A)")
+        } else {
+            "no problems (N must be at least 1)".to_string()
+        });
+    }
+    if b - a > 1_000_000 {
+        return Err(format!("{} problems is more than the 1,000,000 an evaluation takes", b - a));
+    }
+    Ok((a..b).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_problem_sets_are_a_count_or_a_range() {
+        assert_eq!(synthetic_ids("3").unwrap(), vec![0, 1, 2]);
+        assert_eq!(synthetic_ids("128..131").unwrap(), vec![128, 129, 130]);
+        for bad in ["0", "5..5", "9..2", "x", "1..", "..4", "-1"] {
+            let e = synthetic_ids(bad).unwrap_err();
+            assert!(e.contains("synthetic:") || e.contains("no problems"), "{bad}: {e}");
+        }
+    }
 }

@@ -93,7 +93,8 @@ enum Cmd {
         /// An exported reward folder; its tokenizer must be the policy's.
         #[arg(long, requires = "policy")]
         reward: Option<PathBuf>,
-        /// `synthetic:N` (the first N held-out synthetic problems) or a GSM8K-layout .jsonl or
+        /// `synthetic:N` (the first N held-out synthetic problems), `synthetic:A..B` (ids A to B - 1:
+        /// e.g. a confirmation set beside the first 128) or a GSM8K-layout .jsonl or
         /// .parquet file (`question`, `answer` ending in `#### <number>`).
         #[arg(long, default_value = "synthetic:64")]
         problems: String,
