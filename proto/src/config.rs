@@ -735,7 +735,6 @@ impl RunConfig {
         self.run.dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&self.run.name))
     }
 
-    /// Checks values that parse but cannot work; the error names the key.
     /// The weight of a wrong policy sample's answer line in the discriminator loss:
     /// `reward.wrong_answer_line_weight`, or 0 with `reward.ignore_wrong_answer_line = true`.
     pub fn wrong_answer_line_weight(&self) -> f64 {
@@ -746,6 +745,7 @@ impl RunConfig {
         }
     }
 
+    /// Checks values that parse but cannot work; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, what: String| Err(ConfigError::Invalid { key, what });
         // Whole numbers must fit TOML's (and the run file's) signed 64-bit integers: `1e19`
