@@ -4,7 +4,8 @@
 # line of lowest mean token reward (the first on ties; interval_picks.lowest_mean_line); a hit is that line being the first wrong
 # line. For each kind: A's and B's hit@1, A - B with a 95% bootstrap interval over problems
 # (corruptions of one problem resampled together), and the traces only A / only B got right.
-# Usage: scripts/paired_interval_by_kind.py A/corruptions.parquet B/corruptions.parquet
+# Usage: scripts/paired_interval_by_kind.py A/corruptions.parquet B/corruptions.parquet [FIRST..END]
+# (only problem ids FIRST to END-1 when given)
 # (needs pyarrow, e.g. `pip install --target /tmp/pa pyarrow` and PYTHONPATH=/tmp/pa).
 import collections
 import random
@@ -25,10 +26,13 @@ def hits(path):
     return out
 
 
-if len(sys.argv) != 3:
-    sys.exit("usage: paired_interval_by_kind.py A/corruptions.parquet B/corruptions.parquet")
+if len(sys.argv) not in (3, 4):
+    sys.exit("usage: paired_interval_by_kind.py A/corruptions.parquet B/corruptions.parquet [FIRST..END]")
 a, b = hits(sys.argv[1]), hits(sys.argv[2])
 common = sorted(set(a) & set(b))
+if len(sys.argv) == 4:
+    lo, hi = (int(x) for x in sys.argv[3].split(".."))
+    common = [k for k in common if lo <= k[0] < hi]
 differ = [k for k in common if a[k][1] != b[k][1]]
 if differ:
     sys.exit(f"{len(differ)} corruptions differ in text between the two files (e.g. {differ[0]}): not the same traces")

@@ -2,7 +2,8 @@
 # Independent recomputation (not airlift's code) of pass@1 A minus pass@1 B, paired on the
 # problems both evaluations sampled, with a 95% percentile bootstrap interval over problems
 # (2,000 resamples, seed 0). For two evaluations whose `--compare` was not run together.
-# Usage: scripts/paired_pass1.py A/samples.parquet B/samples.parquet (needs pyarrow, e.g.
+# Usage: scripts/paired_pass1.py A/samples.parquet B/samples.parquet [FIRST..END] (only problem
+# ids FIRST to END-1 when given; needs pyarrow, e.g.
 # `pip install --target /tmp/pa pyarrow` and PYTHONPATH=/tmp/pa).
 import sys, collections, random
 import pyarrow.parquet as pq
@@ -13,6 +14,9 @@ def per_problem(path):
     return {p: sum(v) / len(v) for p, v in g.items()}
 a, b = per_problem(sys.argv[1]), per_problem(sys.argv[2])
 common = sorted(set(a) & set(b))
+if len(sys.argv) > 3:
+    lo, hi = (int(x) for x in sys.argv[3].split(".."))
+    common = [p for p in common if lo <= p < hi]
 d = [a[p] - b[p] for p in common]
 n = len(d)
 rng = random.Random(0)

@@ -72,6 +72,11 @@ config_enum!(
     AdvantageForm, "policy.advantage", { Token => "token", Sequence => "sequence" }
 );
 config_enum!(
+    /// `policy.lr_schedule`: the rates as configured at every step (`constant`) or times one
+    /// cosine factor over the policy's whole run (`cosine`).
+    LrSchedule, "policy.lr_schedule", { Constant => "constant", Cosine => "cosine" }
+);
+config_enum!(
     /// `policy.behaviour_logprobs`.
     BehaviourLogprobs, "policy.behaviour_logprobs", { Rollout => "rollout", Learner => "learner" }
 );
@@ -362,6 +367,20 @@ pub struct PolicySection {
     /// of runs from before this key resume. Default `token`.
     #[serde(default = "default_advantage", skip_serializing_if = "AdvantageForm::is_token")]
     pub advantage: AdvantageForm,
+    /// The learning-rate schedule of the policy's one optimizer, whose steps are the SFT warm
+    /// start's (at `sft.lr`) and then the iterations' (at `lr`). `constant`: those rates at
+    /// every step. `cosine`: those rates times one factor that falls from 1 at the first step
+    /// along a half cosine to `min_lr_ratio` at step `sft.steps + run.iterations × steps`, the
+    /// step after the run's last. An SFT-only run with as many SFT steps (`run.iterations = 0`)
+    /// then has the same factor at every step, the equal-compute baseline of `make quality`.
+    /// Left out of the written config when `constant`, so that checkpoints of runs from before
+    /// this key resume. Default `constant`.
+    #[serde(default = "default_lr_schedule", skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
+    /// `cosine`'s floor, as a fraction of the rate, in [0, 1]. Left out of the written config
+    /// when 0.1. Default 0.1.
+    #[serde(default = "default_min_lr_ratio", skip_serializing_if = "is_default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
     /// Rows per micro-batch. Default 8.
     #[serde(default = "default_micro")]
     pub micro_batch: u32,
@@ -583,6 +602,23 @@ impl AdvantageForm {
     }
 }
 
+fn default_lr_schedule() -> LrSchedule {
+    LrSchedule::Constant
+}
+
+impl LrSchedule {
+    fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+}
+
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn is_default_min_lr_ratio(x: &f64) -> bool {
+    *x == default_min_lr_ratio()
+}
+
 fn default_disc() -> DiscriminatorForm {
     DiscriminatorForm::Airl
 }
@@ -781,6 +817,7 @@ impl RunConfig {
             ("policy.clip_eps", self.policy.clip_eps),
             ("policy.kl_coef", self.policy.kl_coef),
             ("policy.sft_coef", self.policy.sft_coef),
+            ("policy.min_lr_ratio", self.policy.min_lr_ratio),
             ("sft.lr", self.sft.lr),
             ("workers.memory_gb", self.workers.memory_gb.unwrap_or(1.0)),
         ] {
@@ -853,6 +890,9 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&self.reward.label_smoothing) {
             return bad("reward.label_smoothing", format!("{} is not in [0, 1)", self.reward.label_smoothing));
+        }
+        if self.policy.min_lr_ratio > 1.0 {
+            return bad("policy.min_lr_ratio", format!("{} is not in [0, 1]", self.policy.min_lr_ratio));
         }
         if !(0.0..=1.0).contains(&self.reward.wrong_answer_line_weight) {
             return bad(
@@ -979,6 +1019,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("reward.wrong_answer_line_weight") && e.contains("give one of the two"), "{e}");
+    }
+
+    /// `policy.lr_schedule`: `constant` by default and then not written, nor a default
+    /// `min_lr_ratio` (the resume hash of a run from before the keys is unchanged); the ratio is
+    /// checked; another word names the key.
+    #[test]
+    fn the_policy_schedule_defaults_to_constant_and_is_written_only_when_cosine() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert_eq!((c.policy.lr_schedule, c.policy.min_lr_ratio), (LrSchedule::Constant, 0.1));
+        assert!(!c.to_toml().contains("lr_schedule") && !c.to_toml().contains("min_lr_ratio"), "{}", c.to_toml());
+        let s = RunConfig::from_toml(&format!("{MIN}[policy]\nlr_schedule = \"cosine\"\nmin_lr_ratio = 0\n")).unwrap();
+        assert_eq!((s.policy.lr_schedule, s.policy.min_lr_ratio), (LrSchedule::Cosine, 0.0));
+        assert_eq!(RunConfig::from_toml(&s.to_toml()).unwrap(), s);
+        assert_ne!(s.resume_hash(), c.resume_hash());
+        for (v, want) in [("1.5", "not in [0, 1]"), ("-0.1", "negative"), ("inf", "not a finite number")] {
+            let e = RunConfig::from_toml(&format!("{MIN}[policy]\nmin_lr_ratio = {v}\n")).unwrap_err().to_string();
+            assert!(e.contains("policy.min_lr_ratio") && e.contains(want), "{v}: {e}");
+        }
+        let e = RunConfig::from_toml(&format!("{MIN}[policy]\nlr_schedule = \"linear\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.lr_schedule") && e.contains("`constant`, `cosine`"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::train::optim::{AdamWConfig, FlatAdamW};
 use crate::train::DataParallel;
 use airlift_proto::auth::Guard;
 use airlift_proto::checkpoint as ckpt;
-use airlift_proto::config::RunConfig;
+use airlift_proto::config::{LrSchedule, RunConfig};
 use airlift_proto::gsm8k::ProblemSource;
 use airlift_proto::pb::learner_task::Work;
 use airlift_proto::pb::{self, coordinator_message::Kind as Msg, worker_message};
@@ -141,12 +141,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let dp = DataParallel { coll };
 
         let total_iters = cfg.run.iterations.max(1);
-        let policy_cfg = AdamWConfig {
-            lr: cfg.policy.lr,
-            warmup_steps: 0,
-            total_steps: 0,
-            ..Default::default()
-        };
+        let policy_cfg = policy_optimizer_config(&cfg);
         let policy_opt = if cfg.policy.steps == 0 {
             FlatAdamW::frozen(&policy.vs, policy_cfg, rank, world)
         } else {
@@ -315,16 +310,19 @@ impl Rank {
         let policy_lr = l.policy_opt.config().lr;
         l.policy_opt.set_lr(cfg.sft.lr);
         let mut losses = Vec::with_capacity(steps);
+        let mut lrs = Vec::with_capacity(steps);
         for (step, ids) in w.prompt_ids.chunks(per_step.max(1)).take(steps).enumerate() {
             let experts: Vec<Sample> = ids
                 .iter()
                 .map(|&id| data.expert(tok, Split::Train, id))
                 .collect::<Result<_, _>>()
                 .map_err(WorkerError::Other)?;
+            let lr = l.policy_opt.config().lr_at(l.policy_opt.steps_taken());
             let loss = l.sft_step(&experts, airl, dp);
-            tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), "sft");
-            progress(step as u32 + 1, steps as u32, &[("loss", loss)]);
+            tracing::info!(step = step + 1, steps, loss = format!("{loss:.4}"), lr, "sft");
+            progress(step as u32 + 1, steps as u32, &[("loss", loss), ("lr", lr)]);
             losses.push(loss);
+            lrs.push(lr);
         }
         l.policy_opt.set_lr(policy_lr);
         if let Some((_, reference)) = &self.reference_state {
@@ -336,6 +334,7 @@ impl Rank {
             0,
             serde_json::json!({
                 "phase": "warm-start", "sft_steps": steps, "sft_loss_first": losses.first(), "sft_loss_last": losses.last(), "sft_losses": losses,
+                "sft_lr_first": lrs.first(), "sft_lr_last": lrs.last(),
                 "time_sft_s": t.elapsed().as_secs_f64(),
             }),
         ))
@@ -836,4 +835,54 @@ fn expert_row(s: &Sample, text: &str, source: &str, iteration: u64, version: u64
 fn copy_flat(dst: &FlatAdamW, src: &FlatAdamW) {
     let mut flat = dst.flat().shallow_clone();
     tch::no_grad(|| flat.copy_(src.flat()));
+}
+
+/// The policy optimizer's hyper-parameters. One optimizer takes the SFT warm start's steps and
+/// then the iterations'; its step count runs on across both, so `policy.lr_schedule = "cosine"`
+/// is one decay over all of them (the warm start sets its own rate, `sft.lr`, and the factor
+/// applies to both rates).
+fn policy_optimizer_config(cfg: &RunConfig) -> AdamWConfig {
+    AdamWConfig {
+        lr: cfg.policy.lr,
+        warmup_steps: 0,
+        total_steps: match cfg.policy.lr_schedule {
+            LrSchedule::Constant => 0,
+            LrSchedule::Cosine => cfg.sft.steps as u64 + cfg.run.iterations * cfg.policy.steps as u64,
+        },
+        min_lr_ratio: cfg.policy.min_lr_ratio,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> RunConfig {
+        RunConfig::from_toml(&format!("[run]\nname = \"t\"\n{extra}[model]\npolicy = \"m\"\n")).unwrap()
+    }
+
+    #[test]
+    fn a_cosine_policy_schedule_spans_the_warm_start_and_the_iterations() {
+        let cosine = "[policy]\nlr = 5e-5\nsteps = 2\nlr_schedule = \"cosine\"\nmin_lr_ratio = 0.1\n[sft]\nlr = 5e-5\n";
+        let airl = policy_optimizer_config(&config(&format!("iterations = 6\n{cosine}steps = 80\n")));
+        let sft_only = policy_optimizer_config(&config(&format!("iterations = 0\n{cosine}steps = 92\n")));
+        // The equal-compute SFT baseline has the AIRL run's rate at every one of its 92 steps.
+        assert_eq!(airl.total_steps, 92);
+        for step in 0..92 {
+            assert_eq!(airl.lr_at(step), sft_only.lr_at(step), "step {step}");
+        }
+        assert_eq!(airl.lr_at(0), 5e-5);
+        assert!((airl.lr_at(46) - 0.55 * 5e-5).abs() < 1e-12, "half way: {}", airl.lr_at(46));
+        assert!(
+            airl.lr_at(80) < 0.2 * 5e-5 && airl.lr_at(91) > 0.1 * 5e-5,
+            "{} {}",
+            airl.lr_at(80),
+            airl.lr_at(91)
+        );
+        assert!((airl.lr_at(92) - 5e-6).abs() < 1e-15);
+        // Today's schedule: the configured rate at every step.
+        let constant = policy_optimizer_config(&config("iterations = 6\n[policy]\nlr = 5e-5\nsteps = 2\n[sft]\nsteps = 80\n"));
+        assert!([0, 46, 80, 91, 500].iter().all(|&s| constant.lr_at(s) == 5e-5));
+    }
 }
