@@ -77,6 +77,11 @@ config_enum!(
     LrSchedule, "policy.lr_schedule", { Constant => "constant", Cosine => "cosine" }
 );
 config_enum!(
+    /// `policy.reward_source`: what scores a policy sample for its advantage, the learned
+    /// reward (`learned`) or its grade against the problem's answer (`grade`).
+    RewardSource, "policy.reward_source", { Learned => "learned", Grade => "grade" }
+);
+config_enum!(
     /// `policy.behaviour_logprobs`.
     BehaviourLogprobs, "policy.behaviour_logprobs", { Rollout => "rollout", Learner => "learner" }
 );
@@ -367,6 +372,17 @@ pub struct PolicySection {
     /// of runs from before this key resume. Default `token`.
     #[serde(default = "default_advantage", skip_serializing_if = "AdvantageForm::is_token")]
     pub advantage: AdvantageForm,
+    /// What scores each policy sample for its `sequence` advantage. `learned`: the learned
+    /// reward (the method). `grade`: 1 when the sample's final answer grades right, else 0
+    /// (an ungraded sample scores 0), normalised within its group like the learned score; a
+    /// group whose samples all grade alike gets advantage 0. That is RL with a verifiable
+    /// reward (GRPO's rule reward): a diagnostic ceiling for what the policy update gains at a
+    /// recipe's budget with a perfect sequence-level reward, and a baseline beside the learned
+    /// one. The reward model is still trained (its metrics and localisation stay measured) but
+    /// does not reach the policy; `reward.outcome_weight` is not used. Needs
+    /// `advantage = "sequence"`. Left out of the written config when `learned`. Default `learned`.
+    #[serde(default = "default_reward_source", skip_serializing_if = "RewardSource::is_learned")]
+    pub reward_source: RewardSource,
     /// The learning-rate schedule of the policy's one optimizer, whose steps are the SFT warm
     /// start's (at `sft.lr`) and then the iterations' (at `lr`). `constant`: those rates at
     /// every step. `cosine`: those rates times one factor that falls from 1 at the first step
@@ -599,6 +615,16 @@ fn default_advantage() -> AdvantageForm {
 impl AdvantageForm {
     fn is_token(&self) -> bool {
         *self == AdvantageForm::Token
+    }
+}
+
+fn default_reward_source() -> RewardSource {
+    RewardSource::Learned
+}
+
+impl RewardSource {
+    fn is_learned(&self) -> bool {
+        *self == RewardSource::Learned
     }
 }
 
@@ -891,6 +917,12 @@ impl RunConfig {
         if !(0.0..1.0).contains(&self.reward.label_smoothing) {
             return bad("reward.label_smoothing", format!("{} is not in [0, 1)", self.reward.label_smoothing));
         }
+        if self.policy.reward_source == RewardSource::Grade && self.policy.advantage != AdvantageForm::Sequence {
+            return bad(
+                "policy.reward_source",
+                "`grade` scores whole samples: it needs policy.advantage = \"sequence\"".into(),
+            );
+        }
         if self.policy.min_lr_ratio > 1.0 {
             return bad("policy.min_lr_ratio", format!("{} is not in [0, 1]", self.policy.min_lr_ratio));
         }
@@ -1056,6 +1088,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("policy.advantage") && e.contains("`token`, `sequence`"), "{e}");
+    }
+
+    /// `policy.reward_source`: `learned` by default and then not written; `grade` parses, is
+    /// written, and is refused without sequence advantages, naming the key.
+    #[test]
+    fn the_reward_source_defaults_to_learned_and_grade_needs_sequence_advantages() {
+        let c = RunConfig::from_toml(MIN).unwrap();
+        assert_eq!(c.policy.reward_source, RewardSource::Learned);
+        assert!(!c.to_toml().contains("reward_source"), "{}", c.to_toml());
+        let g = RunConfig::from_toml(&format!("{MIN}[policy]\nadvantage = \"sequence\"\nreward_source = \"grade\"\n")).unwrap();
+        assert_eq!(g.policy.reward_source, RewardSource::Grade);
+        assert!(g.to_toml().contains("reward_source = \"grade\""), "{}", g.to_toml());
+        assert_eq!(RunConfig::from_toml(&g.to_toml()).unwrap(), g);
+        let e = RunConfig::from_toml(&format!("{MIN}[policy]\nreward_source = \"grade\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.reward_source") && e.contains("sequence"), "{e}");
+        let e = RunConfig::from_toml(&format!("{MIN}[policy]\nadvantage = \"sequence\"\nreward_source = \"oracle\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.reward_source") && e.contains("`learned`, `grade`"), "{e}");
     }
 
     /// A fork may change the iterations' settings but not what the checkpoint's tensors are.

@@ -80,6 +80,10 @@ pub struct AirlConfig {
     /// `policy.advantage = "sequence"`: one group-normalised score (the mean token reward) per
     /// sample as every token's advantage, instead of the token reward-to-go. Default false.
     pub sequence_advantage: bool,
+    /// `policy.reward_source = "grade"`: with `sequence_advantage`, each policy sample is scored
+    /// 1 when it grades right and 0 otherwise (experts in the group 1) instead of by the learned
+    /// reward, which is still trained but does not reach the policy. Default false.
+    pub grade_scores: bool,
     /// `policy.clip_eps`: PPO ratio clip ε. Default 0.2.
     pub clip_eps: f64,
     /// `policy.kl_coef`: weight of the KL to the frozen reference. Default 0.
@@ -134,6 +138,7 @@ impl Default for AirlConfig {
             gamma: 0.9,
             expert_in_group: false,
             sequence_advantage: false,
+            grade_scores: false,
             clip_eps: 0.2,
             kl_coef: 0.0,
             sft_coef: 0.0,
@@ -410,6 +415,26 @@ pub fn sequence_score(tokens: &[f64]) -> f64 {
     }
 }
 
+/// The score of each row of a `sequence` advantage: the policy samples' (`policy_rewards[i]`
+/// the token rewards of `policy[i]`), then with `cfg.expert_in_group` the experts'
+/// (`expert_rewards`, graded right). A row's score is its mean token reward plus
+/// `cfg.outcome_weight` when it grades right, or with `cfg.grade_scores` its grade alone
+/// (1 right, 0 wrong or ungraded).
+pub fn advantage_scores(policy_rewards: &[Vec<f64>], policy: &[Sample], expert_rewards: &[Vec<f64>], cfg: &AirlConfig) -> Vec<f64> {
+    let score = |r: &[f64], right: bool| {
+        if cfg.grade_scores {
+            f64::from(u8::from(right))
+        } else {
+            sequence_score(r) + if right { cfg.outcome_weight } else { 0.0 }
+        }
+    };
+    let mut scores: Vec<f64> = policy_rewards.iter().zip(policy).map(|(r, s)| score(r, s.correct == Some(true))).collect();
+    if cfg.expert_in_group {
+        scores.extend(expert_rewards.iter().map(|r| score(r, true)));
+    }
+    scores
+}
+
 /// How well the rewards separate experts from negatives (see [`crate::airl::metrics`] for the
 /// definitions; every value is an AUROC, 0.5 = no separation).
 #[derive(Debug, Clone, Copy)]
@@ -636,16 +661,7 @@ impl Learner {
             // Each row's score is its mean token reward (`sequence_score`); the outcome weight
             // joins the score itself, not the last token (where the mean would divide it by the
             // sample's length).
-            let bonus = |right: bool| if right { cfg.outcome_weight } else { 0.0 };
-            let mut scores: Vec<f64> = rewards
-                .policy
-                .iter()
-                .zip(&batch.policy)
-                .map(|(r, s)| sequence_score(r) + bonus(s.correct == Some(true)))
-                .collect();
-            if cfg.expert_in_group {
-                scores.extend(rewards.experts.iter().map(|r| sequence_score(r) + bonus(true)));
-            }
+            let scores = advantage_scores(&rewards.policy, &batch.policy, &rewards.experts, cfg);
             let a = losses::sequence_advantages(&scores, &groups);
             let rows: Vec<Vec<f32>> = adv_rows.iter().zip(&a).map(|(s, &v)| vec![v as f32; s.response.len()]).collect();
             let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
@@ -847,6 +863,43 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `policy.reward_source = "grade"`: a sample scores its grade whatever its learned reward,
+    /// an ungraded one 0, experts in the group 1; a group whose samples grade alike gets
+    /// advantage 0. Without it: the mean token reward plus the outcome weight when right.
+    #[test]
+    fn grade_scores_replace_the_learned_score() {
+        let graded = |group, correct| Sample {
+            group,
+            correct,
+            ..Default::default()
+        };
+        let policy = [
+            graded(1, Some(true)),
+            graded(1, Some(false)),
+            graded(1, None),
+            graded(2, Some(true)),
+            graded(2, Some(true)),
+        ];
+        let rewards = [vec![-3.0, -1.0], vec![5.0], vec![2.0, 4.0], vec![0.5], vec![-0.5]];
+        let experts = [vec![-7.0]];
+        let mut cfg = AirlConfig {
+            outcome_weight: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(advantage_scores(&rewards, &policy, &experts, &cfg), [8.0, 5.0, 3.0, 10.5, 9.5]);
+        cfg.grade_scores = true;
+        let s = advantage_scores(&rewards, &policy, &experts, &cfg);
+        assert_eq!(s, [1.0, 0.0, 0.0, 1.0, 1.0]);
+        let a = losses::sequence_advantages(&s, &[1, 1, 1, 2, 2]);
+        // Group 1: mean 1/3, population sd sqrt(2)/3.
+        let sd = 2f64.sqrt() / 3.0;
+        for (got, want) in a.iter().zip([(2.0 / 3.0) / sd, -(1.0 / 3.0) / sd, -(1.0 / 3.0) / sd, 0.0, 0.0]) {
+            assert!((got - want).abs() < 1e-5, "{a:?}");
+        }
+        cfg.expert_in_group = true;
+        assert_eq!(advantage_scores(&rewards, &policy, &experts, &cfg), [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+    }
 
     /// The response-only, chunked head against the full-vocabulary logits at every position
     /// (`losses::token_logprobs` / `token_entropy`, which the PyTorch fixtures check).

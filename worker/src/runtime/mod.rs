@@ -13,7 +13,7 @@ mod rollout;
 
 use crate::airl::iteration::AirlConfig;
 use airlift_proto::auth::Stamp;
-use airlift_proto::config::{AdvantageForm, BehaviourLogprobs, Device, RunConfig};
+use airlift_proto::config::{AdvantageForm, BehaviourLogprobs, Device, RewardSource, RunConfig};
 use airlift_proto::pb::{self, coordinator_client::CoordinatorClient, coordinator_message::Kind as Msg, worker_message};
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -350,6 +350,7 @@ pub fn airl_config(cfg: &RunConfig, pad_id: i64) -> AirlConfig {
         gamma: cfg.policy.gamma,
         expert_in_group: cfg.policy.expert_in_group,
         sequence_advantage: cfg.policy.advantage == AdvantageForm::Sequence,
+        grade_scores: cfg.policy.reward_source == RewardSource::Grade,
         clip_eps: cfg.policy.clip_eps,
         kl_coef: cfg.policy.kl_coef,
         sft_coef: cfg.policy.sft_coef,
