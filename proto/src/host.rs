@@ -29,6 +29,41 @@ pub fn cpu_bf16_slow() -> Option<&'static str> {
     None
 }
 
+/// The CPU flags that choose libtorch's matrix kernels on x86_64 (oneDNN picks AMX, AVX512-BF16,
+/// AVX-512 or AVX2 code by them), and so decide a run's arithmetic bit for bit: the same config
+/// and seed reproduce a run exactly on CPUs with the same model and flags, and not across them
+/// (docs/evaluation.md, twentieth sitting: E31 and E32, same binaries' arithmetic, differed from
+/// the first SFT loss on).
+const KERNEL_FLAGS: &[&str] = &["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"];
+
+/// One line naming this host's CPU model and [`KERNEL_FLAGS`] it has, for the workers' logs:
+/// `AMD EPYC; avx2 avx512f avx512_bf16`. From `/proc/cpuinfo`; "unknown CPU" where it cannot
+/// be read (not Linux).
+pub fn cpu_summary() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| cpu_summary_from(&s))
+        .unwrap_or_else(|_| "unknown CPU".to_string())
+}
+
+/// [`cpu_summary`] of the text of a `/proc/cpuinfo` (its first processor's `model name` and
+/// `flags` lines).
+pub fn cpu_summary_from(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let model = field("model name").filter(|m| !m.is_empty()).unwrap_or_else(|| "unknown CPU".to_string());
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = KERNEL_FLAGS.iter().copied().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    if have.is_empty() {
+        model
+    } else {
+        format!("{model}; {}", have.join(" "))
+    }
+}
+
 /// The precision a worker of `cfg` computes in for `dtype` (the value of config key `key`):
 /// `dtype`, except bf16 on a CPU worker whose CPU multiplies bf16 slowly ([`cpu_bf16_slow`]),
 /// which computes in fp32, and says so in the returned note. `force` is whether
@@ -65,6 +100,15 @@ mod tests {
 
     fn cfg(device: &str) -> RunConfig {
         RunConfig::from_toml(&format!("{MIN}[workers]\ndevice = \"{device}\"\n")).unwrap()
+    }
+
+    #[test]
+    fn the_cpu_summary_names_the_model_and_the_kernel_flags() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9554\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 vaes\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: amx_bf16\n";
+        assert_eq!(cpu_summary_from(info), "AMD EPYC 9554; avx2 avx512f avx512_bf16");
+        // The first processor's lines only, whole flags only (avx512f is not avx512fp16).
+        assert_eq!(cpu_summary_from("model name : X\nflags : avx512fp16 avx\n"), "X");
+        assert_eq!(cpu_summary_from(""), "unknown CPU");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         let cfg = s.config.clone();
         let device = super::device(&cfg)?;
         let (threads, from) = super::set_threads(&cfg);
-        tracing::info!(threads, from, "libtorch intra-op threads");
+        tracing::info!(threads, from, cpu = %airlift_proto::host::cpu_summary(), "libtorch intra-op threads");
 
         // Models: fp32 master weights, compute in the configured precision.
         let other = |e: &dyn std::fmt::Display| WorkerError::Other(e.to_string());

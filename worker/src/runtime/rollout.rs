@@ -25,7 +25,7 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
     let result = (|| -> Result<(), WorkerError> {
         let cfg = s.config.clone();
         let (threads, from) = super::set_threads(&cfg);
-        tracing::info!(threads, from, "libtorch intra-op threads");
+        tracing::info!(threads, from, cpu = %airlift_proto::host::cpu_summary(), "libtorch intra-op threads");
         let kind = super::compute_kind(&cfg, cfg.model.rollout_dtype, "model.rollout_dtype");
         let m = model::load(&cfg.model.policy, super::device(&cfg)?, kind).map_err(|e| WorkerError::Other(e.to_string()))?;
         let tok = Tokenizer::from_dir(&cfg.model.policy).map_err(|e| WorkerError::Other(e.to_string()))?;
