@@ -126,9 +126,15 @@ pub struct LearnerStore {
 }
 
 impl LearnerStore {
-    /// Sets the checks every pushed row must pass (until then rows are refused).
+    /// Sets the checks every pushed row must pass (until then a push waits, and
+    /// [`LearnerStore::check`] refuses rows).
     pub fn set_limits(&self, limits: RowLimits) {
         *self.limits.lock().unwrap() = Some(limits);
+    }
+
+    /// Whether rows are taken yet ([`LearnerStore::set_limits`] has been called).
+    pub fn takes_rows(&self) -> bool {
+        self.limits.lock().unwrap().is_some()
     }
 
     /// Raises the iteration the learner waits for (a resumed learner: the checkpoint's next).
@@ -304,6 +310,19 @@ impl FlightService for LearnerFlight {
             check_ipc(&d).map_err(|e| FlightError::DecodeError(format!("malformed Arrow IPC message: {e}")))?;
             Ok(d)
         });
+        // A learner takes rows once it has loaded its run and any checkpoint (`set_limits`); a
+        // push that comes earlier (a restarted learner, rollout workers that kept the weights)
+        // waits for that, as a weights request waits for its version.
+        let deadline = tokio::time::Instant::now() + WEIGHTS_WAIT;
+        while !self.store.takes_rows() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "this learner did not load its run within {} s (rows are taken once it has)",
+                    WEIGHTS_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
         let mut accepted = 0usize;
         while let Some(batch) = batches.next().await {
@@ -581,6 +600,46 @@ mod tests {
                 2,
                 "the refused batch left nothing behind"
             );
+        });
+    }
+
+    /// Over the wire: rows pushed before the learner has loaded its run (a learner restarted from
+    /// a checkpoint, rollout workers that kept the weights) wait for it, then pass the checks
+    /// with the checkpoint's floor, instead of failing the rollout task (`make test` saw a
+    /// restart fail so under load, 2026-12-08).
+    #[test]
+    fn rows_pushed_before_the_learner_has_loaded_its_run_wait_for_it() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(LearnerStore::default());
+            assert!(!store.takes_rows());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            // Iteration 3's rows, for a learner that resumes after iteration 2: before the resume
+            // its floor (1) puts them out of reach; the push must wait for the resume.
+            let push = tokio::spawn({
+                let addr = addr.clone();
+                async move { Clients::new(Stamp::new(Some("t".into()))).put_rows(&addr, &[row(3, 7, 0)]).await }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!push.is_finished(), "the push did not wait for the learner");
+            store.raise_floor(3);
+            store.set_limits(RowLimits {
+                vocab: 100,
+                max_response_tokens: 4,
+                max_prompt_tokens: 8,
+                max_ahead: 1,
+            });
+            assert_eq!(push.await.unwrap().unwrap(), 1);
+            assert_eq!(store.refused(), 0);
+            let rows = store.take(3, &[7], 1, Duration::from_millis(1)).expect("the row is stored");
+            assert_eq!((rows.len(), rows[0].iteration), (1, 3));
         });
     }
 

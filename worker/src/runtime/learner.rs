@@ -97,13 +97,14 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
             }
         };
         reward.set_compute_kind(compute);
-        // From here on pushed rows are checked against the run (see `RowLimits`).
-        store.set_limits(RowLimits {
+        // The checks pushed rows must pass (see `RowLimits`); set once the run and any checkpoint
+        // are loaded, below.
+        let limits = RowLimits {
             vocab: policy.model.config().vocab_size as u32,
             max_response_tokens: cfg.sampling.max_new_tokens as usize,
             max_prompt_tokens: policy.model.config().max_position_embeddings as usize,
             max_ahead: cfg.run.max_staleness.saturating_add(1),
-        });
+        };
         let eos = policy.model.config().eos_token_ids.first().copied().unwrap_or(0);
         let pad = policy.model.config().pad_token_id.unwrap_or(eos);
 
@@ -197,6 +198,11 @@ pub(super) fn run(opts: &WorkerOptions, rt: tokio::runtime::Runtime) -> Result<(
         } else if rank == 0 {
             store.publish(0, flat_params(&me.policy_vs));
         }
+        // Rows are taken from here on, with the checkpoint's iteration as the floor: a learner
+        // restarted mid-run may get rows for the iteration after its checkpoint from rollout
+        // workers that kept the weights, before it has loaded the checkpoint; those wait (see
+        // `LearnerFlight::do_put`) instead of being refused as too far ahead.
+        store.set_limits(limits);
 
         loop {
             match s.next_message()? {
