@@ -575,6 +575,19 @@ mod tests {
         store
     }
 
+    /// Serves `store` on a local port with the token `t`; returns its address.
+    async fn serve(store: &Arc<LearnerStore>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
     /// Over the wire: a learner's Flight server refuses a batch holding a NaN log-prob with the
     /// row and field in the error, stores nothing of it, and takes the good batch after it.
     #[test]
@@ -582,14 +595,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let store = limited_store();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
+            let addr = serve(&store).await;
             let mut clients = Clients::new(Stamp::new(Some("t".into())));
             let mut nan = row(1, 7, 1);
             nan.behaviour_logprobs[0] = f32::NAN;
@@ -613,14 +619,7 @@ mod tests {
         rt.block_on(async {
             let store = Arc::new(LearnerStore::default());
             assert!(!store.takes_rows());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let svc = LearnerFlight::server(store.clone(), Guard::new(Some("t".into())));
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
+            let addr = serve(&store).await;
             // Iteration 3's rows, for a learner that resumes after iteration 2: before the resume
             // its floor (1) puts them out of reach; the push must wait for the resume.
             let push = tokio::spawn({
