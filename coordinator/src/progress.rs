@@ -224,9 +224,13 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// A headline value in at most 4 significant characters: `812`, `12.5`, `0.493`; a small one
+/// (a learning rate) in scientific notation, `1.4e-5`, so that it does not read as `0.000`.
 fn number(v: f64) -> String {
     if !v.is_finite() {
         "-".into()
+    } else if v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.1e}")
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
@@ -284,5 +288,13 @@ mod tests {
         assert_eq!(duration(42.0), "42s");
         assert_eq!(duration(185.0), "3m05s");
         assert_eq!(duration(3720.0), "1h02m");
+    }
+
+    #[test]
+    fn small_values_such_as_a_learning_rate_keep_their_digits() {
+        assert_eq!(number(5e-5), "5.0e-5");
+        assert_eq!(number(1.3456e-5), "1.3e-5");
+        assert_eq!(number(-0.0042), "-4.2e-3");
+        assert_eq!((number(0.0), number(0.0123), number(0.49331)), ("0.000".into(), "0.012".into(), "0.493".into()));
     }
 }
