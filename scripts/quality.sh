@@ -4,9 +4,11 @@
 #      adversarial iterations; runs/quality);
 #   2. the SFT baseline with equal policy compute: the same SFT warm start run for as many
 #      optimizer steps on expert traces as the AIRL run's policy takes in all
-#      (sft.steps + iterations x policy.steps), no iterations (runs/quality-sft); its reward is
-#      not trained (no warm start, 8 layers), so only the policy's rows of its evaluation
-#      (pass@1, majority vote, log-prob) mean something;
+#      (sft.steps + iterations x policy.steps), no iterations (runs/quality-sft); its own reward
+#      is not trained (no warm start, 8 layers), so its samples are scored by the AIRL run's
+#      warm-start reward (both exported, `coordinator export`): its reranking and localisation
+#      rows are then those of SFT + a reward trained on experts vs corruptions only, without the
+#      adversarial phase;
 #   3. three checkpoints evaluated on the same held-out synthetic problems and samples: the
 #      warm start (SFT only), the longer SFT, and AIRL after the last iteration, the last with
 #      --compare against the other two (paired differences over problems in its summary.json,
@@ -42,12 +44,15 @@ newest=$(ls -d "$RUN"/checkpoints/step-* | sort | tail -n 1)
 problems=(--problems "synthetic:$SYNTHETIC" --samples "$SAMPLES")
 echo "== 3/3 evaluations: $SYNTHETIC held-out synthetic problems x $SAMPLES samples =="
 "$COORD" eval --checkpoint "$RUN/checkpoints/step-000000" "${problems[@]}" --name sft-warm-start --overwrite
-"$COORD" eval --checkpoint "$BASE/checkpoints/step-000000" "${problems[@]}" --out "$RUN/eval/sft-equal-steps" --overwrite
+rm -rf "$BASE/export" "$RUN/export-warm-start"
+"$COORD" export --out "$BASE/export" "$BASE/checkpoints/step-000000"
+"$COORD" export --out "$RUN/export-warm-start" "$RUN/checkpoints/step-000000"
+"$COORD" --config "$CONFIG" eval --policy "$BASE/export/policy" --reward "$RUN/export-warm-start/reward" "${problems[@]}" \
+  --out "$RUN/eval/sft-equal-steps" --overwrite
 "$COORD" eval --checkpoint "$newest" "${problems[@]}" --name airl --overwrite \
   --compare "$RUN/eval/sft-warm-start" --compare "$RUN/eval/sft-equal-steps"
-echo "(against sft-equal-steps only the policy's rows compare like with like: random choice, pass@1,"
-echo " majority vote, highest mean log-prob, pass@N; that run's reward was never trained, so its"
-echo " best-of-N, weighted vote, reward localisation and reward AUROC rows are not a baseline)"
+echo "(sft-equal-steps: the longer SFT's samples, scored by the warm start's reward, the one the AIRL"
+echo " iterations started from: its reward rows are SFT + a reward without the adversarial phase)"
 echo "== the consistent corruptions (wrong operation / quantity) on the same problems, warm start and AIRL =="
 for ck in "$RUN/checkpoints/step-000000" "$newest"; do
   "$COORD" eval --checkpoint "$ck" --problems "synthetic:$SYNTHETIC" --samples 1 --corruption-kinds wrong_operation,wrong_quantity \
