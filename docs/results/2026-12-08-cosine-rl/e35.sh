@@ -10,7 +10,7 @@ D=docs/results/2026-12-08-cosine-rl
 E=runs/e34/eval
 export PYTHONPATH=/tmp/pa
 echo "== fork: reward.lr 5e-6 $(date -u +%T) =="
-$C --config $D/e35.toml --local --resume runs/e34/checkpoints/step-000000 --fork --overwrite
+$C --config $D/e35.toml --local --resume runs/e34/checkpoints/step-000000 --fork
 c=$(ls -d runs/e35/checkpoints/step-* | sort | tail -n 1)
 $C eval --checkpoint "$c" --problems synthetic:256 --samples 8 --name airl-reward-lr-5e-6 --out $E/airl-reward-lr-5e-6 --overwrite \
   --compare $E/airl --compare $E/sft-equal-steps --compare $E/sft-warm-start
